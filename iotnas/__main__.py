@@ -1,0 +1,3 @@
+from iotnas.cli.main import run
+
+run()

@@ -1,0 +1,7 @@
+"""Imports every command-group module so that each registers itself on ``app``.
+
+Each group lives in its own module (``iotnas/cli/<group>.py``) and adds its
+commands to :data:`iotnas.cli.main.app` at import time.
+"""
+
+# One line per command group, in the order they appear in --help.
