@@ -5,3 +5,4 @@ commands to :data:`iotnas.cli.main.app` at import time.
 """
 
 # One line per command group, in the order they appear in --help.
+from iotnas.cli import search  # noqa: F401

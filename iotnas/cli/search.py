@@ -1,0 +1,181 @@
+"""`iotnas init | search | status | show`: run a study and read its store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from iotnas.cli._common import console, print_json
+from iotnas.cli.main import app
+from iotnas.errors import ConfigError
+
+EXAMPLE_STUDY = '''\
+# An iotnas study: the most accurate network that fits the limits below.
+# Paths are relative to this file. Run it with: iotnas search {name}
+name = "{stem}"
+seed = 0
+store = "{stem}.db"            # a SQLite file, or a SQLAlchemy URL (postgresql+psycopg://...)
+mode = "train"                 # "train", or "tabular" (answers from the released models, no training)
+formats = ["float32"]          # number formats a model may be stored in
+
+[data]
+dataset = "digits"             # "digits" (embedded, no files), or a path to CIFAR-10 / MNIST / an image folder
+# layout = "cifar10-bin"       # detected from the files when omitted
+# limit = 5000                 # train on the first N images only
+
+[device]
+kind = "local"                 # local | agent | predictor | released (tabular mode)
+runtime = "onnxruntime"        # torch | onnxruntime: the runtime is part of a latency figure's identity
+threads = 1
+# url = "http://192.168.1.20:8765"   # kind = "agent": a device running 'iotnas agent serve'
+# predictor = "pi-predictor.json"    # kind = "predictor": made by 'iotnas latency calibrate'
+
+[constraints]
+max_weight_bytes = 32768       # 32 KiB of weights
+max_latency_ms = 5.0           # on the device above, batch 1
+# max_activation_bytes = 65536 # peak activation memory, batch 1, float32
+
+[space]
+laws = ["mobilenetv2/s5", "mobilenetv2/s6", "densenet/s3"]   # "space/law", "space", or "all"
+pool_per_law = 40              # ids 0..N-1 of each law form the candidate pool
+
+[strategy]
+name = "surrogate"             # laws | random | evolution | optuna | surrogate
+# [strategy.settings]          # e.g. kappa = 1.0 (surrogate), population = 8 (evolution), sampler = "tpe" (optuna)
+
+[budget]
+candidates = 500               # most candidates drawn and costed (cheap)
+trainings = 6                  # most models trained at the lowest fidelity
+epochs = [2, 6]                # fidelities; the best 1/eta of each go on to the next
+eta = 3
+'''
+
+
+@app.command("init")
+def init_command(
+    path: Path = typer.Argument(Path("study.toml"), help="Where to write the example study."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented example study file to edit."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; choose another path or pass --force")
+    try:
+        path.write_text(EXAMPLE_STUDY.format(name=path.name, stem=path.stem), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    console.print(f"wrote {path}; edit it, then run: iotnas search {path}")
+
+
+@app.command("search")
+def search_command(
+    study_file: Path = typer.Argument(..., help="The study file (TOML); 'iotnas init' writes an example."),
+    store: Optional[str] = typer.Option(None, "--store", help="Store URL or SQLite path (overrides the study file)."),
+    top: int = typer.Option(5, "--top", help="How many winners to list."),
+) -> None:
+    """Run a constrained search, or resume it where it stopped."""
+    from iotnas.search import run_search
+    from iotnas.study import load_study
+
+    study = load_study(study_file)
+    display = _SearchDisplay()
+    with Live(display.render(), console=console, refresh_per_second=4, transient=False) as live:
+        def on_event(event) -> None:
+            display.update(event)
+            live.update(display.render())
+
+        summary = run_search(study, store_url=store, callbacks=[on_event])
+    console.print(_summary_table(summary, top=top, title=f"{study.name}: best feasible models"))
+    if not summary.best:
+        console.print("no feasible model was trained; see 'iotnas status' for the stage counts")
+
+
+class _SearchDisplay:
+    """A progress bar for the current stage plus the latest training line."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<8}"), TextColumn("{task.description}"),
+            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+        )
+        self.task = self.progress.add_task("starting", stage="", total=None)
+        self.last = ""
+
+    def update(self, event) -> None:
+        description = event.message
+        detail = event.detail
+        if detail is not None and hasattr(detail, "epoch"):
+            parts = [f"epoch {detail.epoch:g}"]
+            for name, fmt in (("loss", "{:.3f}"), ("test_accuracy", "{:.2%}"), ("images_per_second", "{:.0f} img/s")):
+                value = getattr(detail, name, None)
+                if value is not None:
+                    parts.append(fmt.format(value))
+            description = f"{event.message}: " + ", ".join(parts)
+        self.progress.update(self.task, description=description, stage=event.stage,
+                             completed=event.completed or 0, total=event.total)
+        if event.stage in ("train", "promote") and "%" in event.message:
+            self.last = event.message
+
+    def render(self):
+        from rich.console import Group
+
+        return Group(self.progress, self.last) if self.last else self.progress
+
+
+def _summary_table(summary, *, top: int, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("#", "model", "accuracy", "epochs", "values", "weight bytes", "latency ms"):
+        table.add_column(column, justify="right" if column not in ("model",) else "left")
+    for i, r in enumerate(summary.best[:top], 1):
+        table.add_row(str(i), r.key, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
+                      "-" if r.latency_ms is None else f"{r.latency_ms:.2f}")
+    return table
+
+
+@app.command("status")
+def status_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
+    """Stage counts, best feasible model and time spent."""
+    from iotnas.search import summarize
+    from iotnas.store import Store
+
+    with Store.open(store, create=False) as s:
+        summary = summarize(s, top=1)
+        meta = s.meta()
+        seconds = sum(t.seconds or 0.0 for t in s.trainings(status="done"))
+        running = len(s.trainings(status="running"))
+    table = Table(title=f"study {meta.get('study_name', '?')}")
+    table.add_column("stage")
+    table.add_column("count", justify="right")
+    for status, n in sorted(summary.counts.items()):
+        table.add_row(status, str(n))
+    table.add_row("trainings done", str(summary.trainings))
+    table.add_row("trainings interrupted", str(running))
+    console.print(table)
+    console.print(f"training time: {seconds / 60:.1f} min")
+    if summary.best:
+        b = summary.best[0]
+        console.print(f"best feasible: {b.key} at {b.accuracy:.2%} ({b.epochs:g} epochs, {b.weight_bytes} weight bytes)")
+
+
+@app.command("show")
+def show_command(
+    store: str = typer.Argument(..., help="Store URL or SQLite file."),
+    top: int = typer.Option(10, "--top", min=1, help="How many models to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The best feasible models of a study."""
+    from iotnas.search import summarize
+    from iotnas.store import Store
+
+    with Store.open(store, create=False) as s:
+        summary = summarize(s, top=top)
+    if as_json:
+        print_json({"study": summary.study, "counts": summary.counts, "trainings": summary.trainings,
+                    "best": [asdict(r) for r in summary.best]})
+        return
+    console.print(_summary_table(summary, top=top, title=f"{summary.study}: best feasible models"))

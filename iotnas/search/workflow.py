@@ -1,0 +1,340 @@
+"""The constrained search, stage by stage, every step stored before the next reads it.
+
+    pool (draw + cost + memory check) -> latency (device or predictor) -> train the
+    feasible proposals (lowest fidelity) -> successive halving to higher fidelities
+
+Every stage is idempotent: re-running a study skips what the store holds and
+resumes what was interrupted (an interrupted training resumes from its last
+checkpoint). Progress is reported through callbacks; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from iotnas.arch import Arch
+from iotnas.cost import weight_bytes
+from iotnas.errors import SearchError
+from iotnas.search.pool import smallest_bits
+from iotnas.store import (
+    FEASIBLE,
+    POOLED,
+    REJECTED_LATENCY,
+    Candidate,
+    Latency,
+    Store,
+)
+from iotnas.strategies import Observation, PoolView, Strategy, make_strategy
+from iotnas.strategies.features import feature_row
+from iotnas.study import Study
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator(Protocol):
+    """Trains (or looks up) a model to a fidelity; returns (test accuracy, checkpoint path or None)."""
+
+    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks: Sequence[Callable] = ()) -> tuple[float, str | None]: ...
+
+
+class LatencySource(Protocol):
+    """Latency of an untrained model on the target device (measured, predicted or released)."""
+
+    key: str  # identity of the figure: device + runtime + settings
+    cheap: bool  # True: answer for the whole pool up front (prediction, lookup)
+
+    def latency(self, arch: Arch) -> Latency: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SearchEvent:
+    """What the workflow is doing, for progress displays."""
+
+    stage: str  # pool | latency | train | promote | done
+    message: str
+    completed: int | None = None
+    total: int | None = None
+    detail: object | None = None  # e.g. a training's per-epoch stats
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResult:
+    """A trained candidate at the highest fidelity it reached."""
+
+    key: str
+    space: str
+    n_values: int
+    weight_bytes: int  # in the narrowest allowed format
+    latency_ms: float | None
+    accuracy: float
+    epochs: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSummary:
+    study: str
+    counts: dict[str, int]
+    trainings: int
+    best: list[ModelResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+Callback = Callable[[SearchEvent], None]
+
+
+@dataclass
+class Components:
+    """What a study needs to run: the pool to draw from, the evaluator, the latency source."""
+
+    pool: list[Arch]
+    evaluator: Evaluator
+    latency: LatencySource | None
+
+
+class Workflow:
+    """One run of a study against its store."""
+
+    def __init__(self, study: Study, store: Store, components: Components, *, callbacks: Sequence[Callback] = ()):
+        self.study = study
+        self.store = store
+        self.components = components
+        self.callbacks = list(callbacks)
+        self.workdir = _workdir(study, store)
+        self._latency: dict[str, Latency] = {}
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, stage: str, message: str, completed: int | None = None, total: int | None = None,
+              detail: object | None = None) -> None:
+        event = SearchEvent(stage, message, completed, total, detail)
+        for callback in self.callbacks:
+            callback(event)
+
+    # ------------------------------------------------------------------ stages
+
+    def run(self) -> SearchSummary:
+        started = time.perf_counter()
+        self.store.set_meta("study", json.dumps(self.study.to_dict(), default=list))
+        self.store.set_meta("weight_bits", str(smallest_bits(self.study)))
+        self.pool_stage()
+        self.latency_stage()
+        strategy = make_strategy(
+            self.study.strategy.name, seed=self.study.seed, settings=self.study.strategy.settings,
+            storage_url=self.store.url, study_name=self.study.name,
+        )
+        try:
+            self.proposal_stage(strategy)
+        finally:
+            strategy.close()
+        self.promotion_stage()
+        summary = self.summary(seconds=time.perf_counter() - started)
+        self._emit("done", f"{summary.trainings} trainings; best: "
+                   + (f"{summary.best[0].key} at {summary.best[0].accuracy:.2%}" if summary.best else "none"))
+        return summary
+
+    def pool_stage(self) -> None:
+        """Draw and cost every candidate; store them, marking those that do not fit in memory."""
+        from iotnas.search.pool import cost_candidates
+
+        known = {c.key for c in self.store.candidates()}
+        todo = [a for a in self.components.pool if a.key not in known]
+        total = len(todo)
+        self._emit("pool", f"costing {total} candidates", 0, total)
+        done = 0
+        batch: list[Candidate] = []
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if done % 50 == 0 or done == total:
+                self._emit("pool", "costing candidates", done, total)
+
+        for chunk_start in range(0, total, 200):
+            batch = cost_candidates(todo[chunk_start:chunk_start + 200], self.study, known=known, progress=tick)
+            self.store.add_candidates(batch)
+        self._check_something_fits()
+
+    def _check_something_fits(self) -> None:
+        candidates = self.store.candidates()
+        if any(c.status != "rejected:memory" and not c.status.startswith("rejected:activ") for c in candidates):
+            return
+        if not candidates:
+            raise SearchError("the study draws no candidates; check space.laws and budget.candidates")
+        smallest = min(candidates, key=lambda c: c.n_values)
+        bits = smallest_bits(self.study)
+        raise SearchError(
+            f"no candidate satisfies the memory constraints: the smallest, {smallest.key}, has "
+            f"{smallest.n_values} values = {weight_bytes(smallest.n_values, bits)} bytes at {bits} bits and "
+            f"{smallest.peak_activation_bytes} peak activation bytes; raise the limits, allow a narrower "
+            "format, or choose laws with smaller models"
+        )
+
+    def latency_stage(self) -> None:
+        """With a cheap source (predictor, released timings), time the whole pool before any training."""
+        source = self.components.latency
+        if source is None:
+            return
+        self._latency = self.store.latencies(source.key)
+        if not source.cheap:
+            return
+        pending = [c for c in self.store.candidates(status=POOLED) if c.key not in self._latency]
+        for i, candidate in enumerate(pending, 1):
+            self._ensure_latency(candidate)
+            if i % 100 == 0 or i == len(pending):
+                self._emit("latency", "estimating latency", i, len(pending))
+
+    def _ensure_latency(self, candidate: Candidate) -> Latency | None:
+        """Latency of a candidate (stored, or obtained now); marks it rejected when too slow."""
+        source = self.components.latency
+        if source is None:
+            return None
+        latency = self._latency.get(candidate.key)
+        if latency is None:
+            self._emit("latency", f"timing {candidate.key}")
+            latency = source.latency(Arch.from_json(candidate.arch_json))
+            self.store.add_latency(latency)
+            self._latency[candidate.key] = latency
+        limit = self.study.constraints.max_latency_ms
+        if limit is not None and latency.median_ms > limit and candidate.status == POOLED:
+            self.store.update_candidate(
+                candidate.key, status=REJECTED_LATENCY, reason=f"{latency.median_ms:.3f} ms > {limit} ms"
+            )
+        return latency
+
+    def proposal_stage(self, strategy: Strategy) -> None:
+        """Ask the strategy for candidates until the training budget is spent or the pool is empty."""
+        budget = self.study.budget.trainings
+        first = self.study.budget.epochs[0]
+        history: list[Observation] = []
+        # Replay what was proposed before (a resumed run), finishing what was interrupted.
+        for candidate in self.store.proposals():
+            history.append(self._resolve(candidate, first, strategy))
+        trained = sum(o.accuracy is not None for o in history)
+        while trained < budget:
+            view = self._view()
+            if len(view) == 0:
+                self._emit("train", "no untried feasible candidate left in the pool")
+                break
+            rng = np.random.default_rng([self.study.seed, len(history)])
+            (key,) = strategy.ask(view, history, 1, rng)
+            self.store.update_candidate(key, proposed_index=len(history))
+            candidate = self.store.candidate(key)
+            observation = self._resolve(candidate, first, strategy)
+            history.append(observation)
+            trained += observation.accuracy is not None
+
+    def _resolve(self, candidate: Candidate, epochs: float, strategy: Strategy) -> Observation:
+        """Check latency, then train at the lowest fidelity; idempotent."""
+        features = _features(candidate)
+        if candidate.status == POOLED:
+            self._ensure_latency(candidate)
+            candidate = self.store.candidate(candidate.key)
+        if candidate.status == POOLED:
+            self.store.update_candidate(candidate.key, status=FEASIBLE)
+            candidate = self.store.candidate(candidate.key)
+        if candidate.status != FEASIBLE:
+            observation = Observation(candidate.key, candidate.space, features, False, None)
+        else:
+            accuracy = self._train(candidate, epochs)
+            observation = Observation(candidate.key, candidate.space, features, True, accuracy)
+        # On replay too: a strategy that keeps its own state (Optuna) ignores what it already knows.
+        strategy.tell(observation)
+        return observation
+
+    def _train(self, candidate: Candidate, epochs: float) -> float:
+        done = {(t.arch_key, t.epochs): t for t in self.store.trainings(status="done")}
+        existing = done.get((candidate.key, epochs))
+        if existing is not None:
+            return float(existing.accuracy)
+        arch = Arch.from_json(candidate.arch_json)
+        self.store.start_training(candidate.key, epochs)
+        self._emit("train", f"training {candidate.key} to {epochs:g} epochs")
+        started = time.perf_counter()
+
+        def on_epoch(stats: object) -> None:
+            self._emit("train", f"training {candidate.key}", detail=stats)
+
+        accuracy, checkpoint = self.components.evaluator.evaluate(
+            arch, epochs, workdir=self.workdir / _safe(candidate.key), callbacks=(on_epoch,)
+        )
+        self.store.finish_training(candidate.key, epochs, accuracy=accuracy, checkpoint=checkpoint,
+                                   seconds=time.perf_counter() - started)
+        self._emit("train", f"{candidate.key}: {accuracy:.2%} after {epochs:g} epochs")
+        return accuracy
+
+    def promotion_stage(self) -> None:
+        """Successive halving: the best 1/eta of each fidelity go on to the next one."""
+        levels = self.study.budget.epochs
+        for lower, higher in zip(levels, levels[1:]):
+            results = [t for t in self.store.trainings(status="done") if t.epochs == lower]
+            results.sort(key=lambda t: (-t.accuracy, t.arch_key))
+            keep = results[: max(1, math.ceil(len(results) / self.study.budget.eta))]
+            for i, training in enumerate(keep, 1):
+                self._emit("promote", f"fidelity {higher:g} epochs", i - 1, len(keep))
+                self._train(self.store.candidate(training.arch_key), higher)
+
+    # ------------------------------------------------------------------ views
+
+    def _view(self) -> PoolView:
+        available = [c for c in self.store.candidates(status=POOLED) if c.proposed_index is None]
+        return PoolView(
+            keys=tuple(c.key for c in available),
+            spaces=tuple(c.space for c in available),
+            laws=tuple(f"{c.space}/{c.law}" for c in available),
+            ids=tuple(c.arch_id if c.arch_id is not None else -1 for c in available),
+            features=np.stack([_features(c) for c in available]) if available else np.zeros((0, 11)),
+        )
+
+    def summary(self, *, seconds: float = 0.0) -> SearchSummary:
+        return summarize(self.store, self.study, seconds=seconds)
+
+
+def summarize(store: Store, study: Study | None = None, *, seconds: float = 0.0, top: int = 10) -> SearchSummary:
+    """Counts per stage and the best feasible models, each at the highest fidelity it reached."""
+    candidates = {c.key: c for c in store.candidates()}
+    counts: dict[str, int] = {}
+    for c in candidates.values():
+        counts[c.status] = counts.get(c.status, 0) + 1
+    latencies = store.latencies()
+    bits = smallest_bits(study) if study is not None else int(store.meta().get("weight_bits", "32"))
+    best_by_key: dict[str, ModelResult] = {}
+    done = store.trainings(status="done")
+    for t in done:
+        c = candidates[t.arch_key]
+        current = best_by_key.get(t.arch_key)
+        if current is not None and current.epochs >= t.epochs:
+            continue
+        lat = latencies.get(t.arch_key)
+        best_by_key[t.arch_key] = ModelResult(
+            key=t.arch_key, space=c.space, n_values=c.n_values, weight_bytes=weight_bytes(c.n_values, bits),
+            latency_ms=None if lat is None else lat.median_ms, accuracy=float(t.accuracy), epochs=t.epochs,
+        )
+    best = sorted(best_by_key.values(), key=lambda r: (-r.epochs, -r.accuracy, r.key))[:top]
+    return SearchSummary(study=study.name if study else store.meta().get("study_name", "?"), counts=counts,
+                         trainings=len(done), best=best, seconds=seconds)
+
+
+def _features(c: Candidate) -> np.ndarray:
+    return feature_row(space=c.space, n_values=c.n_values, macs=c.macs, flops=c.flops,
+                       peak_activation_bytes=c.peak_activation_bytes)
+
+
+def _safe(key: str) -> str:
+    return key.replace("/", "_")
+
+
+def _workdir(study: Study, store: Store) -> Path:
+    """Checkpoints live beside a SQLite store, or in ``<study name>-runs`` for a server store."""
+    url = store.url
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):])
+        return db.parent / f"{db.stem}-runs"
+    return study.resolve(f"{study.name}-runs")

@@ -1,0 +1,21 @@
+"""The study store (SQLAlchemy 2): SQLite by default, PostgreSQL by URL."""
+
+from iotnas.store.models import SCHEMA_VERSION
+from iotnas.store.store import (
+    FEASIBLE,
+    POOLED,
+    REJECTED_ACTIVATIONS,
+    REJECTED_LATENCY,
+    REJECTED_MEMORY,
+    Candidate,
+    Latency,
+    PrecisionResult,
+    Store,
+    Training,
+    normalize_url,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "FEASIBLE", "POOLED", "REJECTED_ACTIVATIONS", "REJECTED_LATENCY", "REJECTED_MEMORY",
+    "Candidate", "Latency", "PrecisionResult", "Store", "Training", "normalize_url",
+]

@@ -1,0 +1,426 @@
+"""The study store: everything a stage learns, written before the next stage reads it.
+
+SQLite (a file, WAL journal) by default, PostgreSQL by URL. Methods return frozen
+values, never ORM rows; writes are keyed on the architecture key, so repeating
+one is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from iotnas import __version__
+from iotnas.errors import SchemaVersionError, StoreError
+from iotnas.store.models import (
+    SCHEMA_VERSION,
+    Base,
+    CandidateRow,
+    LatencyRow,
+    MetaRow,
+    PrecisionRow,
+    TrainingRow,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    key: str
+    arch_json: str
+    space: str
+    law: str | None
+    arch_id: int | None
+    n_values: int
+    macs: int
+    flops: int
+    peak_activation_bytes: int
+    status: str
+    reason: str | None
+    proposed_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    arch_key: str
+    device_key: str
+    source: str
+    median_ms: float
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    arch_key: str
+    epochs: float
+    status: str
+    accuracy: float | None
+    checkpoint: str | None
+    seconds: float | None
+    worker: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrecisionResult:
+    arch_key: str
+    epochs: float
+    format_name: str
+    bits: int
+    weight_bytes: int
+    accuracy: float
+    finetuned: bool
+    checkpoint: str | None
+
+
+# Candidate statuses, in workflow order.
+POOLED = "pooled"  # drawn and costed, not yet proposed
+REJECTED_MEMORY = "rejected:memory"
+REJECTED_ACTIVATIONS = "rejected:activations"
+REJECTED_LATENCY = "rejected:latency"
+FEASIBLE = "feasible"  # passed every constraint; trained or about to be
+
+
+def normalize_url(url_or_path: str) -> str:
+    """A SQLAlchemy URL from a URL or a path to a SQLite file."""
+    if "://" in url_or_path:
+        return url_or_path
+    return f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
+
+
+def _enable_sqlite_wal(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via every sqlite test
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+class Store:
+    """A study's database. Open with :meth:`open`; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, engine: Engine, url: str):
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.url = url
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        url_or_path: str,
+        *,
+        study_name: str | None = None,
+        fingerprint: str | None = None,
+        create: bool = True,
+    ) -> "Store":
+        """Open (and with ``create``, initialise) a store.
+
+        Args:
+            study_name, fingerprint: when given, the store must belong to this study;
+                an empty store is stamped with them.
+            create: create the schema when the store is new; otherwise refuse an empty store.
+
+        Raises:
+            StoreError: the location cannot be opened or written, is empty when it must not be,
+                or belongs to another study.
+            SchemaVersionError: the store was written by an incompatible schema version.
+        """
+        url = normalize_url(url_or_path)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(f"store {url_or_path!r} is neither a SQLAlchemy URL nor a file path") from None
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        if is_sqlite and parsed.database:
+            db_path = Path(parsed.database)
+            if not db_path.exists():
+                if not create:
+                    raise StoreError(f"no store at {db_path}; run 'iotnas search STUDY.toml' to create one")
+                parent = db_path.parent
+                if not parent.is_dir():
+                    raise StoreError(f"cannot create store {db_path}: folder {parent} does not exist")
+                if not os.access(parent, os.W_OK):
+                    raise StoreError(f"cannot create store {db_path}: folder {parent} is not writable")
+        try:
+            engine = create_engine(url, pool_pre_ping=True, future=True)
+        except (ArgumentError, ImportError) as exc:
+            raise StoreError(f"cannot open store {url_or_path!r}: {exc}") from None
+        if is_sqlite:
+            _enable_sqlite_wal(engine)
+        store = cls(engine, url)
+        try:
+            store._prepare(study_name=study_name, fingerprint=fingerprint, create=create)
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def _prepare(self, *, study_name: str | None, fingerprint: str | None, create: bool) -> None:
+        try:
+            tables = set(inspect(self._engine).get_table_names())
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreError(f"cannot open store {self.url}: {_db_message(exc)}") from None
+        if MetaRow.__tablename__ not in tables:
+            if tables and any(t.startswith("iotnas_") for t in tables):
+                raise SchemaVersionError(f"store {self.url} has iotnas tables but no version record; it is damaged")
+            if not create:
+                raise StoreError(f"store {self.url} holds no iotnas study")
+            with self._session() as s:
+                Base.metadata.create_all(s.connection())
+                s.add_all([
+                    MetaRow(key="schema_version", value=str(SCHEMA_VERSION)),
+                    MetaRow(key="created_at", value=_now().isoformat()),
+                    MetaRow(key="iotnas_version", value=__version__),
+                ])
+                if study_name is not None:
+                    s.add(MetaRow(key="study_name", value=study_name))
+                if fingerprint is not None:
+                    s.add(MetaRow(key="study_fingerprint", value=fingerprint))
+            return
+        meta = self.meta()
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {self.url} was written by a newer iotnas (schema {version}, this one reads {SCHEMA_VERSION}); "
+                "upgrade iotnas to open it"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {self.url} uses schema {version}, which this iotnas cannot migrate; "
+                "open it with the iotnas version that wrote it"
+            )
+        if study_name is not None and meta.get("study_name") not in (None, study_name):
+            raise StoreError(
+                f"store {self.url} belongs to study {meta['study_name']!r}, not {study_name!r}; "
+                "use another store path (study key 'store' or --store)"
+            )
+        if fingerprint is not None and meta.get("study_fingerprint") not in (None, fingerprint):
+            raise StoreError(
+                f"store {self.url} was created by a different version of study {study_name!r} "
+                "(its settings changed); use a new store path, or restore the original settings"
+            )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on error, translate database errors."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            session.rollback()
+            raise StoreError(f"store {self.url}: {_db_message(exc)}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # ------------------------------------------------------------------ meta
+
+    def meta(self) -> dict[str, str]:
+        with self._session() as s:
+            return {row.key: row.value for row in s.scalars(select(MetaRow))}
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._session() as s:
+            s.merge(MetaRow(key=key, value=value))
+
+    # ------------------------------------------------------------------ candidates
+
+    def add_candidates(self, candidates: Sequence[Candidate]) -> int:
+        """Insert candidates not stored yet; returns how many were new."""
+        if not candidates:
+            return 0
+        with self._session() as s:
+            known = set(s.scalars(select(CandidateRow.key).where(CandidateRow.key.in_([c.key for c in candidates]))))
+            new = [c for c in candidates if c.key not in known]
+            now = _now()
+            s.add_all([CandidateRow(**_candidate_fields(c), created_at=now) for c in new])
+            return len(new)
+
+    def candidates(self, *, status: str | None = None) -> list[Candidate]:
+        with self._session() as s:
+            query = select(CandidateRow)
+            if status is not None:
+                query = query.where(CandidateRow.status == status)
+            return [_candidate(r) for r in s.scalars(query.order_by(CandidateRow.created_at, CandidateRow.key))]
+
+    def candidate(self, key: str) -> Candidate | None:
+        with self._session() as s:
+            row = s.get(CandidateRow, key)
+            return None if row is None else _candidate(row)
+
+    def update_candidate(
+        self, key: str, *, status: str | None = None, reason: str | None = None, proposed_index: int | None = None
+    ) -> None:
+        with self._session() as s:
+            row = s.get(CandidateRow, key)
+            if row is None:
+                raise StoreError(f"candidate {key} is not in store {self.url}")
+            if status is not None:
+                row.status = status
+                row.reason = reason
+            if proposed_index is not None:
+                row.proposed_index = proposed_index
+
+    def proposals(self) -> list[Candidate]:
+        """Candidates the strategy proposed, in the order it proposed them."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(CandidateRow).where(CandidateRow.proposed_index.is_not(None)).order_by(CandidateRow.proposed_index)
+            )
+            return [_candidate(r) for r in rows]
+
+    # ------------------------------------------------------------------ latency
+
+    def add_latency(self, latency: Latency) -> None:
+        with self._session() as s:
+            existing = s.scalar(
+                select(LatencyRow).where(
+                    LatencyRow.arch_key == latency.arch_key, LatencyRow.device_key == latency.device_key
+                )
+            )
+            if existing is not None:
+                return
+            s.add(LatencyRow(
+                arch_key=latency.arch_key, device_key=latency.device_key, source=latency.source,
+                median_ms=latency.median_ms, detail_json=json.dumps(latency.detail, sort_keys=True),
+                created_at=_now(),
+            ))
+
+    def latencies(self, device_key: str | None = None) -> dict[str, Latency]:
+        """Latency figures by architecture key (for one device, or all)."""
+        with self._session() as s:
+            query = select(LatencyRow)
+            if device_key is not None:
+                query = query.where(LatencyRow.device_key == device_key)
+            return {r.arch_key: _latency(r) for r in s.scalars(query)}
+
+    # ------------------------------------------------------------------ trainings
+
+    def start_training(self, arch_key: str, epochs: float, *, worker: str | None = None) -> None:
+        """Mark a training as running (again, after an interruption)."""
+        with self._session() as s:
+            row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
+            now = _now()
+            if row is None:
+                s.add(TrainingRow(arch_key=arch_key, epochs=epochs, status="running", worker=worker,
+                                  heartbeat_at=now, started_at=now))
+            elif row.status != "done":
+                row.status, row.worker, row.heartbeat_at = "running", worker, now
+
+    def finish_training(
+        self, arch_key: str, epochs: float, *, accuracy: float, checkpoint: str | None, seconds: float
+    ) -> None:
+        with self._session() as s:
+            row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
+            if row is None:
+                raise StoreError(f"training of {arch_key} at {epochs} epochs was never started in {self.url}")
+            row.status, row.accuracy, row.checkpoint = "done", accuracy, checkpoint
+            row.seconds, row.finished_at = seconds, _now()
+
+    def fail_training(self, arch_key: str, epochs: float, *, reason: str) -> None:
+        with self._session() as s:
+            row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
+            if row is not None and row.status != "done":
+                row.status, row.checkpoint, row.finished_at = "failed", reason, _now()
+
+    def trainings(self, *, status: str | None = None) -> list[Training]:
+        with self._session() as s:
+            query = select(TrainingRow)
+            if status is not None:
+                query = query.where(TrainingRow.status == status)
+            return [_training(r) for r in s.scalars(query.order_by(TrainingRow.id))]
+
+    # ------------------------------------------------------------------ precision
+
+    def add_precision(self, result: PrecisionResult) -> None:
+        """Store one (model, format) result; an existing one is never overwritten."""
+        with self._session() as s:
+            existing = s.scalar(select(PrecisionRow).where(
+                PrecisionRow.arch_key == result.arch_key, PrecisionRow.epochs == result.epochs,
+                PrecisionRow.format_name == result.format_name, PrecisionRow.finetuned == result.finetuned,
+            ))
+            if existing is None:
+                s.add(PrecisionRow(**_fields(result), created_at=_now()))
+
+    def precision_results(self) -> list[PrecisionResult]:
+        with self._session() as s:
+            return [
+                PrecisionResult(
+                    arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits,
+                    weight_bytes=r.weight_bytes, accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=r.checkpoint,
+                )
+                for r in s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
+            ]
+
+
+# --------------------------------------------------------------------------- row <-> value
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
+def _candidate_fields(c: Candidate) -> dict[str, Any]:
+    return _fields(c)
+
+
+def _candidate(r: CandidateRow) -> Candidate:
+    return Candidate(
+        key=r.key, arch_json=r.arch_json, space=r.space, law=r.law, arch_id=r.arch_id, n_values=r.n_values,
+        macs=r.macs, flops=r.flops, peak_activation_bytes=r.peak_activation_bytes, status=r.status,
+        reason=r.reason, proposed_index=r.proposed_index,
+    )
+
+
+def _latency(r: LatencyRow) -> Latency:
+    return Latency(arch_key=r.arch_key, device_key=r.device_key, source=r.source, median_ms=r.median_ms,
+                   detail=json.loads(r.detail_json))
+
+
+def _training(r: TrainingRow) -> Training:
+    return Training(
+        arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=r.checkpoint,
+        seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
+    )
+
+
+def _db_message(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

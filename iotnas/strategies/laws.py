@@ -1,0 +1,33 @@
+"""The paper's manual workflow: draw ids in order from the chosen laws, law after law in turn."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from iotnas.strategies.base import Observation, PoolView, Strategy
+
+
+class LawsStrategy(Strategy):
+    """Round-robin over laws, lowest id first: exactly what a person narrowing laws by hand trains."""
+
+    name = "laws"
+
+    def __init__(self, *, seed: int, settings=None):
+        super().__init__(seed=seed, settings=settings)
+        self._check_settings(set())
+
+    def ask(self, view: PoolView, history: Sequence[Observation], n: int, rng: np.random.Generator) -> list[str]:
+        by_law: dict[str, list[tuple[int, str]]] = {}
+        for key, law, arch_id in zip(view.keys, view.laws, view.ids):
+            by_law.setdefault(law, []).append((arch_id, key))
+        queues = [sorted(items) for _, items in sorted(by_law.items())]
+        start = len(history)  # continue the rotation where it stopped
+        picks: list[str] = []
+        while len(picks) < n and any(queues):
+            queue = queues[start % len(queues)]
+            if queue:
+                picks.append(queue.pop(0)[1])
+            start += 1
+        return picks

@@ -1,0 +1,303 @@
+"""A study: what the user asks for, read from a TOML file and validated on load.
+
+Every key is checked; an unknown or malformed key raises :class:`ConfigError`
+naming it (``constraints.max_weight_bytes: expected a positive integer``).
+Nothing is silently dropped or clamped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from iotnas.errors import ConfigError
+
+MODES = ("train", "tabular")
+DEVICE_KINDS = ("local", "agent", "predictor", "released")
+RUNTIMES = ("torch", "onnxruntime")
+STRATEGIES = ("laws", "random", "optuna", "evolution", "surrogate")
+
+
+@dataclass(frozen=True, slots=True)
+class DataSpec:
+    dataset: str = "digits"  # an embedded dataset name, or a path
+    layout: str | None = None  # detected from the files when omitted
+    num_classes: int | None = None  # taken from the data when omitted
+    limit: int | None = None  # train on the first N images only (quick studies)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    kind: str = "local"
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    url: str | None = None  # kind = "agent"
+    predictor: str | None = None  # kind = "predictor": path of a saved predictor
+
+    @property
+    def key(self) -> str:
+        """Identity of a latency figure: the same model is faster on another runtime."""
+        if self.kind == "released":
+            return "released:raspberry-pi-3b+:torch"
+        if self.kind == "agent":
+            return f"agent:{self.url}:{self.runtime}:t{self.threads}"
+        if self.kind == "predictor":
+            return f"predictor:{Path(self.predictor or '').name}"
+        return f"local:{self.runtime}:t{self.threads}"
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    max_weight_bytes: int | None = None
+    max_latency_ms: float | None = None
+    max_activation_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    candidates: int = 2000  # most candidates drawn and costed (cheap)
+    trainings: int = 20  # most models trained at the lowest fidelity
+    epochs: tuple[float, ...] = (1.0,)  # training fidelities, ascending (successive halving)
+    eta: int = 3  # keep the best 1/eta at each fidelity step
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    name: str = "surrogate"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    name: str
+    mode: str = "train"
+    seed: int = 0
+    store: str = "study.db"
+    data: DataSpec = DataSpec()
+    device: DeviceSpec = DeviceSpec()
+    constraints: Constraints = Constraints()
+    formats: tuple[str, ...] = ("float32",)
+    laws: tuple[str, ...] = ("all",)  # "space/law", "space" or "all"
+    pool_per_law: int = 200  # open spaces: ids drawn per law to form the candidate pool
+    strategy: StrategySpec = StrategySpec()
+    budget: Budget = Budget()
+    released: str | None = None  # folder of the released model set (tabular mode)
+    base_dir: str = "."  # relative paths in the file are resolved against its folder
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that decides results, so a store is never mixed with another study."""
+        payload = asdict(self)
+        for volatile in ("store", "base_dir"):
+            payload.pop(volatile)
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def resolve(self, path: str) -> Path:
+        """A path from the study file, relative to the file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or a key is unknown or malformed.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"study file {path} not found; create one with 'iotnas init {path}'") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read study file {path}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
+    return parse_study(raw, base_dir=str(path.resolve().parent), default_name=path.stem)
+
+
+def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: str = "study") -> Study:
+    """Validate a study given as a mapping (the parsed TOML)."""
+    top = _Table(raw, "")
+    name = top.str("name", default_name)
+    mode = top.choice("mode", MODES, "train")
+    seed = top.int("seed", 0, minimum=0)
+    store = top.str("store", f"{name}.db")
+    released = top.str("released", None)
+    formats = tuple(top.str_list("formats", ["float32"]))
+    if not formats:
+        raise ConfigError("formats: give at least one number format, e.g. formats = [\"float32\"]")
+
+    data_t = top.table("data")
+    data = DataSpec(
+        dataset=data_t.str("dataset", "cifar10" if mode == "tabular" else "digits"),
+        layout=data_t.str("layout", None),
+        num_classes=data_t.int("num_classes", None, minimum=2),
+        limit=data_t.int("limit", None, minimum=1),
+    )
+    data_t.done()
+
+    dev_t = top.table("device")
+    device = DeviceSpec(
+        kind=dev_t.choice("kind", DEVICE_KINDS, "released" if mode == "tabular" else "local"),
+        runtime=dev_t.choice("runtime", RUNTIMES, "onnxruntime"),
+        threads=dev_t.int("threads", 1, minimum=1),
+        url=dev_t.str("url", None),
+        predictor=dev_t.str("predictor", None),
+    )
+    dev_t.done()
+    if device.kind == "agent" and not device.url:
+        raise ConfigError("device.url: required when device.kind = \"agent\" (e.g. \"http://192.168.1.20:8765\")")
+    if device.kind == "predictor" and not device.predictor:
+        raise ConfigError("device.predictor: required when device.kind = \"predictor\" (path of a saved predictor)")
+
+    con_t = top.table("constraints")
+    constraints = Constraints(
+        max_weight_bytes=con_t.int("max_weight_bytes", None, minimum=1),
+        max_latency_ms=con_t.float("max_latency_ms", None, positive=True),
+        max_activation_bytes=con_t.int("max_activation_bytes", None, minimum=1),
+    )
+    con_t.done()
+
+    space_t = top.table("space")
+    laws = tuple(space_t.str_list("laws", ["all"]))
+    pool_per_law = space_t.int("pool_per_law", 200, minimum=1)
+    space_t.done()
+    if not laws:
+        raise ConfigError("space.laws: give at least one law (\"mobilenetv2/s4\"), a space (\"densenet\") or \"all\"")
+
+    strat_t = top.table("strategy")
+    strategy = StrategySpec(
+        name=strat_t.choice("name", STRATEGIES, "surrogate"),
+        settings=dict(strat_t.raw_table("settings")),
+    )
+    strat_t.done()
+
+    bud_t = top.table("budget")
+    epochs = tuple(bud_t.float_list("epochs", [1.0]))
+    budget = Budget(
+        candidates=bud_t.int("candidates", 2000, minimum=1),
+        trainings=bud_t.int("trainings", 20, minimum=1),
+        epochs=epochs,
+        eta=bud_t.int("eta", 3, minimum=2),
+    )
+    bud_t.done()
+    if not epochs or any(e <= 0 for e in epochs) or list(epochs) != sorted(set(epochs)):
+        raise ConfigError("budget.epochs: expected strictly increasing positive numbers, e.g. [1, 3, 9]")
+    if mode == "tabular" and device.kind != "released":
+        raise ConfigError("device.kind: tabular mode answers latency from the released Raspberry Pi timings; "
+                          "use kind = \"released\" or mode = \"train\"")
+    top.done()
+    return Study(
+        name=name, mode=mode, seed=seed, store=store, data=data, device=device,
+        constraints=constraints, formats=formats, laws=laws, pool_per_law=pool_per_law,
+        strategy=strategy, budget=budget, released=released, base_dir=base_dir,
+    )
+
+
+class _Table:
+    """Typed, key-tracking access to one TOML table, so unknown keys are reported."""
+
+    def __init__(self, raw: Any, prefix: str):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{prefix.rstrip('.') or 'study'}: expected a table")
+        self._raw = raw
+        self._prefix = prefix
+        self._seen: set[str] = set()
+
+    def _get(self, key: str) -> Any:
+        self._seen.add(key)
+        return self._raw.get(key)
+
+    def _name(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    def table(self, key: str) -> "_Table":
+        value = self._get(key)
+        return _Table({} if value is None else value, f"{self._name(key)}.")
+
+    def raw_table(self, key: str) -> Mapping[str, Any]:
+        value = self._get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self._name(key)}: expected a table")
+        return value
+
+    def str(self, key: str, default: str | None) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self._name(key)}: expected a non-empty string, got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(key, default)
+        if value not in choices:
+            raise ConfigError(f"{self._name(key)}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def int(self, key: str, default: int | None, *, minimum: int | None = None) -> int | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self._name(key)}: expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self._name(key)}: expected an integer >= {minimum}, got {value}")
+        return value
+
+    def float(self, key: str, default: float | None, *, positive: bool = False) -> float | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{self._name(key)}: expected a number, got {value!r}")
+        if positive and not value > 0:
+            raise ConfigError(f"{self._name(key)}: expected a positive number, got {value}")
+        return float(value)
+
+    def str_list(self, key: str, default: list[str]) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self._name(key)}: expected a list of strings, got {value!r}")
+        return value
+
+    def float_list(self, key: str, default: list[float]) -> list[float]:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{self._name(key)}: expected a list of numbers, got {value!r}")
+        return [float(v) for v in value]
+
+    def done(self) -> None:
+        unknown = sorted(set(self._raw) - self._seen)
+        if unknown:
+            where = self._prefix.rstrip(".") or "the top level"
+            raise ConfigError(
+                f"{self._name(unknown[0])}: unknown key in {where}; check the spelling "
+                "('iotnas init' writes a commented example)"
+            )

@@ -1,0 +1,76 @@
+import sqlite3
+
+import pytest
+
+from iotnas.errors import SchemaVersionError, StoreError
+from iotnas.store import POOLED, Candidate, Latency, PrecisionResult, Store
+
+
+def _candidate(key="densenet/s3/1", status=POOLED):
+    return Candidate(key=key, arch_json="{}", space="densenet", law="s3", arch_id=1, n_values=10, macs=5,
+                     flops=7, peak_activation_bytes=100, status=status, reason=None, proposed_index=None)
+
+
+def test_round_trip_and_idempotent_writes(tmp_path):
+    path = tmp_path / "s.db"
+    with Store.open(str(path), study_name="a", fingerprint="f1") as store:
+        assert store.add_candidates([_candidate()]) == 1
+        assert store.add_candidates([_candidate()]) == 0  # repeats are harmless
+        store.update_candidate("densenet/s3/1", proposed_index=0)
+        store.add_latency(Latency("densenet/s3/1", "local:onnxruntime:t1", "measured", 1.5, {"cv": 0.01}))
+        store.start_training("densenet/s3/1", 1.0)
+        store.finish_training("densenet/s3/1", 1.0, accuracy=0.5, checkpoint="c.pt", seconds=2.0)
+        store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "half", 16, 20, 0.49, False, None))
+        store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "half", 16, 20, 0.10, False, None))
+    with Store.open(str(path), study_name="a", fingerprint="f1", create=False) as store:
+        assert [c.key for c in store.proposals()] == ["densenet/s3/1"]
+        assert store.latencies()["densenet/s3/1"].detail == {"cv": 0.01}
+        (t,) = store.trainings(status="done")
+        assert t.accuracy == 0.5 and t.checkpoint == "c.pt"
+        (p,) = store.precision_results()
+        assert p.accuracy == 0.49  # never overwritten
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_of_another_study_is_refused(tmp_path):
+    path = str(tmp_path / "s.db")
+    Store.open(path, study_name="a", fingerprint="f1").close()
+    with pytest.raises(StoreError, match="belongs to study 'a'"):
+        Store.open(path, study_name="b", fingerprint="f1")
+    with pytest.raises(StoreError, match="settings changed"):
+        Store.open(path, study_name="a", fingerprint="f2")
+
+
+def test_newer_and_older_schema_refused_without_damage(tmp_path):
+    path = tmp_path / "s.db"
+    with Store.open(str(path), study_name="a") as store:
+        store.add_candidates([_candidate()])
+    db = sqlite3.connect(path)
+    db.execute("UPDATE iotnas_meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    with pytest.raises(SchemaVersionError, match="newer iotnas"):
+        Store.open(str(path), study_name="a")
+    db.execute("UPDATE iotnas_meta SET value='0' WHERE key='schema_version'")
+    db.commit()
+    with pytest.raises(SchemaVersionError, match="cannot migrate"):
+        Store.open(str(path), study_name="a")
+    assert db.execute("SELECT count(*) FROM iotnas_candidates").fetchone()[0] == 1
+
+
+def test_unwritable_and_missing_locations(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        Store.open(str(tmp_path / "nope" / "s.db"))
+    with pytest.raises(StoreError, match="no store"):
+        Store.open(str(tmp_path / "absent.db"), create=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        import os
+
+        if os.access(locked, os.W_OK):  # root ignores permissions
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(StoreError, match="not writable"):
+            Store.open(str(locked / "s.db"))
+    finally:
+        locked.chmod(0o700)
