@@ -1,0 +1,175 @@
+"""The registry of search spaces: one name (plus aliases) -> one :class:`Space`.
+
+Modelled on timm's ``register_model``, but duplicates are refused instead of
+overwritten, and an unknown name raises :class:`~iotnas.errors.UnknownSpaceError`
+listing the known ones. The registry is written once, at import of
+:mod:`iotnas.spaces`, and never changed afterwards.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from torch import nn
+
+from iotnas.errors import ArchError, UnknownLawError, UnknownSpaceError
+
+#: Sampled arguments: a JSON-like value of plain ints, floats, lists and dicts
+#: (a dict for every space except GoogLeNet, whose canonical form is a list of rows).
+Args = Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IntRange:
+    """Integers in ``[lo, hi)``: the upper bound is exclusive, as in ``numpy.randint``."""
+
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return f"[{self.lo}, {self.hi})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Choice:
+    """One of a fixed set of values, drawn uniformly."""
+
+    values: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(str(v) for v in self.values) + "}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Law:
+    """Base of every space's law: a named set of ranges. Subclasses add the ranges as fields."""
+
+    name: str
+
+    def ranges(self) -> dict[str, str]:
+        """The law's ranges as ``{argument: "[lo, hi)"}``, for listing and docs."""
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "name"}
+
+
+class Space(abc.ABC):
+    """One family of networks: its laws, its sampler and its builder.
+
+    Subclasses set :attr:`laws` and implement :meth:`_sample`, :meth:`check_args`
+    and :meth:`_build`; the registry sets :attr:`name` and :attr:`aliases`.
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: One-line description for listings.
+    summary: ClassVar[str] = ""
+    #: Law name -> law, in order.
+    laws: ClassVar[Mapping[str, Law]] = {}
+
+    @property
+    def released_name(self) -> str:
+        """The authors' name of the space (``random_net_<family>``), as in NetConfigs.json."""
+        return self.aliases[0] if self.aliases else self.name
+
+    def law(self, law: str) -> Law:
+        """Look up a law by name.
+
+        Raises:
+            UnknownLawError: the space has no such law.
+        """
+        try:
+            return self.laws[law]
+        except (KeyError, TypeError):
+            known = ", ".join(self.laws)
+            raise UnknownLawError(
+                f"space '{self.name}' has no law {law!r}; known laws: {known}"
+            ) from None
+
+    def sample(self, law: str, id: int) -> Args:
+        """Draw the arguments of model ``(law, id)`` from a fresh ``RandomState(id)``.
+
+        Never touches global random state; the same ``(law, id)`` always gives the same arguments.
+
+        Raises:
+            UnknownLawError: the space has no such law.
+        """
+        return self._sample(self.law(law), id)
+
+    def build(self, args: Args, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+        """Build the network for ``args`` (3x32x32 geometry; ``in_channels`` may differ).
+
+        Raises:
+            ArchError: ``args`` do not describe a valid network of this space.
+        """
+        self.check_args(args)
+        return self._build(args, num_classes=num_classes, in_channels=in_channels)
+
+    @abc.abstractmethod
+    def _sample(self, law: Law, id: int) -> Args: ...
+
+    @abc.abstractmethod
+    def check_args(self, args: Args) -> None:
+        """Raise :class:`ArchError` unless ``args`` are well-formed arguments of this space."""
+
+    @abc.abstractmethod
+    def _build(self, args: Args, *, num_classes: int, in_channels: int) -> nn.Module: ...
+
+    def _bad(self, args: Args, why: str) -> ArchError:
+        """The error for malformed explicit arguments."""
+        return ArchError(f"invalid arguments for space '{self.name}' ({why}): {args!r}")
+
+
+_SPACES: dict[str, Space] = {}
+_NAMES: dict[str, str] = {}  # every accepted name or alias -> canonical name
+
+S = TypeVar("S", bound=type[Space])
+
+
+def register_space(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[S], S]:
+    """Class decorator: register a :class:`Space` subclass under ``name`` and ``aliases``.
+
+    Raises:
+        ValueError: a name or alias is already taken (a programming error, caught at import).
+    """
+
+    def decorate(cls: S) -> S:
+        for n in (name, *aliases):
+            if n in _NAMES:
+                raise ValueError(f"search space name {n!r} is already registered to '{_NAMES[n]}'")
+        cls.name = name
+        cls.aliases = tuple(aliases)
+        _SPACES[name] = cls()
+        for n in (name, *aliases):
+            _NAMES[n] = name
+        return cls
+
+    return decorate
+
+
+def canonical_name(name: str) -> str:
+    """The registered name for ``name`` or one of its aliases.
+
+    Raises:
+        UnknownSpaceError: no space has this name.
+    """
+    try:
+        return _NAMES[name]
+    except (KeyError, TypeError):
+        known = ", ".join(_SPACES)
+        raise UnknownSpaceError(f"unknown search space {name!r}; known spaces: {known}") from None
+
+
+def get_space(name: str) -> Space:
+    """The space registered under ``name`` (or an alias such as ``random_net_densenet``).
+
+    Raises:
+        UnknownSpaceError: no space has this name.
+    """
+    return _SPACES[canonical_name(name)]
+
+
+def list_spaces() -> list[str]:
+    """Registered space names, in registration order."""
+    return list(_SPACES)
