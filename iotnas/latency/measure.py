@@ -1,0 +1,283 @@
+"""The timing protocol and the value it produces.
+
+A measurement is batch 1, explicit thread settings, a warm-up, then timed runs
+with :func:`time.perf_counter_ns` until both a run count and a duration are
+reached (with a cap), summarised by the median, p90, IQR and coefficient of
+variation, beside the environment it was taken in. The paper's protocol (10
+runs, first 5 dropped, mean of ``time.time()``) had a CV above 10 % for about a
+third of its models; this one reports its noise so the reader can judge.
+
+This module imports neither torch nor onnxruntime, so the device agent can use
+it on a board that has only the runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from iotnas.errors import LatencyError
+
+#: Below this many timed runs the quantiles mean little; a slow model stops at
+#: ``max_s`` only once it has this many.
+MIN_RUNS_FLOOR = 10
+_NS_PER_MS = 1_000_000
+
+RUNTIMES = ("onnxruntime", "torch")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Protocol:
+    """How long to warm up and how many runs to time.
+
+    Warm-up ends once ``warmup_runs`` runs are done and ``warmup_s`` seconds have
+    passed; timing ends once ``min_runs`` runs are done and ``min_s`` seconds have
+    passed, or once ``max_s`` seconds have passed (with at least
+    :data:`MIN_RUNS_FLOOR` runs). The defaults satisfy "warm-up >= 10 runs,
+    >= 50 timed runs and >= 1 s".
+    """
+
+    warmup_runs: int = 10
+    warmup_s: float = 0.25  # seconds; lets caches, clocks and thread pools settle
+    min_runs: int = 50
+    min_s: float = 1.0  # seconds of timed runs
+    max_s: float = 30.0  # seconds; a cap so a slow model cannot stall a study
+
+    def __post_init__(self) -> None:
+        if self.warmup_runs < 1 or self.min_runs < MIN_RUNS_FLOOR:
+            raise LatencyError(
+                f"protocol needs warmup_runs >= 1 and min_runs >= {MIN_RUNS_FLOOR}, "
+                f"got {self.warmup_runs} and {self.min_runs}"
+            )
+        if not (0 <= self.warmup_s and 0 <= self.min_s <= self.max_s) or self.max_s <= 0:
+            raise LatencyError(
+                f"protocol durations must satisfy 0 <= min_s <= max_s and max_s > 0, got "
+                f"warmup_s={self.warmup_s}, min_s={self.min_s}, max_s={self.max_s}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Protocol:
+        """Build from a JSON object; unknown or mistyped keys are refused."""
+        if not isinstance(data, Mapping):
+            raise LatencyError(f"protocol must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise LatencyError(f"unknown protocol keys {unknown}; known: {sorted(names)}")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise LatencyError(f"protocol key {key!r} must be a number, got {value!r}")
+        ints = {"warmup_runs", "min_runs"}
+        return cls(**{k: int(v) if k in ints else float(v) for k, v in data.items()})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LatencyMeasurement:
+    """One model timed with one runtime and one set of settings.
+
+    ``target`` names what was timed (an architecture key, or ``onnx:<sha256 prefix>``);
+    ``runtime`` and ``settings`` (threads and the runtime's options, as sorted
+    pairs) are part of its identity, see :attr:`key`. ``environment`` (CPU,
+    governor, versions) is kept beside it, as sorted pairs.
+    """
+
+    target: str
+    runtime: str
+    settings: tuple[tuple[str, Any], ...]
+    median_ms: float
+    p90_ms: float
+    iqr_ms: float
+    mean_ms: float
+    min_ms: float
+    cv: float  # standard deviation / mean of the timed runs
+    n_runs: int
+    n_warmup: int
+    timed_s: float
+    input_shape: tuple[int, ...]
+    environment: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Stable identity: target, runtime and settings (not the environment)."""
+        settings = ",".join(f"{k}={v}" for k, v in self.settings)
+        return f"{self.target}|{self.runtime}|{settings}"
+
+    @property
+    def latency_ms(self) -> float:
+        """The figure to compare against a limit: the median."""
+        return self.median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["settings"] = dict(self.settings)
+        data["environment"] = dict(self.environment)
+        data["input_shape"] = list(self.input_shape)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LatencyMeasurement:
+        """Rebuild from :meth:`to_dict` output.
+
+        Raises:
+            LatencyError: a field is missing or has the wrong type.
+        """
+        if not isinstance(data, Mapping):
+            raise LatencyError(f"a latency measurement must be a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data and n != "environment"]
+        if missing:
+            raise LatencyError(f"latency measurement is missing fields {missing}")
+        try:
+            values = {n: data[n] for n in names if n in data}
+            values["settings"] = _pairs(values["settings"])
+            values["environment"] = _pairs(values.get("environment", {}))
+            values["input_shape"] = tuple(int(v) for v in values["input_shape"])
+            for name in ("median_ms", "p90_ms", "iqr_ms", "mean_ms", "min_ms", "cv", "timed_s"):
+                values[name] = float(values[name])
+            for name in ("n_runs", "n_warmup"):
+                values[name] = int(values[name])
+            return cls(**values)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise LatencyError(f"malformed latency measurement: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> LatencyMeasurement:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise LatencyError(f"latency measurement is not valid JSON: {exc}") from exc
+
+
+def _pairs(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((str(k), v) for k, v in dict(mapping).items()))
+
+
+def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[list[int], int]:
+    """Warm up, then time ``run_once`` per the protocol.
+
+    Returns:
+        The timed durations in nanoseconds, and the number of warm-up runs.
+    """
+    start = time.perf_counter_ns()
+    n_warmup = 0
+    while n_warmup < protocol.warmup_runs or time.perf_counter_ns() - start < protocol.warmup_s * 1e9:
+        run_once()
+        n_warmup += 1
+    samples: list[int] = []
+    start = time.perf_counter_ns()
+    min_ns, max_ns = protocol.min_s * 1e9, protocol.max_s * 1e9
+    while True:
+        t0 = time.perf_counter_ns()
+        run_once()
+        t1 = time.perf_counter_ns()
+        samples.append(t1 - t0)
+        elapsed = t1 - start
+        if len(samples) >= protocol.min_runs and elapsed >= min_ns:
+            break
+        if elapsed >= max_ns and len(samples) >= MIN_RUNS_FLOOR:
+            break
+    return samples, n_warmup
+
+
+def summarize(samples_ns: list[int]) -> dict[str, float]:
+    """Median, p90, IQR, mean, min (ms) and CV of timed runs (linear-interpolated quantiles)."""
+    if not samples_ns:
+        raise LatencyError("no timed runs to summarise")
+    xs = sorted(s / _NS_PER_MS for s in samples_ns)
+    n = len(xs)
+
+    def quantile(q: float) -> float:
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    mean = sum(xs) / n
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
+    return {
+        "median_ms": quantile(0.5),
+        "p90_ms": quantile(0.9),
+        "iqr_ms": quantile(0.75) - quantile(0.25),
+        "mean_ms": mean,
+        "min_ms": xs[0],
+        "cv": (var**0.5) / mean if mean > 0 else 0.0,
+    }
+
+
+def make_measurement(
+    *,
+    target: str,
+    runtime: str,
+    settings: Mapping[str, Any],
+    samples_ns: list[int],
+    n_warmup: int,
+    input_shape: tuple[int, ...],
+    environment: Mapping[str, Any],
+) -> LatencyMeasurement:
+    """Summarise timed runs into a :class:`LatencyMeasurement`."""
+    return LatencyMeasurement(
+        target=target,
+        runtime=runtime,
+        settings=_pairs(settings),
+        n_runs=len(samples_ns),
+        n_warmup=n_warmup,
+        timed_s=sum(samples_ns) / 1e9,
+        input_shape=tuple(input_shape),
+        environment=_pairs(environment),
+        **summarize(samples_ns),
+    )
+
+
+def _read_first(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    text = _read_first("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("model name", "Model", "Hardware"):
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(*, packages: tuple[str, ...] = ("numpy", "onnxruntime", "torch")) -> dict[str, Any]:
+    """Where a measurement was taken: CPU, governor (where readable), OS, library versions.
+
+    Reads versions from package metadata, so it imports nothing heavy.
+    """
+    env: dict[str, Any] = {
+        "hostname": platform.node(),
+        "cpu": _cpu_model(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "governor": _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+    for package in packages:
+        env[package] = _version(package)
+    return env

@@ -1,0 +1,206 @@
+"""The runtimes a model is timed with: ONNX Runtime and PyTorch eager.
+
+Each runtime turns a model into a zero-argument ``run_once`` with its thread
+settings made explicit; those settings become part of the measurement's
+identity. torch is imported only by the torch runtime and the exporter, so the
+ONNX Runtime path works on a board without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from iotnas.errors import ExportError, LatencyError
+from iotnas.latency.measure import LatencyMeasurement, Protocol, environment, make_measurement, run_protocol
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: ONNX opset used for every export; ONNX Runtime >= 1.18 supports it fully.
+OPSET = 17
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OrtSettings:
+    """ONNX Runtime session options that change timings; all are set explicitly."""
+
+    threads: int = 1  # intra-op threads
+    inter_op_threads: int = 1
+    allow_spinning: bool = True  # ORT's default; busy-waiting lowers latency with >1 thread
+    graph_optimization: str = "all"  # basic | extended | all
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.inter_op_threads < 1:
+            raise LatencyError(f"thread counts must be >= 1, got {self.threads} and {self.inter_op_threads}")
+        if self.graph_optimization not in ("basic", "extended", "all"):
+            raise LatencyError(f"graph_optimization must be basic, extended or all, got {self.graph_optimization!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OrtSettings:
+        if not isinstance(data, dict):
+            raise LatencyError(f"onnxruntime settings must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise LatencyError(f"unknown onnxruntime settings {unknown}; known: {sorted(names)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise LatencyError(f"bad onnxruntime settings: {exc}") from exc
+
+
+def onnx_target(onnx_bytes: bytes) -> str:
+    """A stable name for an ONNX graph: ``onnx:`` and the first 16 hex digits of its sha256."""
+    return "onnx:" + hashlib.sha256(onnx_bytes).hexdigest()[:16]
+
+
+def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], object], tuple[int, ...]]:
+    """Open an ONNX Runtime session with explicit settings and a fixed random input.
+
+    Returns:
+        ``run_once`` and the input shape (dynamic dimensions set to 1: batch 1).
+
+    Raises:
+        LatencyError: the bytes are not a graph ONNX Runtime can load, or it has
+            more than one input.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if settings.allow_spinning else "0")
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[settings.graph_optimization]
+    options.log_severity_level = 3  # errors only
+    try:
+        session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own untyped errors for bad graphs
+        raise LatencyError(f"ONNX Runtime cannot load the graph: {str(exc).splitlines()[0][:300]}") from exc
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise LatencyError(f"the graph must have exactly one input (an image batch), it has {len(inputs)}")
+    shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inputs[0].shape)
+    if inputs[0].type != "tensor(float)":
+        raise LatencyError(f"the graph input must be float32, got {inputs[0].type}")
+    feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run_once() -> object:
+        return session.run(outputs, feed)
+
+    return run_once, shape
+
+
+def time_onnx(
+    onnx_bytes: bytes, *, settings: OrtSettings, protocol: Protocol, target: str | None = None
+) -> LatencyMeasurement:
+    """Time an ONNX graph with ONNX Runtime in this process."""
+    run_once, shape = ort_runner(onnx_bytes, settings)
+    samples, n_warmup = run_protocol(run_once, protocol)
+    return make_measurement(
+        target=target or onnx_target(onnx_bytes),
+        runtime="onnxruntime",
+        settings=settings.to_dict(),
+        samples_ns=samples,
+        n_warmup=n_warmup,
+        input_shape=shape,
+        environment=environment(),
+    )
+
+
+def time_torch(
+    module: nn.Module,
+    *,
+    input_shape: tuple[int, ...],
+    threads: int,
+    interop_threads: int = 1,
+    protocol: Protocol,
+    target: str,
+) -> LatencyMeasurement:
+    """Time a module with PyTorch eager in this process, in eval and inference mode.
+
+    Raises:
+        LatencyError: the inter-op thread count cannot be changed in this process
+            (torch allows it once, before any parallel work; use a fresh process).
+    """
+    import torch
+
+    if threads < 1 or interop_threads < 1:
+        raise LatencyError(f"thread counts must be >= 1, got {threads} and {interop_threads}")
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != interop_threads:
+        try:
+            torch.set_num_interop_threads(interop_threads)
+        except RuntimeError as exc:
+            raise LatencyError(
+                f"cannot set {interop_threads} inter-op threads in this process (it has "
+                f"{torch.get_num_interop_threads()}); measure in a fresh process"
+            ) from exc
+    module = module.eval()
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+
+    def run_once() -> object:
+        with torch.inference_mode():
+            return module(x)
+
+    samples, n_warmup = run_protocol(run_once, protocol)
+    return make_measurement(
+        target=target,
+        runtime="torch",
+        settings={"threads": threads, "interop_threads": interop_threads},
+        samples_ns=samples,
+        n_warmup=n_warmup,
+        input_shape=tuple(input_shape),
+        environment=environment(),
+    )
+
+
+def export_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> bytes:
+    """Export a module (in eval mode, batch 1) to ONNX bytes; BatchNorm is folded into convolutions.
+
+    Uses the TorchScript exporter: the newer one needs ``onnxscript``, which is
+    not a dependency, and gives the same graph for these static CNNs.
+
+    Raises:
+        ExportError: the module cannot be traced or exported.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    module = module.eval()
+    x = torch.zeros(*input_shape)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            with torch.no_grad():
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    buffer,
+                    dynamo=False,
+                    opset_version=OPSET,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    do_constant_folding=True,
+                )
+    except Exception as exc:  # torch raises many unrelated types while tracing
+        raise ExportError(f"cannot export the model to ONNX: {exc}") from exc
+    return buffer.getvalue()
