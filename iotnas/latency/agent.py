@@ -257,7 +257,7 @@ class AgentClient:
             reason = exc.reason
             if isinstance(reason, TimeoutError | socket.timeout):
                 raise AgentError(f"agent at {self.url} did not answer within {self.timeout_s:.0f} s") from exc
-            if isinstance(reason, ConnectionError):
+            if isinstance(reason, ConnectionResetError | BrokenPipeError):
                 raise AgentError(
                     f"agent at {self.url} broke off the connection ({reason}); the request may exceed its size limit"
                 ) from exc
