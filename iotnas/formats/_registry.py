@@ -1,0 +1,72 @@
+"""Named formats and the one parser from a name to a format."""
+
+from __future__ import annotations
+
+import re
+
+from iotnas.errors import FormatError
+from iotnas.formats._base import NumberFormat
+from iotnas.formats._float import FloatFormat
+from iotnas.formats._int import IntFormat
+
+#: name -> format; aliases point at the same object. Order is the listing order.
+NAMED_FORMATS: dict[str, NumberFormat] = {
+    "float32": FloatFormat(8, 23),
+    "tf32": FloatFormat(8, 10),
+    "bfloat16": FloatFormat(8, 7),
+    "float16": FloatFormat(5, 10),
+    "e5m2": FloatFormat(5, 2),
+    "e4m3": FloatFormat(4, 3),
+    "e4m3fn": FloatFormat(4, 3, finite_only=True),
+    "e3m2fn": FloatFormat(3, 2, finite_only=True),
+    "e2m3fn": FloatFormat(2, 3, finite_only=True),
+    "e2m1fn": FloatFormat(2, 1, finite_only=True),
+    **{f"int{b}": IntFormat(b) for b in range(8, 1, -1)},
+}
+
+ALIASES: dict[str, str] = {
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "half": "float16",
+    "fp16": "float16",
+    "fp8_e5m2": "e5m2",
+    "fp8_e4m3": "e4m3fn",
+    "fp6_e3m2": "e3m2fn",
+    "fp6_e2m3": "e2m3fn",
+    "fp4_e2m1": "e2m1fn",
+}
+
+_FLOAT_RE = re.compile(r"^e(\d+)m(\d+)(fn)?(-sat)?$")
+_INT_RE = re.compile(r"^int(\d+)(-s32)?$")
+
+
+def format_names() -> list[str]:
+    """Names :func:`parse_format` knows, in listing order (``eXmY`` patterns aside)."""
+    return list(NAMED_FORMATS) + list(ALIASES)
+
+
+def parse_format(name: str | NumberFormat) -> NumberFormat:
+    """The format called ``name``: a named format, ``eXmY[fn][-sat]`` or ``intB[-s32]``.
+
+    ``fn``: finite only (OCP); ``-sat``: saturate on overflow; ``-s32``: float32 scales.
+
+    Raises:
+        FormatError: the name is unknown or its numbers are out of range.
+    """
+    if isinstance(name, NumberFormat):
+        return name
+    if not isinstance(name, str):
+        raise FormatError(f"a format name must be a string, got {type(name).__name__}")
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key in NAMED_FORMATS:
+        return NAMED_FORMATS[key]
+    if match := _FLOAT_RE.match(key):
+        e, m, fn, sat = match.groups()
+        overflow = "saturate" if sat else None
+        return FloatFormat(int(e), int(m), finite_only=bool(fn), overflow=overflow)
+    if match := _INT_RE.match(key):
+        return IntFormat(int(match.group(1)), scale_format="float32" if match.group(2) else "float16")
+    raise FormatError(
+        f"unknown number format {name!r}; use one of {', '.join(format_names())}, "
+        "or eXmY (X: 1-8 exponent bits, Y: 0-23 mantissa bits) with optional 'fn'/'-sat', or intB (B: 2-8)"
+    )
