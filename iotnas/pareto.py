@@ -1,0 +1,356 @@
+"""Non-dominated fronts: which models no other model beats on every objective at once.
+
+The core works on a plain ``(n, k)`` array of objectives, each minimised unless
+``maximize`` says otherwise. Point ``a`` dominates ``b`` when ``a`` is no worse on
+every objective and strictly better on at least one; identical points do not
+dominate each other, so duplicates of a front point are all on the front.
+
+* two objectives: one lexicographic sort and a running minimum, ``O(n log n)``;
+* three or more: a lexicographic sort, then blocks of points checked with NumPy
+  against the front found so far (a point can only be dominated by one that
+  sorts before it), and within the block;
+* ranks (non-dominated sorting, rank 0 = the front): an ``O(n log n)`` sweep in
+  two objectives, repeated peeling otherwise.
+
+The second half applies these to a study: one :class:`ModelPoint` per trained
+model and number format, feasibility under the study's constraints, and fronts
+per format or across formats.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from iotnas.cost import weight_bytes
+from iotnas.store import Store
+
+BLOCK = 512  # points checked together in 3+ objectives; bounds a block x front x k temporary
+
+
+def _as_costs(points: np.ndarray | Sequence[Sequence[float]], maximize: Sequence[bool] | None) -> np.ndarray:
+    """A float64 ``(n, k)`` array where every column is to be minimised."""
+    costs = np.array(points, dtype=np.float64, copy=True)
+    if costs.ndim != 2:
+        raise ValueError(f"objectives must be a 2-D array (points x objectives), got shape {costs.shape}")
+    if np.isnan(costs).any():
+        raise ValueError("objectives contain NaN; drop the points that lack a figure first")
+    if maximize is not None:
+        if len(maximize) != costs.shape[1]:
+            raise ValueError(f"maximize has {len(maximize)} entries for {costs.shape[1]} objectives")
+        costs[:, np.asarray(maximize, dtype=bool)] *= -1.0
+    return costs
+
+
+def _lex_order(costs: np.ndarray) -> np.ndarray:
+    """Indices sorting the rows lexicographically (first column first)."""
+    return np.lexsort(costs.T[::-1])
+
+
+def _group_starts(sorted_costs: np.ndarray) -> np.ndarray:
+    """For each sorted row, the index of the first row of its run of identical rows."""
+    n = len(sorted_costs)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (sorted_costs[1:] != sorted_costs[:-1]).any(axis=1)
+    return np.maximum.accumulate(np.where(new, np.arange(n), 0))
+
+
+def _front_2d(costs: np.ndarray) -> np.ndarray:
+    order = _lex_order(costs)
+    s = costs[order]
+    # A row is dominated iff some strictly lexicographically smaller row has y <= its y.
+    before = np.empty(len(s))
+    before[0] = np.inf  # never read: the first run has no predecessor
+    before[1:] = np.minimum.accumulate(s[:-1, 1])
+    starts = _group_starts(s)
+    mask = np.empty(len(s), dtype=bool)
+    mask[order] = (starts == 0) | (before[starts] > s[:, 1])
+    return mask
+
+
+def _dominated_by(front: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """For each row of ``block``: does some row of ``front`` dominate it?"""
+    if len(front) == 0 or len(block) == 0:
+        return np.zeros(len(block), dtype=bool)
+    le = (front[None, :, :] <= block[:, None, :]).all(axis=2)
+    lt = (front[None, :, :] < block[:, None, :]).any(axis=2)
+    return (le & lt).any(axis=1)
+
+
+def _front_nd(costs: np.ndarray) -> np.ndarray:
+    order = _lex_order(costs)
+    s = costs[order]
+    keep = np.zeros(len(s), dtype=bool)
+    front = s[:0]
+    for start in range(0, len(s), BLOCK):
+        block = s[start:start + BLOCK]
+        alive = ~_dominated_by(front, block)
+        idx = np.flatnonzero(alive)
+        survivors = block[idx]
+        if len(survivors) > 1:
+            # Survivors are few; compare them with each other in one go.
+            alive[idx] = ~_dominated_by(survivors, survivors)
+        keep[start:start + len(block)] = alive
+        front = np.concatenate([front, block[alive]])
+    mask = np.empty(len(s), dtype=bool)
+    mask[order] = keep
+    return mask
+
+
+def nondominated(points: np.ndarray | Sequence[Sequence[float]], *, maximize: Sequence[bool] | None = None) -> np.ndarray:
+    """Boolean mask of the points no other point dominates.
+
+    Args:
+        points: ``(n, k)`` objectives, one row per point; ``inf`` is allowed (worst
+            possible when minimised), NaN is not.
+        maximize: one flag per objective; the default minimises every objective.
+
+    Raises:
+        ValueError: the array is not 2-D, holds NaN, or ``maximize`` has the wrong length.
+    """
+    costs = _as_costs(points, maximize)
+    n, k = costs.shape
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    if k == 1:
+        return costs[:, 0] == costs[:, 0].min()
+    if k == 2:
+        return _front_2d(costs)
+    return _front_nd(costs)
+
+
+def _ranks_2d(costs: np.ndarray) -> np.ndarray:
+    order = _lex_order(costs)
+    s = costs[order]
+    starts = _group_starts(s)
+    ranks_sorted = np.empty(len(s), dtype=np.int64)
+    lowest_y: list[float] = []  # per front: smallest second objective among its rows so far (ascending)
+    for i in range(len(s)):
+        if starts[i] != i:  # a duplicate shares its twin's rank
+            ranks_sorted[i] = ranks_sorted[starts[i]]
+            continue
+        y = s[i, 1]
+        # Every earlier distinct row with y' <= y dominates this one, so the rank is the
+        # first front whose smallest y is above y.
+        f = bisect.bisect_right(lowest_y, y)
+        if f == len(lowest_y):
+            lowest_y.append(y)
+        else:
+            lowest_y[f] = y
+        ranks_sorted[i] = f
+    ranks = np.empty(len(s), dtype=np.int64)
+    ranks[order] = ranks_sorted
+    return ranks
+
+
+def pareto_ranks(points: np.ndarray | Sequence[Sequence[float]], *, maximize: Sequence[bool] | None = None) -> np.ndarray:
+    """Non-dominated sorting: 0 for the front, 1 for the front of the rest, and so on.
+
+    Takes the same arguments as :func:`nondominated`.
+    """
+    costs = _as_costs(points, maximize)
+    n, k = costs.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k == 2:
+        return _ranks_2d(costs)
+    ranks = np.full(n, -1, dtype=np.int64)
+    remaining = np.arange(n)
+    rank = 0
+    while len(remaining):
+        mask = nondominated(costs[remaining])
+        ranks[remaining[mask]] = rank
+        remaining = remaining[~mask]
+        rank += 1
+    return ranks
+
+
+def dominates(a: Sequence[float], b: Sequence[float], *, maximize: Sequence[bool] | None = None) -> bool:
+    """Whether point ``a`` dominates point ``b`` (for checks and tests)."""
+    costs = _as_costs([a, b], maximize)
+    return bool((costs[0] <= costs[1]).all() and (costs[0] < costs[1]).any())
+
+
+
+# --------------------------------------------------------------------------- models of a study
+
+#: Objective name -> whether it is maximised.
+OBJECTIVES: dict[str, bool] = {"accuracy": True, "weight_bytes": False, "latency_ms": False}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The study's constraints (``None``: no limit)."""
+
+    max_weight_bytes: int | None = None
+    max_latency_ms: float | None = None
+    max_activation_bytes: int | None = None
+
+    @classmethod
+    def from_study_json(cls, text: str | None) -> "Limits":
+        """Read the ``constraints`` table of the study stored in a store's meta data."""
+        if not text:
+            return cls()
+        raw = json.loads(text).get("constraints") or {}
+        return cls(**{f: raw.get(f) for f in ("max_weight_bytes", "max_latency_ms", "max_activation_bytes")})
+
+    def violations(self, *, weight_bytes: int, latency_ms: float | None, peak_activation_bytes: int) -> list[str]:
+        """Why a model in a format breaks the limits (empty: it is feasible)."""
+        out = []
+        if self.max_weight_bytes is not None and weight_bytes > self.max_weight_bytes:
+            out.append(f"{weight_bytes} weight bytes > {self.max_weight_bytes}")
+        if self.max_latency_ms is not None:
+            if latency_ms is None:
+                out.append("no latency figure")
+            elif latency_ms > self.max_latency_ms:
+                out.append(f"{latency_ms:.3f} ms > {self.max_latency_ms} ms")
+        if self.max_activation_bytes is not None and peak_activation_bytes > self.max_activation_bytes:
+            out.append(f"{peak_activation_bytes} peak activation bytes > {self.max_activation_bytes}")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPoint:
+    """One trained model stored in one number format, with every figure a front can use."""
+
+    key: str  # architecture key, "space/law/id"
+    space: str
+    law: str | None
+    arch_id: int | None
+    format_name: str
+    bits: int
+    accuracy: float  # fraction, on the test split, in this format
+    weight_bytes: int  # in this format (scales included)
+    latency_ms: float | None  # on the study's device; None when never timed
+    n_values: int
+    macs: int
+    flops: int
+    peak_activation_bytes: int
+    epochs: float  # training fidelity behind the accuracy
+    finetuned: bool
+    feasible: bool
+    reason: str | None  # why not feasible
+
+    def value(self, objective: str) -> float:
+        v = getattr(self, objective)
+        return math.nan if v is None else float(v)
+
+
+def study_points(store: Store, *, limits: Limits | None = None) -> list[ModelPoint]:
+    """Every trained model of a study in every format it was evaluated in.
+
+    A model's float32 point comes from its training at the highest fidelity it
+    reached; each precision result adds a point in its format (the better of the
+    plain and fine-tuned results when both exist; a stored float32 precision
+    result replaces the training's). Feasibility uses ``limits``, by default
+    the study's constraints.
+    """
+    from iotnas.formats import parse_format
+
+    limits = limits if limits is not None else Limits.from_study_json(store.meta().get("study"))
+    candidates = {c.key: c for c in store.candidates()}
+    latencies = store.latencies()
+    best: dict[tuple[str, str], tuple[float, int, float, float, bool]] = {}  # (key, fmt) -> (epochs, bytes, acc, bits, ft)
+    for t in store.trainings(status="done"):
+        c = candidates.get(t.arch_key)
+        if c is None or t.accuracy is None:
+            continue
+        entry = (t.epochs, weight_bytes(c.n_values, 32), float(t.accuracy), 32, False)
+        current = best.get((t.arch_key, "float32"))
+        if current is None or current[0] < t.epochs:
+            best[(t.arch_key, "float32")] = entry
+    from_precision: set[tuple[str, str]] = set()
+    for r in store.precision_results():
+        if r.arch_key not in candidates:
+            continue
+        name = parse_format(r.format_name).name
+        slot = (r.arch_key, name)
+        entry = (r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned)
+        current = best.get(slot) if slot in from_precision else None
+        if current is None or (entry[0], entry[2]) > (current[0], current[2]):
+            best[slot] = entry
+            from_precision.add(slot)
+    points = []
+    for (key, fmt), (epochs, nbytes, acc, bits, ft) in best.items():
+        c = candidates[key]
+        lat = latencies.get(key)
+        latency_ms = None if lat is None else float(lat.median_ms)
+        why = limits.violations(weight_bytes=nbytes, latency_ms=latency_ms,
+                                peak_activation_bytes=c.peak_activation_bytes)
+        points.append(ModelPoint(
+            key=key, space=c.space, law=c.law, arch_id=c.arch_id, format_name=fmt, bits=int(bits), accuracy=acc,
+            weight_bytes=int(nbytes), latency_ms=latency_ms, n_values=c.n_values, macs=c.macs, flops=c.flops,
+            peak_activation_bytes=c.peak_activation_bytes, epochs=float(epochs), finetuned=ft,
+            feasible=not why, reason="; ".join(why) or None,
+        ))
+    points.sort(key=lambda p: (p.key, -p.bits, p.format_name))
+    return points
+
+
+def _check_objectives(objectives: Sequence[str]) -> None:
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise ValueError(f"unknown objective(s) {unknown}; choose from {list(OBJECTIVES)}")
+
+
+def _groups(points: Sequence[ModelPoint], per_format: bool) -> dict[str, np.ndarray]:
+    if not per_format:
+        return {"all": np.arange(len(points))}
+    names: dict[str, list[int]] = {}
+    for i, p in enumerate(points):
+        names.setdefault(p.format_name, []).append(i)
+    return {k: np.asarray(v) for k, v in names.items()}
+
+
+def front_mask(
+    points: Sequence[ModelPoint], objectives: Sequence[str] = ("accuracy", "latency_ms"), *,
+    per_format: bool = False, feasible_only: bool = False,
+) -> np.ndarray:
+    """Which points are on the front of ``objectives`` (names from :data:`OBJECTIVES`).
+
+    Args:
+        per_format: one front per number format instead of one across formats.
+        feasible_only: the front of the feasible points only (infeasible ones are never on it).
+
+    Points lacking a figure (no latency) are never on a front that uses it.
+    """
+    _check_objectives(objectives)
+    values = np.array([[p.value(o) for o in objectives] for p in points], dtype=np.float64).reshape(len(points), -1)
+    usable = ~np.isnan(values).any(axis=1)
+    if feasible_only:
+        usable &= np.array([p.feasible for p in points], dtype=bool)
+    maximize = [OBJECTIVES[o] for o in objectives]
+    mask = np.zeros(len(points), dtype=bool)
+    for idx in _groups(points, per_format).values():
+        idx = idx[usable[idx]]
+        if len(idx):
+            mask[idx] = nondominated(values[idx], maximize=maximize)
+    return mask
+
+
+def front_ranks(
+    points: Sequence[ModelPoint], objectives: Sequence[str] = ("accuracy", "latency_ms"), *,
+    per_format: bool = False,
+) -> np.ndarray:
+    """Non-dominated rank of every point (0: on the front); -1 where a figure is missing."""
+    _check_objectives(objectives)
+    values = np.array([[p.value(o) for o in objectives] for p in points], dtype=np.float64).reshape(len(points), -1)
+    usable = ~np.isnan(values).any(axis=1)
+    maximize = [OBJECTIVES[o] for o in objectives]
+    ranks = np.full(len(points), -1, dtype=np.int64)
+    for idx in _groups(points, per_format).values():
+        idx = idx[usable[idx]]
+        if len(idx):
+            ranks[idx] = pareto_ranks(values[idx], maximize=maximize)
+    return ranks
+
+
+__all__ = [
+    "OBJECTIVES", "Limits", "ModelPoint", "dominates", "front_mask", "front_ranks", "nondominated",
+    "pareto_ranks", "study_points",
+]

@@ -1,0 +1,133 @@
+"""Fronts and ranks against a brute-force O(n^2) reference, on random points with ties and duplicates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iotnas.pareto import Limits, ModelPoint, dominates, front_mask, front_ranks, nondominated, pareto_ranks
+
+
+def _reference_front(costs: np.ndarray) -> np.ndarray:
+    """Textbook definition, every ordered pair (j, i) compared (all objectives minimised)."""
+    no_worse = (costs[None, :, :] <= costs[:, None, :]).all(axis=2)  # [i, j]: j no worse than i everywhere
+    better = (costs[None, :, :] < costs[:, None, :]).any(axis=2)  # [i, j]: j strictly better somewhere
+    return ~(no_worse & better).any(axis=1)
+
+
+def _reference_ranks(costs: np.ndarray) -> np.ndarray:
+    ranks = np.full(len(costs), -1)
+    remaining = np.arange(len(costs))
+    rank = 0
+    while len(remaining):
+        mask = _reference_front(costs[remaining])
+        ranks[remaining[mask]] = rank
+        remaining = remaining[~mask]
+        rank += 1
+    return ranks
+
+
+def _points(rng: np.random.Generator, n: int, k: int, levels: int | None) -> np.ndarray:
+    """Random points; with ``levels`` the values are coarse, so ties and exact duplicates are common."""
+    if levels is None:
+        pts = rng.random((n, k))
+    else:
+        pts = rng.integers(0, levels, size=(n, k)).astype(float)
+    dup = rng.integers(0, n, size=n // 5)  # copy some rows over others: exact duplicates
+    pts[rng.integers(0, n, size=n // 5)] = pts[dup]
+    return pts
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("levels", [None, 3, 8])
+@pytest.mark.parametrize("seed", range(4))
+def test_front_matches_brute_force(k, levels, seed):
+    rng = np.random.default_rng([k, levels or 0, seed])
+    pts = _points(rng, 300, k, levels)
+    assert np.array_equal(nondominated(pts), _reference_front(pts))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("levels", [None, 4])
+@pytest.mark.parametrize("seed", range(3))
+def test_ranks_match_brute_force(k, levels, seed):
+    rng = np.random.default_rng([7, k, levels or 0, seed])
+    pts = _points(rng, 250, k, levels)
+    assert np.array_equal(pareto_ranks(pts), _reference_ranks(pts))
+
+
+def test_front_spans_several_blocks_in_three_objectives():
+    """More points than one block, and a front of many points (anti-correlated objectives)."""
+    rng = np.random.default_rng(3)
+    x = rng.random(1500)
+    pts = np.column_stack([x, 1 - x + 0.05 * rng.random(1500), rng.integers(0, 5, 1500)])
+    pts[::7] = pts[1::7][: len(pts[::7])]
+    assert np.array_equal(nondominated(pts), _reference_front(pts))
+
+
+def test_maximize_flips_an_objective():
+    pts = np.array([[0.9, 10.0], [0.8, 5.0], [0.7, 20.0], [0.9, 10.0], [0.95, 30.0]])
+    mask = nondominated(pts, maximize=[True, False])
+    # (0.7, 20) is worse than (0.9, 10) on both; the duplicate of (0.9, 10) stays.
+    assert mask.tolist() == [True, True, False, True, True]
+    assert pareto_ranks(pts, maximize=[True, False]).tolist() == [0, 0, 1, 0, 0]
+    assert dominates([0.9, 10], [0.7, 20], maximize=[True, False])
+    assert not dominates([0.9, 10], [0.9, 10], maximize=[True, False])
+
+
+def test_infinite_values_and_edge_shapes():
+    pts = np.array([[1.0, np.inf], [np.inf, 1.0], [2.0, 2.0], [np.inf, np.inf]])
+    assert nondominated(pts).tolist() == [True, True, True, False]
+    assert nondominated(np.zeros((0, 2))).shape == (0,)
+    assert nondominated([[3.0], [1.0], [1.0]]).tolist() == [False, True, True]
+    assert pareto_ranks([[3.0, 1.0, 1.0]]).tolist() == [0]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([1.0, 2.0], "2-D"),
+    ([[1.0, np.nan]], "NaN"),
+])
+def test_bad_input_is_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        nondominated(bad)
+    with pytest.raises(ValueError, match="maximize"):
+        nondominated([[1.0, 2.0]], maximize=[True])
+
+
+def _point(key, fmt, acc, nbytes, lat, feasible=True):
+    space, law, i = key.split("/")
+    return ModelPoint(key=key, space=space, law=law, arch_id=int(i), format_name=fmt, bits=32 if fmt == "float32" else 8,
+                      accuracy=acc, weight_bytes=nbytes, latency_ms=lat, n_values=nbytes, macs=0, flops=0,
+                      peak_activation_bytes=0, epochs=1.0, finetuned=False, feasible=feasible, reason=None)
+
+
+def test_model_fronts_per_format_and_across_formats():
+    pts = [
+        _point("a/s1/0", "float32", 0.90, 4000, 10.0),
+        _point("a/s1/0", "e4m3", 0.89, 1000, 10.0),
+        _point("a/s1/1", "float32", 0.80, 2000, 5.0),
+        _point("a/s1/1", "e4m3", 0.70, 500, 5.0),
+        _point("a/s1/2", "float32", 0.95, 8000, None),  # never timed
+        _point("a/s1/3", "float32", 0.85, 3000, 20.0, feasible=False),
+    ]
+    lat = front_mask(pts, ("accuracy", "latency_ms"))
+    assert lat.tolist() == [True, False, True, False, False, False]
+    assert front_mask(pts, ("accuracy", "latency_ms"), per_format=True).tolist() == [
+        True, True, True, True, False, False]
+    mem = front_mask(pts, ("accuracy", "weight_bytes"))
+    assert mem.tolist() == [True, True, False, True, True, False]
+    mem_f32 = front_mask(pts, ("accuracy", "weight_bytes"), per_format=True)
+    assert mem_f32.tolist() == [True, True, True, True, True, True]
+    feasible = front_mask(pts, ("accuracy", "weight_bytes"), per_format=True, feasible_only=True)
+    assert feasible.tolist() == [True, True, True, True, True, False]
+    three = front_mask(pts, ("accuracy", "weight_bytes", "latency_ms"))
+    assert three.tolist() == [True, True, True, True, False, False]
+    assert front_ranks(pts, ("accuracy", "latency_ms")).tolist() == [0, 1, 0, 1, -1, 2]
+
+
+def test_limits_explain_violations():
+    limits = Limits.from_study_json('{"constraints": {"max_weight_bytes": 1000, "max_latency_ms": 5.0}}')
+    assert limits.violations(weight_bytes=1000, latency_ms=5.0, peak_activation_bytes=10) == []
+    why = limits.violations(weight_bytes=1001, latency_ms=None, peak_activation_bytes=10)
+    assert why == ["1001 weight bytes > 1000", "no latency figure"]
+    assert Limits.from_study_json(None) == Limits()
