@@ -79,8 +79,10 @@ class NumberFormat(abc.ABC):
 
 
 def _weight_bytes(n_values: int, bits: int) -> int:
-    """Bytes of ``n_values`` numbers packed at ``bits`` each (to be served by ``iotnas.cost``)."""
-    return -(-n_values * bits // 8)
+    """``iotnas.cost.weight_bytes``, imported late: cost builds models, formats must not wait for that."""
+    from iotnas.cost import weight_bytes
+
+    return weight_bytes(n_values, bits)
 
 
 TensorsLike = Union[torch.nn.Module, Mapping[str, torch.Tensor], Iterable[Union[torch.Tensor, Shape]]]

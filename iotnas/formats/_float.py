@@ -183,6 +183,8 @@ class FloatFormat(NumberFormat):
         if src is _kernel.FLOAT64:
             rounded = _kernel.round_bits(x, self._param_tensors(src, x.device), src)
             return out.copy_(rounded)
+        if not out.is_contiguous():
+            return out.copy_(self.round(x, compiled=compiled))
         return _kernel.run(x, self._param_tensors(src, x.device), src, out, compiled=compiled)
 
     def round_(self, x: torch.Tensor, *, compiled: bool | None = None) -> torch.Tensor:
@@ -195,9 +197,10 @@ class FloatFormat(NumberFormat):
     def encode(self, x: torch.Tensor) -> Encoded:
         x = check_float_tensor(x).float()
         r = self.round(x)
-        same = r.view(torch.int32) == x.view(torch.int32)
+        nan = torch.isnan(x)
+        same = (r.view(torch.int32) == x.view(torch.int32)) & ~nan
         if self.has_nan:
-            same |= torch.isnan(x)
+            same |= nan
         if not bool(same.all()):
             bad = x[~same].flatten()[0].item()
             raise FormatError(

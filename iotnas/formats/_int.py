@@ -88,7 +88,7 @@ class IntFormat(NumberFormat):
     def _integers(self, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(scales.shape[0], -1)
         safe = torch.where(scales == 0, 1.0, scales).unsqueeze(1)  # all-zero channel: codes 0
-        q = torch.round(rows / safe).clamp(-self.qmax, self.qmax)
+        q = torch.div(rows, safe).round_().clamp_(-self.qmax, self.qmax)  # round_: ties to even
         return q.reshape(x.shape)
 
     def _channel_view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ class IntFormat(NumberFormat):
     def round(self, x: torch.Tensor) -> torch.Tensor:
         x = check_float_tensor(x).float()
         s = self.scales(x)
-        return self._integers(x, s) * self._channel_view(s, x)
+        return self._integers(x, s).mul_(self._channel_view(s, x))
 
     def encode(self, x: torch.Tensor) -> Encoded:
         """Codes (two's complement in ``bits``) and scales of ``x``.

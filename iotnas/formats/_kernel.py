@@ -60,6 +60,11 @@ class SourceFloat:
         return (1 << (self.int_bits - 1)) - 1
 
     @property
+    def implicit_clear(self) -> int:
+        """Mask clearing the lowest exponent bit (where the implicit bit would be)."""
+        return self.abs_mask & ~(1 << self.man_bits)
+
+    @property
     def qnan_bits(self) -> int:
         return self.inf_bits | (1 << (self.man_bits - 1))
 
@@ -134,7 +139,7 @@ def round_bits(x: torch.Tensor, p: tuple[torch.Tensor, ...], src: SourceFloat) -
     s = torch.maximum(c - be, s0).clamp_max(man)
     low = (1 << s) - 1
     # the last kept bit; at s == MAN it is the implicit bit, not the exponent's lowest
-    even_bit = (((a_clamped & ~(1 << man)) | tie_bit) >> s) & 1
+    even_bit = (((a_clamped & src.implicit_clear) | tie_bit) >> s) & 1
     r = (a_clamped + ((low + even_bit) >> 1)) & ~low
     r = torch.where(a < q_bits, torch.where(a > half_q_bits, q_bits, 0), r)
     r = torch.where(r > max_bits, overflow_bits, r)
@@ -162,7 +167,7 @@ def compiled_round_into() -> Callable | None:
     with _compile_lock:
         if _compiled is None and not _compile_failed:
             try:
-                _compiled = torch.compile(round_into, dynamic=True, fullgraph=True)
+                _compiled = torch.compile(round_into, fullgraph=True)
             except RuntimeError as exc:  # e.g. no supported compiler on this platform
                 logger.warning("torch.compile unavailable, rounding stays eager: %s", exc)
                 _compile_failed = True
@@ -183,8 +188,13 @@ def run(
     if use_compiled and src is FLOAT32:
         fn = compiled_round_into()
         if fn is not None:
+            flat_x, flat_out = x.reshape(-1), out.view(-1)
+            # one graph for every length (shapes dynamic); the format constants stay tensors
+            torch._dynamo.maybe_mark_dynamic(flat_x, 0)
+            torch._dynamo.maybe_mark_dynamic(flat_out, 0)
             try:
-                return fn(x, p, src, out)
+                fn(flat_x, p, src, flat_out)
+                return out
             except torch._dynamo.exc.BackendCompilerFailed as exc:  # no C++ toolchain at run time
                 logger.warning("compiled rounding failed, falling back to eager: %s", exc)
                 _compile_failed, _compiled = True, None
