@@ -20,6 +20,9 @@ Overflow = Literal["inf", "saturate"]
 #: have neither infinity nor NaN.
 FN_NAN_MIN_BITS = 8
 
+#: IEEE formats known by a name of their own; (e, m) -> name.
+COMMON_NAMES = {(8, 23): "float32", (8, 10): "tf32", (8, 7): "bfloat16", (5, 10): "float16"}
+
 
 @dataclass(frozen=True)
 class FloatFormat(NumberFormat):
@@ -69,6 +72,9 @@ class FloatFormat(NumberFormat):
 
     @property
     def base_name(self) -> str:
+        """``float16``-style name of a common IEEE format, else ``eXmY[fn]``."""
+        if not self.finite_only and (self.exp_bits, self.man_bits) in COMMON_NAMES:
+            return COMMON_NAMES[self.exp_bits, self.man_bits]
         return f"e{self.exp_bits}m{self.man_bits}" + ("fn" if self.finite_only else "")
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from iotnas.errors import FormatError
@@ -36,7 +37,7 @@ ALIASES: dict[str, str] = {
     "fp4_e2m1": "e2m1fn",
 }
 
-_FLOAT_RE = re.compile(r"^e(\d+)m(\d+)(fn)?(-sat)?$")
+_FLOAT_RE = re.compile(r"^e(\d+)m(\d+)(fn)?$")
 _INT_RE = re.compile(r"^int(\d+)(-s32)?$")
 
 
@@ -57,16 +58,22 @@ def parse_format(name: str | NumberFormat) -> NumberFormat:
         return name
     if not isinstance(name, str):
         raise FormatError(f"a format name must be a string, got {type(name).__name__}")
-    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    key = name.strip().lower()
+    saturate = key.endswith("-sat")
+    key = key.removesuffix("-sat")
+    key = ALIASES.get(key, key)
     if key in NAMED_FORMATS:
-        return NAMED_FORMATS[key]
-    if match := _FLOAT_RE.match(key):
-        e, m, fn, sat = match.groups()
-        overflow = "saturate" if sat else None
-        return FloatFormat(int(e), int(m), finite_only=bool(fn), overflow=overflow)
-    if match := _INT_RE.match(key):
+        fmt = NAMED_FORMATS[key]
+        if not saturate:
+            return fmt
+        if isinstance(fmt, FloatFormat):
+            return dataclasses.replace(fmt, overflow="saturate")
+    elif match := _FLOAT_RE.match(key):
+        e, m, fn = match.groups()
+        return FloatFormat(int(e), int(m), finite_only=bool(fn), overflow="saturate" if saturate else None)
+    elif not saturate and (match := _INT_RE.match(key)):
         return IntFormat(int(match.group(1)), scale_format="float32" if match.group(2) else "float16")
     raise FormatError(
         f"unknown number format {name!r}; use one of {', '.join(format_names())}, "
-        "or eXmY (X: 1-8 exponent bits, Y: 0-23 mantissa bits) with optional 'fn'/'-sat', or intB (B: 2-8)"
+        "or eXmY (X: 1-8 exponent bits, Y: 0-23 mantissa bits, optional 'fn'), a float name + '-sat', or intB (B: 2-8)"
     )
