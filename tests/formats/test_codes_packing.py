@@ -255,3 +255,16 @@ def test_named_formats():
 def test_bad_input_is_a_clear_format_error(make, message):
     with pytest.raises(FormatError, match=message):
         make()
+
+
+def test_storage_of_a_search_space_model_matches_cost():
+    from iotnas.cost import cost
+    from iotnas.spaces import build
+
+    model = build("mobilenetv2/s4/39")
+    c = cost("mobilenetv2/s4/39")
+    for name in ("float32", "float16", "e5m6", "e2m1fn"):
+        fmt = parse_format(name)
+        assert storage_bytes(fmt, model) == c.weight_bytes(fmt.bits)
+    n_scales = sum(t.shape[0] if t.dim() >= 2 else 1 for t in model.state_dict().values())
+    assert storage_bytes(IntFormat(8), model) == c.weight_bytes(8) + 2 * n_scales
