@@ -8,7 +8,8 @@ dominate each other, so duplicates of a front point are all on the front.
 * two objectives: one lexicographic sort and a running minimum, ``O(n log n)``;
 * three or more: a lexicographic sort, then blocks of points checked with NumPy
   against the front found so far (a point can only be dominated by one that
-  sorts before it), and within the block;
+  sorts before it; in three objectives that is a staircase lookup), and within
+  the block;
 * ranks (non-dominated sorting, rank 0 = the front): an ``O(n log n)`` sweep in
   two objectives, repeated peeling otherwise.
 
@@ -73,33 +74,51 @@ def _front_2d(costs: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _dominated_by(front: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """For each row of ``block``: does some row of ``front`` dominate it?"""
-    if len(front) == 0 or len(block) == 0:
-        return np.zeros(len(block), dtype=bool)
-    le = (front[None, :, :] <= block[:, None, :]).all(axis=2)
-    lt = (front[None, :, :] < block[:, None, :]).any(axis=2)
-    return (le & lt).any(axis=1)
+def _unique_sorted(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows in lexicographic order, and for each input row the index of its distinct row."""
+    order = _lex_order(costs)
+    s = costs[order]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    inverse = np.empty(len(s), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return s[new], inverse
+
+
+def _covered(front_rest: np.ndarray, block_rest: np.ndarray) -> np.ndarray:
+    """For each block row: is some front row no worse on every objective but the first?"""
+    if len(front_rest) == 0:
+        return np.zeros(len(block_rest), dtype=bool)
+    if front_rest.shape[1] == 2:
+        # A staircase query: the smallest z among front rows with y <= the row's y.
+        by_y = np.argsort(front_rest[:, 0], kind="stable")
+        ys = front_rest[by_y, 0]
+        lowest_z = np.minimum.accumulate(front_rest[by_y, 1])
+        pos = np.searchsorted(ys, block_rest[:, 0], side="right")
+        return (pos > 0) & (lowest_z[np.maximum(pos - 1, 0)] <= block_rest[:, 1])
+    return (front_rest[None, :, :] <= block_rest[:, None, :]).all(axis=2).any(axis=1)
 
 
 def _front_nd(costs: np.ndarray) -> np.ndarray:
-    order = _lex_order(costs)
-    s = costs[order]
-    keep = np.zeros(len(s), dtype=bool)
-    front = s[:0]
-    for start in range(0, len(s), BLOCK):
-        block = s[start:start + BLOCK]
-        alive = ~_dominated_by(front, block)
+    # Over distinct rows in lexicographic order, an earlier row is no worse on the first
+    # objective and differs somewhere, so it dominates a later row exactly when it is no
+    # worse on the other objectives. The front of the rows before a block is final.
+    uniq, inverse = _unique_sorted(costs)
+    rest = uniq[:, 1:]
+    keep = np.zeros(len(uniq), dtype=bool)
+    front = rest[:0]
+    for start in range(0, len(rest), BLOCK):
+        block = rest[start:start + BLOCK]
+        alive = ~_covered(front, block)
         idx = np.flatnonzero(alive)
-        survivors = block[idx]
-        if len(survivors) > 1:
-            # Survivors are few; compare them with each other in one go.
-            alive[idx] = ~_dominated_by(survivors, survivors)
+        if len(idx) > 1:  # survivors are few: compare each with the survivors before it
+            sv = block[idx]
+            earlier_no_worse = (sv[None, :, :] <= sv[:, None, :]).all(axis=2)
+            earlier_no_worse &= np.tri(len(idx), k=-1, dtype=bool)
+            alive[idx] = ~earlier_no_worse.any(axis=1)
         keep[start:start + len(block)] = alive
         front = np.concatenate([front, block[alive]])
-    mask = np.empty(len(s), dtype=bool)
-    mask[order] = keep
-    return mask
+    return keep[inverse]
 
 
 def nondominated(points: np.ndarray | Sequence[Sequence[float]], *, maximize: Sequence[bool] | None = None) -> np.ndarray:
