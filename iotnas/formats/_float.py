@@ -20,6 +20,8 @@ Overflow = Literal["inf", "saturate"]
 #: have neither infinity nor NaN.
 FN_NAN_MIN_BITS = 8
 
+FLOAT32_MAX = math.ldexp(2 - 2.0**-23, 127)
+
 #: IEEE formats known by a name of their own; (e, m) -> name.
 COMMON_NAMES = {(8, 23): "float32", (8, 10): "tf32", (8, 7): "bfloat16", (5, 10): "float16"}
 
@@ -64,6 +66,8 @@ class FloatFormat(NumberFormat):
             raise FormatError(f"{self.base_name} has neither infinity nor NaN; use overflow='saturate'")
         if self.max_value <= 0:
             raise FormatError(f"{self.base_name} has no positive finite value; add exponent or mantissa bits")
+        if self.max_value > FLOAT32_MAX:
+            raise FormatError(f"{self.base_name} reaches beyond float32's range; use at most 7 exponent bits")
 
     # -- description -------------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""Bit-exact rounding of float32/float64 tensors to any IEEE-style (e, m) format.
+"""Bit-exact rounding of float32 (and float64) tensors to any IEEE-style (e, m) format.
 
 The rounding works on the integer bit pattern of the source float, so it is
 exact by construction and needs no wider arithmetic:
@@ -193,7 +193,8 @@ def run(
             torch._dynamo.maybe_mark_dynamic(flat_x, 0)
             torch._dynamo.maybe_mark_dynamic(flat_out, 0)
             try:
-                fn(flat_x, p, src, flat_out)
+                with torch.no_grad():  # one graph whatever the caller's grad mode (bits carry none)
+                    fn(flat_x, p, src, flat_out)
                 return out
             except torch._dynamo.exc.BackendCompilerFailed as exc:  # no C++ toolchain at run time
                 logger.warning("compiled rounding failed, falling back to eager: %s", exc)

@@ -244,6 +244,7 @@ def test_named_formats():
         (lambda: FloatFormat(4, 3, overflow="wrap"), "overflow must be"),
         (lambda: FloatFormat(2, 1, finite_only=True, overflow="inf"), "neither infinity nor NaN"),
         (lambda: FloatFormat(1, 0), "no positive finite value"),
+        (lambda: FloatFormat(8, 3, finite_only=True), "beyond float32's range"),
         (lambda: IntFormat(1), "2 to 8 bits"),
         (lambda: IntFormat(9), "2 to 8 bits"),
         (lambda: IntFormat(8, scale_format="float8"), "scale_format"),
