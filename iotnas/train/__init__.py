@@ -1,0 +1,15 @@
+"""Training: a fast whole-batch pipeline, multi-fidelity budgets, atomic checkpoints and exact resume.
+
+>>> result = train(model, dataset, TrainConfig(epochs=2), checkpoint_dir="runs/m", seed=0)
+>>> result.test_accuracy
+"""
+
+from iotnas.train._checkpoint import Checkpoint
+from iotnas.train._checkpoint import load as load_checkpoint
+from iotnas.train._config import EpochStats, TrainConfig, TrainResult
+from iotnas.train._loop import check_model_input, evaluate, train
+
+__all__ = [
+    "Checkpoint", "EpochStats", "TrainConfig", "TrainResult",
+    "check_model_input", "evaluate", "load_checkpoint", "train",
+]  # fmt: skip

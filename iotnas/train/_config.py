@@ -1,0 +1,96 @@
+"""The training recipe and the values training reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from iotnas.errors import TrainingError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train; the defaults are the recipe measured in BENCHMARKS.md (## Training).
+
+    Fields marked *recipe* define the training trajectory: a checkpoint resumes only under the
+    same recipe. The others (budget, evaluation, threads) may change between runs.
+    """
+
+    epochs: float = 10.0  # budget, in passes over the train split; fractional allowed
+    batch_size: int = 512  # images per step (recipe)
+    lr: float = 0.4  # peak learning rate for SGD-Nesterov at this batch size (recipe)
+    momentum: float = 0.9  # Nesterov momentum (recipe)
+    weight_decay: float = 5e-4  # L2 on conv and linear weights; BatchNorm and biases get none (recipe)
+    label_smoothing: float = 0.1  # fraction of the target mass spread over all classes (recipe)
+    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, in epochs; then linear decay to 0 (recipe)
+    crop_padding: int = 2  # pixels: random translation by up to this many pixels, reflect-padded (recipe)
+    flip: bool | None = None  # horizontal flips; None = where the dataset allows them (recipe)
+    alternating_flip: bool = True  # flip each image on alternate epochs instead of at random (recipe)
+    ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off (recipe)
+    tta: bool = False  # test-time augmentation: average the predictions for an image and its mirror image
+    eval_every: int = 0  # evaluate on the test split every this many epochs (0 = only at the end)
+    channels_last: bool = False  # NHWC memory layout for activations and weights
+    threads: int | None = None  # torch intra-op threads during training; None = every core this process may use
+
+    RECIPE = (
+        "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
+        "crop_padding", "flip", "alternating_flip", "ema_decay",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs > 0, "epochs must be positive"),
+            (self.batch_size >= 2, "batch_size must be at least 2 (BatchNorm needs two images)"),
+            (self.lr > 0, "lr must be positive"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be non-negative"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be non-negative"),
+            (0 <= self.crop_padding <= 8, "crop_padding must be 0..8 pixels"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (self.eval_every >= 0, "eval_every must be non-negative"),
+            (self.threads is None or self.threads >= 1, "threads must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(f"invalid TrainConfig: {message}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainingError(f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class EpochStats:
+    """Progress after one epoch (or the last, partial one), passed to every callback."""
+
+    epoch: int  # 1-based index of the epoch just finished
+    epochs_done: float  # progress in epochs since the start of training (fractional at a partial end)
+    total_epochs: float  # the budget of this run
+    loss: float  # mean training loss over the epoch (label-smoothed cross-entropy)
+    train_accuracy: float  # fraction of augmented training images classified right during the epoch
+    test_accuracy: float | None  # fraction of the test split, when evaluated this epoch
+    images_per_s: float  # training throughput over the epoch (evaluation excluded)
+    seconds: float  # wall time of the epoch, evaluation included
+    lr: float  # learning rate at the end of the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What a call to :func:`iotnas.train.train` achieved."""
+
+    test_accuracy: float  # fraction of the test split classified right by the final weights
+    epochs_done: float  # progress in epochs, counting earlier runs resumed from
+    steps_done: int  # optimiser steps, counting earlier runs
+    resumed_from_epochs: float  # progress found in the checkpoint (0.0 for a fresh start)
+    seconds: float  # wall time of this call
+    images_per_s: float  # training throughput of this call (0.0 when nothing was left to train)
+    history: tuple[EpochStats, ...]  # the epochs trained in this call
+    checkpoint: Path | None  # where the final state is, if a checkpoint folder was given

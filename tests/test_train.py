@@ -1,0 +1,193 @@
+"""The trainer: batch augmentation, schedule, checkpoints, exact resume, continuation, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iotnas.data import load_dataset
+from iotnas.errors import CheckpointError, InputSizeError, TrainingError
+from iotnas.train import EpochStats, TrainConfig, evaluate, load_checkpoint, train
+from iotnas.train._augment import flip, random_crop
+from iotnas.train._schedule import Plan
+
+
+class Tiny(nn.Module):
+    """A small CNN with BatchNorm and dropout, so resume must restore buffers and dropout draws."""
+
+    def __init__(self, in_channels: int = 1, classes: int = 10):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 16, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(32 * 4, classes)
+
+    def forward(self, x):
+        x = F.relu(self.conv2(F.relu(self.bn(self.conv(x)))))
+        return self.fc(self.drop(F.adaptive_max_pool2d(x, 2).flatten(1)))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    return digits.subset(train=256, test=128)
+
+
+FAST = dict(batch_size=64, lr=0.1, warmup_epochs=0.5, threads=1)
+
+
+def _model(seed: int = 0, **kw) -> nn.Module:
+    torch.manual_seed(seed)
+    return Tiny(**kw)
+
+
+def test_random_crop_matches_reflect_pad_then_crop():
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop(images, 2, gen)
+    padded = F.pad(images.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    for i in range(16):  # each output is one of the 25 crops of the padded image
+        crops = [padded[i, :, y : y + 32, x : x + 32] for y in range(5) for x in range(5)]
+        assert any(torch.equal(out[i], c) for c in crops)
+    assert not torch.equal(out, images)  # some image moved
+
+
+def test_flip_mirrors_only_masked_images():
+    images = torch.arange(2 * 1 * 2 * 3, dtype=torch.uint8).reshape(2, 1, 2, 3)
+    out = flip(images, torch.tensor([True, False]))
+    assert torch.equal(out[0], images[0].flip(-1)) and torch.equal(out[1], images[1])
+
+
+def test_plan_warms_up_decays_to_zero_and_continues_coherently():
+    plan = Plan(0, 0.0, 100, 10, 1.0)
+    lrs = [plan.lr(s) for s in range(100)]
+    assert lrs[4] == pytest.approx(0.5) and lrs[9] == pytest.approx(1.0) and lrs[-1] == 0.0
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    longer = Plan(100, lrs[-1], 300, 10, 1.0)  # continue to 3x the budget
+    assert longer.lr(100) == pytest.approx(longer.fresh(101) / 10)  # ramps up from where it was
+    assert longer.lr(150) == pytest.approx(Plan(0, 0.0, 300, 10, 1.0).lr(150))  # then follows a fresh 300-step run
+    assert longer.lr(299) == 0.0
+
+
+def test_learns_digits(digits):
+    result = train(_model(), digits, TrainConfig(epochs=4, **FAST), seed=0)
+    assert result.test_accuracy > 0.8
+    assert result.epochs_done == 4 and len(result.history) == 4
+    assert result.history[-1].loss < result.history[0].loss
+
+
+def test_evaluate_counts_right_answers(small):
+    model = _model()
+    model.eval()
+    acc = evaluate(model, small)
+    with torch.no_grad():
+        x = (small.test_images.float() - small.channel_mean.view(1, -1, 1, 1)) / small.channel_std.view(1, -1, 1, 1)
+        expected = (model(x).argmax(1) == small.test_labels).float().mean().item()
+    assert acc == pytest.approx(expected)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    def callback(stats: EpochStats) -> None:
+        if stats.epoch == epoch:
+            raise _Stop
+
+    return callback
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_interruption_gives_identical_weights(small, tmp_path: Path, ema: float):
+    config = TrainConfig(epochs=3, ema_decay=ema, **FAST)
+    reference = _model()
+    train(reference, small, config, seed=5)
+
+    interrupted = _model()
+    with pytest.raises(_Stop):
+        train(interrupted, small, config, seed=5, checkpoint_dir=tmp_path, callbacks=[_stop_after(1)])
+    assert load_checkpoint(tmp_path).epochs_done == 1.0
+    resumed = _model(seed=99)  # different initial weights: everything must come from the checkpoint
+    result = train(resumed, small, config, seed=5, checkpoint_dir=tmp_path)
+    assert result.resumed_from_epochs == 1.0 and len(result.history) == 2
+    for (k, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_fractional_budget_and_continuation_to_a_higher_fidelity(small, tmp_path: Path):
+    spe = 256 // 64
+    low = train(_model(), small, TrainConfig(epochs=1.5, **FAST), seed=1, checkpoint_dir=tmp_path)
+    assert low.steps_done == round(1.5 * spe) and [s.epochs_done for s in low.history] == [1.0, 1.5]
+    high = train(_model(), small, TrainConfig(epochs=3, **FAST), seed=1, checkpoint_dir=tmp_path)
+    assert high.resumed_from_epochs == 1.5 and high.steps_done == 3 * spe
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt.plan["start_step"] == 6 and ckpt.plan["total_steps"] == 12
+    again = train(_model(), small, TrainConfig(epochs=2, **FAST), seed=1, checkpoint_dir=tmp_path)
+    assert again.history == () and again.steps_done == 12  # already beyond: evaluate only
+    assert again.test_accuracy == pytest.approx(high.test_accuracy)
+
+
+def test_resume_refuses_another_seed_recipe_or_model(small, tmp_path: Path):
+    train(_model(), small, TrainConfig(epochs=1, **FAST), seed=1, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="seed 1, not 2"):
+        train(_model(), small, TrainConfig(epochs=2, **FAST), seed=2, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="lr: 0.1 -> 0.05"):
+        train(_model(), small, TrainConfig(epochs=2, **{**FAST, "lr": 0.05}), seed=1, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="another model"):
+        train(_Wider(), small, TrainConfig(epochs=2, **FAST), seed=1, checkpoint_dir=tmp_path)
+
+
+class _Wider(Tiny):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False)
+
+
+def test_model_that_cannot_take_the_images(small):
+    with pytest.raises(InputSizeError, match=r"cannot take digits images \(1x32x32\).*in_channels=1"):
+        train(_model(in_channels=3), small, TrainConfig(epochs=1, **FAST))
+    with pytest.raises(InputSizeError, match="num_classes=10"):
+        evaluate(_model(classes=7), small)
+
+
+def test_bad_settings_and_checkpoints(tmp_path: Path):
+    with pytest.raises(TrainingError, match="epochs must be positive"):
+        TrainConfig(epochs=0)
+    with pytest.raises(TrainingError, match="unknown training setting"):
+        TrainConfig.from_dict({"epochs": 1, "learning_rate": 0.1})
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint there"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_training_leaves_global_rng_and_threads_alone(small):
+    model = _model()
+    torch.manual_seed(123)
+    before = torch.get_num_threads()
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(model, small, TrainConfig(epochs=0.25, **{**FAST, "threads": 1}))
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == before
+
+
+def test_real_search_space_model_trains(small):
+    from iotnas.arch import Arch
+    from iotnas.spaces import build
+
+    model = build(Arch.parse("mobilenetv2/s6/0"), num_classes=10, in_channels=1)
+    result = train(model, small.subset(train=128, test=64), TrainConfig(epochs=1, **FAST), seed=0)
+    assert 0.0 <= result.test_accuracy <= 1.0 and result.history[0].loss > 0
