@@ -86,6 +86,7 @@ class Study:
     strategy: StrategySpec = StrategySpec()
     budget: Budget = Budget()
     released: str | None = None  # folder of the released model set (tabular mode)
+    training: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig settings (recipe)
     base_dir: str = "."  # relative paths in the file are resolved against its folder
 
     @property
@@ -186,6 +187,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     )
     strat_t.done()
 
+    training = dict(top.raw_table("training"))
+
     bud_t = top.table("budget")
     epochs = tuple(bud_t.float_list("epochs", [1.0]))
     budget = Budget(
@@ -204,7 +207,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     return Study(
         name=name, mode=mode, seed=seed, store=store, data=data, device=device,
         constraints=constraints, formats=formats, laws=laws, pool_per_law=pool_per_law,
-        strategy=strategy, budget=budget, released=released, base_dir=base_dir,
+        strategy=strategy, budget=budget, released=released, training=training, base_dir=base_dir,
     )
 
 

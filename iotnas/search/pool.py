@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from iotnas.arch import Arch
-from iotnas.cost import cost, weight_bytes
+from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import ConfigError
 from iotnas.spaces import get_space, list_spaces
 from iotnas.store import POOLED, REJECTED_ACTIVATIONS, REJECTED_MEMORY, Candidate
@@ -64,6 +64,7 @@ def smallest_bits(study: Study) -> int:
 
 def cost_candidates(
     archs: Iterable[Arch], study: Study, *, known: set[str], progress: Callable[[int], None] | None = None,
+    cost_fn: Callable[[Arch], Cost] = cost,
 ) -> list[Candidate]:
     """Cost the archs not stored yet and classify them against the memory constraints."""
     bits = smallest_bits(study)
@@ -72,7 +73,7 @@ def cost_candidates(
     for arch in archs:
         if arch.key in known:
             continue
-        c = cost(arch)
+        c = cost_fn(arch)
         peak = c.peak_activation_bytes(bits=32)
         status, reason = POOLED, None
         if limits.max_weight_bytes is not None and weight_bytes(c.n_values, bits) > limits.max_weight_bytes:

@@ -14,14 +14,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from iotnas.arch import Arch
-from iotnas.cost import weight_bytes
+from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import SearchError
 from iotnas.search.pool import smallest_bits
 from iotnas.store import (
@@ -97,18 +97,27 @@ class Components:
     pool: list[Arch]
     evaluator: Evaluator
     latency: LatencySource | None
+    cost: Callable[[Arch], Cost] = cost  # replaceable by a cache when many studies share one pool
 
 
 class Workflow:
     """One run of a study against its store."""
 
-    def __init__(self, study: Study, store: Store, components: Components, *, callbacks: Sequence[Callback] = ()):
+    def __init__(
+        self, study: Study, store: Store, components: Components, *, callbacks: Sequence[Callback] = (),
+        stop: Callable[[Sequence[Observation]], bool] | None = None,
+    ):
+        """``stop(history)``, when given, ends the proposal stage early (benchmarks use it)."""
+        self.stop = stop
         self.study = study
         self.store = store
         self.components = components
         self.callbacks = list(callbacks)
         self.workdir = _workdir(study, store)
         self._latency: dict[str, Latency] = {}
+        self._candidates: dict[str, Candidate] = {}  # write-through copy of the store's candidates
+        self._done: dict[tuple[str, float], float] = {}  # (key, epochs) -> accuracy of finished trainings
+        self._feature_cache: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ events
 
@@ -158,12 +167,27 @@ class Workflow:
                 self._emit("pool", "costing candidates", done, total)
 
         for chunk_start in range(0, total, 200):
-            batch = cost_candidates(todo[chunk_start:chunk_start + 200], self.study, known=known, progress=tick)
+            batch = cost_candidates(todo[chunk_start:chunk_start + 200], self.study, known=known, progress=tick,
+                                    cost_fn=self.components.cost)
             self.store.add_candidates(batch)
+        self._candidates = {c.key: c for c in self.store.candidates()}
+        self._done = {(t.arch_key, t.epochs): float(t.accuracy) for t in self.store.trainings(status="done")}
         self._check_something_fits()
 
+    def _update(self, key: str, *, status: str | None = None, reason: str | None = None,
+                proposed_index: int | None = None) -> Candidate:
+        """Write a candidate's new status or proposal index to the store, then to the cache."""
+        self.store.update_candidate(key, status=status, reason=reason, proposed_index=proposed_index)
+        changes: dict[str, object] = {}
+        if status is not None:
+            changes.update(status=status, reason=reason)
+        if proposed_index is not None:
+            changes["proposed_index"] = proposed_index
+        self._candidates[key] = replace(self._candidates[key], **changes)
+        return self._candidates[key]
+
     def _check_something_fits(self) -> None:
-        candidates = self.store.candidates()
+        candidates = list(self._candidates.values())
         if any(c.status != "rejected:memory" and not c.status.startswith("rejected:activ") for c in candidates):
             return
         if not candidates:
@@ -185,11 +209,25 @@ class Workflow:
         self._latency = self.store.latencies(source.key)
         if not source.cheap:
             return
-        pending = [c for c in self.store.candidates(status=POOLED) if c.key not in self._latency]
+        pending = [c for c in self._candidates.values() if c.status == POOLED and c.key not in self._latency]
+        figures = []
         for i, candidate in enumerate(pending, 1):
-            self._ensure_latency(candidate)
+            figures.append(source.latency(Arch.from_json(candidate.arch_json)))
             if i % 100 == 0 or i == len(pending):
                 self._emit("latency", "estimating latency", i, len(pending))
+        self.store.add_latencies(figures)
+        self._latency.update({f.arch_key: f for f in figures})
+        limit = self.study.constraints.max_latency_ms
+        if limit is None:
+            return
+        too_slow = {
+            c.key: (REJECTED_LATENCY, f"{self._latency[c.key].median_ms:.3f} ms > {limit} ms")
+            for c in self._candidates.values()
+            if c.status == POOLED and c.key in self._latency and self._latency[c.key].median_ms > limit
+        }
+        self.store.set_statuses(too_slow)
+        for key, (status, reason) in too_slow.items():
+            self._candidates[key] = replace(self._candidates[key], status=status, reason=reason)
 
     def _ensure_latency(self, candidate: Candidate) -> Latency | None:
         """Latency of a candidate (stored, or obtained now); marks it rejected when too slow."""
@@ -204,9 +242,7 @@ class Workflow:
             self._latency[candidate.key] = latency
         limit = self.study.constraints.max_latency_ms
         if limit is not None and latency.median_ms > limit and candidate.status == POOLED:
-            self.store.update_candidate(
-                candidate.key, status=REJECTED_LATENCY, reason=f"{latency.median_ms:.3f} ms > {limit} ms"
-            )
+            self._update(candidate.key, status=REJECTED_LATENCY, reason=f"{latency.median_ms:.3f} ms > {limit} ms")
         return latency
 
     def proposal_stage(self, strategy: Strategy) -> None:
@@ -218,28 +254,26 @@ class Workflow:
         for candidate in self.store.proposals():
             history.append(self._resolve(candidate, first, strategy))
         trained = sum(o.accuracy is not None for o in history)
-        while trained < budget:
+        while trained < budget and not (self.stop is not None and self.stop(history)):
             view = self._view()
             if len(view) == 0:
                 self._emit("train", "no untried feasible candidate left in the pool")
                 break
             rng = np.random.default_rng([self.study.seed, len(history)])
             (key,) = strategy.ask(view, history, 1, rng)
-            self.store.update_candidate(key, proposed_index=len(history))
-            candidate = self.store.candidate(key)
+            candidate = self._update(key, proposed_index=len(history))
             observation = self._resolve(candidate, first, strategy)
             history.append(observation)
             trained += observation.accuracy is not None
 
     def _resolve(self, candidate: Candidate, epochs: float, strategy: Strategy) -> Observation:
         """Check latency, then train at the lowest fidelity; idempotent."""
-        features = _features(candidate)
+        features = self._features(candidate)
         if candidate.status == POOLED:
             self._ensure_latency(candidate)
-            candidate = self.store.candidate(candidate.key)
+            candidate = self._candidates[candidate.key]
         if candidate.status == POOLED:
-            self.store.update_candidate(candidate.key, status=FEASIBLE)
-            candidate = self.store.candidate(candidate.key)
+            candidate = self._update(candidate.key, status=FEASIBLE)
         if candidate.status != FEASIBLE:
             observation = Observation(candidate.key, candidate.space, features, False, None)
         else:
@@ -250,10 +284,8 @@ class Workflow:
         return observation
 
     def _train(self, candidate: Candidate, epochs: float) -> float:
-        done = {(t.arch_key, t.epochs): t for t in self.store.trainings(status="done")}
-        existing = done.get((candidate.key, epochs))
-        if existing is not None:
-            return float(existing.accuracy)
+        if (candidate.key, epochs) in self._done:
+            return self._done[(candidate.key, epochs)]
         arch = Arch.from_json(candidate.arch_json)
         self.store.start_training(candidate.key, epochs)
         self._emit("train", f"training {candidate.key} to {epochs:g} epochs")
@@ -267,6 +299,7 @@ class Workflow:
         )
         self.store.finish_training(candidate.key, epochs, accuracy=accuracy, checkpoint=checkpoint,
                                    seconds=time.perf_counter() - started)
+        self._done[(candidate.key, epochs)] = accuracy
         self._emit("train", f"{candidate.key}: {accuracy:.2%} after {epochs:g} epochs")
         return accuracy
 
@@ -274,24 +307,30 @@ class Workflow:
         """Successive halving: the best 1/eta of each fidelity go on to the next one."""
         levels = self.study.budget.epochs
         for lower, higher in zip(levels, levels[1:]):
-            results = [t for t in self.store.trainings(status="done") if t.epochs == lower]
-            results.sort(key=lambda t: (-t.accuracy, t.arch_key))
+            results = sorted(((acc, key) for (key, e), acc in self._done.items() if e == lower),
+                             key=lambda r: (-r[0], r[1]))
             keep = results[: max(1, math.ceil(len(results) / self.study.budget.eta))]
-            for i, training in enumerate(keep, 1):
+            for i, (_, key) in enumerate(keep, 1):
                 self._emit("promote", f"fidelity {higher:g} epochs", i - 1, len(keep))
-                self._train(self.store.candidate(training.arch_key), higher)
+                self._train(self._candidates[key], higher)
 
     # ------------------------------------------------------------------ views
 
     def _view(self) -> PoolView:
-        available = [c for c in self.store.candidates(status=POOLED) if c.proposed_index is None]
+        available = [c for c in self._candidates.values() if c.status == POOLED and c.proposed_index is None]
         return PoolView(
             keys=tuple(c.key for c in available),
             spaces=tuple(c.space for c in available),
             laws=tuple(f"{c.space}/{c.law}" for c in available),
             ids=tuple(c.arch_id if c.arch_id is not None else -1 for c in available),
-            features=np.stack([_features(c) for c in available]) if available else np.zeros((0, 11)),
+            features=np.stack([self._features(c) for c in available]) if available else np.zeros((0, 11)),
         )
+
+    def _features(self, candidate: Candidate) -> np.ndarray:
+        cached = self._feature_cache.get(candidate.key)
+        if cached is None:
+            cached = self._feature_cache[candidate.key] = _features(candidate)
+        return cached
 
     def summary(self, *, seconds: float = 0.0) -> SearchSummary:
         return summarize(self.store, self.study, seconds=seconds)

@@ -297,6 +297,14 @@ class Store:
             if proposed_index is not None:
                 row.proposed_index = proposed_index
 
+    def set_statuses(self, statuses: dict[str, tuple[str, str | None]]) -> None:
+        """Set many candidates' (status, reason) in one transaction."""
+        if not statuses:
+            return
+        with self._session() as s:
+            for row in s.scalars(select(CandidateRow).where(CandidateRow.key.in_(list(statuses)))):
+                row.status, row.reason = statuses[row.key]
+
     def proposals(self) -> list[Candidate]:
         """Candidates the strategy proposed, in the order it proposed them."""
         with self._session() as s:
@@ -308,19 +316,29 @@ class Store:
     # ------------------------------------------------------------------ latency
 
     def add_latency(self, latency: Latency) -> None:
+        self.add_latencies([latency])
+
+    def add_latencies(self, latencies: Sequence[Latency]) -> None:
+        """Store latency figures; a figure already stored for (model, device) is kept."""
+        if not latencies:
+            return
         with self._session() as s:
-            existing = s.scalar(
-                select(LatencyRow).where(
-                    LatencyRow.arch_key == latency.arch_key, LatencyRow.device_key == latency.device_key
+            keys = [lat.arch_key for lat in latencies]
+            existing = {
+                (arch_key, device_key)
+                for arch_key, device_key in s.execute(
+                    select(LatencyRow.arch_key, LatencyRow.device_key).where(LatencyRow.arch_key.in_(keys))
                 )
-            )
-            if existing is not None:
-                return
-            s.add(LatencyRow(
-                arch_key=latency.arch_key, device_key=latency.device_key, source=latency.source,
-                median_ms=latency.median_ms, detail_json=json.dumps(latency.detail, sort_keys=True),
-                created_at=_now(),
-            ))
+            }
+            now = _now()
+            for lat in latencies:
+                if (lat.arch_key, lat.device_key) in existing:
+                    continue
+                existing.add((lat.arch_key, lat.device_key))
+                s.add(LatencyRow(
+                    arch_key=lat.arch_key, device_key=lat.device_key, source=lat.source, median_ms=lat.median_ms,
+                    detail_json=json.dumps(lat.detail, sort_keys=True), created_at=now,
+                ))
 
     def latencies(self, device_key: str | None = None) -> dict[str, Latency]:
         """Latency figures by architecture key (for one device, or all)."""

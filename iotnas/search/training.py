@@ -1,0 +1,113 @@
+"""Train mode's components: real training on the study's dataset, latency from the device.
+
+The workflow reaches the training and calibration stages only through these
+adapters, so the stages never import each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from iotnas.arch import Arch
+from iotnas.data import Dataset, load_dataset
+from iotnas.errors import ConfigError, TrainingError
+from iotnas.spaces import build
+from iotnas.store import Latency
+from iotnas.study import Study
+
+
+def load_study_dataset(study: Study) -> Dataset:
+    """The study's dataset (a name, or a path relative to the study file), limited if asked."""
+    spec = study.data.dataset
+    location = spec if spec in ("digits",) else str(study.resolve(spec))
+    dataset = load_dataset(location, layout=study.data.layout)
+    if study.data.num_classes is not None and study.data.num_classes != dataset.num_classes:
+        raise ConfigError(
+            f"data.num_classes: the study says {study.data.num_classes} but {dataset.describe()}; "
+            "fix the study or drop the key"
+        )
+    if study.data.limit is not None:
+        dataset = dataset.subset(train=study.data.limit)
+    return dataset
+
+
+def train_config(study: Study, epochs: float):
+    """The training recipe of a study at one fidelity."""
+    from iotnas.train import TrainConfig
+
+    try:
+        return TrainConfig.from_dict({**study.training, "epochs": float(epochs)})
+    except TrainingError as exc:
+        raise ConfigError(f"training: {exc}") from None
+
+
+class TrainingEvaluator:
+    """Trains a candidate on the study's dataset; a higher fidelity continues the lower one's checkpoint."""
+
+    def __init__(self, study: Study, dataset: Dataset):
+        self.study = study
+        self.dataset = dataset
+        train_config(study, 1.0)  # validate the recipe before any work
+
+    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path,
+                 callbacks: Sequence[Callable] = ()) -> tuple[float, str | None]:
+        from iotnas.train import train
+
+        model = build(arch, num_classes=self.dataset.num_classes, in_channels=self.dataset.in_channels)
+        result = train(
+            model, self.dataset, train_config(self.study, epochs), checkpoint_dir=workdir, resume=True,
+            callbacks=callbacks, seed=self.study.seed, meta={"arch": arch.to_json()},
+        )
+        return float(result.test_accuracy), None if result.checkpoint is None else str(result.checkpoint)
+
+
+class MeasuredLatency:
+    """Times each candidate when it is proposed, here or on a device agent (not cheap: ~1 s each)."""
+
+    cheap = False
+
+    def __init__(self, study: Study, dataset: Dataset):
+        self.key = study.device.key
+        self._device = study.device
+        self._geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
+        self._client = None
+        if study.device.kind == "agent":
+            from iotnas.latency import AgentClient
+
+            self._client = AgentClient.connect(study.device.url)
+
+    def latency(self, arch: Arch) -> Latency:
+        from iotnas.latency import measure_latency
+
+        m = measure_latency(arch, runtime=self._device.runtime, threads=self._device.threads,
+                            device=self._client, **self._geometry)
+        return Latency(arch_key=arch.key, device_key=self.key, source="measured", median_ms=m.median_ms,
+                       detail=m.to_dict())
+
+
+class PredictedLatency:
+    """Latency from a predictor calibrated on the device: cheap, so the whole pool is screened first."""
+
+    cheap = True
+
+    def __init__(self, study: Study):
+        from iotnas.latency import LatencyPredictor
+
+        self.key = study.device.key
+        self._predictor = LatencyPredictor.load(study.resolve(study.device.predictor))
+
+    def latency(self, arch: Arch) -> Latency:
+        return Latency(arch_key=arch.key, device_key=self.key, source="predicted",
+                       median_ms=float(self._predictor.predict(arch)), detail={})
+
+
+def make_latency_source(study: Study, dataset: Dataset):
+    if study.device.kind == "predictor":
+        return PredictedLatency(study)
+    if study.device.kind == "released":
+        raise ConfigError("device.kind: \"released\" timings exist only for the released models; use mode = \"tabular\"")
+    return MeasuredLatency(study, dataset)
+
+
+__all__ = ["TrainingEvaluator", "MeasuredLatency", "PredictedLatency", "make_latency_source", "load_study_dataset"]
