@@ -1,0 +1,122 @@
+"""`iotnas init | search | status | show` as a user runs them."""
+
+import json
+
+import pytest
+
+STUDY = """\
+name = "cli"
+mode = "tabular"
+store = "cli.db"
+released = "{released}"
+[constraints]
+max_weight_bytes = 65536
+[space]
+laws = ["mobilenetv2/s4"]
+[strategy]
+name = "laws"
+[budget]
+trainings = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(released_dir, tmp_path_factory):
+    """A finished tabular study over mobilenetv2/s4 (the released models answer)."""
+    from iotnas.cli.main import main
+
+    folder = tmp_path_factory.mktemp("study")
+    study = folder / "cli.toml"
+    study.write_text(STUDY.format(released=released_dir))
+    assert main(["search", str(study)]) == 0
+    return study
+
+
+def test_search_reports_the_best_feasible_model(searched, cli, released_dir):
+    records = json.loads((released_dir / "NetConfigs.json").read_text())
+    fits = [r for r in records if r["spacename"] == "random_net_mobilenetv2" and r["law"] == "s4"
+            and r["params"] * 4 <= 65536]
+    best = max(fits, key=lambda r: r["acc"])
+    code, out, err = cli("show", str(searched.parent / "cli.db"), "--json", "--top", "3")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["best"][0]["key"] == f"mobilenetv2/s4/{best['id']}"
+    assert shown["best"][0]["accuracy"] == pytest.approx(best["acc"])
+    assert shown["trainings"] == len(fits)
+    assert all(r["weight_bytes"] <= 65536 for r in shown["best"])
+
+
+def test_rerun_resumes_without_training_again(searched, cli):
+    code, out, _ = cli("show", str(searched.parent / "cli.db"), "--json")
+    before = json.loads(out)["trainings"]
+    code, _, err = cli("search", str(searched))
+    assert code == 0, err
+    code, out, _ = cli("show", str(searched.parent / "cli.db"), "--json")
+    assert json.loads(out)["trainings"] == before
+    code, out, _ = cli("status", str(searched.parent / "cli.db"))
+    assert code == 0 and "best feasible" in out
+
+
+def test_init_writes_a_study_that_loads(tmp_path, cli):
+    from iotnas.study import load_study
+
+    path = tmp_path / "mine.toml"
+    code, _, err = cli("init", str(path))
+    assert code == 0, err
+    study = load_study(path)
+    assert study.name == "mine" and study.constraints.max_weight_bytes == 32768
+    code, _, err = cli("init", str(path))
+    assert code == 2 and "already exists" in err
+
+
+def _one_clean_line(code, err):
+    assert code == 2
+    assert err.startswith("iotnas: error:") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_malformed_toml(tmp_path, cli):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [\n")
+    code, _, err = cli("search", str(bad))
+    _one_clean_line(code, err)
+    assert "not valid TOML" in err
+
+
+def test_unknown_key(tmp_path, cli):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[constraints]\nmax_weight = 3\n')
+    code, _, err = cli("search", str(bad))
+    _one_clean_line(code, err)
+    assert "constraints.max_weight" in err
+
+
+def test_impossible_constraints(tmp_path, cli, released_dir):
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(released=released_dir).replace("65536", "64"))
+    code, _, err = cli("search", str(study))
+    _one_clean_line(code, err)
+    assert "the smallest" in err and "mobilenetv2/s4/" in err
+
+
+def test_unwritable_store_path(tmp_path, cli, released_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(released=released_dir))
+    code, _, err = cli("search", str(study), "--store", str(blocker / "s.db"))
+    _one_clean_line(code, err)
+    assert "does not exist" in err or "cannot" in err
+
+
+def test_store_of_another_study(searched, tmp_path, cli, released_dir):
+    other = tmp_path / "other.toml"
+    other.write_text(STUDY.format(released=released_dir).replace('name = "cli"', 'name = "other"'))
+    code, _, err = cli("search", str(other), "--store", str(searched.parent / "cli.db"))
+    _one_clean_line(code, err)
+    assert "belongs to study 'cli'" in err
+
+
+def test_status_of_missing_store(tmp_path, cli):
+    code, _, err = cli("status", str(tmp_path / "none.db"))
+    _one_clean_line(code, err)
