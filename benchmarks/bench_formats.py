@@ -3,7 +3,8 @@
     python benchmarks/bench_formats.py            # the table (a few minutes)
     python benchmarks/bench_formats.py --sweep    # plus all 2^32 float32 inputs for half and bfloat16
 
-Columns (ns per element, median of the repeats; GB/s of float32 input beside ours):
+Columns: ns per element as "best / median" of the repeats (best: the run least disturbed by other
+processes on a shared machine); GB/s of float32 input (at the best time) beside ours.
   ours, fresh        FloatFormat.round(x): fused torch.compile kernel, new output tensor
   ours, out=         the same kernel writing into a preallocated tensor (how emulation uses it)
   ours, eager        the eager fallback (same bits, one pass per operation)
@@ -42,15 +43,25 @@ ORACLES = {
 TORCH_CASTS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds per call after one warm-up call."""
+class Timing(tuple):
+    """(best, median) seconds per call; best is the run least disturbed by other processes."""
+
+    def __str__(self) -> str:
+        return f"{ns(self[0]):.2f} / {ns(self[1]):.2f}"
+
+    def gbps(self) -> str:
+        return f"{4 * N / self[0] / 1e9:.1f} GB/s"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> Timing:
+    """Best and median seconds per call, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return Timing((min(times), statistics.median(times)))
 
 
 def ns(seconds: float) -> float:
@@ -68,12 +79,12 @@ def bench_format(name: str, x: torch.Tensor, out: torch.Tensor, repeats: int, th
     if isinstance(fmt, IntFormat):
         w = x.view(4096, -1)  # a 4096-channel weight matrix
         t = timed(lambda: fmt.round(w), max(1, repeats // 2))
-        row["ours, fresh"] = f"{ns(t):.2f} ({4 * N / t / 1e9:.1f} GB/s)"
+        row["ours, fresh"] = f"{t} ({t.gbps()})"
         row["ours, out="] = row["ours, eager"] = "-"
         scales = fmt.scales(w)
         zero = torch.zeros(4096, dtype=torch.int64)
         native = lambda: torch.quantize_per_channel(w, scales.double(), zero, 0, torch.qint8).dequantize()  # noqa: E731
-        row["torch cast"] = f"{ns(timed(native, repeats)):.2f}"
+        row["torch cast"] = str(timed(native, repeats))
         row["ml_dtypes astype"] = "-"
         # exactness against the definition evaluated by numpy (torch's quantizer multiplies by
         # 1/scale instead of dividing, so it differs at near-ties and is only a speed baseline)
@@ -83,11 +94,11 @@ def bench_format(name: str, x: torch.Tensor, out: torch.Tensor, repeats: int, th
         return row
     fresh = timed(lambda: fmt.round(x, compiled=True), repeats)
     into = timed(lambda: fmt.round(x, out=out, compiled=True), repeats)
-    row["ours, fresh"] = f"{ns(fresh):.2f} ({4 * N / fresh / 1e9:.1f} GB/s)"
-    row["ours, out="] = f"{ns(into):.2f} ({4 * N / into / 1e9:.1f} GB/s)"
+    row["ours, fresh"] = f"{fresh} ({fresh.gbps()})"
+    row["ours, out="] = f"{into} ({into.gbps()})"
     eager_result = fmt.round(x, compiled=False)
     if threads == 1:
-        row["ours, eager"] = f"{ns(timed(lambda: fmt.round(x, compiled=False), max(1, repeats // 3))):.1f}"
+        row["ours, eager"] = str(timed(lambda: fmt.round(x, compiled=False), max(1, repeats // 3)))
     else:
         row["ours, eager"] = "-"
     bad = mismatches(out, eager_result)
@@ -95,13 +106,13 @@ def bench_format(name: str, x: torch.Tensor, out: torch.Tensor, repeats: int, th
         xn = x.numpy()
         dtype = ORACLES[name]
         ref = lambda: xn.astype(dtype).astype(np.float32)  # noqa: E731
-        row["ml_dtypes astype"] = f"{ns(timed(ref, max(1, repeats // 2))):.2f}"
+        row["ml_dtypes astype"] = str(timed(ref, max(1, repeats // 2)))
         bad += mismatches(out, torch.from_numpy(ref()))
     else:
         row["ml_dtypes astype"] = "-"
     if name in TORCH_CASTS:
         dt = TORCH_CASTS[name]
-        row["torch cast"] = f"{ns(timed(lambda: x.to(dt).float(), repeats)):.2f}"
+        row["torch cast"] = str(timed(lambda: x.to(dt).float(), repeats))
         bad += mismatches(out, x.to(dt).float())
     else:
         row["torch cast"] = "-"
@@ -139,14 +150,14 @@ def main() -> None:
     parse_format("e4m3").round(x[:4096], compiled=True)  # compile once, outside the timings
 
     print(f"torch {torch.__version__}, ml_dtypes {ml_dtypes.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {N} elements, median of {args.repeats}\n")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {N} elements, ns per element as best / median of {args.repeats}\n")
     rows = []
     for threads in sorted({1, all_threads}):
         torch.set_num_threads(threads)
         floor = timed(lambda: out.copy_(x), args.repeats)
         for name in FORMATS:
             row = bench_format(name, x, out, args.repeats, threads)
-            row["copy_ (floor)"] = f"{ns(floor):.2f}"
+            row["copy_ (floor)"] = str(floor)
             rows.append(row)
     torch.set_num_threads(all_threads)
     columns = ["format", "threads", "ours, fresh", "ours, out=", "ours, eager", "ml_dtypes astype", "torch cast",

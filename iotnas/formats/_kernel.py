@@ -133,7 +133,7 @@ def round_bits(x: torch.Tensor, p: tuple[torch.Tensor, ...], src: SourceFloat) -
     inf = src.inf_bits
     u = x.view(src.int_dtype)
     a = u & src.abs_mask
-    sign = u ^ a
+    sign = u & ~src.abs_mask
     a_clamped = a.clamp_max(inf)  # NaN patterns would overflow a + add into the sign bit
     be = torch.clamp_min(a >> man, 1)  # source denormals share the exponent of the smallest normal
     s = torch.maximum(c - be, s0).clamp_max(man)
