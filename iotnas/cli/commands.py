@@ -9,3 +9,4 @@ from iotnas.cli import search  # noqa: F401
 from iotnas.cli import formats  # noqa: F401
 from iotnas.cli import train  # noqa: F401
 from iotnas.cli import report  # noqa: F401
+from iotnas.cli import latency  # noqa: F401

@@ -99,6 +99,7 @@ class LatencyMeasurement:
     mean_ms: float
     min_ms: float
     cv: float  # standard deviation / mean of the timed runs
+    cpu_median_ms: float  # median thread CPU time per run: immune to being descheduled (1 thread only)
     n_runs: int
     n_warmup: int
     timed_s: float
@@ -144,7 +145,7 @@ class LatencyMeasurement:
             values["settings"] = _pairs(values["settings"])
             values["environment"] = _pairs(values.get("environment", {}))
             values["input_shape"] = tuple(int(v) for v in values["input_shape"])
-            for name in ("median_ms", "p90_ms", "iqr_ms", "mean_ms", "min_ms", "cv", "timed_s"):
+            for name in ("median_ms", "p90_ms", "iqr_ms", "mean_ms", "min_ms", "cv", "cpu_median_ms", "timed_s"):
                 values[name] = float(values[name])
             for name in ("n_runs", "n_warmup"):
                 values[name] = int(values[name])
@@ -164,11 +165,18 @@ def _pairs(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((str(k), v) for k, v in dict(mapping).items()))
 
 
-def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[list[int], int]:
+def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[list[int], int, list[int]]:
     """Warm up, then time ``run_once`` per the protocol.
 
+    Each run is timed by the wall clock (:func:`time.perf_counter_ns`) and by
+    the calling thread's CPU clock (:func:`time.thread_time_ns`). With one
+    thread the runtime computes in the calling thread, so the CPU time leaves
+    out the time the process waited for a core: on a shared machine it is the
+    steadier figure.
+
     Returns:
-        The timed durations in nanoseconds, and the number of warm-up runs.
+        The timed wall durations (ns), the number of warm-up runs, and the
+        timed thread CPU durations (ns).
     """
     start = time.perf_counter_ns()
     n_warmup = 0
@@ -176,19 +184,22 @@ def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[li
         run_once()
         n_warmup += 1
     samples: list[int] = []
+    cpu: list[int] = []
     start = time.perf_counter_ns()
     min_ns, max_ns = protocol.min_s * 1e9, protocol.max_s * 1e9
     while True:
+        c0 = time.thread_time_ns()
         t0 = time.perf_counter_ns()
         run_once()
         t1 = time.perf_counter_ns()
+        cpu.append(time.thread_time_ns() - c0)
         samples.append(t1 - t0)
         elapsed = t1 - start
         if len(samples) >= protocol.min_runs and elapsed >= min_ns:
             break
         if elapsed >= max_ns and len(samples) >= MIN_RUNS_FLOOR:
             break
-    return samples, n_warmup
+    return samples, n_warmup, cpu
 
 
 def summarize(samples_ns: list[int]) -> dict[str, float]:
@@ -222,6 +233,7 @@ def make_measurement(
     runtime: str,
     settings: Mapping[str, Any],
     samples_ns: list[int],
+    cpu_ns: list[int],
     n_warmup: int,
     input_shape: tuple[int, ...],
     environment: Mapping[str, Any],
@@ -236,6 +248,7 @@ def make_measurement(
         timed_s=sum(samples_ns) / 1e9,
         input_shape=tuple(input_shape),
         environment=_pairs(environment),
+        cpu_median_ms=summarize(cpu_ns)["median_ms"],
         **summarize(samples_ns),
     )
 

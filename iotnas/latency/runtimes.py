@@ -114,12 +114,13 @@ def time_onnx(
 ) -> LatencyMeasurement:
     """Time an ONNX graph with ONNX Runtime in this process."""
     run_once, shape = ort_runner(onnx_bytes, settings)
-    samples, n_warmup = run_protocol(run_once, protocol)
+    samples, n_warmup, cpu = run_protocol(run_once, protocol)
     return make_measurement(
         target=target or onnx_target(onnx_bytes),
         runtime="onnxruntime",
         settings=settings.to_dict(),
         samples_ns=samples,
+        cpu_ns=cpu,
         n_warmup=n_warmup,
         input_shape=shape,
         environment=environment(),
@@ -161,12 +162,13 @@ def time_torch(
         with torch.inference_mode():
             return module(x)
 
-    samples, n_warmup = run_protocol(run_once, protocol)
+    samples, n_warmup, cpu = run_protocol(run_once, protocol)
     return make_measurement(
         target=target,
         runtime="torch",
         settings={"threads": threads, "interop_threads": interop_threads},
         samples_ns=samples,
+        cpu_ns=cpu,
         n_warmup=n_warmup,
         input_shape=tuple(input_shape),
         environment=environment(),

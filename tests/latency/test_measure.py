@@ -17,6 +17,7 @@ def _check_structure(m: LatencyMeasurement, protocol: Protocol) -> None:
     assert m.n_runs >= protocol.min_runs
     assert m.n_warmup >= protocol.warmup_runs
     assert 0 < m.min_ms <= m.median_ms <= m.p90_ms
+    assert 0 < m.cpu_median_ms <= 2 * m.p90_ms
     assert m.iqr_ms >= 0 and m.cv >= 0
     assert m.timed_s > 0
     assert m.input_shape == (1, 3, 32, 32)
@@ -38,14 +39,15 @@ def test_summarize_agrees_with_numpy():
 
 def test_protocol_counts_runs_and_respects_the_cap():
     calls = []
-    samples, n_warmup = run_protocol(lambda: calls.append(1), Protocol(warmup_runs=7, warmup_s=0, min_runs=20, min_s=0))
-    assert n_warmup == 7 and len(samples) == 20 and len(calls) == 27
+    samples, n_warmup, cpu = run_protocol(lambda: calls.append(1), Protocol(warmup_runs=7, warmup_s=0, min_runs=20, min_s=0))
+    assert n_warmup == 7 and len(samples) == len(cpu) == 20 and len(calls) == 27
     # A model slower than the cap still gets the floor of runs.
     import time
 
-    samples, _ = run_protocol(lambda: time.sleep(0.002), Protocol(warmup_runs=1, warmup_s=0, min_runs=50, min_s=0.01, max_s=0.01))
+    samples, _, cpu = run_protocol(lambda: time.sleep(0.002), Protocol(warmup_runs=1, warmup_s=0, min_runs=50, min_s=0.01, max_s=0.01))
     assert len(samples) == MIN_RUNS_FLOOR
     assert all(s >= 2_000_000 for s in samples)
+    assert sum(cpu) < sum(samples) / 2  # sleeping is wall time, not CPU time
 
 
 @pytest.mark.parametrize("bad", [dict(min_runs=3), dict(min_s=5.0, max_s=1.0), dict(warmup_runs=0)])

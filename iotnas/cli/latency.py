@@ -1,0 +1,197 @@
+"""`iotnas latency ...` (measure, calibrate, predict, score) and `iotnas agent serve`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from iotnas.cli._common import console, err_console, print_json
+from iotnas.cli.main import app
+from iotnas.errors import ConfigError
+
+latency_app = typer.Typer(help="Time models on a device, calibrate and use latency predictors.", no_args_is_help=True)
+agent_app = typer.Typer(help="The device agent that times models on the target board.", no_args_is_help=True)
+app.add_typer(latency_app, name="latency")
+app.add_typer(agent_app, name="agent")
+
+DEVICE = typer.Option(None, "--device", help="Device agent URL (http://HOST:PORT); default: this machine.")
+TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the agent token (else $IOTNAS_AGENT_TOKEN).")
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _arch_key(space: str, law: str, id: int) -> str:
+    from iotnas.arch import Arch
+
+    return Arch.parse(f"{space}/{law}/{id}").key
+
+
+def _client(device: Optional[str], token_file: Optional[Path]):
+    if device is None:
+        if token_file is not None:
+            raise ConfigError("--token-file needs --device")
+        return None
+    from iotnas.latency.agent import AgentClient
+
+    return AgentClient.connect(device, token_file=token_file)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator:
+    """A progress callback ``(stage, done, total)``; the bar appears only once something reports."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    tasks: dict[str, object] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bar.stop()
+
+
+@latency_app.command("measure")
+def measure(
+    space: str = typer.Argument(..., help="Search space, e.g. mobilenetv2."),
+    law: str = typer.Argument(..., help="Sampling law, e.g. s4."),
+    id: int = typer.Argument(..., help="Sample id."),  # noqa: A002 - the released data's name
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch (eager; local only)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Intra-op threads."),
+    min_s: float = typer.Option(1.0, "--min-s", min=0.0, help="Seconds of timed runs, at least (and >= 50 runs)."),
+    device: Optional[str] = DEVICE,
+    token_file: Optional[Path] = TOKEN_FILE,
+    as_json: bool = JSON,
+) -> None:
+    """Time one architecture per the protocol (median, p90, IQR, CV) on this machine or a device."""
+    from iotnas.latency import Protocol, measure_latency
+
+    protocol = Protocol(min_s=min_s, max_s=max(30.0, min_s))
+    m = measure_latency(_arch_key(space, law, id), runtime=runtime, threads=threads,
+                        device=_client(device, token_file), protocol=protocol)
+    if as_json:
+        print_json(m.to_dict())
+        return
+    table = Table(title=m.key, show_header=False)
+    for name, value in [("median", f"{m.median_ms:.4f} ms"), ("p90", f"{m.p90_ms:.4f} ms"),
+                        ("IQR", f"{m.iqr_ms:.4f} ms"), ("CV", f"{m.cv:.1%}"), ("runs", f"{m.n_runs} (+{m.n_warmup} warm-up)"),
+                        ("CPU", str(dict(m.environment).get("cpu")))]:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@latency_app.command("calibrate")
+def calibrate(
+    out: Path = typer.Option(..., "--out", help="Where to write the predictor (JSON)."),
+    device: Optional[str] = DEVICE,
+    token_file: Optional[Path] = TOKEN_FILE,
+    networks: int = typer.Option(40, "--networks", min=3, help="Calibration networks, spread over the five families."),
+    max_kernels: Optional[int] = typer.Option(None, "--max-kernels", min=20, help="Time at most this many kernels."),
+    seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration networks."),
+    released: Optional[Path] = typer.Option(
+        None, "--released", help="Instead, fit the whole-network model on released results_RaspPi.json."
+    ),
+) -> None:
+    """Time kernels and networks on the device and fit a predictor (or fit on released Pi timings)."""
+    from iotnas.latency import calibrate as cal
+
+    with _progress() as update:
+        if released is not None:
+            if device is not None:
+                raise ConfigError("--released fits on stored timings; leave out --device")
+            predictor = cal.fit_released(released, seed=seed, progress=lambda i, n: update("tracing", i, n))
+        else:
+            archs = cal.sample_archs(networks, seed=seed)
+            predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
+                                         seed=seed, progress=update)
+    predictor.save(out)
+    console.print(f"wrote {predictor.kind} predictor to {out}")
+
+
+@latency_app.command("predict")
+def predict(
+    predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A predictor file."),
+    space: str = typer.Argument(...),
+    law: str = typer.Argument(...),
+    id: int = typer.Argument(...),  # noqa: A002
+    as_json: bool = JSON,
+) -> None:
+    """Predict one architecture's latency (ms)."""
+    from iotnas.latency.predictor import LatencyPredictor
+
+    key = _arch_key(space, law, id)
+    ms = LatencyPredictor.load(predictor_path).predict(key)
+    if as_json:
+        print_json({"arch": key, "latency_ms": ms})
+    else:
+        console.print(f"{key}: {ms:.4f} ms (predicted)")
+
+
+@latency_app.command("score")
+def score_cmd(
+    predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A predictor file."),
+    device: Optional[str] = DEVICE,
+    token_file: Optional[Path] = TOKEN_FILE,
+    networks: int = typer.Option(20, "--networks", min=1, help="Held-out networks to time and predict."),
+    seed: int = typer.Option(1, "--seed", help="Seed for the held-out networks."),
+    released: Optional[Path] = typer.Option(None, "--released", help="Score against released Pi timings instead."),
+    as_json: bool = JSON,
+) -> None:
+    """Share of held-out networks predicted within +-10 % of their measured median, and RMSPE."""
+    from iotnas.latency import calibrate as cal
+    from iotnas.latency.measure import Protocol
+    from iotnas.latency.predictor import LatencyPredictor, score
+    from iotnas.latency.runtimes import OrtSettings
+
+    predictor = LatencyPredictor.load(predictor_path)
+    with _progress() as update:
+        if released is not None:
+            rows = cal.released_timings(released)
+            keys, measured = [k for k, _, _ in rows], [ms for _, ms, _ in rows]
+        else:
+            exclude = set(getattr(predictor, "info", {}).get("calibration_archs", []))
+            keys = cal.sample_archs(networks, seed=seed, exclude=exclude)
+            settings = OrtSettings.from_dict(getattr(predictor, "settings", {}) or {})
+            timed = cal.time_networks(keys, device=_client(device, token_file), settings=settings,
+                                      protocol=Protocol(), progress=update)
+            keys, measured = list(timed), [m.median_ms for m in timed.values()]
+        predicted = predictor.predict_many(keys, progress=lambda i, n: update("predicting", i, n))
+    result = score(predicted, measured)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(f"{result.n} networks: {result.within_10:.1%} within ±10 %, RMSPE {result.rmspe:.1%}, "
+                      f"median error {result.median_ape:.1%}")
+
+
+@agent_app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
+    token_file: Path = typer.Option(..., "--token-file", help="File holding the secret clients must send."),
+    max_request_mb: float = typer.Option(128.0, "--max-request-mb", min=0.001, help="Largest request accepted."),
+    time_limit_s: float = typer.Option(300.0, "--time-limit-s", min=1.0, help="Time limit per timing process."),
+) -> None:
+    """Serve timing requests on this device until interrupted."""
+    from iotnas.latency.agent import MIB, AgentServer, read_token
+
+    token = read_token(token_file)
+    server = AgentServer(host=host, port=port, token=token or "", max_request_bytes=int(max_request_mb * MIB),
+                         time_limit_s=time_limit_s)
+    bound_host, bound_port = server.address
+    typer.echo(f"listening on http://{bound_host}:{bound_port}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,62 @@
+"""The latency and agent commands, end to end (in-process CLI; a real agent process for serve)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from iotnas.latency import AgentClient
+from iotnas.latency.predictor import FlopsPredictor
+
+from .conftest import TOKEN
+
+
+def test_measure_prints_the_protocol_summary_as_json(cli):
+    code, out, err = cli("latency", "measure", "mobilenetv2", "s6", "1", "--min-s", "0", "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["target"] == "mobilenetv2/s6/1" and m["runtime"] == "onnxruntime" and m["n_runs"] >= 50
+    assert m["settings"]["threads"] == 1 and m["environment"]["cpu"]
+
+
+def test_predict_with_a_saved_predictor(cli, tmp_path):
+    path = tmp_path / "flops.json"
+    FlopsPredictor(slope=1e-6, intercept=0.5, info={}).save(path)
+    code, out, err = cli("latency", "predict", str(path), "mobilenetv2", "s4", "39", "--json")
+    assert code == 0, err
+    from iotnas.cost import cost
+
+    assert json.loads(out)["latency_ms"] == 1e-6 * cost("mobilenetv2/s4/39").flops + 0.5
+
+
+def test_user_mistakes_are_one_clean_line(cli, tmp_path):
+    for args in [
+        ("latency", "predict", str(tmp_path / "missing.json"), "mobilenetv2", "s4", "39"),
+        ("latency", "measure", "nosuchspace", "s1", "1"),
+        ("latency", "measure", "mobilenetv2", "s4", "1", "--runtime", "tflite"),
+        ("latency", "measure", "mobilenetv2", "s4", "1", "--device", "http://127.0.0.1:9"),
+        ("latency", "calibrate", "--out", str(tmp_path / "p.json"), "--released", str(tmp_path / "none.json")),
+    ]:
+        code, out, err = cli(*args)
+        assert code == 2 and err.startswith("iotnas: error:") and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_agent_serve_command_round_trip(tmp_path, tiny_onnx):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "iotnas", "agent", "serve", "--port", "0", "--token-file", str(token_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        url = process.stdout.readline().strip().removeprefix("listening on ")
+        client = AgentClient(url, token=TOKEN)
+        assert client.health()["status"] == "ok"
+        from .conftest import FAST
+
+        (m,) = client.measure_onnx([(tiny_onnx, "tiny")], protocol=FAST)
+        assert m.target == "tiny" and m.n_runs >= FAST.min_runs
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

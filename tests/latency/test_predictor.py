@@ -1,0 +1,141 @@
+"""Kernels, regression trees and predictors: fit, save, load, score, on real networks and timings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from iotnas.errors import LatencyError
+from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
+from iotnas.latency.calibrate import calibrate, released_timings, sample_archs
+from iotnas.latency.kernels import Kernel, arch_kernels, trace_kernels
+from iotnas.latency.predictor import (
+    CostModelPredictor,
+    FlopsPredictor,
+    KernelPredictor,
+    LatencyPredictor,
+    score,
+)
+
+from .conftest import FAST, tiny_module
+
+ONE_PER_FAMILY = ["densenet/s3/1", "mobilenetv2/s4/39", "googlenet/s3/2", "pnasnet/s3/4", "resnext/s3/35"]
+
+
+def test_tracing_folds_batchnorm_and_activations_into_convolutions():
+    kinds = [(k.kind, k.attr.get("act"), k.attr.get("bn")) for k in trace_kernels(tiny_module(), input_shape=(3, 32, 32))]
+    assert kinds == [
+        ("conv", "relu", True), ("maxpool", None, None), ("conv", "relu", False), ("gap", None, None),
+        ("linear", None, None),
+    ]
+    conv, pool, dw = trace_kernels(tiny_module(), input_shape=(3, 32, 32))[:3]
+    assert conv.out_shape == (8, 32, 32) and pool.out_shape == (8, 16, 16)
+    assert dw.attr["groups"] == 8 and dw.flops == 2 * 8 * 16 * 16 * 9
+    assert conv.flops == 2 * 8 * 32 * 32 * 3 * 9
+
+
+@pytest.mark.parametrize("key", ONE_PER_FAMILY)
+def test_every_kernel_graph_runs_with_the_traced_shapes(key):
+    kernels = arch_kernels(key)
+    assert kernels and kernels[-1].kind == "linear" and kernels[-1].out_shape == (10,)
+    for kernel in {k.key: k for k in kernels}.values():
+        assert Kernel.from_key(kernel.key) == kernel
+        session = ort.InferenceSession(kernel.onnx())
+        (y,) = session.run(None, {"x": np.zeros((1, *kernel.in_shapes[0]), np.float32)})
+        assert y.shape == (1, *kernel.out_shape), kernel.key
+
+
+def test_kernel_flops_add_up_to_the_network_macs():
+    from iotnas.cost import cost
+
+    for key in ONE_PER_FAMILY:
+        conv_linear = sum(k.flops for k in arch_kernels(key) if k.kind in ("conv", "linear"))
+        assert conv_linear == 2 * cost(key).macs, key
+
+
+def test_stored_trees_predict_exactly_like_scikit_learn():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 5))
+    y = x[:, 0] ** 2 + np.sin(x[:, 1]) + 0.1 * rng.standard_normal(300)
+    stored = json.loads(json.dumps(fit_boosted_trees(x, y, seed=3, n_estimators=50, max_depth=3)))
+    reference = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                          min_samples_leaf=2, random_state=3).fit(x, y)
+    x_new = rng.standard_normal((50, 5))
+    np.testing.assert_allclose(predict_boosted_trees(stored, x_new), reference.predict(x_new), rtol=1e-10)
+    with pytest.raises(LatencyError, match="features"):
+        predict_boosted_trees(stored, x_new[:, :3])
+
+
+def test_score_counts_hits_and_rmspe():
+    s = score([1.05, 2.5, 3.0, 0.5], [1.0, 2.0, 3.0, 1.0])
+    assert s.n == 4 and s.within_10 == 0.5
+    assert s.rmspe == pytest.approx(np.sqrt((0.05**2 + 0.25**2 + 0 + 0.5**2) / 4))
+    with pytest.raises(LatencyError):
+        score([1.0], [1.0, 2.0])
+
+
+def test_calibrate_save_load_round_trip(tmp_path):
+    """Real kernels and networks timed on this machine, fitted, saved, loaded: same predictions."""
+    archs = ["mobilenetv2/s6/1", "mobilenetv2/s6/2", "resnext/s3/88", "mobilenetv2/s5/3"]
+    predictor, calibration = calibrate(archs, network_protocol=FAST, kernel_protocol=FAST, max_kernels=60)
+    assert len(calibration.networks) == 4 and 20 <= len(calibration.kernel_ms) <= 60
+    assert all(ms > 0 for ms in calibration.kernel_ms.values())
+    assert predictor.info["calibration_archs"] == archs and predictor.runtime == "onnxruntime"
+    path = tmp_path / "p.json"
+    predictor.save(path)
+    loaded = LatencyPredictor.load(path)
+    assert isinstance(loaded, KernelPredictor)
+    held_out = ["mobilenetv2/s6/7", "resnext/s3/35"]
+    before, after = predictor.predict_many(held_out), loaded.predict_many(held_out)
+    assert before == after and all(np.isfinite(before))
+    # A timed kernel is looked up, not regressed.
+    key, ms = next(iter(calibration.kernel_ms.items()))
+    assert loaded.kernel_ms([Kernel.from_key(key)])[0] == ms
+
+
+def test_cost_model_and_flops_line_on_released_timings(released_dir, tmp_path):
+    rows = released_timings(released_dir / "results_RaspPi.json")
+    assert len(rows) == 1617 and rows[0][0] == "densenet/s1/0" and rows[0][1] == pytest.approx(156.5386454)
+    subset = rows[::40]
+    networks = [(arch_kernels(key), ms) for key, ms, _ in subset]
+    model = CostModelPredictor.fit(networks, seed=0)
+    model.save(tmp_path / "c.json")
+    loaded = LatencyPredictor.load(tmp_path / "c.json")
+    assert [loaded.predict_kernels(ks) for ks, _ in networks] == [model.predict_kernels(ks) for ks, _ in networks]
+    # In-sample, boosted trees on cost features must beat a line through FLOPs.
+    fitted = score([model.predict_kernels(ks) for ks, _ in networks], [ms for _, ms in networks])
+    line = FlopsPredictor.fit([f for _, _, f in subset], [ms for _, ms, _ in subset])
+    baseline = score([line.predict_flops(f) for _, _, f in subset], [ms for _, ms, _ in subset])
+    assert fitted.rmspe < baseline.rmspe
+    assert FlopsPredictor.fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.0]).predict_flops(4.0) == pytest.approx(9.0)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not valid JSON"),
+        ('{"kind": "kernels"}', "format marker"),
+        ('{"format": "iotnas-latency-predictor", "version": 99, "kind": "kernels"}', "version"),
+        ('{"format": "iotnas-latency-predictor", "version": 1, "kind": "pickle"}', "unknown predictor kind"),
+        ('{"format": "iotnas-latency-predictor", "version": 1, "kind": "flops"}', "malformed"),
+    ],
+)
+def test_load_refuses_what_is_not_a_predictor(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(LatencyError, match=message):
+        LatencyPredictor.load(path)
+    with pytest.raises(LatencyError, match="cannot read"):
+        LatencyPredictor.load(tmp_path / "missing.json")
+
+
+def test_sampled_calibration_archs_cover_the_families():
+    keys = sample_archs(10, seed=0, exclude={"densenet/s1/0"})
+    assert len(set(keys)) == 10 and {k.split("/")[0] for k in keys} == {
+        "densenet", "mobilenetv2", "googlenet", "pnasnet", "resnext"}
+    assert sample_archs(10, seed=0) == sample_archs(10, seed=0)
