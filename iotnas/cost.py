@@ -227,13 +227,15 @@ class _LiveActivations(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
-        for key, (ref, n) in list(self._live.items()):
-            if ref.expired():
-                del self._live[key]
-                self._current -= n
-        for value in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(value, torch.Tensor):
-                self.track(value)
+        results = out if isinstance(out, (tuple, list)) else (out,)
+        new = [t for t in results if isinstance(t, torch.Tensor) and t.dim() >= 2]
+        if new:  # the live total matters only when something may have been allocated
+            for key, (ref, n) in list(self._live.items()):
+                if ref.expired():
+                    del self._live[key]
+                    self._current -= n
+            for t in new:
+                self.track(t)
         return out
 
 
