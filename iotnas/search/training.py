@@ -54,7 +54,8 @@ class TrainingEvaluator:
                  callbacks: Sequence[Callable] = ()) -> tuple[float, str | None]:
         from iotnas.train import train
 
-        model = build(arch, num_classes=self.dataset.num_classes, in_channels=self.dataset.in_channels)
+        model = build(arch, num_classes=self.dataset.num_classes, in_channels=self.dataset.in_channels,
+                      seed=self.study.seed)  # same initial weights on every (re)start
         result = train(
             model, self.dataset, train_config(self.study, epochs), checkpoint_dir=workdir, resume=True,
             callbacks=callbacks, seed=self.study.seed, meta={"arch": arch.to_json()},
