@@ -89,8 +89,10 @@ def trade_off_figure(data: ReportData, x: str, title: str) -> go.Figure:
     limit = data.limits.max_latency_ms if x == "latency_ms" else data.limits.max_weight_bytes
     if limit is not None:
         label = f"limit {limit:g} ms" if x == "latency_ms" else f"limit {human_bytes(limit)}"
-        fig.add_vline(x=limit, line=dict(color=LIMIT_COLOR, width=2, dash="dash"),
-                      annotation=dict(text=label, font=dict(color=LIMIT_COLOR)), annotation_position="top right")
+        fig.add_vline(x=limit, line=dict(color=LIMIT_COLOR, width=2, dash="dash"))
+        # Annotations on a log axis take log10 of the position (shapes take the value itself).
+        fig.add_annotation(x=np.log10(limit), xref="x", y=1, yref="paper", text=label, showarrow=False,
+                           xanchor="center", yanchor="bottom", font=dict(color=LIMIT_COLOR))
         fig.add_vrect(x0=limit, x1=max([p.value(x) for p in usable] + [limit]) * 10, fillcolor=LIMIT_COLOR,
                       opacity=0.05, line_width=0, layer="below")
     fig.update_layout(
@@ -102,11 +104,26 @@ def trade_off_figure(data: ReportData, x: str, title: str) -> go.Figure:
     )
     values = [p.value(x) for p in usable] + ([limit] if limit is not None else [])
     lo, hi = max(min(values), 1e-9), max(values)
-    fig.update_xaxes(type="log", title=title, dtick="D2", range=[np.log10(lo) - 0.08, np.log10(hi) + 0.08],
+    tickvals = _byte_ticks(lo, hi) if x == "weight_bytes" else _log_ticks(lo, hi)
+    fig.update_xaxes(type="log", title=title, range=[np.log10(lo) - 0.08, np.log10(hi) + 0.08], tickvals=tickvals,
+                     ticktext=[human_bytes(v) if x == "weight_bytes" else f"{v:g}" for v in tickvals],
                      showline=True, linecolor="#bbbbbb", gridcolor="#eeeeee")
     fig.update_yaxes(title="Test accuracy", tickformat=".0%", showline=True, linecolor="#bbbbbb",
                      gridcolor="#eeeeee")
     return fig
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2, 5 times the powers of ten that cover [lo, hi] (about 3 labels per decade)."""
+    first, last = int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1
+    return [m * 10.0 ** e for e in range(first, last + 1) for m in (1, 2, 5)]
+
+
+def _byte_ticks(lo: float, hi: float) -> list[float]:
+    """Powers of two covering [lo, hi], every one up to ~10 octaves, fewer for wider spans."""
+    first, last = int(np.floor(np.log2(lo))), int(np.ceil(np.log2(hi)))
+    step = max(1, -(-(last - first) // 10))
+    return [2.0 ** e for e in range(first - first % step, last + 1, step)]
 
 
 def figures(data: ReportData) -> dict[str, go.Figure]:

@@ -31,7 +31,7 @@ def human_bytes(n: float) -> str:
     """``32768`` -> ``"32.0 KiB"``."""
     for unit in ("bytes", "KiB", "MiB"):
         if abs(n) < 1024 or unit == "MiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.4g} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
 
