@@ -63,9 +63,8 @@ def _round_output(fmt: NumberFormat, output: Any) -> Any:
             return output
         return ste_round(output, fmt) if output.requires_grad else fmt.round(output).to(output.dtype)
     if isinstance(output, tuple):
-        return type(output)(*(_round_output(fmt, o) for o in output)) if hasattr(output, "_fields") else tuple(
-            _round_output(fmt, o) for o in output
-        )
+        items = [_round_output(fmt, o) for o in output]
+        return type(output)(*items) if hasattr(output, "_fields") else tuple(items)  # namedtuple or tuple
     if isinstance(output, list):
         return [_round_output(fmt, o) for o in output]
     if isinstance(output, dict):
