@@ -37,7 +37,10 @@ def write_static(data: ReportData, folder: Path) -> list[Path]:
                           for p in group]
                 label = f"{family} · {fmt}" if len(data.formats) > 1 else family
                 ax.scatter([p.value(x) for p in group], [p.accuracy for p in group], s=14, c=colors,
-                           marker=markers[fmt], linewidths=0, label=label)
+                           marker=markers[fmt], linewidths=0)
+                # Legend entry at full colour, whatever the feasibility of the first model.
+                ax.plot([], [], linestyle="", marker=markers[fmt], markersize=4, color=family_color(family),
+                        markeredgewidth=0, label=label)
         mask = data.fronts[x].feasible
         front = sorted((data.points[i] for i in np.flatnonzero(mask)), key=lambda p: (p.value(x), p.accuracy))
         if front:
