@@ -11,14 +11,11 @@ import dataclasses
 import functools
 import hashlib
 import json
-import operator
 from typing import Any
 
 from iotnas.errors import ArchError
-from iotnas.spaces import Args, canonical_name, get_space
+from iotnas.spaces import MAX_ID, Args, canonical_name, check_id, get_space
 
-#: Ids seed ``numpy.random.RandomState``, which takes 32-bit seeds.
-MAX_ID = 2**32
 _HASH_CHARS = 16  # of the sha256 hex digest in explicit-argument keys: 64 bits, ample for a study
 
 
@@ -63,7 +60,7 @@ class Arch:
         if self.law is None:
             raise ArchError(f"an Arch of space '{space.name}' needs a law and an id, or explicit arguments")
         space.law(self.law)
-        object.__setattr__(self, "id", _check_id(self.id))
+        object.__setattr__(self, "id", check_id(self.id))
 
     @classmethod
     def from_args(cls, space: str, args: Args) -> Arch:
@@ -154,7 +151,7 @@ class Arch:
         if len(parts) != 3:
             raise ArchError(f"expected an architecture like 'mobilenetv2/s4/39' (space/law/id), got {text!r}")
         space, law, id_text = parts
-        if space and canonical_name(space) and law == "args":
+        if law == "args":
             raise ArchError(f"{text!r} names explicit arguments by hash; give the Arch as JSON with its 'args'")
         return cls(space, law, parse_id(id_text))
 
@@ -168,19 +165,7 @@ def parse_id(text: str) -> int:
     t = text.strip()
     if not t.isascii() or not t.isdigit():
         raise ArchError(f"model id must be a non-negative integer below 2**32, got {text!r}")
-    return _check_id(int(t))
-
-
-def _check_id(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ArchError(f"model id must be an integer, got {value!r}")
-    try:
-        id = operator.index(value)
-    except TypeError:
-        raise ArchError(f"model id must be a non-negative integer below 2**32, got {value!r}") from None
-    if not 0 <= id < MAX_ID:
-        raise ArchError(f"model id must be in [0, 2**32) (it seeds numpy's RandomState), got {id}")
-    return id
+    return check_id(int(t))
 
 
 @functools.lru_cache(maxsize=8192)

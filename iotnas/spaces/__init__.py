@@ -17,12 +17,14 @@ from torch import nn
 
 from iotnas.errors import ConfigError, InputSizeError
 from iotnas.spaces._registry import (
+    MAX_ID,
     Args,
     Choice,
     IntRange,
     Law,
     Space,
     canonical_name,
+    check_id,
     get_space,
     list_spaces,
     register_space,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from iotnas.arch import Arch
 
 __all__ = [
+    "MAX_ID",
     "Args",
     "Choice",
     "IntRange",
@@ -43,6 +46,7 @@ __all__ = [
     "Space",
     "build",
     "canonical_name",
+    "check_id",
     "get_space",
     "list_spaces",
     "register_space",

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
 from iotnas.errors import ArchError, UnknownLawError, UnknownSpaceError
+
+#: Ids seed ``numpy.random.RandomState``, which takes 32-bit seeds.
+MAX_ID = 2**32
 
 #: Sampled arguments: a JSON-like value of plain ints, floats, lists and dicts
 #: (a dict for every space except GoogLeNet, whose canonical form is a list of rows).
@@ -94,8 +98,9 @@ class Space(abc.ABC):
 
         Raises:
             UnknownLawError: the space has no such law.
+            ArchError: ``id`` is not an integer in ``[0, 2**32)``.
         """
-        return self._sample(self.law(law), id)
+        return self._sample(self.law(law), check_id(id))
 
     def build(self, args: Args, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
         """Build the network for ``args`` (3x32x32 geometry; ``in_channels`` may differ).
@@ -119,6 +124,23 @@ class Space(abc.ABC):
     def _bad(self, args: Args, why: str) -> ArchError:
         """The error for malformed explicit arguments."""
         return ArchError(f"invalid arguments for space '{self.name}' ({why}): {args!r}")
+
+
+def check_id(value: Any) -> int:
+    """``value`` as a model id: an integer in ``[0, 2**32)`` (bools and floats refused).
+
+    Raises:
+        ArchError: anything else.
+    """
+    if isinstance(value, bool):
+        raise ArchError(f"model id must be an integer, got {value!r}")
+    try:
+        id = operator.index(value)
+    except TypeError:
+        raise ArchError(f"model id must be a non-negative integer below 2**32, got {value!r}") from None
+    if not 0 <= id < MAX_ID:
+        raise ArchError(f"model id must be in [0, 2**32) (it seeds numpy's RandomState), got {id}")
+    return id
 
 
 _SPACES: dict[str, Space] = {}

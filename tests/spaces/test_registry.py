@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iotnas.errors import UnknownLawError, UnknownSpaceError
+from iotnas.errors import ArchError, UnknownLawError, UnknownSpaceError
 from iotnas.spaces import Space, get_space, list_spaces, register_space
 
 SPACES = ["densenet", "googlenet", "mobilenetv2", "pnasnet", "resnext", "resnet", "probenet"]
@@ -64,3 +64,9 @@ def test_every_law_describes_its_ranges():
     for name in SPACES:
         for law in get_space(name).laws.values():
             assert law.ranges()
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 0.5, True])
+def test_sample_refuses_bad_ids(bad):
+    with pytest.raises(ArchError):
+        get_space("probenet").sample("s1", bad)
