@@ -66,6 +66,17 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class PrecisionSpec:
+    grid: bool = False  # also search an (e, m) grid of float formats (bisection over m per e)
+    exp_bits: tuple[int, int] = (2, 8)  # grid: exponent widths, inclusive
+    man_bits: tuple[int, int] = (0, 10)  # grid: mantissa widths, inclusive
+    tolerance: float = 0.01  # accuracy a format may lose against float32 and count as "within"
+    finetune_epochs: float = 0.0  # format-aware fine-tuning of the best models (0 = off)
+    finetune_top: int = 1  # how many of the best models are fine-tuned
+    finetune_formats: tuple[str, ...] = ()  # formats to fine-tune for; default: every non-float32 study format
+
+
+@dataclass(frozen=True, slots=True)
 class StrategySpec:
     name: str = "surrogate"
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -87,6 +98,7 @@ class Study:
     budget: Budget = Budget()
     released: str | None = None  # folder of the released model set (tabular mode)
     training: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig settings (recipe)
+    precision: PrecisionSpec = PrecisionSpec()
     base_dir: str = "."  # relative paths in the file are resolved against its folder
 
     @property
@@ -189,6 +201,20 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
 
     training = dict(top.raw_table("training"))
 
+    prec_t = top.table("precision")
+    precision = PrecisionSpec(
+        grid=prec_t.bool("grid", False),
+        exp_bits=tuple(prec_t.int_pair("exp_bits", (2, 8))),
+        man_bits=tuple(prec_t.int_pair("man_bits", (0, 10))),
+        tolerance=prec_t.float("tolerance", 0.01),
+        finetune_epochs=prec_t.float("finetune_epochs", 0.0),
+        finetune_top=prec_t.int("finetune_top", 1, minimum=1),
+        finetune_formats=tuple(prec_t.str_list("finetune_formats", [])),
+    )
+    prec_t.done()
+    if precision.finetune_epochs < 0:
+        raise ConfigError("precision.finetune_epochs: expected a number >= 0")
+
     bud_t = top.table("budget")
     epochs = tuple(bud_t.float_list("epochs", [1.0]))
     budget = Budget(
@@ -207,7 +233,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     return Study(
         name=name, mode=mode, seed=seed, store=store, data=data, device=device,
         constraints=constraints, formats=formats, laws=laws, pool_per_law=pool_per_law,
-        strategy=strategy, budget=budget, released=released, training=training, base_dir=base_dir,
+        strategy=strategy, budget=budget, released=released, training=training, precision=precision,
+        base_dir=base_dir,
     )
 
 
@@ -273,6 +300,23 @@ class _Table:
         if positive and not value > 0:
             raise ConfigError(f"{self._name(key)}: expected a positive number, got {value}")
         return float(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._name(key)}: expected true or false, got {value!r}")
+        return value
+
+    def int_pair(self, key: str, default: tuple[int, int]) -> tuple[int, int]:
+        value = self._get(key)
+        if value is None:
+            return default
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(f"{self._name(key)}: expected [low, high] (two integers), got {value!r}")
+        return value[0], value[1]
 
     def str_list(self, key: str, default: list[str]) -> list[str]:
         value = self._get(key)

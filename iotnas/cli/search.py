@@ -129,10 +129,11 @@ class _SearchDisplay:
 
 def _summary_table(summary, *, top: int, title: str) -> Table:
     table = Table(title=title)
-    for column in ("#", "model", "accuracy", "epochs", "values", "weight bytes", "latency ms"):
-        table.add_column(column, justify="right" if column not in ("model",) else "left")
+    for column in ("#", "model", "format", "accuracy", "epochs", "values", "weight bytes", "latency ms"):
+        table.add_column(column, justify="left" if column in ("model", "format") else "right")
     for i, r in enumerate(summary.best[:top], 1):
-        table.add_row(str(i), r.key, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
+        fmt = f"{r.format} (fine-tuned)" if r.finetuned else r.format
+        table.add_row(str(i), r.key, fmt, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
                       "-" if r.latency_ms is None else f"{r.latency_ms:.2f}")
     return table
 

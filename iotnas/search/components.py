@@ -21,9 +21,9 @@ def build_components(study: Study) -> Components:
         wanted = {(ref.space, ref.law) for ref in laws}
         pool = [a for a in released.archs() if (a.space, a.law) in wanted][: study.budget.candidates]
         return Components(pool=pool, evaluator=TabularOracle(released), latency=ReleasedLatency(released))
-    from iotnas.search.training import TrainingEvaluator, load_study_dataset, make_latency_source
+    from iotnas.search.training import PrecisionRunner, TrainingEvaluator, load_study_dataset, make_latency_source
 
     dataset = load_study_dataset(study)
     pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)
     return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
-                      latency=make_latency_source(study, dataset))
+                      latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset))

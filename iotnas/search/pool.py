@@ -57,9 +57,9 @@ def draw_open_pool(laws: Sequence[LawRef], *, per_law: int, total: int) -> list[
 
 def smallest_bits(study: Study) -> int:
     """Bits per value of the narrowest allowed format: a model fits if it fits in *some* format."""
-    from iotnas.formats import parse_format  # formats are a foundation module
+    from iotnas.search.precision import check_formats
 
-    return min(parse_format(name).bits for name in study.formats)
+    return min(f.bits for f in check_formats(study.formats))
 
 
 def cost_candidates(

@@ -6,6 +6,7 @@ adapters, so the stages never import each other.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -63,6 +64,46 @@ class TrainingEvaluator:
         return float(result.test_accuracy), None if result.checkpoint is None else str(result.checkpoint)
 
 
+class PrecisionRunner:
+    """Evaluates trained models in narrower formats, and fine-tunes them format-aware."""
+
+    def __init__(self, study: Study, dataset: Dataset):
+        from iotnas.search.precision import GridSpec, check_formats
+
+        spec = study.precision
+        self.study = study
+        self.dataset = dataset
+        self.formats = check_formats(study.formats)
+        self.grid = GridSpec(spec.exp_bits, spec.man_bits, spec.tolerance) if spec.grid else None
+        names = spec.finetune_formats or tuple(f.name for f in self.formats if f.name != "float32")
+        self.finetune_formats = check_formats(names) if spec.finetune_epochs > 0 else []
+
+    def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float]) -> tuple[dict[str, float], dict[str, int], int]:
+        """Accuracy and weight bytes per format; returns (accuracy, bytes, new evaluations)."""
+        from iotnas.formats import parse_format
+        from iotnas.search.precision import evaluate_model_formats, load_trained, weight_bytes_in
+        from iotnas.train import evaluate
+
+        model = load_trained(checkpoint, arch, self.dataset)
+        accuracy, n = evaluate_model_formats(model, lambda m: evaluate(m, self.dataset), formats=self.formats,
+                                             grid=self.grid, known=known)
+        sizes = {name: weight_bytes_in(parse_format(name), model) for name in accuracy}
+        return accuracy, sizes, n
+
+    def finetune(self, arch: Arch, checkpoint: str, fmt, *, workdir: Path,
+                 callbacks: Sequence[Callable] = ()) -> tuple[float, str, int]:
+        """Fine-tune in ``fmt``; returns (accuracy in fmt, checkpoint, weight bytes)."""
+        from iotnas.search.finetune import finetune_in_format
+        from iotnas.search.precision import load_trained, weight_bytes_in
+
+        model = load_trained(checkpoint, arch, self.dataset).train()
+        base = train_config(self.study, self.study.precision.finetune_epochs)
+        config = dataclasses.replace(base, lr=base.lr / 10, warmup_epochs=0.0)  # a gentle nudge, not a retraining
+        accuracy, path = finetune_in_format(model, self.dataset, fmt, config, workdir=workdir, seed=self.study.seed,
+                                            meta={"arch": arch.to_json()}, callbacks=callbacks)
+        return accuracy, path, weight_bytes_in(fmt, model)
+
+
 class MeasuredLatency:
     """Times each candidate when it is proposed, here or on a device agent (not cheap: ~1 s each)."""
 
@@ -111,4 +152,4 @@ def make_latency_source(study: Study, dataset: Dataset):
     return MeasuredLatency(study, dataset)
 
 
-__all__ = ["TrainingEvaluator", "MeasuredLatency", "PredictedLatency", "make_latency_source", "load_study_dataset"]
+__all__ = ["PrecisionRunner", "TrainingEvaluator", "MeasuredLatency", "PredictedLatency", "make_latency_source", "load_study_dataset"]

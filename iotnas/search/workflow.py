@@ -72,10 +72,12 @@ class ModelResult:
     key: str
     space: str
     n_values: int
-    weight_bytes: int  # in the narrowest allowed format
+    weight_bytes: int  # in ``format`` (scales of integer formats included)
     latency_ms: float | None
     accuracy: float
     epochs: float
+    format: str = "float32"  # the number format the weights are stored in
+    finetuned: bool = False  # accuracy after format-aware fine-tuning
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class Components:
     evaluator: Evaluator
     latency: LatencySource | None
     cost: Callable[[Arch], Cost] = cost  # replaceable by a cache when many studies share one pool
+    precision: object | None = None  # a PrecisionRunner; None where there are no weights (tabular mode)
 
 
 class Workflow:
@@ -144,6 +147,7 @@ class Workflow:
         finally:
             strategy.close()
         self.promotion_stage()
+        self.precision_stage()
         summary = self.summary(seconds=time.perf_counter() - started)
         self._emit("done", f"{summary.trainings} trainings; best: "
                    + (f"{summary.best[0].key} at {summary.best[0].accuracy:.2%}" if summary.best else "none"))
@@ -314,6 +318,52 @@ class Workflow:
                 self._emit("promote", f"fidelity {higher:g} epochs", i - 1, len(keep))
                 self._train(self._candidates[key], higher)
 
+    def precision_stage(self) -> None:
+        """Each model at the top fidelity, evaluated with its numbers in every format of the study."""
+        from iotnas.search.precision import best_pairs
+        from iotnas.store import PrecisionResult
+
+        runner = self.components.precision
+        done = self.store.trainings(status="done")
+        if runner is None or not done:
+            return
+        top = max(t.epochs for t in done)
+        models = [t for t in done if t.epochs == top and t.checkpoint]
+        stored = self.store.precision_results()
+        for i, training in enumerate(models):
+            self._emit("precision", f"number formats of {training.arch_key}", i, len(models))
+            known = {r.format_name: r.accuracy for r in stored
+                     if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned}
+            arch = Arch.from_json(self._candidates[training.arch_key].arch_json)
+            accuracy, sizes, _ = runner.evaluate(arch, training.checkpoint, known=known)
+            for name, acc in accuracy.items():
+                if name not in known:
+                    self.store.add_precision(PrecisionResult(
+                        arch_key=training.arch_key, epochs=top, format_name=name, bits=_bits(name),
+                        weight_bytes=sizes[name], accuracy=acc, finetuned=False, checkpoint=training.checkpoint,
+                    ))
+        if not runner.finetune_formats:
+            return
+        budget = self.study.constraints.max_weight_bytes
+        plain = [r for r in self.store.precision_results() if not r.finetuned]
+        chosen = [r.arch_key for r in best_pairs(plain, max_weight_bytes=budget)][: self.study.precision.finetune_top]
+        finetuned = {(r.arch_key, r.format_name) for r in self.store.precision_results() if r.finetuned}
+        checkpoints = {t.arch_key: t.checkpoint for t in models}
+        for key in chosen:
+            arch = Arch.from_json(self._candidates[key].arch_json)
+            for fmt in runner.finetune_formats:
+                if (key, fmt.name) in finetuned:
+                    continue
+                self._emit("precision", f"fine-tuning {key} in {fmt.name}")
+                accuracy, path, size = runner.finetune(
+                    arch, checkpoints[key], fmt, workdir=self.workdir / _safe(key) / f"finetune-{fmt.name}",
+                    callbacks=(lambda stats, k=key: self._emit("precision", f"fine-tuning {k}", detail=stats),),
+                )
+                self.store.add_precision(PrecisionResult(
+                    arch_key=key, epochs=top, format_name=fmt.name, bits=fmt.bits, weight_bytes=size,
+                    accuracy=accuracy, finetuned=True, checkpoint=path,
+                ))
+
     # ------------------------------------------------------------------ views
 
     def _view(self) -> PoolView:
@@ -355,10 +405,50 @@ def summarize(store: Store, study: Study | None = None, *, seconds: float = 0.0,
         best_by_key[t.arch_key] = ModelResult(
             key=t.arch_key, space=c.space, n_values=c.n_values, weight_bytes=weight_bytes(c.n_values, bits),
             latency_ms=None if lat is None else lat.median_ms, accuracy=float(t.accuracy), epochs=t.epochs,
+            format=_format_of_bits(store, study, bits),
         )
-    best = sorted(best_by_key.values(), key=lambda r: (-r.epochs, -r.accuracy, r.key))[:top]
+    best = sorted(best_by_key.values(), key=lambda r: (-r.epochs, -r.accuracy, r.key))
+    precision = store.precision_results()
+    if precision:  # rank (model, format) pairs that fit the weight budget instead
+        from iotnas.search.precision import best_pairs
+
+        limit = _weight_limit(store, study)
+        best = [
+            ModelResult(
+                key=r.arch_key, space=candidates[r.arch_key].space, n_values=candidates[r.arch_key].n_values,
+                weight_bytes=r.weight_bytes, latency_ms=best_by_key[r.arch_key].latency_ms, accuracy=r.accuracy,
+                epochs=r.epochs, format=r.format_name, finetuned=r.finetuned,
+            )
+            for r in best_pairs(precision, max_weight_bytes=limit)
+        ]
+    best = best[:top]
     return SearchSummary(study=study.name if study else store.meta().get("study_name", "?"), counts=counts,
                          trainings=len(done), best=best, seconds=seconds)
+
+
+def _weight_limit(store: Store, study: Study | None) -> int | None:
+    if study is not None:
+        return study.constraints.max_weight_bytes
+    stored = json.loads(store.meta().get("study", "{}") or "{}")
+    return (stored.get("constraints") or {}).get("max_weight_bytes")
+
+
+def _format_of_bits(store: Store, study: Study | None, bits: int) -> str:
+    """The narrowest allowed format's name (what the pool's memory check assumed)."""
+    from iotnas.formats import parse_format
+
+    names = study.formats if study is not None else json.loads(store.meta().get("study", "{}") or "{}").get(
+        "formats", ["float32"])
+    for name in names:
+        if parse_format(name).bits == bits:
+            return parse_format(name).name
+    return f"{bits}-bit"
+
+
+def _bits(format_name: str) -> int:
+    from iotnas.formats import parse_format
+
+    return parse_format(format_name).bits
 
 
 def _features(c: Candidate) -> np.ndarray:

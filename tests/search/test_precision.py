@@ -1,0 +1,129 @@
+"""The precision stage: formats per trained model, memory per format, format choice, fine-tuning."""
+
+import math
+
+import pytest
+
+from iotnas.errors import ConfigError, SearchError
+from iotnas.search import run_search
+from iotnas.search.precision import GridSpec, best_pairs, evaluate_model_formats, grid_size, narrowest_within
+from iotnas.store import PrecisionResult, Store
+from iotnas.study import parse_study
+
+
+def _name(fmt):
+    from iotnas.formats import parse_format
+
+    return parse_format(fmt).name
+
+
+def _r(key, fmt, bits, size, acc, finetuned=False):
+    return PrecisionResult(key, 4.0, fmt, bits, size, acc, finetuned, None)
+
+
+def test_best_pairs_respect_the_budget_and_prefer_fewer_bytes_on_ties():
+    results = [
+        _r("a", "float32", 32, 4000, 0.80), _r("a", "half", 16, 2000, 0.80), _r("a", "e4m3", 8, 1000, 0.70),
+        _r("b", "float32", 32, 8000, 0.90), _r("b", "half", 16, 4000, 0.89), _r("b", "e4m3", 8, 2000, 0.85),
+    ]
+    best = best_pairs(results, max_weight_bytes=2000)
+    assert [(r.arch_key, r.format_name) for r in best] == [("b", "e4m3"), ("a", "half")]
+    assert best_pairs(results, max_weight_bytes=None)[0].format_name == "float32"
+    assert best_pairs(results, max_weight_bytes=10) == []
+
+
+def test_narrowest_within_tolerance():
+    results = [_r("a", "float32", 32, 4, 0.80), _r("a", "half", 16, 2, 0.795), _r("a", "e4m3", 8, 1, 0.70),
+               _r("a", "e3m2", 6, 1, 0.79, finetuned=True)]
+    assert narrowest_within(results, "a", tolerance=0.01).format_name == "half"
+    assert narrowest_within(results, "a", tolerance=0.2).format_name == "e4m3"
+    assert narrowest_within(results, "missing", tolerance=0.1) is None
+
+
+def test_bisection_finds_the_narrowest_mantissa_with_fewer_evaluations():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 4)
+    x = torch.randn(256, 64)
+    reference = model(x).argmax(1)
+
+    def agreement(m):  # accuracy stand-in: agreement with the float32 predictions
+        with torch.no_grad():
+            return float((m(x).argmax(1) == reference).float().mean())
+
+    grid = GridSpec(exp_bits=(3, 5), man_bits=(0, 10), tolerance=0.02)
+    found, evaluations = evaluate_model_formats(model, agreement, formats=[], grid=grid)
+    assert evaluations < grid_size(grid)
+    for e in range(3, 6):
+        passing = [m for m in range(0, 11) if f"e{e}m{m}" in found and found[f"e{e}m{m}"] >= 1.0 - 0.02]
+        if passing:
+            smallest = min(passing)
+            if smallest > 0:  # the next narrower mantissa was checked and fails
+                assert found[f"e{e}m{smallest - 1}"] < 1.0 - 0.02
+
+
+STUDY = {
+    "name": "prec", "seed": 0,
+    "data": {"dataset": "digits", "limit": 256},
+    "device": {"kind": "local"},
+    "constraints": {"max_weight_bytes": 8192},
+    "formats": ["float32", "half", "e4m3", "int8"],
+    "space": {"laws": ["probenet/s2"], "pool_per_law": 4},
+    "strategy": {"name": "laws"},
+    "budget": {"trainings": 1, "epochs": [3]},
+    "training": {"batch_size": 64},
+    "precision": {"grid": True, "exp_bits": [3, 4], "man_bits": [0, 4], "tolerance": 0.05, "finetune_epochs": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def prec_store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prec")
+    study = parse_study({**STUDY, "store": str(folder / "prec.db")})
+    summary = run_search(study)
+    return folder / "prec.db", summary
+
+
+def test_stage_stores_every_format_with_its_exact_bytes(prec_store):
+    from iotnas.cost import cost
+
+    path, summary = prec_store
+    with Store.open(str(path), create=False) as store:
+        results = store.precision_results()
+        (training,) = store.trainings(status="done")
+    plain = {r.format_name: r for r in results if not r.finetuned}
+    assert {_name("float32"), _name("half"), _name("e4m3"), _name("int8")} <= set(plain)
+    assert any(name.startswith("e3m") for name in plain) and any(name.startswith("e4m") for name in plain)
+    n_values = cost(training.arch_key, num_classes=10, in_channels=1).n_values
+    for r in plain.values():
+        if not r.format_name.startswith("int"):
+            assert r.weight_bytes == math.ceil(n_values * r.bits / 8)
+    assert plain[_name("int8")].weight_bytes > n_values  # per-channel scales are counted
+    assert plain[_name("float32")].accuracy == pytest.approx(training.accuracy)
+    assert summary.best[0].weight_bytes <= 8192
+
+
+def test_finetuning_is_stored_beside_never_over(prec_store):
+    path, _ = prec_store
+    with Store.open(str(path), create=False) as store:
+        results = store.precision_results()
+        (training,) = store.trainings(status="done")
+    tuned = [r for r in results if r.finetuned]
+    assert {r.format_name for r in tuned} == {_name("half"), _name("e4m3"), _name("int8")}
+    for r in tuned:
+        assert r.checkpoint != training.checkpoint
+        plain = next(p for p in results if p.format_name == r.format_name and not p.finetuned)
+        assert plain.checkpoint == training.checkpoint
+
+
+def test_a_format_the_study_cannot_store_is_refused(tmp_path):
+    study = parse_study({**STUDY, "store": str(tmp_path / "x.db"), "formats": ["float32", "e0m3"]})
+    with pytest.raises(ConfigError, match="formats"):
+        run_search(study)
+
+
+def test_budget_below_every_model_in_every_format(tmp_path):
+    study = parse_study({**STUDY, "store": str(tmp_path / "x.db"), "constraints": {"max_weight_bytes": 16}})
+    with pytest.raises(SearchError, match="at 8 bits"):
+        run_search(study)
