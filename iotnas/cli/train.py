@@ -117,13 +117,14 @@ def eval_command(
     trained_on = ckpt.dataset
     model = build(arch, num_classes=int(trained_on["num_classes"]), in_channels=int(trained_on["in_channels"]))
     model.load_state_dict(ckpt.final_weights())
+    normalization = (trained_on["mean"], trained_on["std"])  # as in training, whatever data is given now
     if number_format is None:
-        accuracy = evaluate(model, dataset, tta=tta)
+        accuracy = evaluate(model, dataset, tta=tta, normalization=normalization)
     else:
         from iotnas.emulate import emulated
 
         with emulated(model, weights=number_format):
-            accuracy = evaluate(model, dataset, tta=tta)
+            accuracy = evaluate(model, dataset, tta=tta, normalization=normalization)
     payload = {"arch": arch.key, "dataset": dataset.name, "test_images": len(dataset.test_labels),
                "test_accuracy": accuracy, "epochs_trained": ckpt.epochs_done, "tta": tta,
                "format": number_format or "float32"}  # fmt: skip

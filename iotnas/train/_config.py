@@ -17,8 +17,8 @@ class TrainConfig:
     """
 
     epochs: float = 10.0  # budget, in passes over the train split; fractional allowed
-    batch_size: int = 512  # images per step (recipe)
-    lr: float = 0.4  # peak learning rate for SGD-Nesterov at this batch size (recipe)
+    batch_size: int = 128  # images per step; on CPU, per-image speed falls for larger batches (cache) (recipe)
+    lr: float = 0.2  # peak learning rate for SGD-Nesterov at this batch size (recipe)
     momentum: float = 0.9  # Nesterov momentum (recipe)
     weight_decay: float = 5e-4  # L2 on conv and linear weights; BatchNorm and biases get none (recipe)
     label_smoothing: float = 0.1  # fraction of the target mass spread over all classes (recipe)
@@ -29,7 +29,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off (recipe)
     tta: bool = False  # test-time augmentation: average the predictions for an image and its mirror image
     eval_every: int = 0  # evaluate on the test split every this many epochs (0 = only at the end)
-    channels_last: bool = False  # NHWC memory layout for activations and weights
+    channels_last: bool = True  # NHWC memory layout for activations and weights (1.8-2x faster on CPU here)
     threads: int | None = None  # torch intra-op threads during training; None = every core this process may use
 
     RECIPE = (

@@ -168,11 +168,14 @@ def evaluate(
     tta: bool = False,
     device: str | torch.device | None = None,
     channels_last: bool = False,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> float:
     """Fraction of the test split that ``model`` classifies right (eval mode, no gradients).
 
     ``tta`` averages the logits for each image and its mirror image; it applies only where the
     dataset allows horizontal flips and is ignored (with a log message) elsewhere.
+    ``normalization`` is the per-channel (mean, std) on the 0-255 scale the model was trained
+    with (a checkpoint's ``dataset["mean"]``, ``dataset["std"]``); default: this dataset's train split.
 
     Raises:
         InputSizeError: the model cannot take the dataset's images.
@@ -183,7 +186,10 @@ def evaluate(
     if tta and not dataset.flip_ok:
         log.info("test-time flips skipped: %s images are not mirror-symmetric", dataset.name)
         tta = False
-    mean, std = dataset.channel_mean.to(device), dataset.channel_std.to(device)
+    if normalization is None:
+        mean, std = dataset.channel_mean.to(device), dataset.channel_std.to(device)
+    else:
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=device) for v in normalization)
     was_training = model.training
     model.eval()
     correct = 0
@@ -372,11 +378,25 @@ def _forked_rng(device: torch.device):
         yield
 
 
+def default_threads() -> int:
+    """Every core this process may use; one thread when other processes already keep them busy.
+
+    Measured on a shared 2-core machine (BENCHMARKS.md, ## Training): with the load average
+    above the core count, two threads ran 2.4x slower than one (every operator waits for the
+    slowest thread), while on an idle machine two threads are faster.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    threads = 1 if busy >= cores else cores
+    log.info("training with %d torch thread(s): %d cores, load average %.1f", threads, cores, busy)
+    return threads
+
+
 @contextlib.contextmanager
 def _threads(threads: int | None):
-    """Use every core this process may run on (or ``threads``) while training, then restore."""
+    """Set torch's intra-op threads for the duration of training (see default_threads), then restore."""
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = default_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
