@@ -5,14 +5,22 @@ Points are random: "uniform" (independent objectives, small fronts) and
 fronts). Every method's mask is checked against iotnas's before its time counts.
 The O(n^2) reference runs in blocks of rows (vectorised, bounded memory).
 
-    python benchmarks/bench_pareto.py [--sizes 10000 100000] [--repeats 3]
+    python benchmarks/bench_pareto.py [--sizes 10000 100000] [--repeats 3] [--report]
+
+With ``--report``, also times the report of all 1,617 released models (a tabular
+search without constraints builds the store first, about 3 minutes): writing the
+HTML, then loading it in headless chromium (Playwright) until both plots are drawn,
+and redrawing after a zoom and after hiding a family.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -59,6 +67,8 @@ def main() -> None:
     parser.add_argument("--naive-max", type=int, default=20_000, help="skip the O(n^2) reference above this size")
     parser.add_argument("--peel-max", type=int, default=20_000,
                         help="skip ranks in 3 objectives (repeated peeling) above this size")
+    parser.add_argument("--report", action="store_true", help="also time the 1,617-model report in chromium")
+    parser.add_argument("--released", default=str(Path(__file__).resolve().parents[2] / "shared/data/iotnets"))
     args = parser.parse_args()
     try:
         import paretoset
@@ -99,6 +109,56 @@ def main() -> None:
                     t_naive, ratio = f"{t * 1e3:.0f}", f"{t / t_ours:.0f}x"
                 print(f"| {n:,} | {k} | {kind} | {int(mask.sum())} | {t_ours * 1e3:.1f} | {t_ranks} "
                       f"| {t_lib} | {t_naive} | {ratio} |", flush=True)
+
+    if args.report:
+        report_timings(Path(args.released))
+
+
+STUDY = """name = "released"\nmode = "tabular"\nstore = "released.db"\nreleased = "{released}"
+[space]\nlaws = ["all"]\n[strategy]\nname = "laws"\n[budget]\ncandidates = 2000\ntrainings = 1617\n"""
+
+DRAWN = "document.querySelectorAll('.js-plotly-plot .scatterlayer .points path').length >= 2 * {n}"
+
+
+def report_timings(released: Path) -> None:
+    """Time the report of every released model: writing it, and using it in a real browser."""
+    from playwright.sync_api import sync_playwright
+
+    from iotnas.report import write_report
+    from iotnas.search import run_search
+    from iotnas.store import Store
+    from iotnas.study import load_study
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-report-"))
+    try:
+        (folder / "study.toml").write_text(STUDY.format(released=released))
+        run_search(load_study(folder / "study.toml"))
+        with Store.open(str(folder / "released.db"), create=False) as store:
+            t_write, files = timed(lambda: write_report(store, folder / "report.html"), 1)
+        size_mb = (folder / "report.html").stat().st_size / 1e6
+        executable = shutil.which("chromium") or shutil.which("chromium-browser")
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=args)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            start = time.perf_counter()
+            page.goto((folder / "report.html").as_uri())
+            page.wait_for_function(DRAWN.format(n=files.n_points), timeout=120_000)
+            t_load = time.perf_counter() - start
+            t_zoom = page.evaluate("""async () => { const d = document.getElementById('plot-accuracy-latency');
+                const t = performance.now(); await Plotly.relayout(d, {'xaxis.range': [1, 2]});
+                return performance.now() - t; }""")
+            t_hide = page.evaluate("""async () => { const d = document.getElementById('plot-accuracy-memory');
+                const t = performance.now(); await Plotly.restyle(d, {visible: 'legendonly'}, [0, 1]);
+                return performance.now() - t; }""")
+            browser.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n| report of {files.n_points:,} models | write HTML (s) | file (MB) | chromium load until both plots are "
+          "drawn (s) | zoom redraw (ms) | hide a family (ms) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| SVG scatter, {files.n_points:,} markers per plot | {t_write:.2f} | {size_mb:.1f} | {t_load:.2f} "
+          f"| {t_zoom:.0f} | {t_hide:.0f} |")
 
 
 if __name__ == "__main__":

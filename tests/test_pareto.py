@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iotnas.pareto import Limits, ModelPoint, dominates, front_mask, front_ranks, nondominated, pareto_ranks
+from iotnas.pareto import PREFILTER_MIN, Limits, ModelPoint, dominates, front_mask, front_ranks, nondominated, pareto_ranks
 
 
 def _reference_front(costs: np.ndarray) -> np.ndarray:
@@ -63,6 +63,30 @@ def test_front_spans_several_blocks_in_three_objectives():
     pts = np.column_stack([x, 1 - x + 0.05 * rng.random(1500), rng.integers(0, 5, 1500)])
     pts[::7] = pts[1::7][: len(pts[::7])]
     assert np.array_equal(nondominated(pts), _reference_front(pts))
+
+
+def _blocked_reference(costs: np.ndarray, rows: int = 500) -> np.ndarray:
+    return np.concatenate([
+        ~((costs[None, :, :] <= block[:, None, :]).all(axis=2) & (costs[None, :, :] < block[:, None, :]).any(axis=2)).any(axis=1)
+        for block in np.array_split(costs, max(1, len(costs) // rows))
+    ])
+
+
+@pytest.mark.parametrize("levels", [None, 6, 50])
+@pytest.mark.parametrize("shape", ["uniform", "trade-off"])
+def test_large_fronts_use_the_prefilter_and_stay_exact(levels, shape):
+    """Enough points for the pivot prefilter (two objectives) and many blocks (three)."""
+    rng = np.random.default_rng([11, levels or 0, len(shape)])
+    n = 3 * PREFILTER_MIN // 2
+    x = rng.random(n) if levels is None else rng.integers(0, levels, n).astype(float)
+    y = rng.random(n) if shape == "uniform" else (x.max() - x) + 0.1 * rng.random(n)
+    if levels is not None:
+        y = np.round(y * levels) / levels
+    pts = np.column_stack([x, y, rng.integers(0, 4, n)])
+    pts[rng.integers(0, n, n // 10)] = pts[rng.integers(0, n, n // 10)]  # duplicates
+    pts[rng.integers(0, n, 20), 1] = np.inf
+    for cols in ([0, 1], [0, 1, 2]):
+        assert np.array_equal(nondominated(pts[:, cols]), _blocked_reference(pts[:, cols]))
 
 
 def test_maximize_flips_an_objective():
