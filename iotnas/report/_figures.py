@@ -20,7 +20,7 @@ INFEASIBLE_OPACITY = 0.22
 
 def hover_text(p: ModelPoint) -> str:
     """Every figure of a model in one format, for the hover box."""
-    latency = "not timed" if p.latency_ms is None else f"{p.latency_ms:.3g} ms"
+    latency = "not timed" if p.latency_ms is None else f"{p.latency_ms:.4g} ms"
     status = "feasible" if p.feasible else f"infeasible: {p.reason}"
     return "<br>".join([
         f"<b>{html.escape(p.key)}</b>",

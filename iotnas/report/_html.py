@@ -78,7 +78,7 @@ def _front_table(points: Sequence[ModelPoint], mask: np.ndarray, table_id: str) 
         (
             _e(p.key), _family_cell(p.space), _e(p.format_name), f"{p.accuracy:.2%}",
             f'<span title="{p.weight_bytes:,} bytes">{human_bytes(p.weight_bytes)}</span>',
-            "–" if p.latency_ms is None else f"{p.latency_ms:.3g}",
+            "–" if p.latency_ms is None else f"{p.latency_ms:.4g}",
             human_count(p.n_values), human_count(p.macs), human_bytes(p.peak_activation_bytes), f"{p.epochs:g}",
             "yes" if p.feasible else f'<span class="bad" title="{_e(p.reason)}">no</span>',
         )

@@ -25,7 +25,7 @@ from iotnas.train import load_checkpoint
 
 from .conftest import MODEL
 
-FORMATS = ["float32", "e4m3", "e3m2fn", "e2m1fn", "int8", "int4"]
+FORMATS = ["float32", "e4m3", "e3m2fn", "int4"]  # 32, 8, 6 (values straddle bytes) and 4 bits + scales
 
 
 def _trained_model(store_path: Path) -> torch.nn.Module:
@@ -46,7 +46,7 @@ def exports(trained_store: Path, cifar_small, tmp_path_factory) -> dict[str, Pat
     out = tmp_path_factory.mktemp("exports")
     with Store.open(str(trained_store), create=False) as store:
         for fmt in FORMATS:
-            export_model(store, MODEL, format_name=fmt, out_dir=out / fmt, dataset=cifar_small, check_images=64)
+            export_model(store, MODEL, format_name=fmt, out_dir=out / fmt, dataset=cifar_small, check_images=32)
     return {fmt: out / fmt for fmt in FORMATS}
 
 
@@ -83,7 +83,7 @@ def test_packed_loader_equals_emulated_model_bit_for_bit(exports, trained_store,
             assert not torch.equal(model(x), expected)
 
 
-@pytest.mark.parametrize("fmt", ["float32", "e4m3", "int8"])
+@pytest.mark.parametrize("fmt", ["float32", "e4m3", "int4"])
 def test_onnx_matches_pytorch_on_real_images(exports, trained_store, cifar_small, fmt):
     path = exports[fmt] / "model.onnx"
     proto = onnx.load(str(path))
@@ -130,7 +130,7 @@ int main(void) {
 """
 
 
-@pytest.mark.parametrize("fmt", ["e4m3", "e2m1fn", "int4"])
+@pytest.mark.parametrize("fmt", ["e4m3", "e3m2fn", "int4"])
 def test_c_header_decodes_the_same_values(exports, tmp_path, fmt):
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
