@@ -99,6 +99,9 @@ def calibrate(
     networks: int = typer.Option(40, "--networks", min=3, help="Calibration networks, spread over the five families."),
     max_kernels: Optional[int] = typer.Option(None, "--max-kernels", min=20, help="Time at most this many kernels."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration networks."),
+    statistic: str = typer.Option(
+        "median_ms", "--statistic", help="median_ms (wall clock) or cpu_median_ms (thread CPU time; shared machines)."
+    ),
     released: Optional[Path] = typer.Option(
         None, "--released", help="Instead, fit the whole-network model on released results_RaspPi.json."
     ),
@@ -114,7 +117,7 @@ def calibrate(
         else:
             archs = cal.sample_archs(networks, seed=seed)
             predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
-                                         seed=seed, progress=update)
+                                         statistic=statistic, seed=seed, progress=update)
     predictor.save(out)
     console.print(f"wrote {predictor.kind} predictor to {out}")
 
@@ -165,7 +168,8 @@ def score_cmd(
             settings = OrtSettings.from_dict(getattr(predictor, "settings", {}) or {})
             timed = cal.time_networks(keys, device=_client(device, token_file), settings=settings,
                                       protocol=Protocol(), progress=update)
-            keys, measured = list(timed), [m.median_ms for m in timed.values()]
+            statistic = getattr(predictor, "info", {}).get("statistic", "median_ms")
+            keys, measured = list(timed), [getattr(m, statistic) for m in timed.values()]
         predicted = predictor.predict_many(keys, progress=lambda i, n: update("predicting", i, n))
     result = score(predicted, measured)
     if as_json:

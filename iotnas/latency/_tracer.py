@@ -27,6 +27,36 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v[0]), int(v[-1])) if v else (0, 0)
 
 
+def _shape_only(func: Any, args: tuple) -> Any:
+    """An uninitialised output of the right shape for the operators whose cost is in their arithmetic.
+
+    The trace needs shapes, not values; running convolutions would make oneDNN compile a
+    kernel for every new shape, and BatchNorm and the rest cost more than everything else
+    together. Returns None for operators that must run (pooling, concatenation, views).
+    """
+    if func is aten.convolution.default and not args[6]:
+        x, w, _, stride, padding, dilation = args[:6]
+        size = [
+            (x.shape[2 + i] + 2 * _pair(padding)[i] - _pair(dilation)[i] * (w.shape[2 + i] - 1) - 1)
+            // _pair(stride)[i] + 1
+            for i in range(2)
+        ]
+        return torch.empty(x.shape[0], w.shape[0], *size)
+    if func is aten.addmm.default:
+        return torch.empty(args[1].shape[0], args[2].shape[1])
+    if func is aten.mm.default:
+        return torch.empty(args[0].shape[0], args[1].shape[1])
+    if func in (aten.native_batch_norm.default, aten._native_batch_norm_legit_no_training.default):
+        return torch.empty_like(args[0]), torch.empty(0), torch.empty(0)
+    if func in (aten.relu_.default, aten.hardtanh_.default, aten.add_.Tensor):
+        return args[0]
+    if func in (aten.relu.default, aten.hardtanh.default):
+        return torch.empty_like(args[0])
+    if func is aten.add.Tensor and isinstance(args[1], torch.Tensor) and args[0].shape == args[1].shape:
+        return torch.empty_like(args[0])
+    return None
+
+
 class KernelRecorder(TorchDispatchMode):
     """Turns each ATen call into a kernel dict, folding BN and activations into convolutions."""
 
@@ -62,7 +92,9 @@ class KernelRecorder(TorchDispatchMode):
         return None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
+        out = _shape_only(func, args)
+        if out is None:
+            out = func(*args, **(kwargs or {}))
         name = str(func)
         if name in _FREE:
             if isinstance(out, torch.Tensor) and isinstance(args[0], torch.Tensor) and id(args[0]) in self._producer:

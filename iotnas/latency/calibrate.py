@@ -43,9 +43,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """What a calibration timed: kernels (key -> median ms) and networks (arch key -> measurement)."""
+    """What a calibration timed: kernels (kernel key -> measurement) and networks (arch key -> measurement)."""
 
-    kernel_ms: dict[str, float]
+    kernels: dict[str, LatencyMeasurement]
     networks: dict[str, LatencyMeasurement]
     seconds: float  # wall time of the timing, this machine and device together
 
@@ -103,10 +103,10 @@ def time_networks(archs: Sequence[str], *, device: AgentClient | None, settings:
 
 
 def time_kernels(kernels: Sequence[Kernel], *, device: AgentClient | None, settings: OrtSettings,
-                 protocol: Protocol = KERNEL_PROTOCOL, statistic: str = "median_ms",
-                 progress: Progress | None = None) -> dict[str, float]:
-    """Time one-kernel graphs in batches of :data:`KERNEL_BATCH` per fresh process; key -> ``statistic`` (ms)."""
-    out: dict[str, float] = {}
+                 protocol: Protocol = KERNEL_PROTOCOL,
+                 progress: Progress | None = None) -> dict[str, LatencyMeasurement]:
+    """Time one-kernel graphs in batches of :data:`KERNEL_BATCH` per fresh process; key -> measurement."""
+    out: dict[str, LatencyMeasurement] = {}
     for start in range(0, len(kernels), KERNEL_BATCH):
         batch = kernels[start:start + KERNEL_BATCH]
         results = measure_many([k.onnx() for k in batch], device=device, settings=settings, protocol=protocol,
@@ -115,7 +115,7 @@ def time_kernels(kernels: Sequence[Kernel], *, device: AgentClient | None, setti
             if isinstance(result, LatencyError):
                 log.warning("could not time kernel %s: %s", kernel.key, result)
             else:
-                out[kernel.key] = getattr(result, statistic)
+                out[kernel.key] = result
         if progress is not None:
             progress("kernels", min(start + KERNEL_BATCH, len(kernels)), len(kernels))
     return out
@@ -144,20 +144,31 @@ def calibrate(archs: Sequence[str], *, device: AgentClient | None = None, settin
     chosen = list(unique.values())
     if max_kernels is not None and len(chosen) > max_kernels:
         chosen = random.Random(seed).sample(chosen, max_kernels)
-    kernel_ms = time_kernels(chosen, device=device, settings=settings, protocol=kernel_protocol,
-                             statistic=statistic, progress=progress)
+    kernels = time_kernels(chosen, device=device, settings=settings, protocol=kernel_protocol, progress=progress)
     networks = time_networks(archs, device=device, settings=settings, protocol=network_protocol, progress=progress)
     seconds = time.perf_counter() - start
     env = (device.health()["environment"] if device is not None else environment())
-    predictor = KernelPredictor.fit(
-        kernel_ms=kernel_ms,
+    calibration = Calibration(kernels=kernels, networks=networks, seconds=seconds)
+    predictor = fit_kernel_predictor(calibration, traced, settings=settings, environment=env, statistic=statistic,
+                                     seed=seed)
+    return predictor, calibration
+
+
+def fit_kernel_predictor(calibration: Calibration, traced: dict[str, list[Kernel]], *, settings: OrtSettings,
+                         environment: dict[str, Any], statistic: str = "median_ms", seed: int = 0) -> KernelPredictor:
+    """Fit a kernel predictor on a calibration's timings (``traced``: arch key -> its kernels)."""
+    if statistic not in STATISTICS:
+        raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    networks = calibration.networks
+    return KernelPredictor.fit(
+        kernel_ms={key: getattr(m, statistic) for key, m in calibration.kernels.items()},
         networks=[(traced[key], getattr(m, statistic)) for key, m in networks.items()],
         runtime="onnxruntime",
         settings=settings.to_dict(),
-        info={"environment": env, "statistic": statistic, "calibration_s": seconds, "calibration_archs": list(networks)},
+        info={"environment": environment, "statistic": statistic, "calibration_s": calibration.seconds,
+              "calibration_archs": list(networks)},
         seed=seed,
     )
-    return predictor, Calibration(kernel_ms=kernel_ms, networks=networks, seconds=seconds)
 
 
 def fit_released(path: str | Path, *, seed: int = 0,

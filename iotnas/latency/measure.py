@@ -37,7 +37,7 @@ class Protocol:
     """How long to warm up and how many runs to time.
 
     Warm-up ends once ``warmup_runs`` runs are done and ``warmup_s`` seconds have
-    passed; timing ends once ``min_runs`` runs are done and ``min_s`` seconds have
+    passed, or once ``warmup_max_s`` seconds have passed; timing ends once ``min_runs`` runs are done and ``min_s`` seconds have
     passed, or once ``max_s`` seconds have passed (with at least
     :data:`MIN_RUNS_FLOOR` runs). The defaults satisfy "warm-up >= 10 runs,
     >= 50 timed runs and >= 1 s".
@@ -45,6 +45,7 @@ class Protocol:
 
     warmup_runs: int = 10
     warmup_s: float = 0.25  # seconds; lets caches, clocks and thread pools settle
+    warmup_max_s: float = 1.0  # seconds; a slow model stops warming up here (>= 1 run)
     min_runs: int = 50
     min_s: float = 1.0  # seconds of timed runs
     max_s: float = 30.0  # seconds; a cap so a slow model cannot stall a study
@@ -55,10 +56,10 @@ class Protocol:
                 f"protocol needs warmup_runs >= 1 and min_runs >= {MIN_RUNS_FLOOR}, "
                 f"got {self.warmup_runs} and {self.min_runs}"
             )
-        if not (0 <= self.warmup_s and 0 <= self.min_s <= self.max_s) or self.max_s <= 0:
+        if not (0 <= self.warmup_s <= self.warmup_max_s and 0 <= self.min_s <= self.max_s) or self.max_s <= 0:
             raise LatencyError(
-                f"protocol durations must satisfy 0 <= min_s <= max_s and max_s > 0, got "
-                f"warmup_s={self.warmup_s}, min_s={self.min_s}, max_s={self.max_s}"
+                f"protocol durations must satisfy 0 <= warmup_s <= warmup_max_s, 0 <= min_s <= max_s, max_s > 0; got "
+                f"warmup_s={self.warmup_s} (<= warmup_max_s={self.warmup_max_s}), min_s={self.min_s}, max_s={self.max_s}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class Protocol:
         for key, value in data.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise LatencyError(f"protocol key {key!r} must be a number, got {value!r}")
-        ints = {"warmup_runs", "min_runs"}
+        ints = {"warmup_runs", "min_runs"}  # the rest are seconds
         return cls(**{k: int(v) if k in ints else float(v) for k, v in data.items()})
 
 
@@ -180,9 +181,14 @@ def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[li
     """
     start = time.perf_counter_ns()
     n_warmup = 0
-    while n_warmup < protocol.warmup_runs or time.perf_counter_ns() - start < protocol.warmup_s * 1e9:
+    while True:
         run_once()
         n_warmup += 1
+        elapsed = time.perf_counter_ns() - start
+        if (n_warmup >= protocol.warmup_runs and elapsed >= protocol.warmup_s * 1e9) or (
+            elapsed >= protocol.warmup_max_s * 1e9
+        ):
+            break
     samples: list[int] = []
     cpu: list[int] = []
     start = time.perf_counter_ns()

@@ -48,6 +48,9 @@ def test_protocol_counts_runs_and_respects_the_cap():
     assert len(samples) == MIN_RUNS_FLOOR
     assert all(s >= 2_000_000 for s in samples)
     assert sum(cpu) < sum(samples) / 2  # sleeping is wall time, not CPU time
+    # ... and warming up stops at warmup_max_s rather than after 100 slow runs.
+    _, n_warmup, _ = run_protocol(lambda: time.sleep(0.01), Protocol(warmup_runs=100, warmup_s=0, warmup_max_s=0.05, min_runs=10, min_s=0))
+    assert 1 <= n_warmup < 100
 
 
 @pytest.mark.parametrize("bad", [dict(min_runs=3), dict(min_s=5.0, max_s=1.0), dict(warmup_runs=0)])

@@ -83,8 +83,8 @@ def test_calibrate_save_load_round_trip(tmp_path):
     """Real kernels and networks timed on this machine, fitted, saved, loaded: same predictions."""
     archs = ["mobilenetv2/s6/1", "mobilenetv2/s6/2", "resnext/s3/88", "mobilenetv2/s5/3"]
     predictor, calibration = calibrate(archs, network_protocol=FAST, kernel_protocol=FAST, max_kernels=60)
-    assert len(calibration.networks) == 4 and 20 <= len(calibration.kernel_ms) <= 60
-    assert all(ms > 0 for ms in calibration.kernel_ms.values())
+    assert len(calibration.networks) == 4 and 20 <= len(calibration.kernels) <= 60
+    assert all(m.median_ms > 0 and m.n_runs >= FAST.min_runs for m in calibration.kernels.values())
     assert predictor.info["calibration_archs"] == archs and predictor.runtime == "onnxruntime"
     path = tmp_path / "p.json"
     predictor.save(path)
@@ -94,8 +94,8 @@ def test_calibrate_save_load_round_trip(tmp_path):
     before, after = predictor.predict_many(held_out), loaded.predict_many(held_out)
     assert before == after and all(np.isfinite(before))
     # A timed kernel is looked up, not regressed.
-    key, ms = next(iter(calibration.kernel_ms.items()))
-    assert loaded.kernel_ms([Kernel.from_key(key)])[0] == ms
+    key, m = next(iter(calibration.kernels.items()))
+    assert loaded.kernel_ms([Kernel.from_key(key)])[0] == m.median_ms
 
 
 def test_cost_model_and_flops_line_on_released_timings(released_dir, tmp_path):
