@@ -77,6 +77,13 @@ class PrecisionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    heartbeat_s: float = 10.0  # seconds between heartbeats of a running training
+    stale_after_s: float = 60.0  # a training without a heartbeat for this long is taken over
+    poll_s: float = 1.0  # seconds between looks at the store while waiting for other workers
+
+
+@dataclass(frozen=True, slots=True)
 class StrategySpec:
     name: str = "surrogate"
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -99,13 +106,14 @@ class Study:
     released: str | None = None  # folder of the released model set (tabular mode)
     training: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig settings (recipe)
     precision: PrecisionSpec = PrecisionSpec()
+    workers: WorkerSettings = WorkerSettings()
     base_dir: str = "."  # relative paths in the file are resolved against its folder
 
     @property
     def fingerprint(self) -> str:
         """Hash of everything that decides results, so a store is never mixed with another study."""
         payload = asdict(self)
-        for volatile in ("store", "base_dir"):
+        for volatile in ("store", "base_dir", "workers"):
             payload.pop(volatile)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -201,6 +209,16 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
 
     training = dict(top.raw_table("training"))
 
+    work_t = top.table("workers")
+    workers = WorkerSettings(
+        heartbeat_s=work_t.float("heartbeat_s", 10.0, positive=True),
+        stale_after_s=work_t.float("stale_after_s", 60.0, positive=True),
+        poll_s=work_t.float("poll_s", 1.0, positive=True),
+    )
+    work_t.done()
+    if workers.stale_after_s <= workers.heartbeat_s:
+        raise ConfigError("workers.stale_after_s: must be longer than workers.heartbeat_s")
+
     prec_t = top.table("precision")
     precision = PrecisionSpec(
         grid=prec_t.bool("grid", False),
@@ -233,7 +251,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     return Study(
         name=name, mode=mode, seed=seed, store=store, data=data, device=device,
         constraints=constraints, formats=formats, laws=laws, pool_per_law=pool_per_law,
-        strategy=strategy, budget=budget, released=released, training=training, precision=precision,
+        strategy=strategy, budget=budget, released=released, training=training, precision=precision, workers=workers,
         base_dir=base_dir,
     )
 

@@ -47,8 +47,8 @@ class TabularOracle:
     def __init__(self, released: ReleasedSet):
         self._released = released
 
-    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks=()) -> tuple[float, str | None]:
-        return float(self._released.get(arch).accuracy), None
+    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks=()) -> tuple[float, None, None]:
+        return float(self._released.get(arch).accuracy), None, None
 
 
 class ReleasedLatency:

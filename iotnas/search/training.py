@@ -52,7 +52,7 @@ class TrainingEvaluator:
         train_config(study, 1.0)  # validate the recipe before any work
 
     def evaluate(self, arch: Arch, epochs: float, *, workdir: Path,
-                 callbacks: Sequence[Callable] = ()) -> tuple[float, str | None]:
+                 callbacks: Sequence[Callable] = ()) -> tuple[float, str | None, float]:
         from iotnas.train import train
 
         model = build(arch, num_classes=self.dataset.num_classes, in_channels=self.dataset.in_channels,
@@ -61,7 +61,8 @@ class TrainingEvaluator:
             model, self.dataset, train_config(self.study, epochs), checkpoint_dir=workdir, resume=True,
             callbacks=callbacks, seed=self.study.seed, meta={"arch": arch.to_json()},
         )
-        return float(result.test_accuracy), None if result.checkpoint is None else str(result.checkpoint)
+        checkpoint = None if result.checkpoint is None else str(result.checkpoint)
+        return float(result.test_accuracy), checkpoint, float(result.resumed_from_epochs)
 
 
 class PrecisionRunner:

@@ -10,6 +10,7 @@ checkpoint). Progress is reported through callbacks; nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from iotnas.arch import Arch
 from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import SearchError
 from iotnas.search.pool import smallest_bits
+from iotnas.search.workers import Heartbeat, dead_workers, new_worker_id, stale_before
 from iotnas.store import (
     FEASIBLE,
     POOLED,
@@ -42,7 +44,9 @@ log = logging.getLogger(__name__)
 class Evaluator(Protocol):
     """Trains (or looks up) a model to a fidelity; returns (test accuracy, checkpoint path or None)."""
 
-    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks: Sequence[Callable] = ()) -> tuple[float, str | None]: ...
+    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path,
+                 callbacks: Sequence[Callable] = ()) -> tuple[float, str | None, float | None]:
+        """(test accuracy, checkpoint path or None, epochs of progress resumed from a checkpoint)."""
 
 
 class LatencySource(Protocol):
@@ -108,10 +112,12 @@ class Workflow:
 
     def __init__(
         self, study: Study, store: Store, components: Components, *, callbacks: Sequence[Callback] = (),
-        stop: Callable[[Sequence[Observation]], bool] | None = None,
+        stop: Callable[[Sequence[Observation]], bool] | None = None, worker: str | None = None,
     ):
         """``stop(history)``, when given, ends the proposal stage early (benchmarks use it)."""
         self.stop = stop
+        self.worker = worker or new_worker_id()
+        self.workers = study.workers
         self.study = study
         self.store = store
         self.components = components
@@ -121,6 +127,7 @@ class Workflow:
         self._candidates: dict[str, Candidate] = {}  # write-through copy of the store's candidates
         self._done: dict[tuple[str, float], float] = {}  # (key, epochs) -> accuracy of finished trainings
         self._feature_cache: dict[str, np.ndarray] = {}
+        self._running: dict[tuple[str, float], object] = {}  # (key, epochs) -> Training held by some worker
 
     # ------------------------------------------------------------------ events
 
@@ -250,73 +257,159 @@ class Workflow:
         return latency
 
     def proposal_stage(self, strategy: Strategy) -> None:
-        """Ask the strategy for candidates until the training budget is spent or the pool is empty."""
+        """Ask the strategy for candidates until the training budget is spent or the pool is empty.
+
+        Safe with several workers on one store: a proposal index and a training are each claimed
+        by one worker; proposals left unresolved by a dead worker are taken over and resumed.
+        """
         budget = self.study.budget.trainings
         first = self.study.budget.epochs[0]
-        history: list[Observation] = []
-        # Replay what was proposed before (a resumed run), finishing what was interrupted.
-        for candidate in self.store.proposals():
-            history.append(self._resolve(candidate, first, strategy))
-        trained = sum(o.accuracy is not None for o in history)
-        while trained < budget and not (self.stop is not None and self.stop(history)):
+        told: set[str] = set()
+        while True:
+            self._refresh()
+            proposals = self._proposals()
+            history = [self._observation(c, first) for c in proposals if self._resolved(c, first)]
+            for observation in history:
+                if observation.key not in told:  # replayed after a restart too; Optuna ignores what it knows
+                    strategy.tell(observation)
+                    told.add(observation.key)
+            if self.stop is not None and self.stop(history):
+                return
+            unresolved = [c for c in proposals if not self._resolved(c, first)]
+            if any(self._can_take(c.key, first) and self._resolve(c, first) is not None for c in unresolved):
+                continue  # finished an interrupted proposal; look again
+            trained = sum(o.accuracy is not None for o in history)
+            if trained >= budget:
+                return
+            if trained + len(unresolved) >= budget:  # other workers are training the rest
+                self._wait("waiting for other workers' trainings")
+                continue
             view = self._view()
             if len(view) == 0:
-                self._emit("train", "no untried feasible candidate left in the pool")
-                break
-            rng = np.random.default_rng([self.study.seed, len(history)])
+                if not unresolved:
+                    self._emit("train", "no untried feasible candidate left in the pool")
+                    return
+                self._wait("waiting for other workers' trainings")
+                continue
+            rng = np.random.default_rng([self.study.seed, len(proposals)])
             (key,) = strategy.ask(view, history, 1, rng)
-            candidate = self._update(key, proposed_index=len(history))
-            observation = self._resolve(candidate, first, strategy)
-            history.append(observation)
-            trained += observation.accuracy is not None
+            index = self.store.claim_proposal(key)
+            if index is None:
+                continue  # another worker proposed it first
+            self._candidates[key] = replace(self._candidates[key], proposed_index=index)
+            self._resolve(self._candidates[key], first)
 
-    def _resolve(self, candidate: Candidate, epochs: float, strategy: Strategy) -> Observation:
-        """Check latency, then train at the lowest fidelity; idempotent."""
-        features = self._features(candidate)
+    def _resolve(self, candidate: Candidate, epochs: float) -> Observation | None:
+        """Check latency, then train at the lowest fidelity; None when another worker holds the training."""
         if candidate.status == POOLED:
             self._ensure_latency(candidate)
             candidate = self._candidates[candidate.key]
         if candidate.status == POOLED:
             candidate = self._update(candidate.key, status=FEASIBLE)
         if candidate.status != FEASIBLE:
-            observation = Observation(candidate.key, candidate.space, features, False, None)
-        else:
-            accuracy = self._train(candidate, epochs)
-            observation = Observation(candidate.key, candidate.space, features, True, accuracy)
-        # On replay too: a strategy that keeps its own state (Optuna) ignores what it already knows.
-        strategy.tell(observation)
-        return observation
+            return self._observation(candidate, epochs)
+        if self._train(candidate, epochs) is None:
+            return None
+        return self._observation(candidate, epochs)
 
-    def _train(self, candidate: Candidate, epochs: float) -> float:
+    def _observation(self, candidate: Candidate, epochs: float) -> Observation:
+        accuracy = self._done.get((candidate.key, epochs)) if candidate.status == FEASIBLE else None
+        return Observation(candidate.key, candidate.space, self._features(candidate),
+                           candidate.status == FEASIBLE, accuracy)
+
+    def _resolved(self, candidate: Candidate, epochs: float) -> bool:
+        if candidate.status not in (POOLED, FEASIBLE):
+            return True  # rejected by a constraint
+        return (candidate.key, epochs) in self._done
+
+    def _can_take(self, key: str, epochs: float) -> bool:
+        """Whether no live worker holds this training (new, failed, or its worker stopped beating)."""
+        training = self._running.get((key, epochs))
+        if training is None or training.worker == self.worker:
+            return True
+        if training.worker in dead_workers([training.worker]):
+            return True
+        return training.heartbeat_at is None or training.heartbeat_at < stale_before(self.workers)
+
+    def _train(self, candidate: Candidate, epochs: float) -> float | None:
+        """Train (or resume) to ``epochs``; None when another worker holds the training."""
         if (candidate.key, epochs) in self._done:
             return self._done[(candidate.key, epochs)]
+        holder = self._running.get((candidate.key, epochs))
+        dead = dead_workers([holder.worker]) if holder is not None else []
+        if not self.store.claim_training(candidate.key, epochs, worker=self.worker,
+                                         stale_before=stale_before(self.workers), dead_workers=dead):
+            return None
         arch = Arch.from_json(candidate.arch_json)
-        self.store.start_training(candidate.key, epochs)
         self._emit("train", f"training {candidate.key} to {epochs:g} epochs")
         started = time.perf_counter()
 
         def on_epoch(stats: object) -> None:
             self._emit("train", f"training {candidate.key}", detail=stats)
 
-        accuracy, checkpoint = self.components.evaluator.evaluate(
-            arch, epochs, workdir=self.workdir / _safe(candidate.key), callbacks=(on_epoch,)
-        )
+        with self._heartbeat(candidate.key, epochs):
+            result = self.components.evaluator.evaluate(
+                arch, epochs, workdir=self.workdir / _safe(candidate.key), callbacks=(on_epoch,)
+            )
+        accuracy, checkpoint, resumed = result
         self.store.finish_training(candidate.key, epochs, accuracy=accuracy, checkpoint=checkpoint,
-                                   seconds=time.perf_counter() - started)
+                                   seconds=time.perf_counter() - started, resumed_from_epochs=resumed)
         self._done[(candidate.key, epochs)] = accuracy
         self._emit("train", f"{candidate.key}: {accuracy:.2%} after {epochs:g} epochs")
         return accuracy
 
+    def _heartbeat(self, key: str, epochs: float):
+        if self.store.url in ("sqlite://", "sqlite:///:memory:"):  # one process by definition
+            return contextlib.nullcontext()
+        return Heartbeat(self.store, key, epochs, worker=self.worker, interval_s=self.workers.heartbeat_s)
+
+    def _wait(self, message: str) -> None:
+        self._emit("wait", message)
+        time.sleep(self.workers.poll_s)
+
+    def _refresh(self) -> None:
+        """Read what other workers changed: proposals, their statuses, and the trainings."""
+        for candidate in self.store.candidates(proposed=True):
+            self._candidates[candidate.key] = candidate
+        trainings = self.store.trainings()
+        self._done = {(t.arch_key, t.epochs): float(t.accuracy) for t in trainings if t.status == "done"}
+        self._running = {(t.arch_key, t.epochs): t for t in trainings if t.status in ("running", "failed")}
+
+    def _proposals(self) -> list[Candidate]:
+        proposed = [c for c in self._candidates.values() if c.proposed_index is not None]
+        return sorted(proposed, key=lambda c: c.proposed_index)
+
     def promotion_stage(self) -> None:
-        """Successive halving: the best 1/eta of each fidelity go on to the next one."""
+        """Successive halving: the best 1/eta of each fidelity go on to the next one.
+
+        Waits until every training of the lower fidelity is finished (by any worker) before choosing.
+        """
         levels = self.study.budget.epochs
         for lower, higher in zip(levels, levels[1:]):
-            results = sorted(((acc, key) for (key, e), acc in self._done.items() if e == lower),
-                             key=lambda r: (-r[0], r[1]))
-            keep = results[: max(1, math.ceil(len(results) / self.study.budget.eta))]
-            for i, (_, key) in enumerate(keep, 1):
-                self._emit("promote", f"fidelity {higher:g} epochs", i - 1, len(keep))
-                self._train(self._candidates[key], higher)
+            while True:
+                self._refresh()
+                pending_lower = [k for (k, e) in self._running if e == lower]
+                if lower == levels[0]:
+                    pending_lower += [c.key for c in self._proposals() if not self._resolved(c, lower)]
+                if pending_lower:
+                    if any(self._can_take(k, lower) for k in pending_lower):
+                        for key in pending_lower:
+                            if self._can_take(key, lower):
+                                self._train(self._candidates[key], lower)
+                                break
+                    else:
+                        self._wait("waiting for other workers' trainings")
+                    continue
+                results = sorted(((acc, key) for (key, e), acc in self._done.items() if e == lower),
+                                 key=lambda r: (-r[0], r[1]))
+                keep = [key for _, key in results[: max(1, math.ceil(len(results) / self.study.budget.eta))]]
+                todo = [key for key in keep if (key, higher) not in self._done]
+                if not todo:
+                    break
+                self._emit("promote", f"fidelity {higher:g} epochs", len(keep) - len(todo), len(keep))
+                takeable = [key for key in todo if self._can_take(key, higher)]
+                if not takeable or self._train(self._candidates[takeable[0]], higher) is None:
+                    self._wait("waiting for other workers' trainings")
 
     def precision_stage(self) -> None:
         """Each model at the top fidelity, evaluated with its numbers in every format of the study."""

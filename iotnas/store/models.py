@@ -37,7 +37,7 @@ class CandidateRow(Base):
     peak_activation_bytes: Mapped[int] = mapped_column(Integer)  # float32 activations, batch 1
     status: Mapped[str] = mapped_column(String(32), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
-    proposed_index: Mapped[int | None] = mapped_column(Integer, index=True)
+    proposed_index: Mapped[int | None] = mapped_column(Integer, unique=True)  # claimed once, by one worker
     created_at: Mapped[datetime] = mapped_column()
 
 
@@ -69,6 +69,7 @@ class TrainingRow(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column()
+    resumed_from_epochs: Mapped[float | None] = mapped_column(Float)  # progress found in a checkpoint
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
 

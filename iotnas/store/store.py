@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import create_engine, event, func, inspect, or_, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -76,6 +76,8 @@ class Training:
     worker: str | None
     started_at: datetime
     finished_at: datetime | None
+    heartbeat_at: datetime | None = None
+    resumed_from_epochs: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,11 +274,14 @@ class Store:
             s.add_all([CandidateRow(**_candidate_fields(c), created_at=now) for c in new])
             return len(new)
 
-    def candidates(self, *, status: str | None = None) -> list[Candidate]:
+    def candidates(self, *, status: str | None = None, proposed: bool | None = None) -> list[Candidate]:
         with self._session() as s:
             query = select(CandidateRow)
             if status is not None:
                 query = query.where(CandidateRow.status == status)
+            if proposed is not None:
+                column = CandidateRow.proposed_index
+                query = query.where(column.is_not(None) if proposed else column.is_(None))
             return [_candidate(r) for r in s.scalars(query.order_by(CandidateRow.created_at, CandidateRow.key))]
 
     def candidate(self, key: str) -> Candidate | None:
@@ -304,6 +309,26 @@ class Store:
         with self._session() as s:
             for row in s.scalars(select(CandidateRow).where(CandidateRow.key.in_(list(statuses)))):
                 row.status, row.reason = statuses[row.key]
+
+    def claim_proposal(self, key: str) -> int | None:
+        """Give ``key`` the next proposal index, unless another worker proposed it first.
+
+        Returns the index, or None when the candidate was already proposed.
+        """
+        for _ in range(20):  # another worker may take the same index first: try the next one
+            try:
+                with self._session() as s:
+                    last = s.scalar(select(func.max(CandidateRow.proposed_index)))
+                    index = 0 if last is None else last + 1
+                    result = s.execute(
+                        update(CandidateRow)
+                        .where(CandidateRow.key == key, CandidateRow.proposed_index.is_(None))
+                        .values(proposed_index=index)
+                    )
+                    return index if result.rowcount == 1 else None
+            except IntegrityError:
+                continue
+        raise StoreError(f"store {self.url}: could not claim a proposal index for {key} (heavy contention)")
 
     def proposals(self) -> list[Candidate]:
         """Candidates the strategy proposed, in the order it proposed them."""
@@ -350,6 +375,51 @@ class Store:
 
     # ------------------------------------------------------------------ trainings
 
+    def claim_training(
+        self, arch_key: str, epochs: float, *, worker: str, stale_before: datetime, dead_workers: Sequence[str] = ()
+    ) -> bool:
+        """Claim a training for ``worker``: a new one, a failed one, or one whose worker stopped beating.
+
+        Exactly one of several workers claiming the same training at once succeeds.
+
+        Args:
+            stale_before: a running training whose last heartbeat is older than this is taken over.
+            dead_workers: workers known to be gone (e.g. a dead process on this host); their trainings
+                are taken over at once.
+        """
+        now = _now()
+        try:
+            with self._session() as s:
+                exists = s.scalar(select(TrainingRow.id).where(TrainingRow.arch_key == arch_key,
+                                                               TrainingRow.epochs == epochs))
+                if exists is None:
+                    s.add(TrainingRow(arch_key=arch_key, epochs=epochs, status="running", worker=worker,
+                                      heartbeat_at=now, started_at=now))
+                    return True
+                takeable = or_(
+                    TrainingRow.status == "failed", TrainingRow.worker == worker,
+                    TrainingRow.heartbeat_at < stale_before, TrainingRow.worker.in_(list(dead_workers)),
+                )
+                result = s.execute(
+                    update(TrainingRow)
+                    .where(TrainingRow.id == exists, TrainingRow.status != "done", takeable)
+                    .values(status="running", worker=worker, heartbeat_at=now)
+                )
+                return result.rowcount == 1
+        except IntegrityError:
+            return False  # another worker inserted it first
+
+    def heartbeat(self, arch_key: str, epochs: float, *, worker: str) -> bool:
+        """Refresh a claimed training's heartbeat; False if another worker has taken it over."""
+        with self._session() as s:
+            result = s.execute(
+                update(TrainingRow)
+                .where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
+                       TrainingRow.worker == worker, TrainingRow.status == "running")
+                .values(heartbeat_at=_now())
+            )
+            return result.rowcount == 1
+
     def start_training(self, arch_key: str, epochs: float, *, worker: str | None = None) -> None:
         """Mark a training as running (again, after an interruption)."""
         with self._session() as s:
@@ -362,14 +432,17 @@ class Store:
                 row.status, row.worker, row.heartbeat_at = "running", worker, now
 
     def finish_training(
-        self, arch_key: str, epochs: float, *, accuracy: float, checkpoint: str | None, seconds: float
+        self, arch_key: str, epochs: float, *, accuracy: float, checkpoint: str | None, seconds: float,
+        resumed_from_epochs: float | None = None,
     ) -> None:
         with self._session() as s:
             row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
             if row is None:
                 raise StoreError(f"training of {arch_key} at {epochs} epochs was never started in {self.url}")
+            if row.status == "done":
+                return  # finished already (by a worker presumed dead that was only slow): keep the first result
             row.status, row.accuracy, row.checkpoint = "done", accuracy, checkpoint
-            row.seconds, row.finished_at = seconds, _now()
+            row.seconds, row.finished_at, row.resumed_from_epochs = seconds, _now(), resumed_from_epochs
 
     def fail_training(self, arch_key: str, epochs: float, *, reason: str) -> None:
         with self._session() as s:
@@ -388,6 +461,12 @@ class Store:
 
     def add_precision(self, result: PrecisionResult) -> None:
         """Store one (model, format) result; an existing one is never overwritten."""
+        try:
+            self._add_precision(result)
+        except IntegrityError:
+            pass  # another worker stored the same result first
+
+    def _add_precision(self, result: PrecisionResult) -> None:
         with self._session() as s:
             existing = s.scalar(select(PrecisionRow).where(
                 PrecisionRow.arch_key == result.arch_key, PrecisionRow.epochs == result.epochs,
@@ -435,6 +514,7 @@ def _training(r: TrainingRow) -> Training:
     return Training(
         arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=r.checkpoint,
         seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
+        heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
     )
 
 
