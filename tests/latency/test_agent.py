@@ -136,3 +136,24 @@ def test_token_sources(tmp_path, monkeypatch):
         read_token(path)
     with pytest.raises(AgentError, match="cannot read"):
         read_token(tmp_path / "missing")
+
+
+def test_a_graph_pointing_at_files_on_the_device_is_refused(agent, tmp_path):
+    """ONNX external data would make the runtime read files on the device; graphs arrive as bytes, so it cannot."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((1, 1), np.float32), "w")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    for key, value in {"location": "token", "offset": "0", "length": "4"}.items():
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (result,) = AgentClient(agent.url, token=TOKEN).measure_onnx([(model.SerializeToString(), None)], protocol=FAST)
+    assert isinstance(result, AgentError) and "cannot load" in str(result)
