@@ -5,8 +5,8 @@ The core works on a plain ``(n, k)`` array of objectives, each minimised unless
 every objective and strictly better on at least one; identical points do not
 dominate each other, so duplicates of a front point are all on the front.
 
-* two objectives: pivots from the front of a sample drop most dominated points, then one
-  lexicographic sort of the rest and a running minimum, ``O(n log n)``;
+* large sets first drop the points dominated by pivots taken from the front of a sample;
+* two objectives: one lexicographic sort and a running minimum, ``O(n log n)``;
 * three or more: a lexicographic sort, then blocks of points checked with NumPy
   against the front found so far (a point can only be dominated by one that
   sorts before it; in three objectives that is a staircase lookup), and within
@@ -139,11 +139,12 @@ def nondominated(points: np.ndarray | Sequence[Sequence[float]], *, maximize: Se
         return np.zeros(0, dtype=bool)
     if k == 1:
         return costs[:, 0] == costs[:, 0].min()
-    if k > 2:
-        return _front_nd(costs)
-    candidates = _prefilter_2d(costs) if n > PREFILTER_MIN else np.arange(n)
+    front = _front_2d if k == 2 else _front_nd
+    if n <= PREFILTER_MIN:
+        return front(costs)
+    candidates = _prefilter(costs)
     mask = np.zeros(n, dtype=bool)
-    mask[candidates] = _front_2d(costs[candidates])
+    mask[candidates] = front(costs[candidates])
     return mask
 
 
@@ -152,18 +153,31 @@ SAMPLE = 1024  # points whose front serves as pivots
 MAX_PIVOTS = 32
 
 
-def _prefilter_2d(costs: np.ndarray) -> np.ndarray:
+def _prefilter(costs: np.ndarray) -> np.ndarray:
     """Indices of the points that no pivot dominates (the others cannot be on the front).
 
     Any point may serve as a pivot, since a point it dominates is dominated. The front of an
-    evenly spaced sample lies close to the whole front, so it dominates most points, and a
-    staircase lookup against a few pivots is far cheaper than sorting every point. (In three
-    objectives the lookup is not a single search, and measured no faster than the sort.)
+    evenly spaced sample lies close to the whole front, so it dominates most points, and
+    checking every point against a few pivots is far cheaper than sorting them all.
     """
+    k = costs.shape[1]
     sample = costs[:: max(1, len(costs) // SAMPLE)]
-    front = sample[_front_2d(sample)]
+    front = sample[_front_2d(sample) if k == 2 else _front_nd(sample)]
     pivots = front[np.linspace(0, len(front) - 1, min(len(front), MAX_PIVOTS)).astype(int)]
-    return np.flatnonzero(~_dominated_2d(pivots, costs))
+    if k == 2:  # a staircase lookup: O(n log pivots)
+        return np.flatnonzero(~_dominated_2d(pivots, costs))
+    columns = [np.ascontiguousarray(costs[:, j]) for j in range(k)]  # column-wise: no strided reductions
+    keep = np.arange(len(costs))
+    for p in pivots:
+        no_worse = columns[0] >= p[0]
+        equal = columns[0] == p[0]
+        for j in range(1, k):
+            no_worse &= columns[j] >= p[j]
+            equal &= columns[j] == p[j]
+        alive = ~no_worse | equal
+        keep = keep[alive]
+        columns = [c[alive] for c in columns]
+    return keep
 
 
 def _dominated_2d(pivots: np.ndarray, costs: np.ndarray) -> np.ndarray:
