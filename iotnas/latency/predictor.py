@@ -182,6 +182,22 @@ class KernelPredictor(LatencyPredictor):
     def predict(self, arch: Any) -> float:
         return self.predict_kernels(arch_kernels(arch))
 
+    def predict_many(self, archs: Sequence[Any], *, progress: Callable[[int, int], None] | None = None) -> list[float]:
+        """Like :meth:`predict` per architecture, with one batched regression over all their kernels."""
+        traced = []
+        for i, arch in enumerate(archs):
+            traced.append(arch_kernels(arch))
+            if progress is not None:
+                progress(i + 1, len(archs))
+        flat = [k for ks in traced for k in ks]
+        per_kernel = self.kernel_ms(flat) if flat else np.zeros(0)
+        a, b, c = self.correction
+        out, start = [], 0
+        for ks in traced:
+            out.append(float(a * per_kernel[start:start + len(ks)].sum() + b * len(ks) + c))
+            start += len(ks)
+        return out
+
     @classmethod
     def fit(cls, *, kernel_ms: Mapping[str, float], networks: Sequence[tuple[Sequence[Kernel], float]],
             runtime: str, settings: Mapping[str, Any], info: Mapping[str, Any] | None = None,
@@ -203,12 +219,11 @@ class KernelPredictor(LatencyPredictor):
         trees = fit_boosted_trees(x, y, seed=seed)
         oof = _out_of_fold(x, y, seed=seed)
         estimate = dict(zip(keys, np.exp(oof)))
-        sums = np.array([sum(estimate.get(k.key, math.nan) for k in ks) for ks, _ in networks])
-        if np.isnan(sums).any():  # kernels of a network that were not timed: regressor
-            fallback = cls(table={}, trees=trees, correction=(1, 0, 0), runtime=runtime, settings=settings, info={})
-            sums = np.array([
-                sum(estimate.get(k.key, fallback.kernel_ms([k])[0]) for k in ks) for ks, _ in networks
-            ])
+        untimed = {k.key: k for ks, _ in networks for k in ks if k.key not in estimate}
+        if untimed:  # kernels of calibration networks left out of the timing: the regressor's view
+            x_untimed = np.array([k.features() for k in untimed.values()])
+            estimate.update(zip(untimed, np.exp(predict_boosted_trees(trees, x_untimed))))
+        sums = np.array([sum(estimate[k.key] for k in ks) for ks, _ in networks])
         counts = np.array([len(ks) for ks, _ in networks], dtype=float)
         measured = np.array([ms for _, ms in networks], dtype=float)
         design = np.column_stack([sums, counts, np.ones_like(sums)]) / measured[:, None]

@@ -93,6 +93,7 @@ def test_calibrate_save_load_round_trip(tmp_path):
     held_out = ["mobilenetv2/s6/7", "resnext/s3/35"]
     before, after = predictor.predict_many(held_out), loaded.predict_many(held_out)
     assert before == after and all(np.isfinite(before))
+    assert before == pytest.approx([loaded.predict(key) for key in held_out], rel=1e-12)
     # A timed kernel is looked up, not regressed.
     key, m = next(iter(calibration.kernels.items()))
     assert loaded.kernel_ms([Kernel.from_key(key)])[0] == m.median_ms
