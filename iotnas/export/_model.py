@@ -1,0 +1,243 @@
+"""export_model: find the trained model, write every artefact to a temporary folder, check, rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iotnas.arch import Arch
+from iotnas.data import Dataset, load_dataset
+from iotnas.emulate import emulated
+from iotnas.errors import ArchError, ConfigError, ExportError
+from iotnas.export._card import model_card
+from iotnas.export._cheader import c_header
+from iotnas.export._packed import load_packed, promised_bytes, write_packed
+from iotnas.formats import parse_format
+from iotnas.latency.runtimes import OPSET, export_onnx
+from iotnas.store import Store, Training
+
+#: ONNX Runtime must match PyTorch within this fraction of max(1, largest |logit|): BatchNorm
+#: folding and a different summation order change float32 results in the last bits only.
+ONNX_TOLERANCE = 1e-4
+IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxCheck:
+    images: int  # real test images compared
+    max_abs_diff: float  # largest |ONNX Runtime - PyTorch| over all logits
+    agreement: float  # fraction of images with the same predicted class
+    tolerance: float  # allowed |difference| as a fraction of max(1, |logit|)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    model_key: str
+    format_name: str
+    bits: int
+    n_values: int
+    weight_bytes: int  # promised: ceil(n_values * bits / 8), plus scales for integer formats
+    out_dir: Path
+    files: dict[str, int]  # file name -> bytes
+    onnx_check: OnnxCheck
+    opset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def export_model(
+    store: Store, model_key: str, *, format_name: str = "float32", out_dir: str | Path,
+    dataset: str | Dataset | None = None, check_images: int = 256,
+) -> ExportResult:
+    """Export a trained model of ``store`` into the new folder ``out_dir``.
+
+    Args:
+        model_key: ``space/law/id`` (aliases accepted) of a model trained with a checkpoint.
+        format_name: number format of the packed weights (any name ``iotnas formats`` lists).
+        dataset: images to check the ONNX file on: a name, a path or a loaded dataset
+            (default: the study's dataset).
+        check_images: how many test images to compare on.
+
+    Raises:
+        ExportError: unknown model, no trained model or checkpoint, an output folder that
+            exists or cannot be written, or an export that fails its checks.
+        FormatError: unknown format.  DataError: the check images cannot be loaded.
+    """
+    from iotnas.spaces import build
+    from iotnas.train import load_checkpoint
+
+    fmt = parse_format(format_name)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    key, training = _find_training(store, model_key)
+    candidate = store.candidate(key)
+    ckpt = load_checkpoint(_checkpoint_path(store, training.checkpoint))
+    arch = Arch.from_json(candidate.arch_json)
+    info_ds = ckpt.dataset
+    model = build(arch, num_classes=int(info_ds["num_classes"]), in_channels=int(info_ds["in_channels"]))
+    try:
+        model.load_state_dict(ckpt.final_weights(), strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"the checkpoint of {key} does not fit its architecture: {exc}") from None
+    model.eval()
+    images = _check_images(store, dataset, info_ds, check_images)
+    meta = store.meta()
+    header_meta = {
+        "model_key": key, "arch": arch.to_json(), "num_classes": int(info_ds["num_classes"]),
+        "in_channels": int(info_ds["in_channels"]),
+        "input": {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "mean": [float(v) for v in info_ds["mean"]],
+                  "std": [float(v) for v in info_ds["std"]], "scale": "pixels 0-255, x = (pixel - mean) / std"},
+    }
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
+    try:
+        with emulated(model, weights=fmt):
+            header = write_packed(tmp, model.state_dict(), fmt, meta=header_meta)
+            onnx_bytes = export_onnx(model, input_shape=(1, int(info_ds["in_channels"]), IMAGE_SIZE, IMAGE_SIZE))
+            with torch.no_grad():
+                reference = model(images)
+        (tmp / "model.onnx").write_bytes(onnx_bytes)
+        check = _check_onnx(onnx_bytes, images, reference)
+        _check_packed(tmp, images, reference, key)
+        blob = (tmp / "weights.bin").read_bytes()
+        (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        files["MODEL_CARD.md"] = 0
+        info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name)
+        (tmp / "MODEL_CARD.md").write_text(model_card(info), encoding="utf-8")
+        files["MODEL_CARD.md"] = (tmp / "MODEL_CARD.md").stat().st_size
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError as exc:
+            raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(
+        model_key=key, format_name=fmt.name, bits=fmt.bits, n_values=header["n_values"],
+        weight_bytes=promised_bytes(header), out_dir=out_dir, files=files, onnx_check=check, opset=OPSET,
+    )
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists():
+        raise ExportError(f"{out_dir} already exists; give a new folder to export into")
+    parent = out_dir.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot create {out_dir}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot create {out_dir}: folder {parent} is not writable")
+
+
+def _find_training(store: Store, model_key: str) -> tuple[str, Training]:
+    """The model's training at the highest fidelity that left a checkpoint."""
+    done = store.trainings(status="done")
+    if not done:
+        raise ExportError(f"store {store.url} holds no trained model yet; run the search until some are trained")
+    try:
+        key = Arch.parse(model_key).key
+    except (ArchError, ConfigError) as exc:
+        raise ExportError(f"{model_key!r} is not a model key ({exc}); give one like mobilenetv2/s4/39") from None
+    trained = sorted({t.arch_key for t in done})
+    mine = [t for t in done if t.arch_key == key]
+    if not mine:
+        listing = ", ".join(trained[:8]) + (f" and {len(trained) - 8} more" if len(trained) > 8 else "")
+        raise ExportError(f"model {key} was not trained in store {store.url}; trained models: {listing}")
+    with_ckpt = [t for t in mine if t.checkpoint]
+    if not with_ckpt:
+        raise ExportError(
+            f"model {key} has no checkpoint in store {store.url} (tabular studies take accuracy from the released "
+            "results without training); train it in a study with mode = \"train\" to export it"
+        )
+    return key, max(with_ckpt, key=lambda t: t.epochs)
+
+
+def _checkpoint_path(store: Store, checkpoint: str) -> Path:
+    path = Path(checkpoint)
+    if not path.is_absolute() and store.url.startswith("sqlite:///"):
+        path = Path(store.url[len("sqlite:///"):]).parent / path
+    return path
+
+
+def _check_images(store: Store, dataset: str | Dataset | None, info: dict, n: int) -> torch.Tensor:
+    """The first ``n`` test images, normalised as in training."""
+    if not isinstance(dataset, Dataset):
+        if dataset is None:
+            study = json.loads(store.meta().get("study") or "{}")
+            spec = (study.get("data") or {}).get("dataset") or info.get("name")
+            if spec is None:
+                raise ExportError("the store does not say which dataset the model was trained on; pass --data")
+            base = study.get("base_dir", ".")
+            candidate = Path(base) / spec
+            dataset = str(candidate) if not Path(spec).is_absolute() and candidate.exists() else spec
+        dataset = load_dataset(dataset)
+    if dataset.num_classes != int(info["num_classes"]) or dataset.in_channels != int(info["in_channels"]):
+        raise ExportError(
+            f"dataset {dataset.name} ({dataset.num_classes} classes, {dataset.in_channels} channels) is not the one "
+            f"the model was trained on ({info['num_classes']} classes, {info['in_channels']} channels); pass --data"
+        )
+    x = dataset.test_images[: max(1, n)].float()
+    mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - mean) * (1.0 / std)  # as iotnas.train normalises
+
+
+def _check_onnx(onnx_bytes: bytes, images: torch.Tensor, reference: torch.Tensor) -> OnnxCheck:
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(onnx_bytes), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the ONNX file fails onnx.checker: {exc}") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outputs = np.concatenate([session.run(None, {name: images[i:i + 1].numpy()})[0] for i in range(len(images))])
+    ref = reference.numpy()
+    diff = float(np.abs(outputs - ref).max())
+    allowed = ONNX_TOLERANCE * max(1.0, float(np.abs(ref).max()))
+    agreement = float((outputs.argmax(1) == ref.argmax(1)).mean())
+    if not diff <= allowed:
+        raise ExportError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (allowed {allowed:.3g}); the export is wrong")
+    return OnnxCheck(images=len(images), max_abs_diff=diff, agreement=agreement, tolerance=ONNX_TOLERANCE)
+
+
+def _check_packed(folder: Path, images: torch.Tensor, reference: torch.Tensor, key: str) -> None:
+    restored = load_packed(folder)
+    with torch.no_grad():
+        out = restored(images)
+    if not torch.equal(out, reference):
+        raise ExportError(f"the packed weights of {key} do not restore the emulated model exactly")
+
+
+def _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt_name) -> dict[str, Any]:
+    latency = store.latencies().get(key)
+    precision = [r for r in store.precision_results() if r.arch_key == key and parse_format(r.format_name).name == fmt_name]
+    return {
+        "model_key": key, "space": arch.space, "law": arch.law, "arch_id": arch.id, "arch_args": arch.args,
+        "class_names": None, "header": header, "onnx_check": asdict(check), "opset": OPSET, "files": files,
+        "macs": candidate.macs, "flops": candidate.flops, "peak_activation_bytes": candidate.peak_activation_bytes,
+        "weight_bytes": promised_bytes(header),
+        "accuracy_float32": training.accuracy,
+        "accuracy_format": max((r.accuracy for r in precision), default=None),
+        "epochs": training.epochs, "train_seconds": training.seconds, "dataset_name": ckpt.dataset.get("name", "?"),
+        "latency": None if latency is None else {"median_ms": latency.median_ms, "device_key": latency.device_key,
+                                                  "source": latency.source},
+        "study_name": meta.get("study_name", "?"), "created_at": meta.get("created_at", "?")[:19],
+    }
+
