@@ -79,7 +79,8 @@ def cost(arch: Arch | str, *, num_classes: int = 10, in_channels: int = 3) -> Co
     """Cost of ``arch`` for one ``in_channels`` x 32 x 32 image (cached per arguments).
 
     Raises:
-        UnknownSpaceError, UnknownLawError, ArchError: ``arch`` is invalid.
+        UnknownSpaceError, UnknownLawError, ArchError: ``arch`` is invalid (or cannot run).
+        InputSizeError, ConfigError: ``in_channels`` or ``num_classes`` is not a positive integer.
     """
     if isinstance(arch, str):
         arch = Arch.parse(arch)
