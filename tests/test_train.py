@@ -85,6 +85,13 @@ def test_learns_digits(digits):
     assert result.history[-1].loss < result.history[0].loss
 
 
+def test_weight_average_learns_too(digits):
+    model = _model()
+    result = train(model, digits, TrainConfig(epochs=4, ema_decay=0.99, **FAST), seed=0)
+    assert result.test_accuracy > 0.8  # the average, not stuck near the random initial weights
+    assert result.test_accuracy == evaluate(model, digits)  # the model is left holding the average
+
+
 def test_evaluate_counts_right_answers(small):
     model = _model()
     model.eval()
