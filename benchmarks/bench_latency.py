@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument("--calib", type=int, default=30)
     parser.add_argument("--max-kernels", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-json", type=Path, default=None, help="Also write every timing and prediction here.")
     parser.add_argument("--released-limit", type=int, default=None, help="Use only this many released configs (dry run).")
     args = parser.parse_args()
     data = Path(os.environ.get("IOTNAS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -125,6 +126,15 @@ def main() -> int:
     repeats = [time_networks([noise_key], device=None, settings=settings, protocol=NOISE_PROTOCOL)[noise_key]
                for _ in range(5)]
     total_s = time.perf_counter() - t_start
+    if args.save_json is not None:
+        import json
+
+        args.save_json.write_text(json.dumps({
+            "calibration_networks": {k: m.to_dict() for k, m in calibration.networks.items()},
+            "calibration_kernels": {k: m.to_dict() for k, m in calibration.kernels.items()},
+            "test_networks": {k: m.to_dict() for k, m in timed.items()},
+            "noise": [m.to_dict() for m in repeats],
+        }))
     load_after = os.getloadavg()
 
     env = environment()

@@ -3,8 +3,8 @@
 * :class:`KernelPredictor`, in the spirit of nn-Meter: a network's latency is
   the sum of its kernels' latencies (measured where the kernel was timed on
   the device, else from a regressor calibrated on timed kernels), with a
-  learned linear correction for what the parts do together (per-call
-  overhead, caches).
+  learned correction for what the parts do together (per-call overhead,
+  caches).
 * :class:`CostModelPredictor`: a whole-network regressor on cost features,
   for devices you cannot reach (fitted on the released Raspberry Pi timings).
 * :class:`FlopsPredictor`: ``a * FLOPs + b``, the baseline the others must beat.
@@ -151,7 +151,7 @@ class LatencyPredictor(abc.ABC):
 
 
 class KernelPredictor(LatencyPredictor):
-    """Sum of per-kernel latencies, corrected: ``a * sum + b * n_kernels + c`` (ms)."""
+    """Sum of per-kernel latencies, corrected: ``exp(c) * sum**a * n_kernels**b`` (ms; always positive)."""
 
     kind = "kernels"
 
@@ -175,9 +175,14 @@ class KernelPredictor(LatencyPredictor):
             out[missing] = np.exp(predict_boosted_trees(self.trees, x))
         return out
 
-    def predict_kernels(self, kernels: Sequence[Kernel]) -> float:
+    def _corrected(self, total_ms: float, n_kernels: int) -> float:
         a, b, c = self.correction
-        return float(a * self.kernel_ms(kernels).sum() + b * len(kernels) + c)
+        return float(math.exp(a * math.log(total_ms) + b * math.log(n_kernels) + c))
+
+    def predict_kernels(self, kernels: Sequence[Kernel]) -> float:
+        if not kernels:
+            raise LatencyError("a network with no kernels has no latency to predict")
+        return self._corrected(float(self.kernel_ms(kernels).sum()), len(kernels))
 
     def predict(self, arch: Any) -> float:
         return self.predict_kernels(arch_kernels(arch))
@@ -191,10 +196,11 @@ class KernelPredictor(LatencyPredictor):
                 progress(i + 1, len(archs))
         flat = [k for ks in traced for k in ks]
         per_kernel = self.kernel_ms(flat) if flat else np.zeros(0)
-        a, b, c = self.correction
         out, start = [], 0
         for ks in traced:
-            out.append(float(a * per_kernel[start:start + len(ks)].sum() + b * len(ks) + c))
+            if not ks:
+                raise LatencyError("a network with no kernels has no latency to predict")
+            out.append(self._corrected(float(per_kernel[start:start + len(ks)].sum()), len(ks)))
             start += len(ks)
         return out
 
@@ -226,8 +232,8 @@ class KernelPredictor(LatencyPredictor):
         sums = np.array([sum(estimate[k.key] for k in ks) for ks, _ in networks])
         counts = np.array([len(ks) for ks, _ in networks], dtype=float)
         measured = np.array([ms for _, ms in networks], dtype=float)
-        design = np.column_stack([sums, counts, np.ones_like(sums)]) / measured[:, None]
-        coef, *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)  # minimises relative error
+        design = np.column_stack([np.log(sums), np.log(counts), np.ones_like(sums)])
+        coef, *_ = np.linalg.lstsq(design, np.log(measured), rcond=None)  # least squares on log ms: relative error
         info = {"n_kernels": len(keys), "n_networks": len(networks), **(info or {})}
         return cls(table=dict(zip(keys, (kernel_ms[k] for k in keys))), trees=trees, correction=coef.tolist(),
                    runtime=runtime, settings=settings, info=info)
