@@ -78,10 +78,11 @@ def _fresh(key: str, seed: int = 0) -> torch.nn.Module:
     return build(Arch.parse(key), num_classes=10, in_channels=3)
 
 
-def _machine(threads: int) -> str:
+def _machine(threads: int | None) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    chosen = f"{threads} torch thread(s)" if threads else "torch threads chosen by iotnas"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{threads} torch thread(s), load average at start {load:.1f}")  # fmt: skip
+            f"{chosen}, load average at start {load:.1f}")  # fmt: skip
 
 
 def throughput(args) -> None:
@@ -105,7 +106,7 @@ def throughput(args) -> None:
 def accuracy(args) -> None:
     dataset = load_dataset(args.data, verify=False)
     config = TrainConfig(epochs=args.epochs, eval_every=1, threads=args.threads, channels_last=True)
-    print(f"Time to accuracy, {MODELS[0]}, CIFAR-10 (JPEG-decoded copy), {config}; {_machine(args.threads or 0)}\n")
+    print(f"Time to accuracy, {MODELS[0]}, CIFAR-10 (JPEG-decoded copy), {config}; {_machine(args.threads)}\n")
     start = time.perf_counter()
     log: list[tuple[EpochStats, float]] = []
 
@@ -139,7 +140,7 @@ def ablate(args) -> None:
         "batch 512, lr 0.4": {"batch_size": 512, "lr": 0.4},
     }
     print(f"Recipe ablations, {MODELS[0]}, {args.images} CIFAR-10 train images, full test split, "
-          f"{args.epochs:g} epochs; {_machine(args.threads or 0)}\n")  # fmt: skip
+          f"{args.epochs:g} epochs; {_machine(args.threads)}\n")  # fmt: skip
     print("| variant | test accuracy | minutes |")
     print("| --- | ---: | ---: |")
     for name, change in variants.items():
