@@ -20,12 +20,18 @@ def _one_clean_line(code: int, err: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import _CliRunner
+    """One real training run shared by the tests of this module (the `cli` fixture is per test)."""
+    import contextlib
+    import io
+
+    from iotnas.cli.main import main
 
     out = tmp_path_factory.mktemp("run")
-    code, stdout, err = _CliRunner()("train", *ARCH, *QUICK, "--epochs", "1", "--out", str(out), "--json")
-    assert code == 0, err
-    return out, json.loads(stdout)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["train", *ARCH, *QUICK, "--epochs", "1", "--out", str(out), "--json"])
+    assert code == 0, stderr.getvalue()
+    return out, json.loads(stdout.getvalue())
 
 
 def test_train_writes_a_checkpoint_that_eval_reproduces(trained, cli):
