@@ -30,7 +30,7 @@ def train_command(
     id: int = typer.Argument(..., help="Sample id within the law."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     epochs: float = typer.Option(..., "--epochs", help="Budget in epochs (fractional allowed)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint folder [default: runs/SPACE-LAW-ID]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint folder (default: runs/SPACE-LAW-ID)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same or larger budget)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if --out holds a checkpoint."),
     layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
@@ -38,7 +38,7 @@ def train_command(
     subset: Optional[int] = typer.Option(None, "--subset", min=1, help="Use only the first N train and N test images."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads [default: all cores]."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (default: all cores, or 1 on a busy machine)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one architecture, with a checkpoint every epoch; --resume continues it."""
