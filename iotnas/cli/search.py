@@ -77,12 +77,21 @@ def search_command(
     study_file: Path = typer.Argument(..., help="The study file (TOML); 'iotnas init' writes an example."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or SQLite path (overrides the study file)."),
     top: int = typer.Option(5, "--top", help="How many winners to list."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Workers sharing the study (processes or Ray tasks)."),
+    executor: str = typer.Option("local", "--executor", help="Where workers run: local (processes) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster ('auto', 'ray://host:10001'); default: a local Ray."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs Ray reserves per worker."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs Ray reserves per worker."),
 ) -> None:
     """Run a constrained search, or resume it where it stopped."""
     from iotnas.search import run_search
     from iotnas.study import load_study
 
     study = load_study(study_file)
+    if workers > 1 or executor != "local":
+        _search_with_workers(study, study_file, store, top=top, workers=workers, executor=executor,
+                             address=ray_address, cpus=cpus_per_worker, gpus=gpus_per_worker)
+        return
     display = _SearchDisplay()
     with Live(display.render(), console=console, refresh_per_second=4, transient=False) as live:
         def on_event(event) -> None:
@@ -93,6 +102,50 @@ def search_command(
     console.print(_summary_table(summary, top=top, title=f"{study.name}: best feasible models"))
     if not summary.best:
         console.print("no feasible model was trained; see 'iotnas status' for the stage counts")
+
+
+def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: int, workers: int, executor: str,
+                         address: Optional[str], cpus: float, gpus: float) -> None:
+    """Prepare the pool here, then let ``workers`` workers share the training; poll the store meanwhile."""
+    import threading
+    import time
+
+    from iotnas.executors import make_executor
+    from iotnas.search import prepare_search, store_location, summarize
+    from iotnas.store import Store
+
+    runner = make_executor(executor, address=address, cpus_per_worker=cpus, gpus_per_worker=gpus)
+    url = store_location(study, store)
+    display = _SearchDisplay()
+    with Live(display.render(), console=console, refresh_per_second=4) as live:
+        def on_event(event) -> None:
+            display.update(event)
+            live.update(display.render())
+
+        prepare_search(study, store_url=url, callbacks=[on_event])
+        outcome: dict = {}
+
+        def target() -> None:
+            try:
+                outcome["results"] = runner.run(study_file, url, workers=workers)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        with Store.open(url, create=False) as s:
+            while thread.is_alive():
+                summary = summarize(s, study, top=top)
+                running = len(s.trainings(status="running"))
+                display.update_message(f"{workers} {executor} workers: {summary.trainings} trainings done, "
+                                       f"{running} running")
+                live.update(display.render())
+                time.sleep(1.0)
+    if "error" in outcome:
+        raise outcome["error"]
+    with Store.open(url, create=False) as s:
+        summary = summarize(s, study, top=top)
+    console.print(_summary_table(summary, top=top, title=f"{study.name}: best feasible models"))
 
 
 class _SearchDisplay:
@@ -121,6 +174,9 @@ class _SearchDisplay:
         if event.stage in ("train", "promote") and "%" in event.message:
             self.last = event.message
 
+    def update_message(self, message: str) -> None:
+        self.progress.update(self.task, description=message, stage="workers", completed=0, total=None)
+
     def render(self):
         from rich.console import Group
 
@@ -130,7 +186,8 @@ class _SearchDisplay:
 def _summary_table(summary, *, top: int, title: str) -> Table:
     table = Table(title=title)
     for column in ("#", "model", "format", "accuracy", "epochs", "values", "weight bytes", "latency ms"):
-        table.add_column(column, justify="left" if column in ("model", "format") else "right")
+        table.add_column(column, justify="left" if column in ("model", "format") else "right",
+                         no_wrap=column == "model", min_width=18 if column == "model" else None)
     for i, r in enumerate(summary.best[:top], 1):
         fmt = f"{r.format} (fine-tuned)" if r.finetuned else r.format
         table.add_row(str(i), r.key, fmt, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),

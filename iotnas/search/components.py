@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+from iotnas.cost import cost
 from iotnas.search.pool import draw_open_pool, expand_laws
 from iotnas.search.workflow import Components
 from iotnas.study import Study
@@ -25,5 +28,7 @@ def build_components(study: Study) -> Components:
 
     dataset = load_study_dataset(study)
     pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)
+    geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
-                      latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset))
+                      latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset),
+                      cost=functools.partial(cost, **geometry))  # the dataset's channels and classes

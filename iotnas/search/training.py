@@ -7,6 +7,7 @@ adapters, so the stages never import each other.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,8 +38,10 @@ def train_config(study: Study, epochs: float):
     """The training recipe of a study at one fidelity."""
     from iotnas.train import TrainConfig
 
+    # A fixed thread count (not one chosen from the machine's load) keeps resumed trainings bit-exact.
+    settings = {"threads": len(os.sched_getaffinity(0)), **study.training, "epochs": float(epochs)}
     try:
-        return TrainConfig.from_dict({**study.training, "epochs": float(epochs)})
+        return TrainConfig.from_dict(settings)
     except TrainingError as exc:
         raise ConfigError(f"training: {exc}") from None
 

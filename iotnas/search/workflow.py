@@ -141,10 +141,7 @@ class Workflow:
 
     def run(self) -> SearchSummary:
         started = time.perf_counter()
-        self.store.set_meta("study", json.dumps(self.study.to_dict(), default=list))
-        self.store.set_meta("weight_bits", str(smallest_bits(self.study)))
-        self.pool_stage()
-        self.latency_stage()
+        self.prepare()
         strategy = make_strategy(
             self.study.strategy.name, seed=self.study.seed, settings=self.study.strategy.settings,
             storage_url=self.store.url, study_name=self.study.name,
@@ -159,6 +156,13 @@ class Workflow:
         self._emit("done", f"{summary.trainings} trainings; best: "
                    + (f"{summary.best[0].key} at {summary.best[0].accuracy:.2%}" if summary.best else "none"))
         return summary
+
+    def prepare(self) -> None:
+        """The stages before any training: record the study, draw and cost the pool, cheap latency."""
+        self.store.set_meta("study", json.dumps(self.study.to_dict(), default=list))
+        self.store.set_meta("weight_bits", str(smallest_bits(self.study)))
+        self.pool_stage()
+        self.latency_stage()
 
     def pool_stage(self) -> None:
         """Draw and cost every candidate; store them, marking those that do not fit in memory."""

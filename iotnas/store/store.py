@@ -267,6 +267,12 @@ class Store:
         """Insert candidates not stored yet; returns how many were new."""
         if not candidates:
             return 0
+        try:
+            return self._add_candidates(candidates)
+        except IntegrityError:  # another worker inserted some of them meanwhile: insert the rest
+            return self._add_candidates(candidates)
+
+    def _add_candidates(self, candidates: Sequence[Candidate]) -> int:
         with self._session() as s:
             known = set(s.scalars(select(CandidateRow.key).where(CandidateRow.key.in_([c.key for c in candidates]))))
             new = [c for c in candidates if c.key not in known]
@@ -347,6 +353,12 @@ class Store:
         """Store latency figures; a figure already stored for (model, device) is kept."""
         if not latencies:
             return
+        try:
+            self._add_latencies(latencies)
+        except IntegrityError:  # another worker stored some of them meanwhile
+            self._add_latencies(latencies)
+
+    def _add_latencies(self, latencies: Sequence[Latency]) -> None:
         with self._session() as s:
             keys = [lat.arch_key for lat in latencies]
             existing = {

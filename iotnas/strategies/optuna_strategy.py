@@ -37,10 +37,16 @@ class OptunaStrategy(Strategy):
         self.startup_trials = self._setting("startup_trials", 5, int)
         optuna.logging.set_verbosity(logging.WARNING)
         directions = ["maximize"] if self.sampler_name == "tpe" else ["maximize", "minimize"]
-        self._study = optuna.create_study(
-            storage=storage_url, study_name=f"iotnas:{study_name}", directions=directions,
-            load_if_exists=True, sampler=self._sampler(seed),
-        )
+        for attempt in range(3):  # workers starting together may race to create it
+            try:
+                self._study = optuna.create_study(
+                    storage=storage_url, study_name=f"iotnas:{study_name}", directions=directions,
+                    load_if_exists=True, sampler=self._sampler(seed),
+                )
+                break
+            except optuna.exceptions.DuplicatedStudyError:
+                if attempt == 2:
+                    raise
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.sampler_name == "nsga2":

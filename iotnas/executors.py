@@ -1,0 +1,125 @@
+"""Run several search workers on one study: local processes, or Ray tasks on a cluster.
+
+Workers do not talk to each other: they cooperate through the study store
+(claims and heartbeats, see :mod:`iotnas.search.workers`), which is why a
+worker can die at any point without losing anything but the epoch in progress.
+What a worker receives is the study file's TOML text and the store URL, both
+plain strings; what it returns is JSON.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import multiprocessing
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from iotnas.errors import ConfigError, IotnasError
+
+
+def run_worker(study_text: str, base_dir: str, store_url: str) -> str:
+    """One worker: run the study to the end of its budget; returns the summary as JSON."""
+    from iotnas.search import run_search
+    from iotnas.study import parse_study
+
+    study = parse_study(tomllib.loads(study_text), base_dir=base_dir)
+    summary = run_search(study, store_url=store_url)
+    return json.dumps(asdict(summary), default=str)
+
+
+def _process_main(study_text: str, base_dir: str, store_url: str, queue) -> None:
+    try:
+        queue.put(("ok", run_worker(study_text, base_dir, store_url)))
+    except IotnasError as exc:
+        queue.put(("error", str(exc)))
+
+
+class Executor(abc.ABC):
+    """Starts ``n`` workers on a study and waits for them."""
+
+    @abc.abstractmethod
+    def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+        """Run the workers; returns each worker's summary (a dict)."""
+
+
+class LocalExecutor(Executor):
+    """Workers as fresh processes on this machine (one worker runs in-process)."""
+
+    def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+        text, base = _read(study_file)
+        if workers == 1:
+            return [json.loads(run_worker(text, base, store_url))]
+        context = multiprocessing.get_context("spawn")  # no state forked from this process
+        queue = context.Queue()
+        procs = [context.Process(target=_process_main, args=(text, base, store_url, queue), daemon=False)
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        results = []
+        for p in procs:
+            p.join()
+        while not queue.empty():
+            status, payload = queue.get()
+            if status == "error":
+                raise IotnasError(f"a worker failed: {payload}")
+            results.append(json.loads(payload))
+        if len(results) < workers:
+            codes = [p.exitcode for p in procs]
+            raise IotnasError(f"{workers - len(results)} worker(s) died (exit codes {codes}); "
+                              "run the same command again to resume the study")
+        return results
+
+
+class RayExecutor(Executor):
+    """Workers as Ray tasks: a local Ray by default, or an existing cluster by address."""
+
+    def __init__(self, *, address: str | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0):
+        self.address = address
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+
+    def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("the ray executor needs Ray: pip install 'iotnas[ray]'") from None
+        text, base = _read(study_file)
+        started_here = not ray.is_initialized()
+        if started_here:
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise ConfigError(f"cannot reach the Ray cluster at {self.address or 'a new local Ray'}: {exc}") from None
+        try:
+            task = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_retries=0)(run_worker)
+            refs = [task.remote(text, base, store_url) for _ in range(workers)]
+            try:
+                return [json.loads(r) for r in ray.get(refs)]
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(exc.cause, IotnasError) else exc
+                raise IotnasError(f"a Ray worker failed: {str(cause).strip().splitlines()[-1]}") from None
+            except ray.exceptions.WorkerCrashedError:
+                raise IotnasError("a Ray worker died; run the same command again to resume the study") from None
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def make_executor(name: str, *, address: str | None = None, cpus_per_worker: float = 1.0,
+                  gpus_per_worker: float = 0.0) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+    raise ConfigError(f"executor {name!r} is not one of local, ray")
+
+
+def _read(study_file: Path) -> tuple[str, str]:
+    try:
+        return study_file.read_text(encoding="utf-8"), str(study_file.resolve().parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot read study file {study_file}: {exc.strerror}") from None

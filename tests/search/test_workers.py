@@ -1,0 +1,102 @@
+"""Several workers on one study (SQLite and a real PostgreSQL server); one is killed with SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from iotnas.search import prepare_search
+from iotnas.study import load_study
+
+STUDY = """\
+name = "shared"
+seed = 3
+[data]
+dataset = "digits"
+limit = 256
+[device]
+kind = "local"
+[constraints]
+max_weight_bytes = 16384
+[space]
+laws = ["mobilenetv2/s6", "probenet/s2"]
+pool_per_law = 8
+[strategy]
+name = "random"
+[budget]
+trainings = 5
+epochs = [8]
+[training]
+batch_size = 64
+[workers]
+heartbeat_s = 0.5
+stale_after_s = 5
+poll_s = 0.2
+"""
+
+
+def _query(url: str, sql: str) -> list[tuple]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as con:
+            return [tuple(r) for r in con.execute(text(sql))]
+    except Exception:  # tables not there yet
+        return []
+    finally:
+        engine.dispose()
+
+
+def _runs(folder: Path, url: str) -> Path:
+    """Checkpoints live beside a SQLite store, or beside the study file for a server store."""
+    return folder / ("shared-runs" if url.startswith("sqlite") else "shared-runs")
+
+
+def _worker(study: Path, url: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--store", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _three_workers_one_killed(tmp_path: Path, url: str) -> None:
+    study_file = tmp_path / "shared.toml"
+    study_file.write_text(STUDY)
+    prepare_search(load_study(study_file), store_url=url)
+    workers = [_worker(study_file, url) for _ in range(3)]
+    by_pid = {p.pid: p for p in workers}
+    victim = None
+    deadline = time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline:
+        held = _query(url, "SELECT worker, arch_key FROM iotnas_trainings WHERE status = 'running'")
+        for worker, key in held:
+            pid = int(worker.split(":")[1])
+            checkpoint = _runs(tmp_path, url) / key.replace("/", "_") / "checkpoint.pt"
+            if pid in by_pid and checkpoint.exists():
+                os.kill(pid, signal.SIGKILL)
+                victim = (pid, key)
+                break
+        time.sleep(0.05)
+    assert victim is not None, "no training was caught in progress"
+    for p in workers:
+        p.wait(timeout=900)
+    survivors = [p for p in workers if p.pid != victim[0]]
+    assert all(p.returncode == 0 for p in survivors), [p.stderr.read() for p in survivors]
+
+    done = _query(url, "SELECT arch_key, epochs, status, resumed_from_epochs FROM iotnas_trainings")
+    assert len(done) == 5 and all(status == "done" for _, _, status, _ in done)
+    assert len({(k, e) for k, e, _, _ in done}) == 5  # each trained once, no duplicate
+    resumed = {k: r for k, _, _, r in done}
+    assert resumed[victim[1]] and resumed[victim[1]] > 0  # the killed worker's training was resumed, not restarted
+    proposals = _query(url, "SELECT proposed_index FROM iotnas_candidates WHERE proposed_index IS NOT NULL")
+    assert sorted(i for (i,) in proposals) == list(range(len(proposals)))
+
+
+def test_three_workers_on_sqlite_survive_a_kill(tmp_path):
+    _three_workers_one_killed(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}")
+
+
+def test_three_workers_on_postgresql_survive_a_kill(tmp_path, postgres_url):
+    _three_workers_one_killed(tmp_path, postgres_url)
