@@ -100,3 +100,43 @@ def test_three_workers_on_sqlite_survive_a_kill(tmp_path):
 
 def test_three_workers_on_postgresql_survive_a_kill(tmp_path, postgres_url):
     _three_workers_one_killed(tmp_path, postgres_url)
+
+
+def _done(url):
+    engine = create_engine(url)
+    try:
+        with engine.connect() as con:
+            return sorted(tuple(r) for r in con.execute(text(
+                "SELECT arch_key, epochs, accuracy FROM iotnas_trainings WHERE status = 'done'")))
+    except Exception:
+        return []
+    finally:
+        engine.dispose()
+
+
+def test_server_stops_and_comes_back(tmp_path, postgres_server, postgres_url):
+    _, control = postgres_server
+    if control is None:
+        pytest.skip("the server is external (IOTNAS_TEST_POSTGRES_URL): cannot stop it")
+    study = tmp_path / "shared.toml"
+    study.write_text(STUDY)
+    proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--store", postgres_url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(_done(postgres_url)) < 1 and proc.poll() is None:
+        time.sleep(0.2)
+    before = _done(postgres_url)
+    assert before, "no training finished before the outage"
+    control("stop")
+    try:
+        code = proc.wait(timeout=600)
+        err = proc.stderr.read()
+    finally:
+        control("start")
+    assert code == 2, err
+    assert err.startswith("iotnas: error: store") and "Traceback" not in err
+    assert set(before) <= set(_done(postgres_url))  # what was committed is intact
+    resumed = subprocess.run([sys.executable, "-m", "iotnas", "search", str(study), "--store", postgres_url],
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_done(postgres_url)) == 5
