@@ -184,10 +184,10 @@ class _SearchDisplay:
 
 
 def _summary_table(summary, *, top: int, title: str) -> Table:
-    table = Table(title=title)
-    for column in ("#", "model", "format", "accuracy", "epochs", "values", "weight bytes", "latency ms"):
+    table = Table(title=title, caption="acc.: test accuracy; bytes: weights in that format; ms: latency, batch 1")
+    for column in ("#", "model", "format", "acc.", "epochs", "values", "bytes", "ms"):
         table.add_column(column, justify="left" if column in ("model", "format") else "right",
-                         no_wrap=column == "model", min_width=18 if column == "model" else None)
+                         no_wrap=column in ("model", "format"), min_width=18 if column == "model" else None)
     for i, r in enumerate(summary.best[:top], 1):
         fmt = f"{r.format} (fine-tuned)" if r.finetuned else r.format
         table.add_row(str(i), r.key, fmt, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
