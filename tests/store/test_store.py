@@ -74,3 +74,31 @@ def test_unwritable_and_missing_locations(tmp_path):
             Store.open(str(locked / "s.db"))
     finally:
         locked.chmod(0o700)
+
+
+def test_full_disk_is_a_clear_error_and_keeps_what_was_committed(tmp_path):
+    """A store on a tiny tmpfs fills up: StoreError naming the problem, earlier batches intact."""
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): " + mounted.stderr.decode().strip())
+    try:
+        committed = 0
+        with pytest.raises(StoreError, match="full"):
+            with Store.open(str(disk / "s.db"), study_name="a") as store:
+                for batch in range(1000):
+                    store.add_candidates([
+                        Candidate(key=f"k{batch}-{i}", arch_json="x" * 2000, space="densenet", law="s3",
+                                  arch_id=i, n_values=1, macs=1, flops=1, peak_activation_bytes=1, status=POOLED,
+                                  reason=None, proposed_index=None)
+                        for i in range(10)
+                    ])
+                    committed += 10
+        assert committed > 0
+        with Store.open(str(disk / "s.db"), study_name="a", create=False) as store:
+            assert len(store.candidates()) == committed
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
