@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from iotnas.executors import make_executor
@@ -66,7 +66,7 @@ def claim_overhead_ms(url: str, n: int = 200) -> float:
                       flops=1, peak_activation_bytes=1, status=POOLED, reason=None, proposed_index=None)
             for i in range(n)
         ])
-        stale = datetime.utcnow() - timedelta(seconds=60)
+        stale = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=60)
         started = time.perf_counter()
         for i in range(n):
             store.claim_proposal(f"c{i}")

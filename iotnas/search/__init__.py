@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from iotnas.search.workflow import (
-    Callback,
-    Components,
-    ModelResult,
-    SearchEvent,
-    SearchSummary,
-    Workflow,
-    summarize,
-)
+from iotnas.search.summary import ModelResult, SearchSummary, summarize
+from iotnas.search.workflow import Callback, Components, SearchEvent, Workflow
 from iotnas.store import Store, normalize_url
 from iotnas.study import Study
 

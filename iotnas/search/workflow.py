@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -25,6 +25,7 @@ from iotnas.arch import Arch
 from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import SearchError
 from iotnas.search.pool import smallest_bits
+from iotnas.search.summary import SearchSummary, format_bits, summarize
 from iotnas.search.workers import Heartbeat, dead_workers, new_worker_id, stale_before
 from iotnas.store import (
     FEASIBLE,
@@ -67,30 +68,6 @@ class SearchEvent:
     completed: int | None = None
     total: int | None = None
     detail: object | None = None  # e.g. a training's per-epoch stats
-
-
-@dataclass(frozen=True, slots=True)
-class ModelResult:
-    """A trained candidate at the highest fidelity it reached."""
-
-    key: str
-    space: str
-    n_values: int
-    weight_bytes: int  # in ``format`` (scales of integer formats included)
-    latency_ms: float | None
-    accuracy: float
-    epochs: float
-    format: str = "float32"  # the number format the weights are stored in
-    finetuned: bool = False  # accuracy after format-aware fine-tuning
-
-
-@dataclass(frozen=True, slots=True)
-class SearchSummary:
-    study: str
-    counts: dict[str, int]
-    trainings: int
-    best: list[ModelResult] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 Callback = Callable[[SearchEvent], None]
@@ -436,7 +413,7 @@ class Workflow:
             for name, acc in accuracy.items():
                 if name not in known:
                     self.store.add_precision(PrecisionResult(
-                        arch_key=training.arch_key, epochs=top, format_name=name, bits=_bits(name),
+                        arch_key=training.arch_key, epochs=top, format_name=name, bits=format_bits(name),
                         weight_bytes=sizes[name], accuracy=acc, finetuned=False, checkpoint=training.checkpoint,
                     ))
         if not runner.finetune_formats:
@@ -481,71 +458,6 @@ class Workflow:
 
     def summary(self, *, seconds: float = 0.0) -> SearchSummary:
         return summarize(self.store, self.study, seconds=seconds)
-
-
-def summarize(store: Store, study: Study | None = None, *, seconds: float = 0.0, top: int = 10) -> SearchSummary:
-    """Counts per stage and the best feasible models, each at the highest fidelity it reached."""
-    candidates = {c.key: c for c in store.candidates()}
-    counts: dict[str, int] = {}
-    for c in candidates.values():
-        counts[c.status] = counts.get(c.status, 0) + 1
-    latencies = store.latencies()
-    bits = smallest_bits(study) if study is not None else int(store.meta().get("weight_bits", "32"))
-    best_by_key: dict[str, ModelResult] = {}
-    done = store.trainings(status="done")
-    for t in done:
-        c = candidates[t.arch_key]
-        current = best_by_key.get(t.arch_key)
-        if current is not None and current.epochs >= t.epochs:
-            continue
-        lat = latencies.get(t.arch_key)
-        best_by_key[t.arch_key] = ModelResult(
-            key=t.arch_key, space=c.space, n_values=c.n_values, weight_bytes=weight_bytes(c.n_values, bits),
-            latency_ms=None if lat is None else lat.median_ms, accuracy=float(t.accuracy), epochs=t.epochs,
-            format=_format_of_bits(store, study, bits),
-        )
-    best = sorted(best_by_key.values(), key=lambda r: (-r.epochs, -r.accuracy, r.key))
-    precision = store.precision_results()
-    if precision:  # rank (model, format) pairs that fit the weight budget instead
-        from iotnas.search.precision import best_pairs
-
-        limit = _weight_limit(store, study)
-        best = [
-            ModelResult(
-                key=r.arch_key, space=candidates[r.arch_key].space, n_values=candidates[r.arch_key].n_values,
-                weight_bytes=r.weight_bytes, latency_ms=best_by_key[r.arch_key].latency_ms, accuracy=r.accuracy,
-                epochs=r.epochs, format=r.format_name, finetuned=r.finetuned,
-            )
-            for r in best_pairs(precision, max_weight_bytes=limit)
-        ]
-    best = best[:top]
-    return SearchSummary(study=study.name if study else store.meta().get("study_name", "?"), counts=counts,
-                         trainings=len(done), best=best, seconds=seconds)
-
-
-def _weight_limit(store: Store, study: Study | None) -> int | None:
-    if study is not None:
-        return study.constraints.max_weight_bytes
-    stored = json.loads(store.meta().get("study", "{}") or "{}")
-    return (stored.get("constraints") or {}).get("max_weight_bytes")
-
-
-def _format_of_bits(store: Store, study: Study | None, bits: int) -> str:
-    """The narrowest allowed format's name (what the pool's memory check assumed)."""
-    from iotnas.formats import parse_format
-
-    names = study.formats if study is not None else json.loads(store.meta().get("study", "{}") or "{}").get(
-        "formats", ["float32"])
-    for name in names:
-        if parse_format(name).bits == bits:
-            return parse_format(name).name
-    return f"{bits}-bit"
-
-
-def _bits(format_name: str) -> int:
-    from iotnas.formats import parse_format
-
-    return parse_format(format_name).bits
 
 
 def _features(c: Candidate) -> np.ndarray:

@@ -456,12 +456,6 @@ class Store:
             row.status, row.accuracy, row.checkpoint = "done", accuracy, checkpoint
             row.seconds, row.finished_at, row.resumed_from_epochs = seconds, _now(), resumed_from_epochs
 
-    def fail_training(self, arch_key: str, epochs: float, *, reason: str) -> None:
-        with self._session() as s:
-            row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
-            if row is not None and row.status != "done":
-                row.status, row.checkpoint, row.finished_at = "failed", reason, _now()
-
     def trainings(self, *, status: str | None = None) -> list[Training]:
         with self._session() as s:
             query = select(TrainingRow)
