@@ -100,6 +100,9 @@ def test_evaluate_counts_right_answers(small):
         x = (small.test_images.float() - small.channel_mean.view(1, -1, 1, 1)) / small.channel_std.view(1, -1, 1, 1)
         expected = (model(x).argmax(1) == small.test_labels).float().mean().item()
     assert acc == pytest.approx(expected)
+    before = torch.get_num_threads()
+    assert evaluate(model, small, threads=1, channels_last=True) == pytest.approx(expected)
+    assert torch.get_num_threads() == before  # the thread count is set for the call only
 
 
 class _Stop(Exception):

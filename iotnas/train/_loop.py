@@ -168,6 +168,7 @@ def evaluate(
     device: str | torch.device | None = None,
     channels_last: bool = False,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    threads: int | None = None,
 ) -> float:
     """Fraction of the test split that ``model`` classifies right (eval mode, no gradients).
 
@@ -175,6 +176,7 @@ def evaluate(
     dataset allows horizontal flips and is ignored (with a log message) elsewhere.
     ``normalization`` is the per-channel (mean, std) on the 0-255 scale the model was trained
     with (a checkpoint's ``dataset["mean"]``, ``dataset["std"]``); default: this dataset's train split.
+    ``threads`` sets torch's intra-op threads for this call (``None``: keep the process setting).
 
     Raises:
         InputSizeError: the model cannot take the dataset's images.
@@ -192,7 +194,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     correct = 0
-    with torch.inference_mode():
+    with _threads(threads) if threads is not None else contextlib.nullcontext(), torch.inference_mode():
         for start in range(0, len(dataset.test_labels), EVAL_BATCH):
             images = dataset.test_images[start : start + EVAL_BATCH].to(device)
             x = normalize(images, mean, std, channels_last=channels_last)
