@@ -82,7 +82,7 @@ def export_model(
     _check_out_dir(out_dir)
     key, training = _find_training(store, model_key)
     candidate = store.candidate(key)
-    ckpt = load_checkpoint(_checkpoint_path(store, training.checkpoint))
+    ckpt = load_checkpoint(training.checkpoint)
     arch = Arch.from_json(candidate.arch_json)
     info_ds = ckpt.dataset
     model = build(arch, num_classes=int(info_ds["num_classes"]), in_channels=int(info_ds["in_channels"]))
@@ -163,13 +163,6 @@ def _find_training(store: Store, model_key: str) -> tuple[str, Training]:
             "results without training); train it in a study with mode = \"train\" to export it"
         )
     return key, max(with_ckpt, key=lambda t: t.epochs)
-
-
-def _checkpoint_path(store: Store, checkpoint: str) -> Path:
-    path = Path(checkpoint)
-    if not path.is_absolute() and store.url.startswith("sqlite:///"):
-        path = Path(store.url[len("sqlite:///"):]).parent / path
-    return path
 
 
 def _check_images(store: Store, dataset: str | Dataset | None, info: dict, n: int) -> torch.Tensor:

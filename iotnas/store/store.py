@@ -124,6 +124,27 @@ class Store:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.url = url
+        database = make_url(url).database if url.startswith("sqlite:///") else None
+        # Files a study writes beside its SQLite store are recorded relative to it, so the folder can move.
+        self.folder: Path | None = Path(database).parent if database else None
+
+    def _stored_path(self, path: str | None) -> str | None:
+        """``path`` as recorded: relative to the store's folder when it lies inside it.
+
+        A relative ``path`` is already taken as relative to that folder.
+        """
+        if path is None or self.folder is None or not Path(path).is_absolute():
+            return path
+        try:
+            return Path(path).resolve().relative_to(self.folder.resolve()).as_posix()
+        except ValueError:
+            return path  # elsewhere: kept as given
+
+    def _real_path(self, stored: str | None) -> str | None:
+        """A recorded path as a usable one (relative ones are taken from the store's folder)."""
+        if stored is None or self.folder is None or Path(stored).is_absolute():
+            return stored
+        return str(self.folder / stored)
 
     # ------------------------------------------------------------------ opening
 
@@ -453,7 +474,7 @@ class Store:
                 raise StoreError(f"training of {arch_key} at {epochs} epochs was never started in {self.url}")
             if row.status == "done":
                 return  # finished already (by a worker presumed dead that was only slow): keep the first result
-            row.status, row.accuracy, row.checkpoint = "done", accuracy, checkpoint
+            row.status, row.accuracy, row.checkpoint = "done", accuracy, self._stored_path(checkpoint)
             row.seconds, row.finished_at, row.resumed_from_epochs = seconds, _now(), resumed_from_epochs
 
     def trainings(self, *, status: str | None = None) -> list[Training]:
@@ -461,7 +482,8 @@ class Store:
             query = select(TrainingRow)
             if status is not None:
                 query = query.where(TrainingRow.status == status)
-            return [_training(r) for r in s.scalars(query.order_by(TrainingRow.id))]
+            rows = s.scalars(query.order_by(TrainingRow.id))
+            return [_training(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
 
     # ------------------------------------------------------------------ precision
 
@@ -479,14 +501,16 @@ class Store:
                 PrecisionRow.format_name == result.format_name, PrecisionRow.finetuned == result.finetuned,
             ))
             if existing is None:
-                s.add(PrecisionRow(**_fields(result), created_at=_now()))
+                fields = {**_fields(result), "checkpoint": self._stored_path(result.checkpoint)}
+                s.add(PrecisionRow(**fields, created_at=_now()))
 
     def precision_results(self) -> list[PrecisionResult]:
         with self._session() as s:
             return [
                 PrecisionResult(
                     arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits,
-                    weight_bytes=r.weight_bytes, accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=r.checkpoint,
+                    weight_bytes=r.weight_bytes, accuracy=r.accuracy, finetuned=r.finetuned,
+                    checkpoint=self._real_path(r.checkpoint),
                 )
                 for r in s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
             ]
@@ -516,9 +540,9 @@ def _latency(r: LatencyRow) -> Latency:
                    detail=json.loads(r.detail_json))
 
 
-def _training(r: TrainingRow) -> Training:
+def _training(r: TrainingRow, *, checkpoint: str | None) -> Training:
     return Training(
-        arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=r.checkpoint,
+        arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=checkpoint,
         seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
         heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
     )

@@ -52,5 +52,5 @@ def trained_store(tmp_path_factory, cifar_small, shared_data: Path) -> Path:
                                   median_ms=1.25, detail={"repeats": 20}))
         store.start_training(arch.key, 1.0)
         store.finish_training(arch.key, 1.0, accuracy=result.test_accuracy,
-                              checkpoint=str(Path("runs") / run_dir.name / "checkpoint.pt"), seconds=1.0)
+                              checkpoint=str(run_dir / "checkpoint.pt"), seconds=1.0)  # absolute, as the search writes it
     return db

@@ -155,6 +155,19 @@ def test_cli_export_prints_sizes(cli, trained_store, tmp_path, shared_data):
     assert result["onnx_check"]["images"] == 32 and result["opset"] == OPSET
 
 
+def test_export_after_the_study_folder_moved(cli, trained_store, tmp_path):
+    moved, original = tmp_path / "moved-study", trained_store.parent
+    shutil.copytree(original, moved)
+    original.rename(original.with_name(original.name + "-away"))  # nothing may still point at the old place
+    try:
+        code, out, err = cli("export", str(moved / trained_store.name), MODEL, "--out", str(tmp_path / "x"),
+                             "--images", "8", "--json")
+    finally:
+        original.with_name(original.name + "-away").rename(original)
+    assert code == 0, err
+    assert json.loads(out)["onnx_check"]["images"] == 8
+
+
 # ------------------------------------------------------------------ bad input
 
 

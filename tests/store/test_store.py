@@ -26,10 +26,26 @@ def test_round_trip_and_idempotent_writes(tmp_path):
         assert [c.key for c in store.proposals()] == ["densenet/s3/1"]
         assert store.latencies()["densenet/s3/1"].detail == {"cv": 0.01}
         (t,) = store.trainings(status="done")
-        assert t.accuracy == 0.5 and t.checkpoint == "c.pt"
+        assert t.accuracy == 0.5 and t.checkpoint == str(tmp_path / "c.pt")  # relative: beside the store
         (p,) = store.precision_results()
         assert p.accuracy == 0.49  # never overwritten
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_files_beside_the_store_are_found_after_the_folder_moves(tmp_path):
+    old, elsewhere = tmp_path / "study", tmp_path / "elsewhere" / "ckpt.pt"
+    old.mkdir()
+    with Store.open(str(old / "s.db"), study_name="a", fingerprint="f1") as store:
+        store.add_candidates([_candidate()])
+        store.start_training("densenet/s3/1", 1.0)
+        store.finish_training("densenet/s3/1", 1.0, accuracy=0.5, checkpoint=str(old / "s-runs" / "c.pt"), seconds=1)
+        store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "half", 16, 20, 0.49, True, str(elsewhere)))
+    moved = tmp_path / "moved"
+    old.rename(moved)
+    with Store.open(str(moved / "s.db"), study_name="a", fingerprint="f1", create=False) as store:
+        assert store.trainings()[0].checkpoint == str(moved / "s-runs" / "c.pt")
+        assert store.precision_results()[0].checkpoint == str(elsewhere)  # outside the folder: kept absolute
+    assert sqlite3.connect(moved / "s.db").execute("SELECT checkpoint FROM iotnas_trainings").fetchone()[0] == "s-runs/c.pt"
 
 
 def test_store_of_another_study_is_refused(tmp_path):
