@@ -1,7 +1,7 @@
 """The study store (SQLAlchemy 2): SQLite by default, PostgreSQL by URL."""
 
 from iotnas.store.models import SCHEMA_VERSION
-from iotnas.store.store import (
+from iotnas.store.records import (
     FEASIBLE,
     POOLED,
     REJECTED_ACTIVATIONS,
@@ -10,10 +10,9 @@ from iotnas.store.store import (
     Candidate,
     Latency,
     PrecisionResult,
-    Store,
     Training,
-    normalize_url,
 )
+from iotnas.store.store import Store, normalize_url
 
 __all__ = [
     "SCHEMA_VERSION", "FEASIBLE", "POOLED", "REJECTED_ACTIVATIONS", "REJECTED_LATENCY", "REJECTED_MEMORY",

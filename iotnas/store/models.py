@@ -1,4 +1,4 @@
-"""ORM tables of a study store (SQLAlchemy 2). Only :mod:`iotnas.store.store` uses them."""
+"""ORM tables of a study store (SQLAlchemy 2). Only the store and its record conversions use them."""
 
 from __future__ import annotations
 

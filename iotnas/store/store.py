@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from sqlalchemy import create_engine, event, func, inspect, or_, select, update
 from sqlalchemy.engine import Engine, make_url
@@ -22,82 +21,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from iotnas import __version__
 from iotnas.errors import SchemaVersionError, StoreError
-from iotnas.store.models import (
-    SCHEMA_VERSION,
-    Base,
-    CandidateRow,
-    LatencyRow,
-    MetaRow,
-    PrecisionRow,
-    TrainingRow,
+from iotnas.store.models import SCHEMA_VERSION, Base, CandidateRow, LatencyRow, MetaRow, PrecisionRow, TrainingRow
+from iotnas.store.records import (
+    Candidate,
+    Latency,
+    PrecisionResult,
+    Training,
+    candidate_from_row,
+    candidate_fields,
+    latency_from_row,
+    record_fields,
+    training_from_row,
 )
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    key: str
-    arch_json: str
-    space: str
-    law: str | None
-    arch_id: int | None
-    n_values: int
-    macs: int
-    flops: int
-    peak_activation_bytes: int
-    status: str
-    reason: str | None
-    proposed_index: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    arch_key: str
-    device_key: str
-    source: str
-    median_ms: float
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Training:
-    arch_key: str
-    epochs: float
-    status: str
-    accuracy: float | None
-    checkpoint: str | None
-    seconds: float | None
-    worker: str | None
-    started_at: datetime
-    finished_at: datetime | None
-    heartbeat_at: datetime | None = None
-    resumed_from_epochs: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PrecisionResult:
-    arch_key: str
-    epochs: float
-    format_name: str
-    bits: int
-    weight_bytes: int
-    accuracy: float
-    finetuned: bool
-    checkpoint: str | None
-
-
-# Candidate statuses, in workflow order.
-POOLED = "pooled"  # drawn and costed, not yet proposed
-REJECTED_MEMORY = "rejected:memory"
-REJECTED_ACTIVATIONS = "rejected:activations"
-REJECTED_LATENCY = "rejected:latency"
-FEASIBLE = "feasible"  # passed every constraint; trained or about to be
 
 
 def normalize_url(url_or_path: str) -> str:
@@ -298,7 +237,7 @@ class Store:
             known = set(s.scalars(select(CandidateRow.key).where(CandidateRow.key.in_([c.key for c in candidates]))))
             new = [c for c in candidates if c.key not in known]
             now = _now()
-            s.add_all([CandidateRow(**_candidate_fields(c), created_at=now) for c in new])
+            s.add_all([CandidateRow(**candidate_fields(c), created_at=now) for c in new])
             return len(new)
 
     def candidates(self, *, status: str | None = None, proposed: bool | None = None) -> list[Candidate]:
@@ -309,12 +248,12 @@ class Store:
             if proposed is not None:
                 column = CandidateRow.proposed_index
                 query = query.where(column.is_not(None) if proposed else column.is_(None))
-            return [_candidate(r) for r in s.scalars(query.order_by(CandidateRow.created_at, CandidateRow.key))]
+            return [candidate_from_row(r) for r in s.scalars(query.order_by(CandidateRow.created_at, CandidateRow.key))]
 
     def candidate(self, key: str) -> Candidate | None:
         with self._session() as s:
             row = s.get(CandidateRow, key)
-            return None if row is None else _candidate(row)
+            return None if row is None else candidate_from_row(row)
 
     def update_candidate(
         self, key: str, *, status: str | None = None, reason: str | None = None, proposed_index: int | None = None
@@ -363,7 +302,7 @@ class Store:
             rows = s.scalars(
                 select(CandidateRow).where(CandidateRow.proposed_index.is_not(None)).order_by(CandidateRow.proposed_index)
             )
-            return [_candidate(r) for r in rows]
+            return [candidate_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ latency
 
@@ -404,7 +343,7 @@ class Store:
             query = select(LatencyRow)
             if device_key is not None:
                 query = query.where(LatencyRow.device_key == device_key)
-            return {r.arch_key: _latency(r) for r in s.scalars(query)}
+            return {r.arch_key: latency_from_row(r) for r in s.scalars(query)}
 
     # ------------------------------------------------------------------ trainings
 
@@ -483,7 +422,7 @@ class Store:
             if status is not None:
                 query = query.where(TrainingRow.status == status)
             rows = s.scalars(query.order_by(TrainingRow.id))
-            return [_training(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
+            return [training_from_row(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
 
     # ------------------------------------------------------------------ precision
 
@@ -501,7 +440,7 @@ class Store:
                 PrecisionRow.format_name == result.format_name, PrecisionRow.finetuned == result.finetuned,
             ))
             if existing is None:
-                fields = {**_fields(result), "checkpoint": self._stored_path(result.checkpoint)}
+                fields = {**record_fields(result), "checkpoint": self._stored_path(result.checkpoint)}
                 s.add(PrecisionRow(**fields, created_at=_now()))
 
     def precision_results(self) -> list[PrecisionResult]:
@@ -514,38 +453,6 @@ class Store:
                 )
                 for r in s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
             ]
-
-
-# --------------------------------------------------------------------------- row <-> value
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    return {name: getattr(value, name) for name in value.__slots__}
-
-
-def _candidate_fields(c: Candidate) -> dict[str, Any]:
-    return _fields(c)
-
-
-def _candidate(r: CandidateRow) -> Candidate:
-    return Candidate(
-        key=r.key, arch_json=r.arch_json, space=r.space, law=r.law, arch_id=r.arch_id, n_values=r.n_values,
-        macs=r.macs, flops=r.flops, peak_activation_bytes=r.peak_activation_bytes, status=r.status,
-        reason=r.reason, proposed_index=r.proposed_index,
-    )
-
-
-def _latency(r: LatencyRow) -> Latency:
-    return Latency(arch_key=r.arch_key, device_key=r.device_key, source=r.source, median_ms=r.median_ms,
-                   detail=json.loads(r.detail_json))
-
-
-def _training(r: TrainingRow, *, checkpoint: str | None) -> Training:
-    return Training(
-        arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=checkpoint,
-        seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
-        heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
-    )
 
 
 def _db_message(exc: SQLAlchemyError) -> str:

@@ -1,0 +1,104 @@
+"""The frozen records a store returns (never ORM rows), and their conversion from rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from iotnas.store.models import CandidateRow, LatencyRow, TrainingRow
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    key: str
+    arch_json: str
+    space: str
+    law: str | None
+    arch_id: int | None
+    n_values: int
+    macs: int
+    flops: int
+    peak_activation_bytes: int
+    status: str
+    reason: str | None
+    proposed_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    arch_key: str
+    device_key: str
+    source: str
+    median_ms: float
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    arch_key: str
+    epochs: float
+    status: str
+    accuracy: float | None
+    checkpoint: str | None
+    seconds: float | None
+    worker: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    heartbeat_at: datetime | None = None
+    resumed_from_epochs: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrecisionResult:
+    arch_key: str
+    epochs: float
+    format_name: str
+    bits: int
+    weight_bytes: int
+    accuracy: float
+    finetuned: bool
+    checkpoint: str | None
+
+
+# Candidate statuses, in workflow order.
+POOLED = "pooled"  # drawn and costed, not yet proposed
+REJECTED_MEMORY = "rejected:memory"
+REJECTED_ACTIVATIONS = "rejected:activations"
+REJECTED_LATENCY = "rejected:latency"
+FEASIBLE = "feasible"  # passed every constraint; trained or about to be
+
+
+# --------------------------------------------------------------------------- rows <-> records
+
+
+def record_fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
+def candidate_fields(c: Candidate) -> dict[str, Any]:
+    return record_fields(c)
+
+
+def candidate_from_row(r: CandidateRow) -> Candidate:
+    return Candidate(
+        key=r.key, arch_json=r.arch_json, space=r.space, law=r.law, arch_id=r.arch_id, n_values=r.n_values,
+        macs=r.macs, flops=r.flops, peak_activation_bytes=r.peak_activation_bytes, status=r.status,
+        reason=r.reason, proposed_index=r.proposed_index,
+    )
+
+
+def latency_from_row(r: LatencyRow) -> Latency:
+    return Latency(arch_key=r.arch_key, device_key=r.device_key, source=r.source, median_ms=r.median_ms,
+                   detail=json.loads(r.detail_json))
+
+
+def training_from_row(r: TrainingRow, *, checkpoint: str | None) -> Training:
+    return Training(
+        arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=checkpoint,
+        seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
+        heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
+    )
