@@ -127,7 +127,6 @@ def _tuple(value: Any) -> Any:
 
 def _kernel_onnx(k: Kernel, seed: int) -> bytes:
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)

@@ -32,6 +32,20 @@ _NS_PER_MS = 1_000_000
 RUNTIMES = ("onnxruntime", "torch")
 
 
+def check_json_fields(cls: type, data: Any, *, what: str) -> None:
+    """Refuse a JSON value that is not an object, or names keys the dataclass ``cls`` does not have.
+
+    Raises:
+        LatencyError: naming ``what`` and the keys it knows.
+    """
+    if not isinstance(data, Mapping):
+        raise LatencyError(f"{what} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise LatencyError(f"unknown {what} keys {unknown}; known: {sorted(names)}")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Protocol:
     """How long to warm up and how many runs to time.
@@ -68,12 +82,7 @@ class Protocol:
     @classmethod
     def from_dict(cls, data: Any) -> Protocol:
         """Build from a JSON object; unknown or mistyped keys are refused."""
-        if not isinstance(data, Mapping):
-            raise LatencyError(f"protocol must be a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise LatencyError(f"unknown protocol keys {unknown}; known: {sorted(names)}")
+        check_json_fields(cls, data, what="protocol")
         for key, value in data.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise LatencyError(f"protocol key {key!r} must be a number, got {value!r}")

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from iotnas.errors import ExportError, LatencyError
-from iotnas.latency.measure import LatencyMeasurement, Protocol, environment, make_measurement, run_protocol
+from iotnas.latency.measure import (
+    LatencyMeasurement,
+    Protocol,
+    check_json_fields,
+    environment,
+    make_measurement,
+    run_protocol,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,12 +55,7 @@ class OrtSettings:
 
     @classmethod
     def from_dict(cls, data: Any) -> OrtSettings:
-        if not isinstance(data, dict):
-            raise LatencyError(f"onnxruntime settings must be a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise LatencyError(f"unknown onnxruntime settings {unknown}; known: {sorted(names)}")
+        check_json_fields(cls, data, what="onnxruntime settings")
         try:
             return cls(**data)
         except TypeError as exc:
