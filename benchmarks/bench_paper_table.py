@@ -116,7 +116,9 @@ def main() -> int:
     args = parser.parse_args()
 
     archs = shortlist(args.released) if args.models is None else [Arch.parse(k) for k in args.models]
-    archs += [Arch.parse(k) for k in args.extra if Arch.parse(k).key not in {a.key for a in archs}]
+    for extra in map(Arch.parse, args.extra):
+        if extra.key not in {a.key for a in archs}:
+            archs.append(extra)
     stores = [Path(p) for p in args.merge]
     with tempfile.TemporaryDirectory() as folder:
         if archs:

@@ -35,7 +35,6 @@ class SearchSummary:
     seconds: float = 0.0
 
 
-
 def summarize(store: Store, study: Study | None = None, *, seconds: float = 0.0, top: int = 10) -> SearchSummary:
     """Counts per stage and the best feasible models, each at the highest fidelity it reached."""
     candidates = {c.key: c for c in store.candidates()}
@@ -89,13 +88,7 @@ def _format_of_bits(store: Store, study: Study | None, bits: int) -> str:
 
     names = study.formats if study is not None else json.loads(store.meta().get("study", "{}") or "{}").get(
         "formats", ["float32"])
-    for name in names:
-        if parse_format(name).bits == bits:
-            return parse_format(name).name
+    for fmt in map(parse_format, names):
+        if fmt.bits == bits:
+            return fmt.name
     return f"{bits}-bit"
-
-
-def format_bits(format_name: str) -> int:
-    from iotnas.formats import parse_format
-
-    return parse_format(format_name).bits

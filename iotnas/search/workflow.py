@@ -24,8 +24,9 @@ import numpy as np
 from iotnas.arch import Arch
 from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import SearchError
+from iotnas.formats import parse_format
 from iotnas.search.pool import smallest_bits
-from iotnas.search.summary import SearchSummary, format_bits, summarize
+from iotnas.search.summary import SearchSummary, summarize
 from iotnas.search.workers import Heartbeat, dead_workers, new_worker_id, stale_before
 from iotnas.store import (
     FEASIBLE,
@@ -413,7 +414,7 @@ class Workflow:
             for name, acc in accuracy.items():
                 if name not in known:
                     self.store.add_precision(PrecisionResult(
-                        arch_key=training.arch_key, epochs=top, format_name=name, bits=format_bits(name),
+                        arch_key=training.arch_key, epochs=top, format_name=name, bits=parse_format(name).bits,
                         weight_bytes=sizes[name], accuracy=acc, finetuned=False, checkpoint=training.checkpoint,
                     ))
         if not runner.finetune_formats:
@@ -470,9 +471,7 @@ def _safe(key: str) -> str:
 
 
 def _workdir(study: Study, store: Store) -> Path:
-    """Checkpoints live beside a SQLite store, or in ``<study name>-runs`` for a server store."""
-    url = store.url
-    if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
-        return db.parent / f"{db.stem}-runs"
+    """Checkpoints live beside a SQLite store, or in ``<study name>-runs`` for a server or in-memory store."""
+    if store.path is not None:
+        return store.path.parent / f"{store.path.stem}-runs"
     return study.resolve(f"{study.name}-runs")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from iotnas.store.models import CandidateRow, LatencyRow, TrainingRow
+from iotnas.store.models import CandidateRow, LatencyRow, PrecisionRow, TrainingRow
 
 # --------------------------------------------------------------------------- values
 
@@ -76,11 +76,8 @@ FEASIBLE = "feasible"  # passed every constraint; trained or about to be
 
 
 def record_fields(value: Any) -> dict[str, Any]:
+    """A record's fields by name, as the row constructors take them."""
     return {name: getattr(value, name) for name in value.__slots__}
-
-
-def candidate_fields(c: Candidate) -> dict[str, Any]:
-    return record_fields(c)
 
 
 def candidate_from_row(r: CandidateRow) -> Candidate:
@@ -101,4 +98,11 @@ def training_from_row(r: TrainingRow, *, checkpoint: str | None) -> Training:
         arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=checkpoint,
         seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
         heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
+    )
+
+
+def precision_from_row(r: PrecisionRow, *, checkpoint: str | None) -> PrecisionResult:
+    return PrecisionResult(
+        arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits, weight_bytes=r.weight_bytes,
+        accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=checkpoint,
     )

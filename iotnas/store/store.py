@@ -28,8 +28,8 @@ from iotnas.store.records import (
     PrecisionResult,
     Training,
     candidate_from_row,
-    candidate_fields,
     latency_from_row,
+    precision_from_row,
     record_fields,
     training_from_row,
 )
@@ -44,6 +44,13 @@ def normalize_url(url_or_path: str) -> str:
     if "://" in url_or_path:
         return url_or_path
     return f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def _enable_sqlite_wal(engine: Engine) -> None:
@@ -63,9 +70,9 @@ class Store:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.url = url
-        database = make_url(url).database if url.startswith("sqlite:///") else None
+        self.path: Path | None = _sqlite_file(url)  # the SQLite file; None for a server or in-memory store
         # Files a study writes beside its SQLite store are recorded relative to it, so the folder can move.
-        self.folder: Path | None = Path(database).parent if database else None
+        self.folder: Path | None = self.path.parent if self.path is not None else None
 
     def _stored_path(self, path: str | None) -> str | None:
         """``path`` as recorded: relative to the store's folder when it lies inside it.
@@ -237,7 +244,7 @@ class Store:
             known = set(s.scalars(select(CandidateRow.key).where(CandidateRow.key.in_([c.key for c in candidates]))))
             new = [c for c in candidates if c.key not in known]
             now = _now()
-            s.add_all([CandidateRow(**candidate_fields(c), created_at=now) for c in new])
+            s.add_all([CandidateRow(**record_fields(c), created_at=now) for c in new])
             return len(new)
 
     def candidates(self, *, status: str | None = None, proposed: bool | None = None) -> list[Candidate]:
@@ -445,14 +452,8 @@ class Store:
 
     def precision_results(self) -> list[PrecisionResult]:
         with self._session() as s:
-            return [
-                PrecisionResult(
-                    arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits,
-                    weight_bytes=r.weight_bytes, accuracy=r.accuracy, finetuned=r.finetuned,
-                    checkpoint=self._real_path(r.checkpoint),
-                )
-                for r in s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
-            ]
+            rows = s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
+            return [precision_from_row(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
 
 
 def _db_message(exc: SQLAlchemyError) -> str:

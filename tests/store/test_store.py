@@ -45,6 +45,12 @@ def test_files_beside_the_store_are_found_after_the_folder_moves(tmp_path):
     with Store.open(str(moved / "s.db"), study_name="a", fingerprint="f1", create=False) as store:
         assert store.trainings()[0].checkpoint == str(moved / "s-runs" / "c.pt")
         assert store.precision_results()[0].checkpoint == str(elsewhere)  # outside the folder: kept absolute
+        assert store.path == moved / "s.db"
+    with Store.open("sqlite://", study_name="a") as memory:
+        memory.add_candidates([_candidate()])
+        memory.start_training("densenet/s3/1", 1.0)
+        memory.finish_training("densenet/s3/1", 1.0, accuracy=0.5, checkpoint=str(moved / "c.pt"), seconds=1)
+        assert memory.path is None and memory.trainings()[0].checkpoint == str(moved / "c.pt")
     assert sqlite3.connect(moved / "s.db").execute("SELECT checkpoint FROM iotnas_trainings").fetchone()[0] == "s-runs/c.pt"
 
 
