@@ -28,9 +28,10 @@ from pathlib import Path
 from iotnas.arch import Arch
 from iotnas.formats import parse_format
 from iotnas.released import load_released
+from iotnas.precision.runner import PrecisionRunner
 from iotnas.search import Components, Workflow
-from iotnas.search.precision import best_pairs
-from iotnas.search.training import PrecisionRunner, TrainingEvaluator, load_study_dataset, make_latency_source
+from iotnas.search.latency_sources import make_latency_source
+from iotnas.search.training import TrainingEvaluator, load_study_dataset
 from iotnas.store import PrecisionResult, Store
 from iotnas.study import parse_study
 
@@ -79,9 +80,11 @@ def read(store_path: Path) -> tuple[list[PrecisionResult], str, str]:
 
 def table(results: list[PrecisionResult], released_dir: str | None) -> list[str]:
     def best(select) -> str:
-        pairs = best_pairs([r for r in results if select(r)], max_weight_bytes=BUDGET)
-        return f"{pairs[0].accuracy:.2%} ({pairs[0].arch_key}, {pairs[0].format_name}, {pairs[0].weight_bytes} B)" \
-            if pairs else "-"
+        fits = [r for r in results if select(r) and r.weight_bytes <= BUDGET]
+        if not fits:
+            return "-"
+        top = max(fits, key=lambda r: (r.accuracy, -r.weight_bytes))  # ties: fewer bytes
+        return f"{top.accuracy:.2%} ({top.arch_key}, {top.format_name}, {top.weight_bytes} B)"
 
     float32, half = parse_format("float32").name, parse_format("half").name
     rows = {

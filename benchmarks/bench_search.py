@@ -20,6 +20,7 @@ from iotnas.cost import cost
 from iotnas.search import Components, Workflow
 from iotnas.search.tabular import ReleasedLatency, ReleasedSet, TabularOracle
 from iotnas.store import Store
+from iotnas.strategies import STRATEGY_NAMES
 from iotnas.study import parse_study
 
 BUDGETS = {
@@ -29,7 +30,6 @@ BUDGETS = {
     "Pi <= 20 ms": {"max_latency_ms": 20.0},
     "64 KiB and Pi <= 20 ms": {"max_weight_bytes": 64 * 1024, "max_latency_ms": 20.0},
 }
-STRATEGIES = ("random", "laws", "evolution", "optuna", "surrogate")
 CHECKPOINTS = (10, 20, 50)
 
 
@@ -65,7 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--released", type=Path, default=None)
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
     args = parser.parse_args()
     released = ReleasedSet.load(args.released)
 

@@ -14,23 +14,15 @@ dominate each other, so duplicates of a front point are all on the front.
 * ranks (non-dominated sorting, rank 0 = the front): an ``O(n log n)`` sweep in
   two objectives, repeated peeling otherwise.
 
-The second half applies these to a study: one :class:`ModelPoint` per trained
-model and number format, feasibility under the study's constraints, and fronts
-per format or across formats.
+:mod:`iotnas.results.fronts` applies these to the trained models of a study.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
-import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-
-from iotnas.cost import weight_bytes
-from iotnas.store import Store
 
 BLOCK = 512  # points checked together in 3+ objectives; bounds a block x front x k temporary
 
@@ -247,180 +239,5 @@ def dominates(a: Sequence[float], b: Sequence[float], *, maximize: Sequence[bool
 
 
 
-# --------------------------------------------------------------------------- models of a study
 
-#: Objective name -> whether it is maximised.
-OBJECTIVES: dict[str, bool] = {"accuracy": True, "weight_bytes": False, "latency_ms": False}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The study's constraints (``None``: no limit)."""
-
-    max_weight_bytes: int | None = None
-    max_latency_ms: float | None = None
-    max_activation_bytes: int | None = None
-
-    @classmethod
-    def from_study_json(cls, text: str | None) -> "Limits":
-        """Read the ``constraints`` table of the study stored in a store's meta data."""
-        if not text:
-            return cls()
-        raw = json.loads(text).get("constraints") or {}
-        return cls(**{f: raw.get(f) for f in ("max_weight_bytes", "max_latency_ms", "max_activation_bytes")})
-
-    def violations(self, *, weight_bytes: int, latency_ms: float | None, peak_activation_bytes: int) -> list[str]:
-        """Why a model in a format breaks the limits (empty: it is feasible)."""
-        out = []
-        if self.max_weight_bytes is not None and weight_bytes > self.max_weight_bytes:
-            out.append(f"{weight_bytes} weight bytes > {self.max_weight_bytes}")
-        if self.max_latency_ms is not None:
-            if latency_ms is None:
-                out.append("no latency figure")
-            elif latency_ms > self.max_latency_ms:
-                out.append(f"{latency_ms:.3f} ms > {self.max_latency_ms} ms")
-        if self.max_activation_bytes is not None and peak_activation_bytes > self.max_activation_bytes:
-            out.append(f"{peak_activation_bytes} peak activation bytes > {self.max_activation_bytes}")
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPoint:
-    """One trained model stored in one number format, with every figure a front can use."""
-
-    key: str  # architecture key, "space/law/id"
-    space: str
-    law: str | None
-    arch_id: int | None
-    format_name: str
-    bits: int
-    accuracy: float  # fraction, on the test split, in this format
-    weight_bytes: int  # in this format (scales included)
-    latency_ms: float | None  # on the study's device; None when never timed
-    n_values: int
-    macs: int
-    flops: int
-    peak_activation_bytes: int
-    epochs: float  # training fidelity behind the accuracy
-    finetuned: bool
-    feasible: bool
-    reason: str | None  # why not feasible
-
-    def value(self, objective: str) -> float:
-        v = getattr(self, objective)
-        return math.nan if v is None else float(v)
-
-
-def study_points(store: Store, *, limits: Limits | None = None) -> list[ModelPoint]:
-    """Every trained model of a study in every format it was evaluated in.
-
-    A model's float32 point comes from its training at the highest fidelity it
-    reached; each precision result adds a point in its format (the better of the
-    plain and fine-tuned results when both exist; a stored float32 precision
-    result replaces the training's). Feasibility uses ``limits``, by default
-    the study's constraints.
-    """
-    from iotnas.formats import parse_format
-
-    limits = limits if limits is not None else Limits.from_study_json(store.meta().get("study"))
-    candidates = {c.key: c for c in store.candidates()}
-    latencies = store.latencies()
-    best: dict[tuple[str, str], tuple[float, int, float, float, bool]] = {}  # (key, fmt) -> (epochs, bytes, acc, bits, ft)
-    for t in store.trainings(status="done"):
-        c = candidates.get(t.arch_key)
-        if c is None or t.accuracy is None:
-            continue
-        entry = (t.epochs, weight_bytes(c.n_values, 32), float(t.accuracy), 32, False)
-        current = best.get((t.arch_key, "float32"))
-        if current is None or current[0] < t.epochs:
-            best[(t.arch_key, "float32")] = entry
-    from_precision: set[tuple[str, str]] = set()
-    for r in store.precision_results():
-        if r.arch_key not in candidates:
-            continue
-        name = parse_format(r.format_name).name
-        slot = (r.arch_key, name)
-        entry = (r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned)
-        current = best.get(slot) if slot in from_precision else None
-        if current is None or (entry[0], entry[2]) > (current[0], current[2]):
-            best[slot] = entry
-            from_precision.add(slot)
-    points = []
-    for (key, fmt), (epochs, nbytes, acc, bits, ft) in best.items():
-        c = candidates[key]
-        lat = latencies.get(key)
-        latency_ms = None if lat is None else float(lat.median_ms)
-        why = limits.violations(weight_bytes=nbytes, latency_ms=latency_ms,
-                                peak_activation_bytes=c.peak_activation_bytes)
-        points.append(ModelPoint(
-            key=key, space=c.space, law=c.law, arch_id=c.arch_id, format_name=fmt, bits=int(bits), accuracy=acc,
-            weight_bytes=int(nbytes), latency_ms=latency_ms, n_values=c.n_values, macs=c.macs, flops=c.flops,
-            peak_activation_bytes=c.peak_activation_bytes, epochs=float(epochs), finetuned=ft,
-            feasible=not why, reason="; ".join(why) or None,
-        ))
-    points.sort(key=lambda p: (p.key, -p.bits, p.format_name))
-    return points
-
-
-def _check_objectives(objectives: Sequence[str]) -> None:
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown or not objectives:
-        raise ValueError(f"unknown objective(s) {unknown}; choose from {list(OBJECTIVES)}")
-
-
-def _groups(points: Sequence[ModelPoint], per_format: bool) -> dict[str, np.ndarray]:
-    if not per_format:
-        return {"all": np.arange(len(points))}
-    names: dict[str, list[int]] = {}
-    for i, p in enumerate(points):
-        names.setdefault(p.format_name, []).append(i)
-    return {k: np.asarray(v) for k, v in names.items()}
-
-
-def front_mask(
-    points: Sequence[ModelPoint], objectives: Sequence[str] = ("accuracy", "latency_ms"), *,
-    per_format: bool = False, feasible_only: bool = False,
-) -> np.ndarray:
-    """Which points are on the front of ``objectives`` (names from :data:`OBJECTIVES`).
-
-    Args:
-        per_format: one front per number format instead of one across formats.
-        feasible_only: the front of the feasible points only (infeasible ones are never on it).
-
-    Points lacking a figure (no latency) are never on a front that uses it.
-    """
-    _check_objectives(objectives)
-    values = np.array([[p.value(o) for o in objectives] for p in points], dtype=np.float64).reshape(len(points), -1)
-    usable = ~np.isnan(values).any(axis=1)
-    if feasible_only:
-        usable &= np.array([p.feasible for p in points], dtype=bool)
-    maximize = [OBJECTIVES[o] for o in objectives]
-    mask = np.zeros(len(points), dtype=bool)
-    for idx in _groups(points, per_format).values():
-        idx = idx[usable[idx]]
-        if len(idx):
-            mask[idx] = nondominated(values[idx], maximize=maximize)
-    return mask
-
-
-def front_ranks(
-    points: Sequence[ModelPoint], objectives: Sequence[str] = ("accuracy", "latency_ms"), *,
-    per_format: bool = False,
-) -> np.ndarray:
-    """Non-dominated rank of every point (0: on the front); -1 where a figure is missing."""
-    _check_objectives(objectives)
-    values = np.array([[p.value(o) for o in objectives] for p in points], dtype=np.float64).reshape(len(points), -1)
-    usable = ~np.isnan(values).any(axis=1)
-    maximize = [OBJECTIVES[o] for o in objectives]
-    ranks = np.full(len(points), -1, dtype=np.int64)
-    for idx in _groups(points, per_format).values():
-        idx = idx[usable[idx]]
-        if len(idx):
-            ranks[idx] = pareto_ranks(values[idx], maximize=maximize)
-    return ranks
-
-
-__all__ = [
-    "OBJECTIVES", "Limits", "ModelPoint", "dominates", "front_mask", "front_ranks", "nondominated",
-    "pareto_ranks", "study_points",
-]
+__all__ = ["dominates", "nondominated", "pareto_ranks"]

@@ -12,14 +12,21 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from iotnas.errors import ConfigError
+from iotnas.results.limits import Limits
+from iotnas.strategies import STRATEGY_NAMES
 
 MODES = ("train", "tabular")
 DEVICE_KINDS = ("local", "agent", "predictor", "released")
-RUNTIMES = ("torch", "onnxruntime")
-STRATEGIES = ("laws", "random", "optuna", "evolution", "surrogate")
+
+
+def _runtimes() -> tuple[str, ...]:
+    """The registered runtimes, read on use: :mod:`iotnas.latency` is slow to import."""
+    from iotnas.latency.runtimes import RUNTIMES
+
+    return RUNTIMES.names()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +55,6 @@ class DeviceSpec:
         if self.kind == "predictor":
             return f"predictor:{Path(self.predictor or '').name}"
         return f"local:{self.runtime}:t{self.threads}"
-
-
-@dataclass(frozen=True, slots=True)
-class Constraints:
-    max_weight_bytes: int | None = None
-    max_latency_ms: float | None = None
-    max_activation_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ class Study:
     store: str = "study.db"
     data: DataSpec = DataSpec()
     device: DeviceSpec = DeviceSpec()
-    constraints: Constraints = Constraints()
+    constraints: Limits = Limits()
     formats: tuple[str, ...] = ("float32",)
     laws: tuple[str, ...] = ("all",)  # "space/law", "space" or "all"
     pool_per_law: int = 200  # open spaces: ids drawn per law to form the candidate pool
@@ -124,7 +124,23 @@ class Study:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The study as the TOML tables :func:`parse_study` reads (``base_dir`` aside); nulls dropped.
+
+        The store keeps this form, so a stored study is read back by the same code as a file.
+        """
+        flat = asdict(self)
+        flat.pop("base_dir")
+        flat["space"] = {"laws": flat.pop("laws"), "pool_per_law": flat.pop("pool_per_law")}
+        return _without_nulls(flat)
+
+
+def _without_nulls(value: Any) -> Any:
+    """Drop None values at every level and turn tuples into lists (TOML has neither null nor tuple)."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- loading
@@ -137,47 +153,53 @@ def load_study(path: str | Path) -> Study:
         ConfigError: the file is missing, not TOML, or a key is unknown or malformed.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} not found; create one with 'iotnas init {path}'")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"study file {path} not found; create one with 'iotnas init {path}'") from None
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read study file {path}: {exc.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
     return parse_study(raw, base_dir=str(path.resolve().parent), default_name=path.stem)
 
 
+_DEFAULT = Study(name="")  # the dataclass fields' defaults, in one place
+
+
 def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: str = "study") -> Study:
-    """Validate a study given as a mapping (the parsed TOML)."""
+    """Validate a study given as a mapping (the parsed TOML, or :meth:`Study.to_dict`).
+
+    Defaults are the dataclass fields' own; every table, ``[training]``, ``[precision]``
+    and ``[strategy.settings]`` included, is checked here, so a study that loads runs.
+    """
     top = _Table(raw, "")
     name = top.str("name", default_name)
-    mode = top.choice("mode", MODES, "train")
-    seed = top.int("seed", 0, minimum=0)
+    mode = top.choice("mode", MODES, _DEFAULT.mode)
+    seed = top.int("seed", _DEFAULT.seed, minimum=0)
     store = top.str("store", f"{name}.db")
-    released = top.str("released", None)
-    formats = tuple(top.str_list("formats", ["float32"]))
+    released = top.str("released", _DEFAULT.released)
+    formats = tuple(top.str_list("formats", list(_DEFAULT.formats)))
     if not formats:
         raise ConfigError("formats: give at least one number format, e.g. formats = [\"float32\"]")
+    _check_formats(formats, "formats")
 
-    data_t = top.table("data")
+    data_t, d = top.table("data"), DataSpec()
     data = DataSpec(
-        dataset=data_t.str("dataset", "cifar10" if mode == "tabular" else "digits"),
-        layout=data_t.str("layout", None),
-        num_classes=data_t.int("num_classes", None, minimum=2),
-        limit=data_t.int("limit", None, minimum=1),
+        dataset=data_t.str("dataset", "cifar10" if mode == "tabular" else d.dataset),
+        layout=data_t.str("layout", d.layout),
+        num_classes=data_t.int("num_classes", d.num_classes, minimum=2),
+        limit=data_t.int("limit", d.limit, minimum=1),
     )
     data_t.done()
 
-    dev_t = top.table("device")
+    dev_t, d = top.table("device"), DeviceSpec()
     device = DeviceSpec(
-        kind=dev_t.choice("kind", DEVICE_KINDS, "released" if mode == "tabular" else "local"),
-        runtime=dev_t.choice("runtime", RUNTIMES, "onnxruntime"),
-        threads=dev_t.int("threads", 1, minimum=1),
-        url=dev_t.str("url", None),
-        predictor=dev_t.str("predictor", None),
+        kind=dev_t.choice("kind", DEVICE_KINDS, "released" if mode == "tabular" else d.kind),
+        runtime=dev_t.choice("runtime", _runtimes(), d.runtime),
+        threads=dev_t.int("threads", d.threads, minimum=1),
+        url=dev_t.str("url", d.url),
+        predictor=dev_t.str("predictor", d.predictor),
     )
     dev_t.done()
     if device.kind == "agent" and not device.url:
@@ -186,7 +208,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         raise ConfigError("device.predictor: required when device.kind = \"predictor\" (path of a saved predictor)")
 
     con_t = top.table("constraints")
-    constraints = Constraints(
+    constraints = Limits(
         max_weight_bytes=con_t.int("max_weight_bytes", None, minimum=1),
         max_latency_ms=con_t.float("max_latency_ms", None, positive=True),
         max_activation_bytes=con_t.int("max_activation_bytes", None, minimum=1),
@@ -194,52 +216,50 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     con_t.done()
 
     space_t = top.table("space")
-    laws = tuple(space_t.str_list("laws", ["all"]))
-    pool_per_law = space_t.int("pool_per_law", 200, minimum=1)
+    laws = tuple(space_t.str_list("laws", list(_DEFAULT.laws)))
+    pool_per_law = space_t.int("pool_per_law", _DEFAULT.pool_per_law, minimum=1)
     space_t.done()
     if not laws:
         raise ConfigError("space.laws: give at least one law (\"mobilenetv2/s4\"), a space (\"densenet\") or \"all\"")
 
     strat_t = top.table("strategy")
-    strategy = StrategySpec(
-        name=strat_t.choice("name", STRATEGIES, "surrogate"),
-        settings=dict(strat_t.raw_table("settings")),
-    )
+    strategy_name = strat_t.choice("name", STRATEGY_NAMES, StrategySpec().name)
+    strategy = StrategySpec(name=strategy_name, settings=_strategy_settings(strategy_name, strat_t.raw_table("settings")))
     strat_t.done()
 
     training = dict(top.raw_table("training"))
+    _check_training(training)
 
-    work_t = top.table("workers")
+    work_t, d = top.table("workers"), WorkerSettings()
     workers = WorkerSettings(
-        heartbeat_s=work_t.float("heartbeat_s", 10.0, positive=True),
-        stale_after_s=work_t.float("stale_after_s", 60.0, positive=True),
-        poll_s=work_t.float("poll_s", 1.0, positive=True),
+        heartbeat_s=work_t.float("heartbeat_s", d.heartbeat_s, positive=True),
+        stale_after_s=work_t.float("stale_after_s", d.stale_after_s, positive=True),
+        poll_s=work_t.float("poll_s", d.poll_s, positive=True),
     )
     work_t.done()
     if workers.stale_after_s <= workers.heartbeat_s:
         raise ConfigError("workers.stale_after_s: must be longer than workers.heartbeat_s")
 
-    prec_t = top.table("precision")
+    prec_t, d = top.table("precision"), PrecisionSpec()
     precision = PrecisionSpec(
-        grid=prec_t.bool("grid", False),
-        exp_bits=tuple(prec_t.int_pair("exp_bits", (2, 8))),
-        man_bits=tuple(prec_t.int_pair("man_bits", (0, 10))),
-        tolerance=prec_t.float("tolerance", 0.01),
-        finetune_epochs=prec_t.float("finetune_epochs", 0.0),
-        finetune_top=prec_t.int("finetune_top", 1, minimum=1),
-        finetune_formats=tuple(prec_t.str_list("finetune_formats", [])),
+        grid=prec_t.bool("grid", d.grid),
+        exp_bits=tuple(prec_t.int_pair("exp_bits", d.exp_bits)),
+        man_bits=tuple(prec_t.int_pair("man_bits", d.man_bits)),
+        tolerance=prec_t.float("tolerance", d.tolerance),
+        finetune_epochs=prec_t.float("finetune_epochs", d.finetune_epochs),
+        finetune_top=prec_t.int("finetune_top", d.finetune_top, minimum=1),
+        finetune_formats=tuple(prec_t.str_list("finetune_formats", list(d.finetune_formats))),
     )
     prec_t.done()
-    if precision.finetune_epochs < 0:
-        raise ConfigError("precision.finetune_epochs: expected a number >= 0")
+    _check_precision(precision)
 
-    bud_t = top.table("budget")
-    epochs = tuple(bud_t.float_list("epochs", [1.0]))
+    bud_t, d = top.table("budget"), Budget()
+    epochs = tuple(bud_t.float_list("epochs", list(d.epochs)))
     budget = Budget(
-        candidates=bud_t.int("candidates", 2000, minimum=1),
-        trainings=bud_t.int("trainings", 20, minimum=1),
+        candidates=bud_t.int("candidates", d.candidates, minimum=1),
+        trainings=bud_t.int("trainings", d.trainings, minimum=1),
         epochs=epochs,
-        eta=bud_t.int("eta", 3, minimum=2),
+        eta=bud_t.int("eta", d.eta, minimum=2),
     )
     bud_t.done()
     if not epochs or any(e <= 0 for e in epochs) or list(epochs) != sorted(set(epochs)):
@@ -254,6 +274,41 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         strategy=strategy, budget=budget, released=released, training=training, precision=precision, workers=workers,
         base_dir=base_dir,
     )
+
+
+def _check_formats(names: Sequence[str], key: str) -> None:
+    from iotnas.errors import FormatError
+    from iotnas.formats import parse_format
+
+    for name in names:
+        try:
+            parse_format(name)
+        except FormatError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
+def _check_training(settings: Mapping[str, Any]) -> None:
+    """The ``[training]`` recipe, checked as the training will read it."""
+    from iotnas.train._config import recipe_for
+
+    recipe_for(Study(name="check", training=settings), 1.0)
+
+
+def _check_precision(spec: PrecisionSpec) -> None:
+    from iotnas.precision.grid import GridSpec
+
+    GridSpec(spec.exp_bits, spec.man_bits, spec.tolerance)  # raises ConfigError naming the key
+    if spec.finetune_epochs < 0:
+        raise ConfigError("precision.finetune_epochs: expected a number >= 0")
+    _check_formats(spec.finetune_formats, "precision.finetune_formats")
+
+
+def _strategy_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``[strategy.settings]`` checked against what strategy ``name`` reads (as given: the fingerprint hashes it)."""
+    from iotnas.strategies import check_strategy_settings
+
+    check_strategy_settings(name, settings)
+    return dict(settings)
 
 
 class _Table:

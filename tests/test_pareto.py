@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iotnas.pareto import PREFILTER_MIN, Limits, ModelPoint, dominates, front_mask, front_ranks, nondominated, pareto_ranks
+from iotnas.pareto import PREFILTER_MIN, nondominated, pareto_ranks
 
 
 def _reference_front(costs: np.ndarray) -> np.ndarray:
@@ -95,8 +95,6 @@ def test_maximize_flips_an_objective():
     # (0.7, 20) is worse than (0.9, 10) on both; the duplicate of (0.9, 10) stays.
     assert mask.tolist() == [True, True, False, True, True]
     assert pareto_ranks(pts, maximize=[True, False]).tolist() == [0, 0, 1, 0, 0]
-    assert dominates([0.9, 10], [0.7, 20], maximize=[True, False])
-    assert not dominates([0.9, 10], [0.9, 10], maximize=[True, False])
 
 
 def test_infinite_values_and_edge_shapes():
@@ -117,41 +115,3 @@ def test_bad_input_is_refused(bad, message):
     with pytest.raises(ValueError, match="maximize"):
         nondominated([[1.0, 2.0]], maximize=[True])
 
-
-def _point(key, fmt, acc, nbytes, lat, feasible=True):
-    space, law, i = key.split("/")
-    return ModelPoint(key=key, space=space, law=law, arch_id=int(i), format_name=fmt, bits=32 if fmt == "float32" else 8,
-                      accuracy=acc, weight_bytes=nbytes, latency_ms=lat, n_values=nbytes, macs=0, flops=0,
-                      peak_activation_bytes=0, epochs=1.0, finetuned=False, feasible=feasible, reason=None)
-
-
-def test_model_fronts_per_format_and_across_formats():
-    pts = [
-        _point("a/s1/0", "float32", 0.90, 4000, 10.0),
-        _point("a/s1/0", "e4m3", 0.89, 1000, 10.0),
-        _point("a/s1/1", "float32", 0.80, 2000, 5.0),
-        _point("a/s1/1", "e4m3", 0.70, 500, 5.0),
-        _point("a/s1/2", "float32", 0.95, 8000, None),  # never timed
-        _point("a/s1/3", "float32", 0.85, 3000, 20.0, feasible=False),
-    ]
-    lat = front_mask(pts, ("accuracy", "latency_ms"))
-    assert lat.tolist() == [True, False, True, False, False, False]
-    assert front_mask(pts, ("accuracy", "latency_ms"), per_format=True).tolist() == [
-        True, True, True, True, False, False]
-    mem = front_mask(pts, ("accuracy", "weight_bytes"))
-    assert mem.tolist() == [True, True, False, True, True, False]
-    mem_f32 = front_mask(pts, ("accuracy", "weight_bytes"), per_format=True)
-    assert mem_f32.tolist() == [True, True, True, True, True, True]
-    feasible = front_mask(pts, ("accuracy", "weight_bytes"), per_format=True, feasible_only=True)
-    assert feasible.tolist() == [True, True, True, True, True, False]
-    three = front_mask(pts, ("accuracy", "weight_bytes", "latency_ms"))
-    assert three.tolist() == [True, True, True, True, False, False]
-    assert front_ranks(pts, ("accuracy", "latency_ms")).tolist() == [0, 1, 0, 1, -1, 2]
-
-
-def test_limits_explain_violations():
-    limits = Limits.from_study_json('{"constraints": {"max_weight_bytes": 1000, "max_latency_ms": 5.0}}')
-    assert limits.violations(weight_bytes=1000, latency_ms=5.0, peak_activation_bytes=10) == []
-    why = limits.violations(weight_bytes=1001, latency_ms=None, peak_activation_bytes=10)
-    assert why == ["1001 weight bytes > 1000", "no latency figure"]
-    assert Limits.from_study_json(None) == Limits()

@@ -164,7 +164,7 @@ class _SearchDisplay:
         detail = event.detail
         if detail is not None and hasattr(detail, "epoch"):
             parts = [f"epoch {detail.epoch:g}"]
-            for name, fmt in (("loss", "{:.3f}"), ("test_accuracy", "{:.2%}"), ("images_per_second", "{:.0f} img/s")):
+            for name, fmt in (("loss", "loss {:.3f}"), ("test_accuracy", "test {:.2%}"), ("images_per_s", "{:.0f} img/s")):
                 value = getattr(detail, name, None)
                 if value is not None:
                     parts.append(fmt.format(value))
@@ -189,7 +189,7 @@ def _summary_table(summary, *, top: int, title: str) -> Table:
         table.add_column(column, justify="left" if column in ("model", "format") else "right",
                          no_wrap=column in ("model", "format"), min_width=18 if column == "model" else None)
     for i, r in enumerate(summary.best[:top], 1):
-        fmt = f"{r.format} (fine-tuned)" if r.finetuned else r.format
+        fmt = f"{r.format_name} (fine-tuned)" if r.finetuned else r.format_name
         table.add_row(str(i), r.key, fmt, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
                       "-" if r.latency_ms is None else f"{r.latency_ms:.2f}")
     return table

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iotnas.cli._common import console, err_console, print_json
 from iotnas.cli.main import app
-from iotnas.errors import CheckpointError, ConfigError
+from iotnas.errors import ConfigError
 
 DATA_HELP = "Dataset: a folder or .tar.gz archive (CIFAR-10, MNIST-like IDX, image folder), or 'digits'."
 LAYOUT_HELP = "Dataset layout, when detection is not wanted: cifar10-bin, cifar10-python, idx, folder."
@@ -105,23 +105,17 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Test accuracy of a trained checkpoint on a dataset's test split."""
-    from iotnas.arch import Arch
-    from iotnas.spaces import build
-    from iotnas.train import evaluate, load_checkpoint
+    from iotnas.train import evaluate, load_trained
 
-    ckpt = load_checkpoint(checkpoint)
-    if "arch" not in ckpt.meta:
-        raise CheckpointError(f"{checkpoint}: the checkpoint does not say which architecture it holds; it was not written by 'iotnas train'")
-    arch = Arch.from_json(ckpt.meta["arch"])
+    trained = load_trained(checkpoint)
+    arch, model, ckpt = trained.arch, trained.model, trained.checkpoint
     dataset = _load(data, layout, subset)
     trained_on = ckpt.dataset
-    model = build(arch, num_classes=int(trained_on["num_classes"]), in_channels=int(trained_on["in_channels"]))
-    model.load_state_dict(ckpt.final_weights())
     normalization = (trained_on["mean"], trained_on["std"])  # as in training, whatever data is given now
     if number_format is None:
         accuracy = evaluate(model, dataset, tta=tta, normalization=normalization)
     else:
-        from iotnas.emulate import emulated
+        from iotnas.precision.emulate import emulated
 
         with emulated(model, weights=number_format):
             accuracy = evaluate(model, dataset, tta=tta, normalization=normalization)

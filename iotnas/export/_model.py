@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,14 +14,15 @@ import torch
 
 from iotnas.arch import Arch
 from iotnas.data import Dataset, load_dataset
-from iotnas.emulate import emulated
-from iotnas.errors import ArchError, ConfigError, ExportError
+from iotnas.errors import ArchError, CheckpointError, ConfigError, ExportError
 from iotnas.export._card import model_card
 from iotnas.export._cheader import c_header
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
 from iotnas.formats import parse_format
 from iotnas.latency.runtimes import OPSET, export_onnx
+from iotnas.precision.emulate import emulated
 from iotnas.store import Store, Training
+from iotnas.train import load_trained
 
 #: ONNX Runtime must match PyTorch within this fraction of max(1, largest |logit|): BatchNorm
 #: folding and a different summation order change float32 results in the last bits only.
@@ -74,24 +74,20 @@ def export_model(
             exists or cannot be written, or an export that fails its checks.
         FormatError: unknown format.  DataError: the check images cannot be loaded.
     """
-    from iotnas.spaces import build
-    from iotnas.train import load_checkpoint
-
     fmt = parse_format(format_name)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     key, training = _find_training(store, model_key)
     candidate = store.candidate(key)
-    ckpt = load_checkpoint(training.checkpoint)
     arch = Arch.from_json(candidate.arch_json)
-    info_ds = ckpt.dataset
-    model = build(arch, num_classes=int(info_ds["num_classes"]), in_channels=int(info_ds["in_channels"]))
     try:
-        model.load_state_dict(ckpt.final_weights(), strict=True)
-    except RuntimeError as exc:
-        raise ExportError(f"the checkpoint of {key} does not fit its architecture: {exc}") from None
-    model.eval()
-    images = _check_images(store, dataset, info_ds, check_images)
+        trained = load_trained(training.checkpoint, arch=arch)
+    except CheckpointError as exc:
+        raise ExportError(f"the checkpoint of {key} cannot be used: {exc}") from None
+    model, ckpt = trained.model, trained.checkpoint
+    info_ds = ckpt.dataset
+    check_data = _check_dataset(store, dataset, info_ds)
+    images = _check_images(check_data, info_ds, check_images)
     meta = store.meta()
     header_meta = {
         "model_key": key, "arch": arch.to_json(), "num_classes": int(info_ds["num_classes"]),
@@ -116,7 +112,8 @@ def export_model(
         (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         files["MODEL_CARD.md"] = 0
-        info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name)
+        info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name,
+                          class_names=check_data.class_names)
         (tmp / "MODEL_CARD.md").write_text(model_card(info), encoding="utf-8")
         files["MODEL_CARD.md"] = (tmp / "MODEL_CARD.md").stat().st_size
         os.chmod(tmp, 0o755)
@@ -165,23 +162,27 @@ def _find_training(store: Store, model_key: str) -> tuple[str, Training]:
     return key, max(with_ckpt, key=lambda t: t.epochs)
 
 
-def _check_images(store: Store, dataset: str | Dataset | None, info: dict, n: int) -> torch.Tensor:
-    """The first ``n`` test images, normalised as in training."""
+def _check_dataset(store: Store, dataset: str | Dataset | None, info: dict) -> Dataset:
+    """The data to check the export on (default: the study's), with the geometry the model was trained for."""
     if not isinstance(dataset, Dataset):
         if dataset is None:
-            study = json.loads(store.meta().get("study") or "{}")
-            spec = (study.get("data") or {}).get("dataset") or info.get("name")
-            if spec is None:
+            study = store.study()
+            if study is None and info.get("name") is None:
                 raise ExportError("the store does not say which dataset the model was trained on; pass --data")
-            base = study.get("base_dir", ".")
-            candidate = Path(base) / spec
-            dataset = str(candidate) if not Path(spec).is_absolute() and candidate.exists() else spec
+            spec = study.data.dataset if study is not None else info["name"]
+            resolved = study.resolve(spec) if study is not None else Path(spec)
+            dataset = str(resolved) if not Path(spec).is_absolute() and resolved.exists() else spec
         dataset = load_dataset(dataset)
     if dataset.num_classes != int(info["num_classes"]) or dataset.in_channels != int(info["in_channels"]):
         raise ExportError(
             f"dataset {dataset.name} ({dataset.num_classes} classes, {dataset.in_channels} channels) is not the one "
             f"the model was trained on ({info['num_classes']} classes, {info['in_channels']} channels); pass --data"
         )
+    return dataset
+
+
+def _check_images(dataset: Dataset, info: dict, n: int) -> torch.Tensor:
+    """The first ``n`` test images, normalised as in training."""
     x = dataset.test_images[: max(1, n)].float()
     mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
@@ -218,12 +219,13 @@ def _check_packed(folder: Path, images: torch.Tensor, reference: torch.Tensor, k
         raise ExportError(f"the packed weights of {key} do not restore the emulated model exactly")
 
 
-def _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt_name) -> dict[str, Any]:
+def _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt_name, *,
+               class_names) -> dict[str, Any]:
     latency = store.latencies().get(key)
     precision = [r for r in store.precision_results() if r.arch_key == key and parse_format(r.format_name).name == fmt_name]
     return {
         "model_key": key, "space": arch.space, "law": arch.law, "arch_id": arch.id, "arch_args": arch.args,
-        "class_names": None, "header": header, "onnx_check": asdict(check), "opset": OPSET, "files": files,
+        "class_names": list(class_names), "header": header, "onnx_check": asdict(check), "opset": OPSET, "files": files,
         "macs": candidate.macs, "flops": candidate.flops, "peak_activation_bytes": candidate.peak_activation_bytes,
         "weight_bytes": promised_bytes(header),
         "accuracy_float32": training.accuracy,

@@ -20,7 +20,7 @@ from torch import nn
 
 from iotnas.arch import Arch
 from iotnas.cost import weight_bytes
-from iotnas.errors import ExportError, FormatError
+from iotnas.errors import CheckpointError, ExportError, FormatError
 from iotnas.formats import Encoded, IntFormat, NumberFormat, pack, parse_format, unpack
 
 HEADER_VERSION = 1
@@ -35,7 +35,7 @@ def _scale_format(fmt: NumberFormat) -> NumberFormat | None:
 def encode_state(state: dict[str, torch.Tensor], fmt: NumberFormat) -> tuple[bytes, bytes, list[dict[str, Any]]]:
     """(packed codes, packed scales, tensor table) of a state dict in ``fmt``.
 
-    Float tensors are rounded to the format first (as :func:`iotnas.emulate.emulated` does).
+    Float tensors are rounded to the format first (as :func:`iotnas.precision.emulate.emulated` does).
     """
     codes, scales, table = [], [], []
     offset = scale_offset = 0
@@ -133,21 +133,19 @@ def load_packed(folder: str | Path) -> nn.Module:
     """Rebuild the exported model from its packed weights, in eval mode.
 
     Its outputs equal those of the trained model evaluated under
-    ``iotnas.emulate.emulated(model, weights=<format>)``, bit for bit.
+    ``iotnas.precision.emulate.emulated(model, weights=<format>)``, bit for bit.
 
     Raises:
         ExportError: files missing or damaged, or weights that do not fit the architecture.
     """
-    from iotnas.spaces import build
+    from iotnas.train import rebuild
 
     header, state = read_packed(folder)
-    arch = Arch.from_json(header["arch"])
-    model = build(arch, num_classes=header["num_classes"], in_channels=header["in_channels"])
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ExportError(f"{folder}: the packed weights do not fit {arch.key}: {exc}") from None
-    return model.eval()
+        return rebuild(Arch.from_json(header["arch"]), state, num_classes=header["num_classes"],
+                       in_channels=header["in_channels"])
+    except CheckpointError as exc:
+        raise ExportError(f"{folder}: the packed weights cannot be used: {exc}") from None
 
 
 def promised_bytes(header: dict[str, Any]) -> int:

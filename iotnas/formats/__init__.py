@@ -11,10 +11,11 @@ from iotnas.formats._base import Encoded, NumberFormat, storage_bytes
 from iotnas.formats._float import FloatFormat
 from iotnas.formats._int import IntFormat
 from iotnas.formats._pack import pack, unpack
-from iotnas.formats._registry import NAMED_FORMATS, format_names, parse_format
+from iotnas.formats._registry import FORMATS, NAMED_FORMATS, format_names, parse_format
 
 __all__ = [
     "Encoded",
+    "FORMATS",
     "FloatFormat",
     "IntFormat",
     "NAMED_FORMATS",

@@ -4,38 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from iotnas.errors import FormatError
 from iotnas.formats._base import NumberFormat
 from iotnas.formats._float import FloatFormat
 from iotnas.formats._int import IntFormat
+from iotnas.registry import Registry
 
-#: name -> format; aliases point at the same object. Order is the listing order.
-NAMED_FORMATS: dict[str, NumberFormat] = {
-    "float32": FloatFormat(8, 23),
-    "tf32": FloatFormat(8, 10),
-    "bfloat16": FloatFormat(8, 7),
-    "float16": FloatFormat(5, 10),
-    "e5m2": FloatFormat(5, 2),
-    "e4m3": FloatFormat(4, 3),
-    "e4m3fn": FloatFormat(4, 3, finite_only=True),
-    "e3m2fn": FloatFormat(3, 2, finite_only=True),
-    "e2m3fn": FloatFormat(2, 3, finite_only=True),
-    "e2m1fn": FloatFormat(2, 1, finite_only=True),
-    **{f"int{b}": IntFormat(b) for b in range(8, 1, -1)},
-}
+#: name (or alias) -> format. Registration order is the listing order.
+FORMATS: Registry[NumberFormat] = Registry("number format", error=FormatError)
+FORMATS.register("float32", FloatFormat(8, 23), aliases=("fp32",))
+FORMATS.register("tf32", FloatFormat(8, 10))
+FORMATS.register("bfloat16", FloatFormat(8, 7), aliases=("bf16",))
+FORMATS.register("float16", FloatFormat(5, 10), aliases=("half", "fp16"))
+FORMATS.register("e5m2", FloatFormat(5, 2), aliases=("fp8_e5m2",))
+FORMATS.register("e4m3", FloatFormat(4, 3))
+FORMATS.register("e4m3fn", FloatFormat(4, 3, finite_only=True), aliases=("fp8_e4m3",))
+FORMATS.register("e3m2fn", FloatFormat(3, 2, finite_only=True), aliases=("fp6_e3m2",))
+FORMATS.register("e2m3fn", FloatFormat(2, 3, finite_only=True), aliases=("fp6_e2m3",))
+FORMATS.register("e2m1fn", FloatFormat(2, 1, finite_only=True), aliases=("fp4_e2m1",))
+for _bits in range(8, 1, -1):
+    FORMATS.register(f"int{_bits}", IntFormat(_bits))
 
-ALIASES: dict[str, str] = {
-    "fp32": "float32",
-    "bf16": "bfloat16",
-    "half": "float16",
-    "fp16": "float16",
-    "fp8_e5m2": "e5m2",
-    "fp8_e4m3": "e4m3fn",
-    "fp6_e3m2": "e3m2fn",
-    "fp6_e2m3": "e2m3fn",
-    "fp4_e2m1": "e2m1fn",
-}
+#: name -> format (aliases aside), in listing order.
+NAMED_FORMATS: Mapping[str, NumberFormat] = MappingProxyType({name: FORMATS.get(name) for name in FORMATS.names()})
 
 _FLOAT_RE = re.compile(r"^e(\d+)m(\d+)(fn)?$")
 _INT_RE = re.compile(r"^int(\d+)(-s32)?$")
@@ -43,7 +37,7 @@ _INT_RE = re.compile(r"^int(\d+)(-s32)?$")
 
 def format_names() -> list[str]:
     """Names :func:`parse_format` knows, in listing order (``eXmY`` patterns aside)."""
-    return list(NAMED_FORMATS) + list(ALIASES)
+    return [*FORMATS.names(), *FORMATS.aliases()]
 
 
 def parse_format(name: str | NumberFormat) -> NumberFormat:
@@ -61,9 +55,8 @@ def parse_format(name: str | NumberFormat) -> NumberFormat:
     key = name.strip().lower()
     saturate = key.endswith("-sat")
     key = key.removesuffix("-sat")
-    key = ALIASES.get(key, key)
-    if key in NAMED_FORMATS:
-        fmt = NAMED_FORMATS[key]
+    if key in FORMATS:
+        fmt = FORMATS.get(key)
         if not saturate:
             return fmt
         if isinstance(fmt, FloatFormat):

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 from iotnas.errors import LatencyError
 from iotnas.latency.agent import AgentClient
-from iotnas.latency.measure import RUNTIMES, LatencyMeasurement, Protocol
-from iotnas.latency.runtimes import OrtSettings, export_onnx, onnx_target, time_torch
+from iotnas.latency.measure import LatencyMeasurement, Protocol
+from iotnas.latency.runtimes import RUNTIMES, OrtSettings, export_onnx, onnx_target, time_torch
 from iotnas.latency.worker import run_jobs
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def measure_many(
         AgentError: the agent is unreachable, slow, or refuses.
     """
     if runtime not in RUNTIMES:
-        raise LatencyError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        raise LatencyError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES.names())}")
     if isinstance(device, str):
         device = AgentClient.connect(device)
     shape = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
@@ -171,40 +171,20 @@ def _measure_torch(
         return exc
 
 
-def measure_latency(
-    target: Target,
-    *,
-    runtime: str = "onnxruntime",
-    threads: int = 1,
-    device: AgentClient | str | None = None,
-    protocol: Protocol = Protocol(),
-    settings: OrtSettings | None = None,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    input_size: int = 32,
-) -> LatencyMeasurement:
+def measure_latency(target: Target, **options: Any) -> LatencyMeasurement:
     """Time one model per the protocol, in a fresh process or on the device agent.
 
     Args:
         target: an :class:`~iotnas.arch.Arch`, its key (``"mobilenetv2/s4/39"``),
             an ``nn.Module``, or ONNX bytes.
-        (others): as in :func:`measure_many`.
+        options: the keywords of :func:`measure_many` (runtime, threads, device, protocol,
+            settings, num_classes, in_channels, input_size).
 
     Raises:
         LatencyError: the model cannot be timed (bad graph, timeout, bad settings).
         AgentError: the agent is unreachable, slow, or refuses.
     """
-    (result,) = measure_many(
-        [target],
-        runtime=runtime,
-        threads=threads,
-        device=device,
-        protocol=protocol,
-        settings=settings,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        input_size=input_size,
-    )
+    (result,) = measure_many([target], **options)
     if isinstance(result, LatencyError):
         raise result
     return result

@@ -29,8 +29,6 @@ from iotnas.errors import LatencyError
 MIN_RUNS_FLOOR = 10
 _NS_PER_MS = 1_000_000
 
-RUNTIMES = ("onnxruntime", "torch")
-
 
 def check_json_fields(cls: type, data: Any, *, what: str) -> None:
     """Refuse a JSON value that is not an object, or names keys the dataclass ``cls`` does not have.

@@ -9,7 +9,8 @@
   for devices you cannot reach (fitted on the released Raspberry Pi timings).
 * :class:`FlopsPredictor`: ``a * FLOPs + b``, the baseline the others must beat.
 
-Files are JSON (trees stored as arrays, no pickle), safe to load from anyone.
+Files are JSON (trees stored as arrays, no pickle), safe to load from anyone;
+their ``kind`` names a class in :data:`PREDICTORS`.
 ``LatencyPredictor.load(path).predict(arch)`` is the whole interface a search needs.
 """
 
@@ -28,6 +29,7 @@ import numpy as np
 from iotnas.errors import LatencyError
 from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
 from iotnas.latency.kernels import KINDS, Kernel, arch_kernels
+from iotnas.registry import Registry
 
 FORMAT_VERSION = 1
 #: A prediction within this fraction of the measured median counts as a hit.
@@ -70,14 +72,8 @@ def score(predicted: Sequence[float], measured: Sequence[float]) -> Score:
 class LatencyPredictor(abc.ABC):
     """Predicts a network's latency in milliseconds; saved as JSON with a ``kind`` field."""
 
+    #: Set by :data:`PREDICTORS` on registration.
     kind: ClassVar[str]
-    _registry: ClassVar[dict[str, type[LatencyPredictor]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.kind in LatencyPredictor._registry:
-            raise TypeError(f"duplicate predictor kind {cls.kind!r}")
-        LatencyPredictor._registry[cls.kind] = cls
 
     @abc.abstractmethod
     def predict(self, arch: Any) -> float:
@@ -115,10 +111,9 @@ class LatencyPredictor(abc.ABC):
         if data.get("version") != FORMAT_VERSION:
             raise LatencyError(f"predictor format version {data.get('version')} is not {FORMAT_VERSION}; refit it")
         kind = data.get("kind")
-        if kind not in LatencyPredictor._registry:
-            raise LatencyError(f"unknown predictor kind {kind!r}; known: {sorted(LatencyPredictor._registry)}")
+        predictor = PREDICTORS.get(kind)
         try:
-            return LatencyPredictor._registry[kind]._from_payload(data)
+            return predictor._from_payload(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencyError(f"malformed {kind} predictor: {exc}") from exc
 
@@ -147,13 +142,16 @@ class LatencyPredictor(abc.ABC):
         return cls.from_dict(data)
 
 
+#: Every predictor kind, by the ``kind`` its files carry.
+PREDICTORS: Registry[type[LatencyPredictor]] = Registry("predictor kind", error=LatencyError, name_attr="kind")
+
+
 # ---------------------------------------------------------------- kernel sums (nn-Meter style)
 
 
+@PREDICTORS.register("kernels")
 class KernelPredictor(LatencyPredictor):
     """Sum of per-kernel latencies, corrected: ``exp(c) * sum**a * n_kernels**b`` (ms; always positive)."""
-
-    kind = "kernels"
 
     def __init__(self, *, table: Mapping[str, float], trees: Mapping[str, Any], correction: Sequence[float],
                  runtime: str, settings: Mapping[str, Any], info: Mapping[str, Any]) -> None:
@@ -275,10 +273,9 @@ def network_features(kernels: Sequence[Kernel]) -> list[float]:
     ]
 
 
+@PREDICTORS.register("cost")
 class CostModelPredictor(LatencyPredictor):
     """Whole-network latency from cost features (boosted trees on log milliseconds)."""
-
-    kind = "cost"
 
     def __init__(self, *, trees: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self.trees = dict(trees)
@@ -308,10 +305,9 @@ class CostModelPredictor(LatencyPredictor):
         return cls(trees=data["trees"], info=data["info"])
 
 
+@PREDICTORS.register("flops")
 class FlopsPredictor(LatencyPredictor):
     """``latency_ms = a * FLOPs + b``, least squares on timed networks: the baseline."""
-
-    kind = "flops"
 
     def __init__(self, *, slope: float, intercept: float, info: Mapping[str, Any]) -> None:
         self.slope, self.intercept, self.info = float(slope), float(intercept), dict(info)

@@ -2,8 +2,9 @@
 
 Each runtime turns a model into a zero-argument ``run_once`` with its thread
 settings made explicit; those settings become part of the measurement's
-identity. torch is imported only by the torch runtime and the exporter, so the
-ONNX Runtime path works on a board without it.
+identity. :data:`RUNTIMES` maps each runtime's name to its timing function.
+torch is imported only by the torch runtime and the exporter, so the ONNX
+Runtime path works on a board without it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from iotnas.latency.measure import (
     make_measurement,
     run_protocol,
 )
+from iotnas.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: ONNX opset used for every export; ONNX Runtime >= 1.18 supports it fully.
 OPSET = 17
+
+#: Runtime name -> the function that times a model with it in this process.
+RUNTIMES: Registry[Callable[..., LatencyMeasurement]] = Registry("runtime", error=LatencyError)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +116,7 @@ def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], o
     return run_once, shape
 
 
+@RUNTIMES.register("onnxruntime")
 def time_onnx(
     onnx_bytes: bytes, *, settings: OrtSettings, protocol: Protocol, target: str | None = None
 ) -> LatencyMeasurement:
@@ -129,6 +135,7 @@ def time_onnx(
     )
 
 
+@RUNTIMES.register("torch")
 def time_torch(
     module: nn.Module,
     *,

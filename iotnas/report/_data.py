@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,8 +12,11 @@ import numpy as np
 
 from iotnas import __version__
 from iotnas.errors import ExportError
-from iotnas.pareto import Limits, ModelPoint, front_mask, study_points
+from iotnas.results.fronts import front_mask
+from iotnas.results.limits import Limits
+from iotnas.results.points import ModelPoint, study_points
 from iotnas.store import Store
+from iotnas.study import Study
 
 #: (x objective, axis title, file stem) of the two trade-off plots.
 PLOTS: tuple[tuple[str, str, str], ...] = (
@@ -41,7 +43,7 @@ class ReportData:
     fronts: dict[str, Fronts]  # x objective -> masks
     front_3d: np.ndarray  # accuracy, weight bytes and latency together, feasible points only
     limits: Limits
-    study: dict[str, Any]
+    study: Study | None  # None for a store that never recorded one
     counts: dict[str, int]  # candidates by status
     devices: dict[str, dict[str, Any]]  # latency device key -> {"source", "models", "detail"}
     provenance: dict[str, str] = field(default_factory=dict)
@@ -64,12 +66,13 @@ def collect(store: Store) -> ReportData:
         ExportError: the store holds no trained model yet.
     """
     meta = store.meta()
-    points = study_points(store)
+    study = store.study()
+    limits = study.constraints if study is not None else Limits()
+    points = study_points(store, limits=limits)
     if not points:
         raise ExportError(
             f"store {store.url} holds no trained model yet; run 'iotnas search STUDY.toml' until some are trained"
         )
-    study = json.loads(meta["study"]) if meta.get("study") else {}
     fronts = {
         x: Fronts(
             all=front_mask(points, ("accuracy", x)),
@@ -86,10 +89,10 @@ def collect(store: Store) -> ReportData:
         entry = devices.setdefault(lat.device_key, {"source": lat.source, "models": 0, "detail": lat.detail})
         entry["models"] += 1
     return ReportData(
-        study_name=meta.get("study_name") or study.get("name") or "study",
+        study_name=meta.get("study_name") or (study.name if study is not None else "study"),
         points=points, fronts=fronts,
         front_3d=front_mask(points, ("accuracy", "weight_bytes", "latency_ms"), feasible_only=True),
-        limits=Limits.from_study_json(meta.get("study")), study=study, counts=counts, devices=devices,
+        limits=limits, study=study, counts=counts, devices=devices,
         provenance=_provenance(meta),
     )
 

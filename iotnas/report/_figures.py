@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from iotnas.pareto import ModelPoint
+from iotnas.results.points import ModelPoint
 from iotnas.report._data import PLOTS, ReportData
 from iotnas.report._style import FRONT_COLOR, LIMIT_COLOR, PLOTLY_SYMBOLS, family_color, human_bytes, human_count
 

@@ -9,10 +9,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import plotly.offline
 
-from iotnas.pareto import ModelPoint
+from iotnas.results.points import ModelPoint
 from iotnas.report._data import ReportData
 from iotnas.report._figures import figures
-from iotnas.report._style import FAMILY_COLORS, OTHER_COLOR, human_bytes, human_count
+from iotnas.report._style import family_color, human_bytes, human_count
 
 PLOT_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
@@ -68,7 +68,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: se
 
 
 def _family_cell(space: str) -> str:
-    color = FAMILY_COLORS.get(space, OTHER_COLOR)
+    color = family_color(space)
     return f'<span class="swatch" style="background:{color}"></span>{_e(space)}'
 
 
@@ -117,12 +117,12 @@ def _cards(data: ReportData) -> str:
 
 
 def _settings(data: ReportData) -> str:
-    study = data.study
+    study = data.study.to_dict() if data.study is not None else {}
     rows = []
-    for key in ("mode", "seed", "formats", "laws", "pool_per_law", "released"):
+    for key in ("mode", "seed", "formats", "released"):
         if key in study:
             rows.append((key, study[key]))
-    for table in ("constraints", "data", "device", "strategy", "budget"):
+    for table in ("constraints", "space", "data", "device", "strategy", "budget"):
         for k, v in (study.get(table) or {}).items():
             if v not in (None, {}, ""):
                 rows.append((f"{table}.{k}", v))

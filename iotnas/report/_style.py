@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-# Okabe-Ito, distinguishable with colour-vision deficiencies; one per family, fixed so that a
-# family keeps its colour from one report to the next.
-FAMILY_COLORS: dict[str, str] = {
-    "densenet": "#0072B2",
-    "googlenet": "#009E73",
-    "mobilenetv2": "#E69F00",
-    "pnasnet": "#CC79A7",
-    "resnext": "#D55E00",
-    "resnet": "#56B4E9",
-    "probenet": "#7F6A00",
-}
+import functools
+import itertools
+
+# Okabe-Ito, distinguishable with colour-vision deficiencies. Families take them in registration
+# order, so a family keeps its colour from one report to the next; an eighth family starts over.
+PALETTE = ("#0072B2", "#009E73", "#E69F00", "#CC79A7", "#D55E00", "#56B4E9", "#7F6A00")
 OTHER_COLOR = "#666666"
 
 # Marker per number format, in order of appearance (widest format first): plotly and matplotlib names.
@@ -23,8 +18,16 @@ FRONT_COLOR = "#222222"
 LIMIT_COLOR = "#C0392B"
 
 
+@functools.cache
+def family_colors() -> dict[str, str]:
+    """Registered family -> colour. Built on first use: the space registry comes with torch."""
+    from iotnas.spaces import list_spaces
+
+    return dict(zip(list_spaces(), itertools.cycle(PALETTE)))
+
+
 def family_color(space: str) -> str:
-    return FAMILY_COLORS.get(space, OTHER_COLOR)
+    return family_colors().get(space, OTHER_COLOR)
 
 
 def human_bytes(n: float) -> str:

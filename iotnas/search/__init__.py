@@ -1,13 +1,43 @@
-"""The constrained search: the workflow, its components, and the tabular mode."""
+"""The constrained search: build a study's components, run its workflow, read its store."""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
-from iotnas.search.summary import ModelResult, SearchSummary, summarize
-from iotnas.search.workflow import Callback, Components, SearchEvent, Workflow
+from iotnas.cost import cost
+from iotnas.results.winners import SearchSummary, summarize
+from iotnas.search.components import Components, Evaluation
+from iotnas.search.pool import draw_open_pool, expand_laws
+from iotnas.search.workflow import Callback, SearchEvent, Workflow
 from iotnas.store import Store, normalize_url
 from iotnas.study import Study
+
+
+def build_components(study: Study) -> Components:
+    """The pool, evaluator and latency source a study asks for.
+
+    Raises:
+        ConfigError, DataError, LatencyError: the study names something that cannot be used.
+    """
+    laws = expand_laws(study.laws)
+    if study.mode == "tabular":
+        from iotnas.search.tabular import ReleasedLatency, ReleasedSet, TabularOracle
+
+        released = ReleasedSet.load(study.resolve(study.released) if study.released else None)
+        wanted = {(ref.space, ref.law) for ref in laws}
+        pool = [a for a in released.archs() if (a.space, a.law) in wanted][: study.budget.candidates]
+        return Components(pool=pool, evaluator=TabularOracle(released), latency=ReleasedLatency(released))
+    from iotnas.precision.runner import PrecisionRunner
+    from iotnas.search.latency_sources import make_latency_source
+    from iotnas.search.training import TrainingEvaluator, load_study_dataset
+
+    dataset = load_study_dataset(study)
+    pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)
+    geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
+    return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
+                      latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset),
+                      cost=functools.partial(cost, **geometry))  # the dataset's channels and classes
 
 
 def store_location(study: Study, store_url: str | None = None) -> str:
@@ -33,8 +63,6 @@ def run_search(
     Several calls (processes, machines) may run one study on one store at once; each is a
     worker that claims its own proposals and trainings.
     """
-    from iotnas.search.components import build_components
-
     components = components or build_components(study)
     with open_store(study, store_url) as store:
         return Workflow(study, store, components, callbacks=callbacks, worker=worker).run()
@@ -42,13 +70,11 @@ def run_search(
 
 def prepare_search(study: Study, *, store_url: str | None = None, callbacks: Sequence[Callback] = ()) -> None:
     """Only the stages before training (pool, memory check, cheap latency), so workers start from them."""
-    from iotnas.search.components import build_components
-
     with open_store(study, store_url) as store:
         Workflow(study, store, build_components(study), callbacks=callbacks).prepare()
 
 
 __all__ = [
-    "Callback", "Components", "ModelResult", "SearchEvent", "SearchSummary", "Workflow",
+    "Callback", "Components", "Evaluation", "build_components", "SearchEvent", "SearchSummary", "Workflow",
     "open_store", "prepare_search", "run_search", "store_location", "summarize",
 ]

@@ -1,34 +1,55 @@
-"""Turn a study into the pieces the workflow runs: pool, evaluator, latency source."""
+"""The seams of a study's workflow: the pool, the evaluator, the latency source, the precision runner.
+
+The workflow reaches training, timing and precision only through these, so the stages
+never import each other, and tabular mode swaps in the released models' answers.
+:func:`iotnas.search.build_components` makes them from a study.
+"""
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from iotnas.cost import cost
-from iotnas.search.pool import draw_open_pool, expand_laws
-from iotnas.search.workflow import Components
-from iotnas.study import Study
+from iotnas.arch import Arch
+from iotnas.cost import Cost, cost
+from iotnas.store import Latency
+
+if TYPE_CHECKING:
+    from iotnas.precision.runner import PrecisionRunner
 
 
-def build_components(study: Study) -> Components:
-    """The pool, evaluator and latency source a study asks for.
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What training (or looking up) a model to one fidelity gave."""
 
-    Raises:
-        ConfigError, DataError, LatencyError: the study names something that cannot be used.
-    """
-    laws = expand_laws(study.laws)
-    if study.mode == "tabular":
-        from iotnas.search.tabular import ReleasedLatency, ReleasedSet, TabularOracle
+    accuracy: float  # on the test split
+    checkpoint: str | None  # None where nothing was trained (tabular mode)
+    resumed_from_epochs: float | None = None  # progress found in an earlier checkpoint
 
-        released = ReleasedSet.load(study.resolve(study.released) if study.released else None)
-        wanted = {(ref.space, ref.law) for ref in laws}
-        pool = [a for a in released.archs() if (a.space, a.law) in wanted][: study.budget.candidates]
-        return Components(pool=pool, evaluator=TabularOracle(released), latency=ReleasedLatency(released))
-    from iotnas.search.training import PrecisionRunner, TrainingEvaluator, load_study_dataset, make_latency_source
 
-    dataset = load_study_dataset(study)
-    pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)
-    geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
-    return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
-                      latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset),
-                      cost=functools.partial(cost, **geometry))  # the dataset's channels and classes
+class Evaluator(Protocol):
+    """Trains (or looks up) a model to a fidelity."""
+
+    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path,
+                 callbacks: Sequence[Callable] = ()) -> Evaluation: ...
+
+
+class LatencySource(Protocol):
+    """Latency of an untrained model on the target device (measured, predicted or released)."""
+
+    key: str  # identity of the figure: device + runtime + settings
+    cheap: bool  # True: answer for the whole pool up front (prediction, lookup)
+
+    def latency(self, arch: Arch) -> Latency: ...
+
+
+@dataclass
+class Components:
+    """What a study needs to run: the pool to draw from, the evaluator, the latency source."""
+
+    pool: list[Arch]
+    evaluator: Evaluator
+    latency: LatencySource | None
+    cost: Callable[[Arch], Cost] = cost  # replaceable by a cache when many studies share one pool
+    precision: PrecisionRunner | None = None  # None where there are no weights (tabular mode)

@@ -15,7 +15,9 @@ from iotnas.arch import Arch
 from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import ConfigError
 from iotnas.spaces import get_space, list_spaces
-from iotnas.store import POOLED, REJECTED_ACTIVATIONS, REJECTED_MEMORY, Candidate
+from iotnas.formats import parse_format
+from iotnas.results.limits import Measured, Reason, Violation
+from iotnas.store import POOLED, Candidate
 from iotnas.study import Study
 
 
@@ -55,38 +57,40 @@ def draw_open_pool(laws: Sequence[LawRef], *, per_law: int, total: int) -> list[
     return [Arch(space=ref.space, law=ref.law, id=i) for ref in laws for i in range(k)]
 
 
-def smallest_bits(study: Study) -> int:
+def narrowest_bits(study: Study) -> int:
     """Bits per value of the narrowest allowed format: a model fits if it fits in *some* format."""
-    from iotnas.search.precision import check_formats
-
-    return min(f.bits for f in check_formats(study.formats))
+    return min(parse_format(name).bits for name in study.formats)
 
 
 def cost_candidates(
     archs: Iterable[Arch], study: Study, *, known: set[str], progress: Callable[[int], None] | None = None,
     cost_fn: Callable[[Arch], Cost] = cost,
 ) -> list[Candidate]:
-    """Cost the archs not stored yet and classify them against the memory constraints."""
-    bits = smallest_bits(study)
-    limits = study.constraints
+    """Cost the archs not stored yet and classify them against the memory limits.
+
+    Latency is not known yet: the latency stage checks it, with the same limits.
+    """
+    bits = narrowest_bits(study)
     out: list[Candidate] = []
     for arch in archs:
         if arch.key in known:
             continue
         c = cost_fn(arch)
         peak = c.peak_activation_bytes(bits=32)
-        status, reason = POOLED, None
-        if limits.max_weight_bytes is not None and weight_bytes(c.n_values, bits) > limits.max_weight_bytes:
-            status = REJECTED_MEMORY
-            reason = f"{weight_bytes(c.n_values, bits)} weight bytes at {bits} bits > {limits.max_weight_bytes}"
-        elif limits.max_activation_bytes is not None and peak > limits.max_activation_bytes:
-            status = REJECTED_ACTIVATIONS
-            reason = f"{peak} peak activation bytes > {limits.max_activation_bytes}"
+        figures = Measured(weight_bytes=weight_bytes(c.n_values, bits), peak_activation_bytes=peak)
+        violation = study.constraints.first_violation(figures, checks=(Reason.MEMORY, Reason.ACTIVATIONS))
         out.append(Candidate(
             key=arch.key, arch_json=arch.to_json(), space=arch.space, law=arch.law, arch_id=arch.id,
             n_values=c.n_values, macs=c.macs, flops=c.flops, peak_activation_bytes=peak,
-            status=status, reason=reason, proposed_index=None,
+            status=POOLED if violation is None else violation.reason.status,
+            reason=None if violation is None else _reason(violation, bits),
+            proposed_index=None,
         ))
         if progress is not None:
             progress(1)
     return out
+
+
+def _reason(violation: Violation, bits: int) -> str:
+    """The violation's message; for memory, with the bits the pool assumed."""
+    return f"{violation.message} at {bits} bits" if violation.reason is Reason.MEMORY else violation.message

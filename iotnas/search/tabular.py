@@ -13,6 +13,7 @@ from typing import Sequence
 from iotnas.arch import Arch
 from iotnas.errors import SearchError
 from iotnas.released import ReleasedModel, load_released
+from iotnas.search.components import Evaluation
 from iotnas.store import Latency
 
 RELEASED_DEVICE_KEY = "released:raspberry-pi-3b+:torch"
@@ -47,8 +48,8 @@ class TabularOracle:
     def __init__(self, released: ReleasedSet):
         self._released = released
 
-    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks=()) -> tuple[float, None, None]:
-        return float(self._released.get(arch).accuracy), None, None
+    def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks=()) -> Evaluation:
+        return Evaluation(float(self._released.get(arch).accuracy), checkpoint=None)
 
 
 class ReleasedLatency:

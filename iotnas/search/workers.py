@@ -9,16 +9,18 @@ whose process is gone is recognised at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from iotnas.errors import IotnasError
-from iotnas.store import Store
+from iotnas.store import Store, Training, TrainingStatus
 from iotnas.study import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -82,3 +84,51 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Coordinator:
+    """One worker's view of a study's trainings: which are done, and which another live worker holds.
+
+    Trainings are claimed in the store (one worker each) and kept alive by a heartbeat; a
+    training whose worker died (here: at once; elsewhere: after ``stale_after_s``) is taken over.
+    """
+
+    def __init__(self, store: Store, settings: WorkerSettings, worker: str):
+        self.store = store
+        self.settings = settings
+        self.worker = worker
+        self.done: dict[tuple[str, float], float] = {}  # (key, epochs) -> accuracy of finished trainings
+        self.running: dict[tuple[str, float], Training] = {}  # held by some worker, or failed
+
+    def refresh(self) -> None:
+        """Read every worker's trainings from the store."""
+        trainings = self.store.trainings()
+        self.done = {(t.arch_key, t.epochs): float(t.accuracy) for t in trainings if t.status == TrainingStatus.DONE}
+        self.running = {(t.arch_key, t.epochs): t for t in trainings
+                        if t.status in (TrainingStatus.RUNNING, TrainingStatus.FAILED)}
+
+    def can_take(self, key: str, epochs: float) -> bool:
+        """Whether no live worker holds this training (new, failed, or its worker stopped beating)."""
+        training = self.running.get((key, epochs))
+        if training is None or training.worker == self.worker:
+            return True
+        if training.worker in dead_workers([training.worker]):
+            return True
+        return training.heartbeat_at is None or training.heartbeat_at < stale_before(self.settings)
+
+    def claim(self, key: str, epochs: float) -> bool:
+        """Claim a training in the store; False when another live worker holds it."""
+        holder = self.running.get((key, epochs))
+        dead = dead_workers([holder.worker]) if holder is not None else []
+        return self.store.claim_training(key, epochs, worker=self.worker, stale_before=stale_before(self.settings),
+                                         dead_workers=dead)
+
+    def heartbeat(self, key: str, epochs: float):
+        """A context that keeps a claimed training's heartbeat while it runs."""
+        if self.store.url in ("sqlite://", "sqlite:///:memory:"):  # one process by definition
+            return contextlib.nullcontext()
+        return Heartbeat(self.store, key, epochs, worker=self.worker, interval_s=self.settings.heartbeat_s)
+
+    def wait(self) -> None:
+        """Let other workers progress before looking at the store again."""
+        time.sleep(self.settings.poll_s)

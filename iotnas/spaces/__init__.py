@@ -3,8 +3,8 @@
 >>> from iotnas.spaces import build, list_spaces
 >>> model = build("mobilenetv2/s4/39")        # or an iotnas.arch.Arch
 
-Importing this package registers every space once; :func:`get_space` and
-:func:`list_spaces` query the registry. The exact definitions are in
+Importing this package registers every space once in :data:`SPACES`; :func:`get_space`
+and :func:`list_spaces` query it. The exact definitions are in
 ``search-spaces.md`` (sampling call order, module names, counting rules).
 """
 
@@ -18,6 +18,7 @@ from torch import nn
 from iotnas.errors import ConfigError, InputSizeError
 from iotnas.spaces._registry import (
     MAX_ID,
+    SPACES,
     Args,
     Choice,
     IntRange,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ID",
+    "SPACES",
     "Args",
     "Choice",
     "IntRange",

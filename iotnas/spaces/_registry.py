@@ -1,9 +1,6 @@
 """The registry of search spaces: one name (plus aliases) -> one :class:`Space`.
 
-Modelled on timm's ``register_model``, but duplicates are refused instead of
-overwritten, and an unknown name raises :class:`~iotnas.errors.UnknownSpaceError`
-listing the known ones. The registry is written once, at import of
-:mod:`iotnas.spaces`, and never changed afterwards.
+An unknown name raises :class:`~iotnas.errors.UnknownSpaceError` listing the known ones.
 """
 
 from __future__ import annotations
@@ -17,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from iotnas.errors import ArchError, UnknownLawError, UnknownSpaceError
+from iotnas.registry import Registry
 
 #: Ids seed ``numpy.random.RandomState``, which takes 32-bit seeds.
 MAX_ID = 2**32
@@ -143,28 +141,26 @@ def check_id(value: Any) -> int:
     return id
 
 
-_SPACES: dict[str, Space] = {}
-_NAMES: dict[str, str] = {}  # every accepted name or alias -> canonical name
+#: Every space, in listing order; written once, at import of :mod:`iotnas.spaces`.
+SPACES: Registry[Space] = Registry(
+    "search space", error=UnknownSpaceError, unknown="unknown search space {name!r}; known spaces: {known}"
+)
 
 S = TypeVar("S", bound=type[Space])
 
 
 def register_space(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[S], S]:
-    """Class decorator: register a :class:`Space` subclass under ``name`` and ``aliases``.
+    """Class decorator: register one instance of a :class:`Space` subclass under ``name`` and ``aliases``.
 
     Raises:
         ValueError: a name or alias is already taken (a programming error, caught at import).
     """
+    store = SPACES.register(name, aliases=aliases)
 
     def decorate(cls: S) -> S:
-        for n in (name, *aliases):
-            if n in _NAMES:
-                raise ValueError(f"search space name {n!r} is already registered to '{_NAMES[n]}'")
         cls.name = name
         cls.aliases = tuple(aliases)
-        _SPACES[name] = cls()
-        for n in (name, *aliases):
-            _NAMES[n] = name
+        store(cls())
         return cls
 
     return decorate
@@ -176,11 +172,7 @@ def canonical_name(name: str) -> str:
     Raises:
         UnknownSpaceError: no space has this name.
     """
-    try:
-        return _NAMES[name]
-    except (KeyError, TypeError):
-        known = ", ".join(_SPACES)
-        raise UnknownSpaceError(f"unknown search space {name!r}; known spaces: {known}") from None
+    return SPACES.canonical(name)
 
 
 def get_space(name: str) -> Space:
@@ -189,9 +181,9 @@ def get_space(name: str) -> Space:
     Raises:
         UnknownSpaceError: no space has this name.
     """
-    return _SPACES[canonical_name(name)]
+    return SPACES.get(name)
 
 
 def list_spaces() -> list[str]:
     """Registered space names, in registration order."""
-    return list(_SPACES)
+    return list(SPACES.names())

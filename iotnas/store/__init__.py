@@ -11,10 +11,11 @@ from iotnas.store.records import (
     Latency,
     PrecisionResult,
     Training,
+    TrainingStatus,
 )
 from iotnas.store.store import Store, normalize_url
 
 __all__ = [
     "SCHEMA_VERSION", "FEASIBLE", "POOLED", "REJECTED_ACTIVATIONS", "REJECTED_LATENCY", "REJECTED_MEMORY",
-    "Candidate", "Latency", "PrecisionResult", "Store", "Training", "normalize_url",
+    "Candidate", "Latency", "PrecisionResult", "Store", "Training", "TrainingStatus", "normalize_url",
 ]

@@ -7,11 +7,18 @@ from datetime import datetime
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the head revision of iotnas/store/migrations, as a number
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class _OfACandidate:
+    """The columns every per-candidate table starts with: its own id and the candidate's key."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    arch_key: Mapped[str] = mapped_column(ForeignKey("iotnas_candidates.key"), index=True)
 
 
 class MetaRow(Base):
@@ -41,13 +48,11 @@ class CandidateRow(Base):
     created_at: Mapped[datetime] = mapped_column()
 
 
-class LatencyRow(Base):
+class LatencyRow(_OfACandidate, Base):
     """One latency figure of one candidate on one device/runtime (its identity)."""
 
     __tablename__ = "iotnas_latencies"
     __table_args__ = (UniqueConstraint("arch_key", "device_key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    arch_key: Mapped[str] = mapped_column(ForeignKey("iotnas_candidates.key"), index=True)
     device_key: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(16))  # measured | predicted | released
     median_ms: Mapped[float] = mapped_column(Float)
@@ -55,13 +60,11 @@ class LatencyRow(Base):
     created_at: Mapped[datetime] = mapped_column()
 
 
-class TrainingRow(Base):
+class TrainingRow(_OfACandidate, Base):
     """A training of one candidate to one fidelity (epochs)."""
 
     __tablename__ = "iotnas_trainings"
     __table_args__ = (UniqueConstraint("arch_key", "epochs"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    arch_key: Mapped[str] = mapped_column(ForeignKey("iotnas_candidates.key"), index=True)
     epochs: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16), index=True)  # running | done | failed
     accuracy: Mapped[float | None] = mapped_column(Float)
@@ -74,13 +77,11 @@ class TrainingRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
 
 
-class PrecisionRow(Base):
+class PrecisionRow(_OfACandidate, Base):
     """Test accuracy of a trained candidate with its numbers stored in one format."""
 
     __tablename__ = "iotnas_precision"
     __table_args__ = (UniqueConstraint("arch_key", "epochs", "format_name", "finetuned"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    arch_key: Mapped[str] = mapped_column(ForeignKey("iotnas_candidates.key"), index=True)
     epochs: Mapped[float] = mapped_column(Float)
     format_name: Mapped[str] = mapped_column(String(32))
     bits: Mapped[int] = mapped_column(Integer)

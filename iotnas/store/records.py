@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
+from iotnas.results.limits import Reason
 from iotnas.store.models import CandidateRow, LatencyRow, PrecisionRow, TrainingRow
 
 # --------------------------------------------------------------------------- values
@@ -41,7 +43,7 @@ class Latency:
 class Training:
     arch_key: str
     epochs: float
-    status: str
+    status: TrainingStatus
     accuracy: float | None
     checkpoint: str | None
     seconds: float | None
@@ -64,13 +66,20 @@ class PrecisionResult:
     checkpoint: str | None
 
 
-# Candidate statuses, in workflow order.
+# Candidate statuses, in workflow order; a rejection names its feasibility reason.
 POOLED = "pooled"  # drawn and costed, not yet proposed
-REJECTED_MEMORY = "rejected:memory"
-REJECTED_ACTIVATIONS = "rejected:activations"
-REJECTED_LATENCY = "rejected:latency"
+REJECTED_MEMORY = Reason.MEMORY.status
+REJECTED_ACTIVATIONS = Reason.ACTIVATIONS.status
+REJECTED_LATENCY = Reason.LATENCY.status
 FEASIBLE = "feasible"  # passed every constraint; trained or about to be
 
+
+class TrainingStatus(StrEnum):
+    """Where a training stands (compares equal to its stored string)."""
+
+    RUNNING = "running"  # claimed by a worker, which keeps its heartbeat
+    DONE = "done"
+    FAILED = "failed"  # stopped with an error; any worker may take it again
 
 # --------------------------------------------------------------------------- rows <-> records
 
@@ -95,7 +104,7 @@ def latency_from_row(r: LatencyRow) -> Latency:
 
 def training_from_row(r: TrainingRow, *, checkpoint: str | None) -> Training:
     return Training(
-        arch_key=r.arch_key, epochs=r.epochs, status=r.status, accuracy=r.accuracy, checkpoint=checkpoint,
+        arch_key=r.arch_key, epochs=r.epochs, status=TrainingStatus(r.status), accuracy=r.accuracy, checkpoint=checkpoint,
         seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
         heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
     )

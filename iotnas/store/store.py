@@ -14,25 +14,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from sqlalchemy import create_engine, event, func, inspect, or_, select, update
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event, func, insert, inspect, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from iotnas import __version__
-from iotnas.errors import SchemaVersionError, StoreError
-from iotnas.store.models import SCHEMA_VERSION, Base, CandidateRow, LatencyRow, MetaRow, PrecisionRow, TrainingRow
+from iotnas.errors import ConfigError, SchemaVersionError, StoreError
+from iotnas.store import migrations
+from iotnas.store.models import SCHEMA_VERSION, CandidateRow, LatencyRow, MetaRow, PrecisionRow, TrainingRow
 from iotnas.store.records import (
     Candidate,
     Latency,
     PrecisionResult,
     Training,
+    TrainingStatus,
     candidate_from_row,
     latency_from_row,
     precision_from_row,
     record_fields,
     training_from_row,
 )
+from iotnas.study import Study, parse_study
 
 
 def _now() -> datetime:
@@ -61,6 +65,15 @@ def _enable_sqlite_wal(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+
+_SCHEMA_LOCK_KEY = 0x696F746E6173  # "iotnas": PostgreSQL advisory lock taken while creating or migrating
+
+
+def _begin_immediate(engine: Engine) -> None:
+    """Start ``engine``'s SQLite transactions with BEGIN IMMEDIATE, DDL included (see :meth:`Store._schema_lock`)."""
+    event.listen(engine, "connect", lambda dbapi_conn, _record: setattr(dbapi_conn, "isolation_level", None))
+    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 class Store:
@@ -103,7 +116,7 @@ class Store:
         fingerprint: str | None = None,
         create: bool = True,
     ) -> "Store":
-        """Open (and with ``create``, initialise) a store.
+        """Open (and with ``create``, initialise) a store; one written by an older iotnas is migrated first.
 
         Args:
             study_name, fingerprint: when given, the store must belong to this study;
@@ -112,8 +125,8 @@ class Store:
 
         Raises:
             StoreError: the location cannot be opened or written, is empty when it must not be,
-                or belongs to another study.
-            SchemaVersionError: the store was written by an incompatible schema version.
+                belongs to another study, or its migration failed (it is then left as it was).
+            SchemaVersionError: the store was written by a newer iotnas, is damaged, or is too old to migrate.
         """
         url = normalize_url(url_or_path)
         try:
@@ -147,38 +160,18 @@ class Store:
 
     def _prepare(self, *, study_name: str | None, fingerprint: str | None, create: bool) -> None:
         try:
-            tables = set(inspect(self._engine).get_table_names())
+            with self._engine.connect() as connection:
+                at = self._schema_revision(connection, create=create)
+            if at != migrations.head():
+                with self._schema_lock() as connection:
+                    at = self._schema_revision(connection, create=create)  # another opener may have done it
+                    if at is None:
+                        self._create_schema(connection, study_name=study_name, fingerprint=fingerprint)
+                    elif at != migrations.head():
+                        self._migrate(connection, at)
         except (OperationalError, DBAPIError) as exc:
             raise StoreError(f"cannot open store {self.url}: {_db_message(exc)}") from None
-        if MetaRow.__tablename__ not in tables:
-            if tables and any(t.startswith("iotnas_") for t in tables):
-                raise SchemaVersionError(f"store {self.url} has iotnas tables but no version record; it is damaged")
-            if not create:
-                raise StoreError(f"store {self.url} holds no iotnas study")
-            with self._session() as s:
-                Base.metadata.create_all(s.connection())
-                s.add_all([
-                    MetaRow(key="schema_version", value=str(SCHEMA_VERSION)),
-                    MetaRow(key="created_at", value=_now().isoformat()),
-                    MetaRow(key="iotnas_version", value=__version__),
-                ])
-                if study_name is not None:
-                    s.add(MetaRow(key="study_name", value=study_name))
-                if fingerprint is not None:
-                    s.add(MetaRow(key="study_fingerprint", value=fingerprint))
-            return
         meta = self.meta()
-        version = int(meta.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"store {self.url} was written by a newer iotnas (schema {version}, this one reads {SCHEMA_VERSION}); "
-                "upgrade iotnas to open it"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"store {self.url} uses schema {version}, which this iotnas cannot migrate; "
-                "open it with the iotnas version that wrote it"
-            )
         if study_name is not None and meta.get("study_name") not in (None, study_name):
             raise StoreError(
                 f"store {self.url} belongs to study {meta['study_name']!r}, not {study_name!r}; "
@@ -189,6 +182,84 @@ class Store:
                 f"store {self.url} was created by a different version of study {study_name!r} "
                 "(its settings changed); use a new store path, or restore the original settings"
             )
+
+    def _schema_revision(self, connection: Connection, *, create: bool) -> str | None:
+        """The schema revision the store is at (schema 1 stores predate revisions: "0001"); None when new.
+
+        Raises:
+            SchemaVersionError: written by a newer iotnas, damaged, or too old to migrate.
+            StoreError: empty, and ``create`` is off.
+        """
+        tables = set(inspect(connection).get_table_names())
+        if MetaRow.__tablename__ not in tables:
+            if tables and any(t.startswith("iotnas_") for t in tables):
+                raise SchemaVersionError(f"store {self.url} has iotnas tables but no version record; it is damaged")
+            if not create:
+                raise StoreError(f"store {self.url} holds no iotnas study")
+            return None
+        revision = migrations.current(connection)
+        stored = connection.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
+        version = int(stored) if stored and stored.isdigit() else 0
+        if version > SCHEMA_VERSION or (revision is not None and not migrations.is_known(revision)):
+            found = f"schema {version}" + (f", revision {revision}" if revision else "")
+            raise SchemaVersionError(
+                f"store {self.url} was written by a newer iotnas ({found}, this one reads {SCHEMA_VERSION}); "
+                "upgrade iotnas to open it"
+            )
+        if revision is None and version not in migrations.LEGACY_REVISIONS:
+            raise SchemaVersionError(
+                f"store {self.url} uses schema {version}, which this iotnas cannot migrate; "
+                "open it with the iotnas version that wrote it"
+            )
+        return revision or migrations.LEGACY_REVISIONS[version]
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[Connection]:
+        """One transaction that holds the store's write lock until it ends.
+
+        Workers opening a new or old store at once thus create or migrate it once: each looks
+        again under the lock and finds the work done. A failure rolls everything back.
+        SQLite: pysqlite begins transactions late and runs DDL outside them, so a connection of
+        its own leaves them to ``BEGIN IMMEDIATE``, which takes the write lock at once and makes
+        the DDL part of the transaction. PostgreSQL: DDL is transactional; an advisory lock held
+        until commit queues the other openers.
+        """
+        engine = self._engine
+        if self.path is not None:
+            engine = create_engine(self.url, poolclass=NullPool)
+            _enable_sqlite_wal(engine)
+            _begin_immediate(engine)
+        try:
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                yield connection
+        finally:
+            if engine is not self._engine:
+                engine.dispose()
+
+    def _create_schema(self, connection: Connection, *, study_name: str | None, fingerprint: str | None) -> None:
+        """A new store: every revision from the first (the same path old stores take), then the meta rows."""
+        migrations.upgrade(connection)
+        facts = {"schema_version": str(SCHEMA_VERSION), "created_at": _now().isoformat(), "iotnas_version": __version__,
+                 "study_name": study_name, "study_fingerprint": fingerprint}
+        connection.execute(insert(MetaRow), [{"key": k, "value": v} for k, v in facts.items() if v is not None])
+
+    def _migrate(self, connection: Connection, at: str) -> None:
+        """Upgrade the store from revision ``at`` to this code's, or raise StoreError and change nothing."""
+        try:
+            if migrations.current(connection) is None:
+                migrations.stamp(connection, at)  # a store from before revisions existed
+            migrations.upgrade(connection)
+            connection.execute(
+                update(MetaRow).where(MetaRow.key == "schema_version").values(value=str(SCHEMA_VERSION))
+            )
+        except Exception as exc:
+            reason = _db_message(exc) if isinstance(exc, SQLAlchemyError) else f"{type(exc).__name__}: {exc}"
+            raise StoreError(
+                f"cannot migrate store {self.url} from schema revision {at} to {migrations.head()}: {reason}; "
+                "the store was left as it was"
+            ) from exc
 
     def close(self) -> None:
         self._engine.dispose()
@@ -227,6 +298,27 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         with self._session() as s:
             s.merge(MetaRow(key=key, value=value))
+
+    def set_study(self, study: Study) -> None:
+        """Record the study this store belongs to, in the form :meth:`study` reads back."""
+        with self._session() as s:
+            s.merge(MetaRow(key="study", value=json.dumps(study.to_dict(), sort_keys=True)))
+            s.merge(MetaRow(key="study_base_dir", value=study.base_dir))
+
+    def study(self) -> Study | None:
+        """The study recorded by :meth:`set_study` (None before a search has started).
+
+        Raises:
+            StoreError: the recorded study no longer validates (e.g. it names a removed strategy).
+        """
+        meta = self.meta()
+        if not meta.get("study"):
+            return None
+        try:
+            return parse_study(json.loads(meta["study"]), base_dir=meta.get("study_base_dir", "."),
+                               default_name=meta.get("study_name", "study"))
+        except (ConfigError, ValueError) as exc:
+            raise StoreError(f"store {self.url}: the recorded study cannot be read ({exc})") from None
 
     # ------------------------------------------------------------------ candidates
 
@@ -372,17 +464,17 @@ class Store:
                 exists = s.scalar(select(TrainingRow.id).where(TrainingRow.arch_key == arch_key,
                                                                TrainingRow.epochs == epochs))
                 if exists is None:
-                    s.add(TrainingRow(arch_key=arch_key, epochs=epochs, status="running", worker=worker,
+                    s.add(TrainingRow(arch_key=arch_key, epochs=epochs, status=TrainingStatus.RUNNING, worker=worker,
                                       heartbeat_at=now, started_at=now))
                     return True
                 takeable = or_(
-                    TrainingRow.status == "failed", TrainingRow.worker == worker,
+                    TrainingRow.status == TrainingStatus.FAILED, TrainingRow.worker == worker,
                     TrainingRow.heartbeat_at < stale_before, TrainingRow.worker.in_(list(dead_workers)),
                 )
                 result = s.execute(
                     update(TrainingRow)
-                    .where(TrainingRow.id == exists, TrainingRow.status != "done", takeable)
-                    .values(status="running", worker=worker, heartbeat_at=now)
+                    .where(TrainingRow.id == exists, TrainingRow.status != TrainingStatus.DONE, takeable)
+                    .values(status=TrainingStatus.RUNNING, worker=worker, heartbeat_at=now)
                 )
                 return result.rowcount == 1
         except IntegrityError:
@@ -394,21 +486,10 @@ class Store:
             result = s.execute(
                 update(TrainingRow)
                 .where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
-                       TrainingRow.worker == worker, TrainingRow.status == "running")
+                       TrainingRow.worker == worker, TrainingRow.status == TrainingStatus.RUNNING)
                 .values(heartbeat_at=_now())
             )
             return result.rowcount == 1
-
-    def start_training(self, arch_key: str, epochs: float, *, worker: str | None = None) -> None:
-        """Mark a training as running (again, after an interruption)."""
-        with self._session() as s:
-            row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
-            now = _now()
-            if row is None:
-                s.add(TrainingRow(arch_key=arch_key, epochs=epochs, status="running", worker=worker,
-                                  heartbeat_at=now, started_at=now))
-            elif row.status != "done":
-                row.status, row.worker, row.heartbeat_at = "running", worker, now
 
     def finish_training(
         self, arch_key: str, epochs: float, *, accuracy: float, checkpoint: str | None, seconds: float,
@@ -418,9 +499,9 @@ class Store:
             row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
             if row is None:
                 raise StoreError(f"training of {arch_key} at {epochs} epochs was never started in {self.url}")
-            if row.status == "done":
+            if row.status == TrainingStatus.DONE:
                 return  # finished already (by a worker presumed dead that was only slow): keep the first result
-            row.status, row.accuracy, row.checkpoint = "done", accuracy, self._stored_path(checkpoint)
+            row.status, row.accuracy, row.checkpoint = TrainingStatus.DONE, accuracy, self._stored_path(checkpoint)
             row.seconds, row.finished_at, row.resumed_from_epochs = seconds, _now(), resumed_from_epochs
 
     def trainings(self, *, status: str | None = None) -> list[Training]:

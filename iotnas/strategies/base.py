@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from iotnas.errors import ConfigError
+from iotnas.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: checking a study's settings needs no numpy
+    import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +50,38 @@ class PoolView:
 
 
 class Strategy(abc.ABC):
-    """Proposes candidates to train. Subclasses keep options keyword-only and validate them."""
+    """Proposes candidates to train. Subclasses declare their options in :attr:`SETTINGS`.
 
-    name: str = ""
+    ``storage_url`` and ``study_name`` locate the study database, for a strategy
+    that keeps state of its own there (optuna's trials).
+    """
 
-    def __init__(self, *, seed: int, settings: Mapping[str, Any] | None = None):
+    #: Set by :data:`STRATEGIES` on registration.
+    name: ClassVar[str] = ""
+    #: Setting -> default; a given value must have the default's type (an integer is taken for a float).
+    SETTINGS: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, *, seed: int, settings: Mapping[str, Any] | None = None,
+                 storage_url: str | None = None, study_name: str = "iotnas"):
         self.seed = seed
-        self.settings = dict(settings or {})
+        self.settings = self.check_settings(settings or {})
+        self.storage_url = storage_url
+        self.study_name = study_name
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Every setting, given or default, checked without building the strategy (so, when a study loads).
+
+        Raises:
+            ConfigError: naming ``strategy.settings.KEY``: an unknown key or a value of the wrong type.
+        """
+        unknown = sorted(set(settings) - set(cls.SETTINGS))
+        if unknown:
+            raise ConfigError(
+                f"strategy.settings.{unknown[0]}: unknown setting for strategy {cls.name!r}"
+                f" (known: {', '.join(sorted(cls.SETTINGS)) or 'none'})"
+            )
+        return {key: _typed(key, settings.get(key, default), type(default)) for key, default in cls.SETTINGS.items()}
 
     @abc.abstractmethod
     def ask(self, view: PoolView, history: Sequence[Observation], n: int, rng: np.random.Generator) -> list[str]:
@@ -66,20 +93,16 @@ class Strategy(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (database connections)."""
 
-    # helpers ---------------------------------------------------------------
 
-    def _setting(self, key: str, default: Any, kind: type) -> Any:
-        value = self.settings.get(key, default)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise ConfigError(f"strategy.settings.{key}: expected {kind.__name__}, got {value!r}")
-        return value
+def _typed(key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"strategy.settings.{key}: expected {kind.__name__}, got {value!r}")
+    return value
 
-    def _check_settings(self, known: set[str]) -> None:
-        unknown = sorted(set(self.settings) - known)
-        if unknown:
-            raise ConfigError(
-                f"strategy.settings.{unknown[0]}: unknown setting for strategy {self.name!r}"
-                f" (known: {', '.join(sorted(known)) or 'none'})"
-            )
+
+#: Every strategy, in listing order (see :mod:`iotnas.strategies`).
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy", error=ConfigError, unknown="strategy.name: {name!r} is not one of {known}", name_attr="name"
+)

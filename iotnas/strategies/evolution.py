@@ -8,24 +8,24 @@ can be chosen, so a mutation never produces an infeasible model.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from iotnas.strategies.base import Observation, PoolView, Strategy
+from iotnas.strategies.base import STRATEGIES, Observation, PoolView, Strategy
 from iotnas.strategies.features import N_NUMERIC, standardize
 
 
+@STRATEGIES.register("evolution")
 class EvolutionStrategy(Strategy):
-    name = "evolution"
+    SETTINGS = {"population": 8, "sample": 3, "mutation_scale": 0.3, "same_space_prob": 0.8}
 
-    def __init__(self, *, seed: int, settings=None):
-        super().__init__(seed=seed, settings=settings)
-        self._check_settings({"population", "sample", "mutation_scale", "same_space_prob"})
-        self.population = self._setting("population", 8, int)
-        self.sample = self._setting("sample", 3, int)
-        self.mutation_scale = self._setting("mutation_scale", 0.3, float)
-        self.same_space_prob = self._setting("same_space_prob", 0.8, float)
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.population = self.settings["population"]
+        self.sample = self.settings["sample"]
+        self.mutation_scale = self.settings["mutation_scale"]
+        self.same_space_prob = self.settings["same_space_prob"]
 
     def ask(self, view: PoolView, history: Sequence[Observation], n: int, rng: np.random.Generator) -> list[str]:
         trained = [o for o in history if o.accuracy is not None]

@@ -10,13 +10,22 @@ import math
 
 import numpy as np
 
-SPACES = ("densenet", "googlenet", "mobilenetv2", "pnasnet", "resnext", "resnet", "probenet")
 N_NUMERIC = 4  # log2 of n_values, macs, flops, peak activation bytes
+
+
+def space_names() -> tuple[str, ...]:
+    """The family columns: every registered space, in registration order.
+
+    Read on use: the space registry comes with torch, which checking a strategy's settings does not need.
+    """
+    from iotnas.spaces import list_spaces
+
+    return tuple(list_spaces())
 
 
 def feature_row(*, space: str, n_values: int, macs: int, flops: int, peak_activation_bytes: int) -> np.ndarray:
     numeric = [math.log2(max(v, 1)) for v in (n_values, macs, flops, peak_activation_bytes)]
-    onehot = [1.0 if space == s else 0.0 for s in SPACES]
+    onehot = [1.0 if space == s else 0.0 for s in space_names()]
     return np.asarray(numeric + onehot, dtype=np.float64)
 
 

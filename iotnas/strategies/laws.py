@@ -6,17 +6,12 @@ from typing import Sequence
 
 import numpy as np
 
-from iotnas.strategies.base import Observation, PoolView, Strategy
+from iotnas.strategies.base import STRATEGIES, Observation, PoolView, Strategy
 
 
+@STRATEGIES.register("laws")
 class LawsStrategy(Strategy):
     """Round-robin over laws, lowest id first: exactly what a person narrowing laws by hand trains."""
-
-    name = "laws"
-
-    def __init__(self, *, seed: int, settings=None):
-        super().__init__(seed=seed, settings=settings)
-        self._check_settings(set())
 
     def ask(self, view: PoolView, history: Sequence[Observation], n: int, rng: np.random.Generator) -> list[str]:
         by_law: dict[str, list[tuple[int, str]]] = {}

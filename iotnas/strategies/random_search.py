@@ -6,16 +6,11 @@ from typing import Sequence
 
 import numpy as np
 
-from iotnas.strategies.base import Observation, PoolView, Strategy
+from iotnas.strategies.base import STRATEGIES, Observation, PoolView, Strategy
 
 
+@STRATEGIES.register("random")
 class RandomStrategy(Strategy):
-    name = "random"
-
-    def __init__(self, *, seed: int, settings=None):
-        super().__init__(seed=seed, settings=settings)
-        self._check_settings(set())
-
     def ask(self, view: PoolView, history: Sequence[Observation], n: int, rng: np.random.Generator) -> list[str]:
         take = min(n, len(view))
         return [view.keys[i] for i in rng.choice(len(view), size=take, replace=False)]

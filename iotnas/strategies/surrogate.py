@@ -10,25 +10,22 @@ design), then proposes the candidate with the highest upper confidence bound
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-from iotnas.strategies.base import Observation, PoolView, Strategy
+from iotnas.strategies.base import STRATEGIES, Observation, PoolView, Strategy
 from iotnas.strategies.features import standardize
 
 
+@STRATEGIES.register("surrogate")
 class SurrogateStrategy(Strategy):
-    name = "surrogate"
+    SETTINGS = {"kappa": 1.0, "initial": 5}  # initial: largest model of up to this many families first
 
-    def __init__(self, *, seed: int, settings=None):
-        super().__init__(seed=seed, settings=settings)
-        self._check_settings({"kappa", "initial"})
-        self.kappa = self._setting("kappa", 1.0, float)
-        self.initial = self._setting("initial", 5, int)  # largest model of up to this many families first
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kappa = self.settings["kappa"]
+        self.initial = self.settings["initial"]
 
     def ask(self, view: PoolView, history: Sequence[Observation], n: int, rng: np.random.Generator) -> list[str]:
         trained = [o for o in history if o.accuracy is not None]
@@ -52,6 +49,11 @@ class SurrogateStrategy(Strategy):
         return order[: min(n, self.initial - len(trained))]
 
     def _by_acquisition(self, view: PoolView, trained: list[Observation], n: int, *, exclude: set[int], rng) -> list[int]:
+        # scikit-learn is slow to import: loaded when a model is first fitted, not when settings are checked
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
         if len(trained) < 2:
             free = [i for i in range(len(view)) if i not in exclude]
             return [int(i) for i in rng.choice(free, size=min(n, len(free)), replace=False)]

@@ -94,3 +94,26 @@ class TrainResult:
     images_per_s: float  # training throughput of this call (0.0 when nothing was left to train)
     history: tuple[EpochStats, ...]  # the epochs trained in this call
     checkpoint: Path | None  # where the final state is, if a checkpoint folder was given
+
+
+def recipe_for(study, epochs: float) -> TrainConfig:
+    """The training recipe of a study (its ``[training]`` table) at one fidelity.
+
+    The thread count defaults to the cores this process may use, fixed for the run (not chosen
+    from the machine's load), so a resumed training stays bit-exact.
+
+    Raises:
+        ConfigError: the ``[training]`` table names an unknown setting or a bad value.
+    """
+    import os
+
+    from iotnas.errors import ConfigError
+
+    settings = {"threads": len(os.sched_getaffinity(0)), **study.training, "epochs": float(epochs)}
+    try:
+        return TrainConfig.from_dict(settings)
+    except TrainingError as exc:
+        raise ConfigError(f"training: {exc}") from None
+    except TypeError:
+        raise ConfigError(f"training: a setting has the wrong type ({dict(study.training)}); "
+                          "see docs/training.md for each setting's type") from None

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -10,10 +11,12 @@ def test_version(cli):
     assert out.strip() == f"iotnas {__version__}"
 
 
-def test_help_lists_program(cli):
+def test_help_lists_every_command(cli):
     code, out, _ = cli("--help")
     assert code == 0
-    assert "iotnas" in out
+    for command in ("init", "search", "status", "show", "spaces", "formats", "train", "eval", "latency", "agent",
+                    "report", "export"):
+        assert re.search(rf"^\W*{command}\b", out, re.MULTILINE), f"'iotnas --help' does not list {command}"
 
 
 def test_unknown_command_is_one_clean_line_and_exit_2(cli):

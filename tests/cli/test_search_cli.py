@@ -120,3 +120,16 @@ def test_store_of_another_study(searched, tmp_path, cli, released_dir):
 def test_status_of_missing_store(tmp_path, cli):
     code, _, err = cli("status", str(tmp_path / "none.db"))
     _one_clean_line(code, err)
+
+
+def test_live_display_shows_training_throughput():
+    from iotnas.cli.search import _SearchDisplay
+    from iotnas.search import SearchEvent
+    from iotnas.train import EpochStats
+
+    stats = EpochStats(epoch=2, epochs_done=2.0, total_epochs=4.0, loss=1.234, train_accuracy=0.5, test_accuracy=0.6,
+                       images_per_s=812.4, seconds=3.0, lr=0.1)
+    display = _SearchDisplay()
+    display.update(SearchEvent("train", "training densenet/s3/1", detail=stats))
+    (task,) = display.progress.tasks
+    assert task.description == "training densenet/s3/1: epoch 2, loss 1.234, test 60.00%, 812 img/s"

@@ -78,10 +78,14 @@ def cifar_bin_dir(tmp_path: Path):
 
 @pytest.fixture
 def make():
-    """The writers above, for tests that need variations of the files."""
-    import sys
+    """The writers above, for tests that need variations of the files.
 
-    return sys.modules[__name__]
+    A namespace, not this module: every test folder's conftest is a module called ``conftest``.
+    """
+    from types import SimpleNamespace
+
+    return SimpleNamespace(N_PER_BATCH=N_PER_BATCH, make_tar=make_tar, write_cifar_bin=write_cifar_bin,
+                           write_cifar_python=write_cifar_python, write_idx=write_idx)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def trained_store(tmp_path_factory, cifar_small, shared_data: Path) -> Path:
         )])
         store.add_latency(Latency(arch_key=arch.key, device_key="local:onnxruntime:t1", source="measured",
                                   median_ms=1.25, detail={"repeats": 20}))
-        store.start_training(arch.key, 1.0)
+        assert store.claim_training(arch.key, 1.0, worker="test", stale_before=datetime.min)
         store.finish_training(arch.key, 1.0, accuracy=result.test_accuracy,
                               checkpoint=str(run_dir / "checkpoint.pt"), seconds=1.0)  # absolute, as the search writes it
     return db

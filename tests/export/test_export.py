@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from iotnas.arch import Arch
-from iotnas.emulate import emulated
+from iotnas.precision.emulate import emulated
 from iotnas.export import ONNX_TOLERANCE, OPSET, export_model, load_packed, read_packed
 from iotnas.formats import parse_format, storage_bytes
 from iotnas.spaces import build
@@ -105,6 +105,7 @@ def test_model_card_states_the_figures(exports):
     assert f"# Model card: {MODEL} in e4m3" in card
     assert f"{header['n_values']:,} bytes" in card  # 8 bits per value
     assert "opset 17" in card and "Latency" in card and "1.25 ms" in card
+    assert "| Classes | 10: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck |" in card
 
 
 C_PROGRAM = r"""

@@ -13,6 +13,7 @@ from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
 from iotnas.latency.calibrate import calibrate, released_timings, sample_archs
 from iotnas.latency.kernels import Kernel, arch_kernels, trace_kernels
 from iotnas.latency.predictor import (
+    PREDICTORS,
     CostModelPredictor,
     FlopsPredictor,
     KernelPredictor,
@@ -133,6 +134,42 @@ def test_load_refuses_what_is_not_a_predictor(tmp_path, content, message):
         LatencyPredictor.load(path)
     with pytest.raises(LatencyError, match="cannot read"):
         LatencyPredictor.load(tmp_path / "missing.json")
+
+
+def _synthetic_kernel_ms(kernel: Kernel) -> float:
+    return 1e-3 + 1e-7 * kernel.flops
+
+
+#: How each predictor kind is fitted on (kernels, ms) pairs; a new kind needs an entry here.
+FITTERS = {
+    "kernels": lambda networks: KernelPredictor.fit(
+        kernel_ms={k.key: _synthetic_kernel_ms(k) for ks, _ in networks for k in ks}, networks=networks,
+        runtime="onnxruntime", settings={}),
+    "cost": CostModelPredictor.fit,
+    "flops": lambda networks: FlopsPredictor.fit([sum(k.flops for k in ks) for ks, _ in networks],
+                                                 [ms for _, ms in networks]),
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic_networks():
+    """Twelve small traced networks with made-up costs: the kernels' sum plus 20 % (cheap, untimed)."""
+    networks = [trace_kernels(tiny_module(channels), input_shape=(3, 32, 32)) for channels in range(4, 16)]
+    return [(ks, 1.2 * sum(map(_synthetic_kernel_ms, ks))) for ks in networks]
+
+
+@pytest.mark.parametrize("kind", PREDICTORS.names())
+def test_every_predictor_kind_fits_saves_loads_and_predicts_the_same(kind, synthetic_networks, tmp_path):
+    if kind not in FITTERS:
+        pytest.fail(f"predictor kind {kind!r} has no entry in FITTERS")
+    predictor = FITTERS[kind](synthetic_networks)
+    assert predictor.kind == kind
+    predictor.save(tmp_path / "p.json")
+    loaded = LatencyPredictor.load(tmp_path / "p.json")
+    assert type(loaded) is type(predictor)
+    held_out = ["mobilenetv2/s4/39", "resnext/s3/35"]
+    predicted = predictor.predict_many(held_out)
+    assert loaded.predict_many(held_out) == predicted and all(np.isfinite(predicted))
 
 
 def test_sampled_calibration_archs_cover_the_families():

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iotnas.pareto import front_mask, study_points
+from iotnas.results.fronts import front_mask
+from iotnas.results.points import study_points
 from iotnas.report import write_report
 from iotnas.store import Store
 

@@ -1,9 +1,12 @@
 import sqlite3
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from iotnas.errors import SchemaVersionError, StoreError
-from iotnas.store import POOLED, Candidate, Latency, PrecisionResult, Store
+from iotnas.store import POOLED, SCHEMA_VERSION, Candidate, Latency, PrecisionResult, Store
+from iotnas.store.migrations import head
 
 
 def _candidate(key="densenet/s3/1", status=POOLED):
@@ -11,25 +14,28 @@ def _candidate(key="densenet/s3/1", status=POOLED):
                      flops=7, peak_activation_bytes=100, status=status, reason=None, proposed_index=None)
 
 
-def test_round_trip_and_idempotent_writes(tmp_path):
-    path = tmp_path / "s.db"
-    with Store.open(str(path), study_name="a", fingerprint="f1") as store:
+def test_round_trip_and_idempotent_writes(store_url, tmp_path):
+    on_sqlite = "://" not in store_url
+    with Store.open(store_url, study_name="a", fingerprint="f1") as store:
         assert store.add_candidates([_candidate()]) == 1
         assert store.add_candidates([_candidate()]) == 0  # repeats are harmless
         store.update_candidate("densenet/s3/1", proposed_index=0)
         store.add_latency(Latency("densenet/s3/1", "local:onnxruntime:t1", "measured", 1.5, {"cv": 0.01}))
-        store.start_training("densenet/s3/1", 1.0)
+        assert store.claim_training("densenet/s3/1", 1.0, worker="test", stale_before=datetime.min)
         store.finish_training("densenet/s3/1", 1.0, accuracy=0.5, checkpoint="c.pt", seconds=2.0)
         store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "half", 16, 20, 0.49, False, None))
         store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "half", 16, 20, 0.10, False, None))
-    with Store.open(str(path), study_name="a", fingerprint="f1", create=False) as store:
+    with Store.open(store_url, study_name="a", fingerprint="f1", create=False) as store:
         assert [c.key for c in store.proposals()] == ["densenet/s3/1"]
         assert store.latencies()["densenet/s3/1"].detail == {"cv": 0.01}
         (t,) = store.trainings(status="done")
-        assert t.accuracy == 0.5 and t.checkpoint == str(tmp_path / "c.pt")  # relative: beside the store
+        assert t.accuracy == 0.5  # a relative checkpoint lies beside a SQLite store; a server has no folder
+        assert t.checkpoint == (str(tmp_path / "c.pt") if on_sqlite else "c.pt")
         (p,) = store.precision_results()
         assert p.accuracy == 0.49  # never overwritten
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+    if on_sqlite:
+        assert sqlite3.connect(store_url).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_files_beside_the_store_are_found_after_the_folder_moves(tmp_path):
@@ -37,7 +43,7 @@ def test_files_beside_the_store_are_found_after_the_folder_moves(tmp_path):
     old.mkdir()
     with Store.open(str(old / "s.db"), study_name="a", fingerprint="f1") as store:
         store.add_candidates([_candidate()])
-        store.start_training("densenet/s3/1", 1.0)
+        assert store.claim_training("densenet/s3/1", 1.0, worker="test", stale_before=datetime.min)
         store.finish_training("densenet/s3/1", 1.0, accuracy=0.5, checkpoint=str(old / "s-runs" / "c.pt"), seconds=1)
         store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "half", 16, 20, 0.49, True, str(elsewhere)))
     moved = tmp_path / "moved"
@@ -48,14 +54,14 @@ def test_files_beside_the_store_are_found_after_the_folder_moves(tmp_path):
         assert store.path == moved / "s.db"
     with Store.open("sqlite://", study_name="a") as memory:
         memory.add_candidates([_candidate()])
-        memory.start_training("densenet/s3/1", 1.0)
+        assert memory.claim_training("densenet/s3/1", 1.0, worker="test", stale_before=datetime.min)
         memory.finish_training("densenet/s3/1", 1.0, accuracy=0.5, checkpoint=str(moved / "c.pt"), seconds=1)
         assert memory.path is None and memory.trainings()[0].checkpoint == str(moved / "c.pt")
     assert sqlite3.connect(moved / "s.db").execute("SELECT checkpoint FROM iotnas_trainings").fetchone()[0] == "s-runs/c.pt"
 
 
-def test_store_of_another_study_is_refused(tmp_path):
-    path = str(tmp_path / "s.db")
+def test_store_of_another_study_is_refused(store_url):
+    path = store_url
     Store.open(path, study_name="a", fingerprint="f1").close()
     with pytest.raises(StoreError, match="belongs to study 'a'"):
         Store.open(path, study_name="b", fingerprint="f1")
@@ -63,20 +69,34 @@ def test_store_of_another_study_is_refused(tmp_path):
         Store.open(path, study_name="a", fingerprint="f2")
 
 
-def test_newer_and_older_schema_refused_without_damage(tmp_path):
-    path = tmp_path / "s.db"
-    with Store.open(str(path), study_name="a") as store:
+def test_older_known_schema_migrated_newer_and_unknown_refused_without_damage(store_url, snapshot, sql):
+    with Store.open(store_url, study_name="a") as store:
         store.add_candidates([_candidate()])
-    db = sqlite3.connect(path)
-    db.execute("UPDATE iotnas_meta SET value='99' WHERE key='schema_version'")
-    db.commit()
-    with pytest.raises(SchemaVersionError, match="newer iotnas"):
-        Store.open(str(path), study_name="a")
-    db.execute("UPDATE iotnas_meta SET value='0' WHERE key='schema_version'")
-    db.commit()
+    at_head = snapshot(store_url)
+    assert at_head["iotnas_alembic_version"] == [(head(),)]
+    for newer in (f"UPDATE iotnas_alembic_version SET version_num = '{int(head()) + 1:04d}'",  # a revision unknown here
+                  "UPDATE iotnas_meta SET value = '99' WHERE key = 'schema_version'"):
+        sql(store_url, newer)
+        before = snapshot(store_url)
+        with pytest.raises(SchemaVersionError, match="newer iotnas"):
+            Store.open(store_url, study_name="a")
+        assert snapshot(store_url) == before
+        sql(store_url, "DELETE FROM iotnas_alembic_version", f"INSERT INTO iotnas_alembic_version VALUES ('{head()}')",
+             f"UPDATE iotnas_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'")
+    # schema 1 predates revisions: it is migrated
+    sql(store_url, "DROP TABLE iotnas_alembic_version", "UPDATE iotnas_meta SET value = '1' WHERE key = 'schema_version'")
+    Store.open(store_url, study_name="a").close()
+    assert snapshot(store_url) == at_head
+    # schema 0 never existed, and a store without any version record is damaged
+    sql(store_url, "DROP TABLE iotnas_alembic_version", "UPDATE iotnas_meta SET value = '0' WHERE key = 'schema_version'")
+    before = snapshot(store_url)
     with pytest.raises(SchemaVersionError, match="cannot migrate"):
-        Store.open(str(path), study_name="a")
-    assert db.execute("SELECT count(*) FROM iotnas_candidates").fetchone()[0] == 1
+        Store.open(store_url, study_name="a")
+    assert snapshot(store_url) == before
+    sql(store_url, "DROP TABLE iotnas_meta")
+    with pytest.raises(SchemaVersionError, match="damaged"):
+        Store.open(store_url, study_name="a")
+    assert len(snapshot(store_url)["iotnas_candidates"]) == 1
 
 
 def test_unwritable_and_missing_locations(tmp_path):
@@ -124,3 +144,25 @@ def test_full_disk_is_a_clear_error_and_keeps_what_was_committed(tmp_path):
             assert len(store.candidates()) == committed
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_the_stored_study_reads_back_as_the_same_value(example, store_url):
+    """What a search records is read back by the same code as a study file: every reader gets a Study."""
+    from iotnas.study import load_study
+
+    study = load_study(example)
+    with Store.open(store_url, study_name=study.name, fingerprint=study.fingerprint) as store:
+        assert store.study() is None  # nothing recorded yet
+        store.set_study(study)
+    with Store.open(store_url, create=False) as store:
+        again = store.study()
+    assert again == study and again.fingerprint == study.fingerprint
+
+
+def test_a_damaged_stored_study_is_a_clear_error(tmp_path):
+    with Store.open(str(tmp_path / "s.db"), study_name="a") as store:
+        store.set_meta("study", '{"name": "a", "budget": {"epochs": "many"}}')
+        with pytest.raises(StoreError, match="the recorded study cannot be read"):
+            store.study()

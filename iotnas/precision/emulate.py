@@ -16,8 +16,7 @@ same model without rebuilding it or holding a copy per format.
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,8 +24,6 @@ from torch import nn
 
 from iotnas.errors import FormatError
 from iotnas.formats import FloatFormat, NumberFormat, parse_format
-
-logger = logging.getLogger(__name__)
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -120,23 +117,3 @@ def emulated(
             for t, master in zip(tensors, masters):
                 t.copy_(master)
 
-
-def evaluate_formats(
-    model: nn.Module,
-    formats: Iterable[NumberFormat | str],
-    evaluate: Callable[[nn.Module], float],
-    *,
-    activations: FloatFormat | str | None = None,
-) -> dict[str, float]:
-    """``evaluate(model)`` with the model's numbers in each format, one format at a time.
-
-    Returns:
-        Format name -> whatever ``evaluate`` returned (e.g. accuracy in [0, 1]).
-    """
-    results: dict[str, float] = {}
-    for fmt in formats:
-        fmt = parse_format(fmt)
-        with emulated(model, weights=fmt, activations=activations):
-            results[fmt.name] = evaluate(model)
-        logger.info("%s: %s", fmt.name, results[fmt.name])
-    return results

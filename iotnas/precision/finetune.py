@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from iotnas.data import Dataset
-from iotnas.emulate import emulated, ste_round
+from iotnas.precision.emulate import emulated, ste_round
 from iotnas.formats import NumberFormat
 
 FINETUNED_FILE = "finetuned.pt"

@@ -1,0 +1,91 @@
+"""The one feasibility rule: a model in a format is feasible when it breaks none of the limits.
+
+Every stage asks the same question of the same :class:`Limits`: the pool (memory and
+activations, at the narrowest allowed format, before any timing), the latency stage,
+the winners, the fronts, the report and the export. A broken limit is a
+:class:`Violation` with a :class:`Reason` from one vocabulary, which is also the suffix
+of a rejected candidate's status (``rejected:memory``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Collection, Protocol
+
+
+class Reason(StrEnum):
+    """Why a model is not feasible."""
+
+    MEMORY = "memory"  # weights over max_weight_bytes
+    ACTIVATIONS = "activations"  # peak activations over max_activation_bytes
+    LATENCY = "latency"  # slower than max_latency_ms
+    UNTIMED = "untimed"  # a latency limit is set but the model has no latency figure
+
+    @property
+    def status(self) -> str:
+        """The candidate status of a model rejected for this reason."""
+        return f"rejected:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    reason: Reason
+    message: str  # e.g. "33012 weight bytes > 32768"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Figures(Protocol):
+    """What feasibility reads of a model in a format (a ModelPoint has them; None: not known)."""
+
+    weight_bytes: int | None
+    latency_ms: float | None
+    peak_activation_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """Figures known at some stage (the pool knows no latency yet)."""
+
+    weight_bytes: int | None = None
+    latency_ms: float | None = None
+    peak_activation_bytes: int | None = None
+
+
+EVERY_REASON = frozenset(Reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A study's constraints (``None``: no limit)."""
+
+    max_weight_bytes: int | None = None
+    max_latency_ms: float | None = None
+    max_activation_bytes: int | None = None
+
+    def violations(self, point: Figures, *, checks: Collection[Reason] = EVERY_REASON) -> list[Violation]:
+        """Why ``point`` breaks the limits (empty: feasible), looking only at ``checks``.
+
+        A figure that is None is not known: it breaks nothing, except that a latency limit
+        with no latency figure is :attr:`Reason.UNTIMED` when that reason is checked.
+        """
+        out = []
+        weight, latency, peak = point.weight_bytes, point.latency_ms, point.peak_activation_bytes
+        if Reason.MEMORY in checks and None not in (self.max_weight_bytes, weight) and weight > self.max_weight_bytes:
+            out.append(Violation(Reason.MEMORY, f"{weight} weight bytes > {self.max_weight_bytes}"))
+        if self.max_latency_ms is not None:
+            if latency is None:
+                if Reason.UNTIMED in checks:
+                    out.append(Violation(Reason.UNTIMED, "no latency figure"))
+            elif Reason.LATENCY in checks and latency > self.max_latency_ms:
+                out.append(Violation(Reason.LATENCY, f"{latency:.3f} ms > {self.max_latency_ms} ms"))
+        if (Reason.ACTIVATIONS in checks and None not in (self.max_activation_bytes, peak)
+                and peak > self.max_activation_bytes):
+            out.append(Violation(Reason.ACTIVATIONS, f"{peak} peak activation bytes > {self.max_activation_bytes}"))
+        return out
+
+    def first_violation(self, point: Figures, *, checks: Collection[Reason] = EVERY_REASON) -> Violation | None:
+        found = self.violations(point, checks=checks)
+        return found[0] if found else None

@@ -1,0 +1,60 @@
+"""Train mode's latency sources: timing on this machine or a device agent, or a calibrated predictor."""
+
+from __future__ import annotations
+
+from iotnas.arch import Arch
+from iotnas.data import Dataset
+from iotnas.errors import ConfigError
+from iotnas.store import Latency
+from iotnas.study import Study
+
+
+class MeasuredLatency:
+    """Times each candidate when it is proposed, here or on a device agent (not cheap: ~1 s each)."""
+
+    cheap = False
+
+    def __init__(self, study: Study, dataset: Dataset):
+        self.key = study.device.key
+        self._device = study.device
+        self._geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
+        self._client = None
+        if study.device.kind == "agent":
+            from iotnas.latency import AgentClient
+
+            self._client = AgentClient.connect(study.device.url)
+
+    def latency(self, arch: Arch) -> Latency:
+        from iotnas.latency import measure_latency
+
+        m = measure_latency(arch, runtime=self._device.runtime, threads=self._device.threads,
+                            device=self._client, **self._geometry)
+        return Latency(arch_key=arch.key, device_key=self.key, source="measured", median_ms=m.median_ms,
+                       detail=m.to_dict())
+
+
+class PredictedLatency:
+    """Latency from a predictor calibrated on the device: cheap, so the whole pool is screened first."""
+
+    cheap = True
+
+    def __init__(self, study: Study):
+        from iotnas.latency import LatencyPredictor
+
+        self.key = study.device.key
+        self._predictor = LatencyPredictor.load(study.resolve(study.device.predictor))
+
+    def latency(self, arch: Arch) -> Latency:
+        return Latency(arch_key=arch.key, device_key=self.key, source="predicted",
+                       median_ms=float(self._predictor.predict(arch)), detail={})
+
+
+def make_latency_source(study: Study, dataset: Dataset):
+    if study.device.kind == "predictor":
+        return PredictedLatency(study)
+    if study.device.kind == "released":
+        raise ConfigError("device.kind: \"released\" timings exist only for the released models; use mode = \"tabular\"")
+    return MeasuredLatency(study, dataset)
+
+
+__all__ = ["MeasuredLatency", "PredictedLatency", "make_latency_source"]
