@@ -28,6 +28,10 @@ class ArchError(ConfigError):
     """An architecture description (id, arguments, JSON) is invalid."""
 
 
+class InvalidSampleError(ArchError):
+    """A drawn model that cannot run (e.g. a layer with no channels): skipped, as the released data skips it."""
+
+
 class InputSizeError(ConfigError):
     """A network cannot take images of the given size or channel count."""
 
@@ -62,6 +66,10 @@ class StoreError(IotnasError):
 
 class SchemaVersionError(StoreError):
     """The store was written by a different, incompatible schema version."""
+
+
+class OlderSchemaError(SchemaVersionError):
+    """The store was written by an older iotnas and must be migrated before it is only read."""
 
 
 class SearchError(IotnasError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import json
 import multiprocessing
+import os
 import tomllib
 from dataclasses import asdict
 from pathlib import Path
@@ -44,11 +45,24 @@ class Executor(abc.ABC):
     def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
         """Run the workers; returns each worker's summary (a dict)."""
 
+    @abc.abstractmethod
+    def check(self, workers: int) -> None:
+        """Refuse a worker count this executor cannot run sensibly (ConfigError), before any work."""
+
 
 class LocalExecutor(Executor):
     """Workers as fresh processes on this machine (one worker runs in-process)."""
 
+    PER_CORE = 4  # more worker processes than this per core only slow each other down and fill memory
+
+    def check(self, workers: int) -> None:
+        most = self.PER_CORE * len(os.sched_getaffinity(0))
+        if not 1 <= workers <= most:
+            raise ConfigError(f"--workers: {workers} local workers on {most // self.PER_CORE} core(s); give 1 to "
+                              f"{most} ({self.PER_CORE} per core), or spread them over machines with --executor ray")
+
     def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+        self.check(workers)
         text, base = _read(study_file)
         if workers == 1:
             return [json.loads(run_worker(text, base, store_url))]
@@ -81,7 +95,14 @@ class RayExecutor(Executor):
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
 
+    MOST = 10_000  # tasks one search submits at once
+
+    def check(self, workers: int) -> None:
+        if not 1 <= workers <= self.MOST:
+            raise ConfigError(f"--workers: {workers} Ray workers; give 1 to {self.MOST:,}")
+
     def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+        self.check(workers)
         try:
             import ray
         except ImportError:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +21,21 @@ from iotnas.results.limits import Limits
 from iotnas.strategies import STRATEGY_NAMES
 
 MODES = ("train", "tabular")
+
+# Bounds on what a study may ask for: beyond them a value is a typo, and would size memory,
+# processes or storage past what any device or machine here needs.
+MAX_SEED = 2**63 - 1  # torch and NumPy seeds
+MAX_CLASSES = 100_000
+MAX_IMAGES = 100_000_000
+MAX_THREADS = 1024
+MAX_BYTES = 2**40  # 1 TiB of weights or activations
+MAX_LATENCY_MS = 3_600_000.0  # an hour
+MAX_SECONDS = 86_400.0  # a day
+MAX_CANDIDATES = 100_000  # drawn and costed; held in memory while the pool is built
+MAX_TRAININGS = 100_000
+MAX_EPOCHS = 10_000.0
+MAX_ETA = 1_000
+MAX_NAME = 100
 DEVICE_KINDS = ("local", "agent", "predictor", "released")
 
 
@@ -175,8 +192,11 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     """
     top = _Table(raw, "")
     name = top.str("name", default_name)
+    if len(name) > MAX_NAME or any(c in name for c in "/\\"):
+        raise ConfigError(f"name: {name[:40]!r} is not a study name: at most {MAX_NAME} characters, no / or \\ "
+                          "(it names the store and the run folder)")
     mode = top.choice("mode", MODES, _DEFAULT.mode)
-    seed = top.int("seed", _DEFAULT.seed, minimum=0)
+    seed = top.int("seed", _DEFAULT.seed, minimum=0, maximum=MAX_SEED)
     store = top.str("store", f"{name}.db")
     released = top.str("released", _DEFAULT.released)
     formats = tuple(top.str_list("formats", list(_DEFAULT.formats)))
@@ -188,8 +208,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     data = DataSpec(
         dataset=data_t.str("dataset", "cifar10" if mode == "tabular" else d.dataset),
         layout=data_t.str("layout", d.layout),
-        num_classes=data_t.int("num_classes", d.num_classes, minimum=2),
-        limit=data_t.int("limit", d.limit, minimum=1),
+        num_classes=data_t.int("num_classes", d.num_classes, minimum=2, maximum=MAX_CLASSES),
+        limit=data_t.int("limit", d.limit, minimum=2, maximum=MAX_IMAGES),
     )
     data_t.done()
 
@@ -197,11 +217,15 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     device = DeviceSpec(
         kind=dev_t.choice("kind", DEVICE_KINDS, "released" if mode == "tabular" else d.kind),
         runtime=dev_t.choice("runtime", _runtimes(), d.runtime),
-        threads=dev_t.int("threads", d.threads, minimum=1),
+        threads=dev_t.int("threads", d.threads, minimum=1, maximum=MAX_THREADS),
         url=dev_t.str("url", d.url),
         predictor=dev_t.str("predictor", d.predictor),
     )
     dev_t.done()
+    if device.kind == "local":  # threads beyond this machine's cores only oversubscribe them
+        from iotnas.latency.measure import check_threads
+
+        check_threads(device.threads, field="device.threads", error=ConfigError)
     if device.kind == "agent" and not device.url:
         raise ConfigError("device.url: required when device.kind = \"agent\" (e.g. \"http://192.168.1.20:8765\")")
     if device.kind == "predictor" and not device.predictor:
@@ -209,15 +233,15 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
 
     con_t = top.table("constraints")
     constraints = Limits(
-        max_weight_bytes=con_t.int("max_weight_bytes", None, minimum=1),
-        max_latency_ms=con_t.float("max_latency_ms", None, positive=True),
-        max_activation_bytes=con_t.int("max_activation_bytes", None, minimum=1),
+        max_weight_bytes=con_t.int("max_weight_bytes", None, minimum=1, maximum=MAX_BYTES),
+        max_latency_ms=con_t.float("max_latency_ms", None, positive=True, maximum=MAX_LATENCY_MS),
+        max_activation_bytes=con_t.int("max_activation_bytes", None, minimum=1, maximum=MAX_BYTES),
     )
     con_t.done()
 
     space_t = top.table("space")
     laws = tuple(space_t.str_list("laws", list(_DEFAULT.laws)))
-    pool_per_law = space_t.int("pool_per_law", _DEFAULT.pool_per_law, minimum=1)
+    pool_per_law = space_t.int("pool_per_law", _DEFAULT.pool_per_law, minimum=1, maximum=MAX_CANDIDATES)
     space_t.done()
     if not laws:
         raise ConfigError("space.laws: give at least one law (\"mobilenetv2/s4\"), a space (\"densenet\") or \"all\"")
@@ -228,13 +252,16 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     strat_t.done()
 
     training = dict(top.raw_table("training"))
-    _check_training(training)
+    batch_size = _check_training(training).batch_size
+    if data.limit is not None and data.limit < batch_size:
+        raise ConfigError(f"data.limit: {data.limit} training images are fewer than one batch "
+                          f"(training.batch_size = {batch_size}); give at least {batch_size} or a smaller batch_size")
 
     work_t, d = top.table("workers"), WorkerSettings()
     workers = WorkerSettings(
-        heartbeat_s=work_t.float("heartbeat_s", d.heartbeat_s, positive=True),
-        stale_after_s=work_t.float("stale_after_s", d.stale_after_s, positive=True),
-        poll_s=work_t.float("poll_s", d.poll_s, positive=True),
+        heartbeat_s=work_t.float("heartbeat_s", d.heartbeat_s, positive=True, maximum=MAX_SECONDS),
+        stale_after_s=work_t.float("stale_after_s", d.stale_after_s, positive=True, maximum=MAX_SECONDS),
+        poll_s=work_t.float("poll_s", d.poll_s, positive=True, maximum=MAX_SECONDS),
     )
     work_t.done()
     if workers.stale_after_s <= workers.heartbeat_s:
@@ -246,8 +273,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         exp_bits=tuple(prec_t.int_pair("exp_bits", d.exp_bits)),
         man_bits=tuple(prec_t.int_pair("man_bits", d.man_bits)),
         tolerance=prec_t.float("tolerance", d.tolerance),
-        finetune_epochs=prec_t.float("finetune_epochs", d.finetune_epochs),
-        finetune_top=prec_t.int("finetune_top", d.finetune_top, minimum=1),
+        finetune_epochs=prec_t.float("finetune_epochs", d.finetune_epochs, maximum=MAX_EPOCHS),
+        finetune_top=prec_t.int("finetune_top", d.finetune_top, minimum=1, maximum=MAX_TRAININGS),
         finetune_formats=tuple(prec_t.str_list("finetune_formats", list(d.finetune_formats))),
     )
     prec_t.done()
@@ -256,14 +283,15 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     bud_t, d = top.table("budget"), Budget()
     epochs = tuple(bud_t.float_list("epochs", list(d.epochs)))
     budget = Budget(
-        candidates=bud_t.int("candidates", d.candidates, minimum=1),
-        trainings=bud_t.int("trainings", d.trainings, minimum=1),
+        candidates=bud_t.int("candidates", d.candidates, minimum=1, maximum=MAX_CANDIDATES),
+        trainings=bud_t.int("trainings", d.trainings, minimum=1, maximum=MAX_TRAININGS),
         epochs=epochs,
-        eta=bud_t.int("eta", d.eta, minimum=2),
+        eta=bud_t.int("eta", d.eta, minimum=2, maximum=MAX_ETA),
     )
     bud_t.done()
-    if not epochs or any(e <= 0 for e in epochs) or list(epochs) != sorted(set(epochs)):
-        raise ConfigError("budget.epochs: expected strictly increasing positive numbers, e.g. [1, 3, 9]")
+    if not epochs or any(e <= 0 or e > MAX_EPOCHS for e in epochs) or list(epochs) != sorted(set(epochs)):
+        raise ConfigError(f"budget.epochs: expected strictly increasing positive numbers up to {MAX_EPOCHS:,}, "
+                          "e.g. [1, 3, 9]")
     if mode == "tabular" and device.kind != "released":
         raise ConfigError("device.kind: tabular mode answers latency from the released Raspberry Pi timings; "
                           "use kind = \"released\" or mode = \"train\"")
@@ -287,11 +315,11 @@ def _check_formats(names: Sequence[str], key: str) -> None:
             raise ConfigError(f"{key}: {exc}") from None
 
 
-def _check_training(settings: Mapping[str, Any]) -> None:
-    """The ``[training]`` recipe, checked as the training will read it."""
+def _check_training(settings: Mapping[str, Any]):
+    """The ``[training]`` recipe, checked as the training will read it; returns it (a TrainConfig)."""
     from iotnas.train._config import recipe_for
 
-    recipe_for(Study(name="check", training=settings), 1.0)
+    return recipe_for(Study(name="check", training=settings), 1.0)
 
 
 def _check_precision(spec: PrecisionSpec) -> None:
@@ -309,6 +337,30 @@ def _strategy_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]
 
     check_strategy_settings(name, settings)
     return dict(settings)
+
+
+MAX_TEXT = 4096  # characters: paths, URLs, names
+
+
+def _check_text(value: str, name: str) -> None:
+    """No control characters (a NUL in a path is an OS error later) and a sane length."""
+    if len(value) > MAX_TEXT:
+        raise ConfigError(f"{name}: {len(value):,} characters; at most {MAX_TEXT:,}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{name}: contains a control character; give plain text")
+
+
+def _number(value: Any, name: str) -> float:
+    """A finite number (TOML's nan and inf are refused: no setting of a study means them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{name}: {value} is too large") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}: expected a finite number, got {value}")
+    return number
 
 
 class _Table:
@@ -346,6 +398,7 @@ class _Table:
             return default
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{self._name(key)}: expected a non-empty string, got {value!r}")
+        _check_text(value, self._name(key))
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
@@ -354,7 +407,8 @@ class _Table:
             raise ConfigError(f"{self._name(key)}: {value!r} is not one of {', '.join(choices)}")
         return value
 
-    def int(self, key: str, default: int | None, *, minimum: int | None = None) -> int | None:
+    def int(self, key: str, default: int | None, *, minimum: int | None = None,
+            maximum: int | None = None) -> int | None:
         value = self._get(key)
         if value is None:
             return default
@@ -362,17 +416,21 @@ class _Table:
             raise ConfigError(f"{self._name(key)}: expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise ConfigError(f"{self._name(key)}: expected an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{self._name(key)}: {value} is above the largest value iotnas accepts, {maximum:,}")
         return value
 
-    def float(self, key: str, default: float | None, *, positive: bool = False) -> float | None:
+    def float(self, key: str, default: float | None, *, positive: bool = False,
+              maximum: float | None = None) -> float | None:
         value = self._get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{self._name(key)}: expected a number, got {value!r}")
+        value = _number(value, self._name(key))
         if positive and not value > 0:
             raise ConfigError(f"{self._name(key)}: expected a positive number, got {value}")
-        return float(value)
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{self._name(key)}: {value:g} is above the largest value iotnas accepts, {maximum:,g}")
+        return value
 
     def bool(self, key: str, default: bool) -> bool:
         value = self._get(key)
@@ -399,6 +457,8 @@ class _Table:
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{self._name(key)}: expected a list of strings, got {value!r}")
+        for v in value:
+            _check_text(v, self._name(key))
         return value
 
     def float_list(self, key: str, default: list[float]) -> list[float]:
@@ -407,11 +467,9 @@ class _Table:
             return default
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
-        if not isinstance(value, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-        ):
+        if not isinstance(value, list):
             raise ConfigError(f"{self._name(key)}: expected a list of numbers, got {value!r}")
-        return [float(v) for v in value]
+        return [_number(v, self._name(key)) for v in value]
 
     def done(self) -> None:
         unknown = sorted(set(self._raw) - self._seen)

@@ -201,3 +201,24 @@ def test_real_search_space_model_trains(small):
     model = build(Arch.parse("mobilenetv2/s6/0"), num_classes=10, in_channels=1)
     result = train(model, small.subset(train=128, test=64), TrainConfig(epochs=1, **FAST), seed=0)
     assert 0.0 <= result.test_accuracy <= 1.0 and result.history[0].loss > 0
+
+
+def test_a_resnet_with_strided_shortcuts_trains_on_the_cpu(tmp_path: Path):
+    """The backward pass of a strided 1x1 convolution in channels_last corrupts the CPU heap for some
+    channel counts (resnet/s5/24 on 1-channel images: a crash, or minutes per step); training falls back
+    to the default layout for such models. In a subprocess, so a crash fails this test, not the run."""
+    import subprocess
+    import sys
+
+    script = (
+        "from iotnas.data import load_dataset\n"
+        "from iotnas.spaces import build\n"
+        "from iotnas.train import TrainConfig, train\n"
+        "data = load_dataset('digits').subset(train=512, test=64)\n"
+        "model = build('resnet/s5/24', num_classes=10, in_channels=1)\n"
+        "r = train(model, data, TrainConfig(epochs=2, batch_size=64, threads=1), seed=0)\n"
+        "print(r.test_accuracy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 0.0 <= float(done.stdout.strip()) <= 1.0

@@ -68,15 +68,16 @@ def measure(
     law: str = typer.Argument(..., help="Sampling law, e.g. s4."),
     id: int = typer.Argument(..., help="Sample id."),  # noqa: A002 - the released data's name
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch (eager; local only)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Intra-op threads."),
+    threads: int = typer.Option(1, "--threads", help="Intra-op threads, 1 to the cores of the machine that times."),
     min_s: float = typer.Option(1.0, "--min-s", min=0.0, help="Seconds of timed runs, at least (and >= 50 runs)."),
     device: Optional[str] = DEVICE,
     token_file: Optional[Path] = TOKEN_FILE,
     as_json: bool = JSON,
 ) -> None:
     """Time one architecture per the protocol (median, p90, IQR, CV) on this machine or a device."""
-    from iotnas.latency import Protocol, measure_latency
+    from iotnas.latency import Protocol, check_threads, measure_latency
 
+    check_threads(threads, field="--threads", remote=device is not None)
     protocol = Protocol(min_s=min_s, max_s=max(30.0, min_s))
     m = measure_latency(_arch_key(space, law, id), runtime=runtime, threads=threads,
                         device=_client(device, token_file), protocol=protocol)
@@ -105,10 +106,15 @@ def calibrate(
     released: Optional[Path] = typer.Option(
         None, "--released", help="Instead, fit the whole-network model on released results_RaspPi.json."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor file."),
 ) -> None:
     """Time kernels and networks on the device and fit a predictor (or fit on released Pi timings)."""
+    import json
+
+    from iotnas.files import check_target, write_new
     from iotnas.latency import calibrate as cal
 
+    check_target(out, what="predictor", overwrite=overwrite)  # before the timing, which takes minutes
     with _progress() as update:
         if released is not None:
             if device is not None:
@@ -118,7 +124,7 @@ def calibrate(
             archs = cal.sample_archs(networks, seed=seed)
             predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
                                          statistic=statistic, seed=seed, progress=update)
-    predictor.save(out)
+    write_new(out, json.dumps(predictor.to_dict()), what="predictor", overwrite=overwrite)
     console.print(f"wrote {predictor.kind} predictor to {out}")
 
 
@@ -184,15 +190,23 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
     token_file: Path = typer.Option(..., "--token-file", help="File holding the secret clients must send."),
-    max_request_mb: float = typer.Option(128.0, "--max-request-mb", min=0.001, help="Largest request accepted."),
-    time_limit_s: float = typer.Option(300.0, "--time-limit-s", min=1.0, help="Time limit per timing process."),
+    max_request_mb: float = typer.Option(128.0, "--max-request-mb", help="Largest request accepted (MiB)."),
+    time_limit_s: float = typer.Option(300.0, "--time-limit-s", help="Time limit per timing process."),
+    memory_limit_mb: Optional[int] = typer.Option(
+        None, "--memory-limit-mb", help="Address-space limit per timing process (MiB); default: half the RAM, 1-4 GiB."
+    ),
+    read_deadline_s: float = typer.Option(30.0, "--read-deadline-s", help="Seconds a client has to send a request."),
+    max_connections: int = typer.Option(32, "--max-connections", help="Connections served at once; more get 503."),
 ) -> None:
-    """Serve timing requests on this device until interrupted."""
-    from iotnas.latency.agent import MIB, AgentServer, read_token
+    """Serve timing requests on this device until interrupted; logs one line per request."""
+    import logging
 
-    token = read_token(token_file)
-    server = AgentServer(host=host, port=port, token=token or "", max_request_bytes=int(max_request_mb * MIB),
-                         time_limit_s=time_limit_s)
+    from iotnas.latency.agent import serve_from_options
+
+    logging.getLogger("iotnas.latency.agent").setLevel(logging.INFO)
+    server = serve_from_options(host=host, port=port, token_file=token_file, max_request_mb=max_request_mb,
+                                time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb,
+                                read_deadline_s=read_deadline_s, max_connections=max_connections)
     bound_host, bound_port = server.address
     typer.echo(f"listening on http://{bound_host}:{bound_port}")
     try:

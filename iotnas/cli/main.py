@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from typing import Optional
 
 import typer
@@ -46,12 +48,29 @@ def _register_subcommands() -> None:
     from iotnas.cli import commands  # noqa: F401  (registers on import)
 
 
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so that files are closed and stores committed on the way out."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED = "iotnas: interrupted; what was finished is kept: run the same command again to resume\n"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; turn every user mistake into one stderr line and exit code 2."""
     _register_subcommands()
     command = typer.main.get_command(app)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = command.main(args=argv, prog_name="iotnas", standalone_mode=False)
+        if result == EXIT_INTERRUPTED:  # Typer returns Ctrl-C as this exit code, without a word
+            sys.stderr.write(INTERRUPTED)
     except typer.TyperException as exc:  # usage errors: unknown command, bad option value, ...
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError":  # help was already printed
@@ -63,12 +82,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except IotnasError as exc:
         sys.stderr.write(f"iotnas: error: {exc}\n")
         return EXIT_USAGE
-    except typer.Abort:
-        sys.stderr.write("iotnas: interrupted\n")
-        return 130
-    except KeyboardInterrupt:
-        sys.stderr.write("iotnas: interrupted\n")
-        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write(INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        sys.stderr.write(INTERRUPTED)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0) if isinstance(result, int) else 0
 
 

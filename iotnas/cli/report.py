@@ -16,13 +16,14 @@ def report_command(
     store: str = typer.Argument(..., help="Store URL or SQLite file of the study."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."),
     static: Optional[Path] = typer.Option(None, "--static", help="Also write PNG and SVG figures into this folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report and figure files."),
 ) -> None:
     """Write an HTML report: interactive trade-off plots, Pareto fronts, settings and provenance."""
     from iotnas.report import write_report
     from iotnas.store import Store
 
-    with Store.open(store, create=False) as s:
-        files = write_report(s, out, static_dir=static)
+    with Store.open(store, read_only=True) as s:
+        files = write_report(s, out, static_dir=static, overwrite=overwrite)
     console.print(f"wrote {files.html} ({files.n_points:,} model points)")
     for path in files.static:
         console.print(f"wrote {path}")
@@ -43,7 +44,7 @@ def export_command(
     from iotnas.export import export_model
     from iotnas.store import Store
 
-    with Store.open(store, create=False) as s:
+    with Store.open(store, read_only=True) as s:
         result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_images=images)
     if json_out:
         print_json(result.to_dict())

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from iotnas.cli._common import console, print_json
 from iotnas.cli.main import app
-from iotnas.errors import ConfigError
 
 EXAMPLE_STUDY = '''\
 # An iotnas study: the most accurate network that fits the limits below.
@@ -60,15 +59,12 @@ eta = 3
 @app.command("init")
 def init_command(
     path: Path = typer.Argument(Path("study.toml"), help="Where to write the example study."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    overwrite: bool = typer.Option(False, "--overwrite", "--force", help="Replace an existing file."),
 ) -> None:
     """Write a commented example study file to edit."""
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists; choose another path or pass --force")
-    try:
-        path.write_text(EXAMPLE_STUDY.format(name=path.name, stem=path.stem), encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    from iotnas.files import write_new
+
+    write_new(path, EXAMPLE_STUDY.format(name=path.name, stem=path.stem), what="study file", overwrite=overwrite)
     console.print(f"wrote {path}; edit it, then run: iotnas search {path}")
 
 
@@ -115,6 +111,7 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
     from iotnas.store import Store
 
     runner = make_executor(executor, address=address, cpus_per_worker=cpus, gpus_per_worker=gpus)
+    runner.check(workers)  # before anything is created
     url = store_location(study, store)
     display = _SearchDisplay()
     with Live(display.render(), console=console, refresh_per_second=4) as live:
@@ -195,13 +192,28 @@ def _summary_table(summary, *, top: int, title: str) -> Table:
     return table
 
 
+@app.command("upgrade")
+def upgrade_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
+    """Migrate a store written by an older iotnas to this version's schema (a search does it too)."""
+    from iotnas.errors import OlderSchemaError
+    from iotnas.store import SCHEMA_VERSION, Store
+
+    try:
+        Store.open(store, create=False, read_only=True).close()
+    except OlderSchemaError:
+        Store.open(store, create=False).close()  # migrates, in one transaction
+        console.print(f"migrated {store} to schema {SCHEMA_VERSION}")
+        return
+    console.print(f"{store} is already at schema {SCHEMA_VERSION}")
+
+
 @app.command("status")
 def status_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
     """Stage counts, best feasible model and time spent."""
     from iotnas.search import summarize
     from iotnas.store import Store
 
-    with Store.open(store, create=False) as s:
+    with Store.open(store, read_only=True) as s:
         summary = summarize(s, top=1)
         meta = s.meta()
         seconds = sum(t.seconds or 0.0 for t in s.trainings(status="done"))
@@ -230,7 +242,7 @@ def show_command(
     from iotnas.search import summarize
     from iotnas.store import Store
 
-    with Store.open(store, create=False) as s:
+    with Store.open(store, read_only=True) as s:
         summary = summarize(s, top=top)
     if as_json:
         print_json({"study": summary.study, "counts": summary.counts, "trainings": summary.trainings,

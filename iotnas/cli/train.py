@@ -34,7 +34,7 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same or larger budget)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if --out holds a checkpoint."),
     layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed for shuffling and augmentation."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed for shuffling and augmentation."),
     subset: Optional[int] = typer.Option(None, "--subset", min=1, help="Use only the first N train and N test images."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
@@ -43,16 +43,18 @@ def train_command(
 ) -> None:
     """Train one architecture, with a checkpoint every epoch; --resume continues it."""
     from iotnas.arch import Arch
+    from iotnas.files import check_folder
     from iotnas.spaces import build
-    from iotnas.train import TrainConfig, train
+    from iotnas.train import TrainConfig, check_batches, train
 
     arch = Arch(space, law, id)
-    out = out or Path("runs") / arch.key.replace("/", "-")
+    out = check_folder(out or Path("runs") / arch.key.replace("/", "-"), what="checkpoint folder", parents=True)
     if (out / "checkpoint.pt").is_file() and not (resume or overwrite):
         raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over")
     dataset = _load(data, layout, subset)
     overrides = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "threads": threads}.items() if v is not None}
     config = TrainConfig(epochs=epochs, eval_every=1, **overrides)
+    check_batches(dataset, config)
     model = build(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
     err_console.print(f"{arch.key} on {dataset.describe()}")
     with Progress(

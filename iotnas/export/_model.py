@@ -18,6 +18,7 @@ from iotnas.errors import ArchError, CheckpointError, ConfigError, ExportError
 from iotnas.export._card import model_card
 from iotnas.export._cheader import c_header
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
+from iotnas.files import check_folder, move_into_place
 from iotnas.formats import parse_format
 from iotnas.latency.runtimes import OPSET, export_onnx
 from iotnas.precision.emulate import emulated
@@ -74,6 +75,9 @@ def export_model(
             exists or cannot be written, or an export that fails its checks.
         FormatError: unknown format.  DataError: the check images cannot be loaded.
     """
+    if isinstance(check_images, bool) or not isinstance(check_images, int) or not 1 <= check_images <= 100_000:
+        raise ExportError(f"check_images (--images): give 1 to 100,000 test images to check the export on, "
+                          f"got {check_images!r}")
     fmt = parse_format(format_name)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -117,10 +121,7 @@ def export_model(
         (tmp / "MODEL_CARD.md").write_text(model_card(info), encoding="utf-8")
         files["MODEL_CARD.md"] = (tmp / "MODEL_CARD.md").stat().st_size
         os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError as exc:
-            raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
+        move_into_place(tmp, out_dir, what="export folder", error=ExportError)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(
@@ -130,13 +131,7 @@ def export_model(
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists():
-        raise ExportError(f"{out_dir} already exists; give a new folder to export into")
-    parent = out_dir.parent
-    if not parent.is_dir():
-        raise ExportError(f"cannot create {out_dir}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot create {out_dir}: folder {parent} is not writable")
+    check_folder(out_dir, what="export folder", new=True, error=ExportError)
 
 
 def _find_training(store: Store, model_key: str) -> tuple[str, Training]:
@@ -173,6 +168,10 @@ def _check_dataset(store: Store, dataset: str | Dataset | None, info: dict) -> D
             resolved = study.resolve(spec) if study is not None else Path(spec)
             dataset = str(resolved) if not Path(spec).is_absolute() and resolved.exists() else spec
         dataset = load_dataset(dataset)
+    trained_on = info.get("name")
+    if trained_on is not None and dataset.name != trained_on:
+        raise ExportError(f"the model was trained on {trained_on}, not {dataset.name}; pass --data with {trained_on} "
+                          "(its test images check the export)")
     if dataset.num_classes != int(info["num_classes"]) or dataset.in_channels != int(info["in_channels"]):
         raise ExportError(
             f"dataset {dataset.name} ({dataset.num_classes} classes, {dataset.in_channels} channels) is not the one "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from iotnas.errors import LatencyError
 from iotnas.latency.agent import AgentClient
-from iotnas.latency.measure import LatencyMeasurement, Protocol
+from iotnas.latency.measure import LatencyMeasurement, Protocol, check_threads
 from iotnas.latency.runtimes import RUNTIMES, OrtSettings, export_onnx, onnx_target, time_torch
 from iotnas.latency.worker import run_jobs
 
@@ -78,7 +78,8 @@ def measure_many(
     Args:
         runtime: ``onnxruntime`` or ``torch`` (eager, the paper's runtime; local only).
         threads: intra-op threads (ONNX Runtime's ``intra_op_num_threads`` or
-            ``torch.set_num_threads``); inter-op threads are 1.
+            ``torch.set_num_threads``), at most the cores of the machine that
+            times (:func:`~iotnas.latency.measure.check_threads`); inter-op threads are 1.
         device: a device agent (client or URL, token from ``$IOTNAS_AGENT_TOKEN``);
             None times on this machine.
         settings: full ONNX Runtime settings (overrides ``threads``).
@@ -93,6 +94,10 @@ def measure_many(
         raise LatencyError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES.names())}")
     if isinstance(device, str):
         device = AgentClient.connect(device)
+    remote = device is not None  # an agent checks threads against its own cores
+    threads = check_threads(threads, remote=remote)
+    if settings is not None:
+        check_threads(settings.threads, field="settings.threads", remote=remote)
     shape = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     if runtime == "torch":
         if device is not None:

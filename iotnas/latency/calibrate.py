@@ -71,19 +71,30 @@ def released_timings(path: str | Path) -> list[tuple[str, float, float]]:
 
 def sample_archs(n: int, *, seed: int, exclude: set[str] = frozenset(), families: Sequence[str] = RELEASED_FAMILIES,
                  laws: dict[str, Sequence[str]] | None = None) -> list[str]:
-    """``n`` architecture keys drawn evenly over families and their laws, ids from ``seed``."""
-    from iotnas.spaces import get_space
+    """``n`` architecture keys drawn evenly over families and their laws, ids from ``seed``.
+
+    Draws that cannot run are skipped (and logged), as the released data skips them.
+    """
+    from iotnas.arch import Arch
+    from iotnas.spaces import get_space, runnable
 
     rng = random.Random(seed)
     out: list[str] = []
     seen = set(exclude)
+    invalid = 0
     while len(out) < n:
         family = families[len(out) % len(families)]
         law = rng.choice(list((laws or {}).get(family) or get_space(family).laws))
-        key = f"{family}/{law}/{rng.randrange(0, 100_000)}"
-        if key not in seen:
-            seen.add(key)
-            out.append(key)
+        arch = Arch(family, law, rng.randrange(0, 100_000))
+        if arch.key in seen:
+            continue
+        seen.add(arch.key)
+        if runnable(arch):
+            out.append(arch.key)
+        else:
+            invalid += 1
+    if invalid:
+        log.info("skipped %d drawn networks that cannot run", invalid)
     return out
 
 

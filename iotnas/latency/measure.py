@@ -19,41 +19,136 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
-from iotnas.errors import LatencyError
+from iotnas.errors import IotnasError, LatencyError
 
 #: Below this many timed runs the quantiles mean little; a slow model stops at
 #: ``max_s`` only once it has this many.
 MIN_RUNS_FLOOR = 10
+#: Most warm-up or timed runs a protocol may ask for (the duration caps end timing sooner anyway).
+MAX_RUNS = 100_000
+#: Longest any protocol duration may be, in seconds.
+MAX_PROTOCOL_S = 3600.0
+#: Most threads any runtime setting may ask for; where the timing happens, the cores it may use bound it further.
+MAX_THREADS = 256
 _NS_PER_MS = 1_000_000
 
 
-def check_json_fields(cls: type, data: Any, *, what: str) -> None:
-    """Refuse a JSON value that is not an object, or names keys the dataclass ``cls`` does not have.
+def brief(value: Any) -> str:
+    """A short, safe rendering of a value for an error message (a request may hold megabytes, or deep nesting)."""
+    if isinstance(value, str):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:  # str() of a huge int fails
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a JSON object"
+    return "a JSON array" if isinstance(value, list) else f"a {type(value).__name__}"
+
+
+def check_int(
+    value: Any, *, field: str, minimum: int, maximum: int, note: str = "", error: type[IotnasError] = LatencyError
+) -> int:
+    """``value`` if it is an integer (not a bool, not 2.0) within the bounds, else ``error`` naming field and bounds."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise error(f"{field} must be an integer from {minimum} to {maximum}{note}, got {brief(value)}")
+    return value
+
+
+def check_number(value: Any, *, field: str, minimum: float, maximum: float) -> float:
+    """``value`` as a float if it is a finite number within the bounds (NaN and infinities fail the comparison)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= maximum:
+        raise LatencyError(f"{field} must be a number from {minimum:g} to {maximum:g}, got {brief(value)}")
+    return float(value)
+
+
+def check_bool(value: Any, *, field: str) -> bool:
+    """``value`` if it is a real boolean: JSON ``1`` or ``"false"`` is a mistake, not a truth value."""
+    if not isinstance(value, bool):
+        raise LatencyError(f"{field} must be true or false, got {brief(value)}")
+    return value
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(
+    value: Any, *, field: str = "threads", remote: bool = False, error: type[IotnasError] = LatencyError
+) -> int:
+    """A thread count for timing: an integer from 1 to the cores this process may use.
+
+    More threads than cores only oversubscribes them, and each thread costs
+    memory, so a huge count is refused rather than attempted.
+
+    Args:
+        remote: the threads are for a device agent, which checks them against
+            its own cores; here only :data:`MAX_THREADS` applies.
+        error: the error to raise (a configuration file raises ``ConfigError``).
+    """
+    if remote:
+        return check_int(value, field=field, minimum=1, maximum=MAX_THREADS, error=error)
+    return check_int(
+        value, field=field, minimum=1, maximum=usable_cores(), note=" (the cores this process may use)", error=error
+    )
+
+
+def check_keys(data: Any, known: Iterable[str], *, what: str) -> None:
+    """Refuse a JSON value that is not an object, or names keys outside ``known``.
 
     Raises:
         LatencyError: naming ``what`` and the keys it knows.
     """
     if not isinstance(data, Mapping):
-        raise LatencyError(f"{what} must be a JSON object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+        raise LatencyError(f"{what} must be a JSON object, got {brief(data)}")
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise LatencyError(f"unknown {what} keys {unknown}; known: {sorted(names)}")
+        shown = ", ".join(brief(k) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise LatencyError(f"unknown {what} keys {shown}; known: {sorted(known)}")
+
+
+def check_json_fields(cls: type, data: Any, *, what: str) -> None:
+    """:func:`check_keys` with the field names of the dataclass ``cls``."""
+    check_keys(data, {f.name for f in dataclasses.fields(cls)}, what=what)
+
+
+class JsonSettings:
+    """Settings that travel as a JSON object (to a device agent, in a predictor file)."""
+
+    __slots__ = ()
+    WHAT: ClassVar[str]  # how messages name them
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Any:
+        """Build from a JSON object; unknown, mistyped or out-of-bounds keys are refused."""
+        check_json_fields(cls, data, what=cls.WHAT)
+        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Protocol:
+class Protocol(JsonSettings):
     """How long to warm up and how many runs to time.
 
     Warm-up ends once ``warmup_runs`` runs are done and ``warmup_s`` seconds have
     passed, or once ``warmup_max_s`` seconds have passed; timing ends once ``min_runs`` runs are done and ``min_s`` seconds have
     passed, or once ``max_s`` seconds have passed (with at least
     :data:`MIN_RUNS_FLOOR` runs). The defaults satisfy "warm-up >= 10 runs,
-    >= 50 timed runs and >= 1 s".
+    >= 50 timed runs and >= 1 s". Run counts are integers up to :data:`MAX_RUNS`
+    and durations finite, up to :data:`MAX_PROTOCOL_S`: a protocol may come from
+    a request, and must not hold a timing process forever.
     """
+
+    WHAT = "protocol"
 
     warmup_runs: int = 10
     warmup_s: float = 0.25  # seconds; lets caches, clocks and thread pools settle
@@ -63,29 +158,17 @@ class Protocol:
     max_s: float = 30.0  # seconds; a cap so a slow model cannot stall a study
 
     def __post_init__(self) -> None:
-        if self.warmup_runs < 1 or self.min_runs < MIN_RUNS_FLOOR:
+        for name, floor in (("warmup_runs", 1), ("min_runs", MIN_RUNS_FLOOR)):
+            check_int(getattr(self, name), field=f"protocol.{name}", minimum=floor, maximum=MAX_RUNS)
+        for name in ("warmup_s", "warmup_max_s", "min_s", "max_s"):  # stored as floats, so JSON 1 and 1.0 agree
+            seconds = check_number(getattr(self, name), field=f"protocol.{name}", minimum=0.0, maximum=MAX_PROTOCOL_S)
+            object.__setattr__(self, name, seconds)
+        if not (self.warmup_s <= self.warmup_max_s and self.min_s <= self.max_s) or self.max_s <= 0:
             raise LatencyError(
-                f"protocol needs warmup_runs >= 1 and min_runs >= {MIN_RUNS_FLOOR}, "
-                f"got {self.warmup_runs} and {self.min_runs}"
-            )
-        if not (0 <= self.warmup_s <= self.warmup_max_s and 0 <= self.min_s <= self.max_s) or self.max_s <= 0:
-            raise LatencyError(
-                f"protocol durations must satisfy 0 <= warmup_s <= warmup_max_s, 0 <= min_s <= max_s, max_s > 0; got "
+                f"protocol durations must satisfy warmup_s <= warmup_max_s, min_s <= max_s, max_s > 0; got "
                 f"warmup_s={self.warmup_s} (<= warmup_max_s={self.warmup_max_s}), min_s={self.min_s}, max_s={self.max_s}"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Protocol:
-        """Build from a JSON object; unknown or mistyped keys are refused."""
-        check_json_fields(cls, data, what="protocol")
-        for key, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise LatencyError(f"protocol key {key!r} must be a number, got {value!r}")
-        ints = {"warmup_runs", "min_runs"}  # the rest are seconds
-        return cls(**{k: int(v) if k in ints else float(v) for k, v in data.items()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from iotnas.errors import ExportError, LatencyError
 from iotnas.latency.measure import (
+    JsonSettings,
     LatencyMeasurement,
     Protocol,
-    check_json_fields,
+    brief,
+    check_bool,
+    check_threads,
     environment,
     make_measurement,
     run_protocol,
@@ -41,8 +44,10 @@ RUNTIMES: Registry[Callable[..., LatencyMeasurement]] = Registry("runtime", erro
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class OrtSettings:
+class OrtSettings(JsonSettings):
     """ONNX Runtime session options that change timings; all are set explicitly."""
+
+    WHAT = "onnxruntime settings"
 
     threads: int = 1  # intra-op threads
     inter_op_threads: int = 1
@@ -50,21 +55,21 @@ class OrtSettings:
     graph_optimization: str = "all"  # basic | extended | all
 
     def __post_init__(self) -> None:
-        if self.threads < 1 or self.inter_op_threads < 1:
-            raise LatencyError(f"thread counts must be >= 1, got {self.threads} and {self.inter_op_threads}")
+        """Check types and bounds; the cores of the machine that times are checked there (:meth:`check_cores`)."""
+        for name in ("threads", "inter_op_threads"):
+            check_threads(getattr(self, name), field=f"settings.{name}", remote=True)
+        check_bool(self.allow_spinning, field="settings.allow_spinning")
         if self.graph_optimization not in ("basic", "extended", "all"):
-            raise LatencyError(f"graph_optimization must be basic, extended or all, got {self.graph_optimization!r}")
+            raise LatencyError(
+                f"settings.graph_optimization must be basic, extended or all, got {brief(self.graph_optimization)}"
+            )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def check_cores(self) -> OrtSettings:
+        """These settings, if their thread counts fit the cores this process may use."""
+        for name in ("threads", "inter_op_threads"):
+            check_threads(getattr(self, name), field=f"settings.{name}")
+        return self
 
-    @classmethod
-    def from_dict(cls, data: Any) -> OrtSettings:
-        check_json_fields(cls, data, what="onnxruntime settings")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise LatencyError(f"bad onnxruntime settings: {exc}") from exc
 
 
 def onnx_target(onnx_bytes: bytes) -> str:

@@ -41,10 +41,11 @@ class GridSpec:
 class FormatAccuracies:
     accuracy: dict[str, float]  # by format name; the ``known`` ones passed in included
     evaluations: int  # evaluations this call made (the known ones are reused)
+    model: torch.nn.Module | None  # the model, when it had to be loaded
 
 
 def evaluate_model_formats(
-    model: torch.nn.Module,
+    load_model: Callable[[], torch.nn.Module],
     evaluate: Callable[[torch.nn.Module], float],
     *,
     formats: Sequence[NumberFormat],
@@ -54,21 +55,26 @@ def evaluate_model_formats(
     """Accuracy of ``model`` in each named format and along the grid's bisection paths.
 
     Args:
+        load_model: the trained model; called once, and only when a format is not ``known``
+            (a study whose results are all stored needs no checkpoint).
         evaluate: accuracy of a model (the caller decides the data and the device).
         known: accuracies already stored, by format name; they are reused, not recomputed.
     """
     from iotnas.precision.emulate import emulated
 
     results = dict(known or {})
-    evaluations = 0
+    loaded: list[torch.nn.Module] = []
 
     def accuracy(fmt: NumberFormat) -> float:
-        nonlocal evaluations
         if fmt.name not in results:
-            with emulated(model, weights=fmt):
-                results[fmt.name] = evaluate(model)
-            evaluations += 1
+            if not loaded:
+                loaded.append(load_model())
+            with emulated(loaded[0], weights=fmt):
+                results[fmt.name] = evaluate(loaded[0])
+            evaluations.append(fmt.name)
         return results[fmt.name]
+
+    evaluations: list[str] = []
 
     reference = accuracy(parse_format(REFERENCE))
     for fmt in formats:
@@ -86,5 +92,5 @@ def evaluate_model_formats(
                 else:
                     lo = mid + 1
             accuracy(FloatFormat(e, lo))
-    return FormatAccuracies(results, evaluations)
+    return FormatAccuracies(results, len(evaluations), loaded[0] if loaded else None)
 

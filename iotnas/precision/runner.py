@@ -16,7 +16,8 @@ from iotnas.arch import Arch
 from iotnas.data import Dataset
 from iotnas.formats import NumberFormat, parse_format, storage_bytes
 from iotnas.precision.grid import GridSpec, evaluate_model_formats
-from iotnas.store import PrecisionResult, Store, TrainingStatus
+from iotnas.errors import CheckpointError
+from iotnas.store import PrecisionResult, Store, Training, TrainingStatus
 from iotnas.study import Study
 from iotnas.train import evaluate, load_trained, recipe_for
 
@@ -51,20 +52,29 @@ class PrecisionRunner:
         names = spec.finetune_formats or tuple(f.name for f in self.formats if f.name != "float32")
         self.finetune_formats = [parse_format(name) for name in names] if spec.finetune_epochs > 0 else []
 
-    def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float]) -> PrecisionEvaluation:
-        """Accuracy and weight bytes of one trained model per format; ``known`` accuracies are reused."""
+    def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float],
+                 known_bytes: dict[str, int]) -> PrecisionEvaluation:
+        """Accuracy and weight bytes of one trained model per format; ``known`` results are reused.
+
+        The checkpoint is read only when some format has not been evaluated yet.
+
+        Raises:
+            CheckpointError: the checkpoint is needed but missing or damaged.
+        """
         # The training recipe's layout and thread count: NHWC halves the time of each of the ~20
         # evaluations here, and the model is converted before any format swaps its stored values.
         config = recipe_for(self.study, 1.0)
-        model = load_trained(checkpoint, arch=arch).model
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+
+        def load() -> torch.nn.Module:
+            model = load_trained(checkpoint, arch=arch).model
+            return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
         def accuracy_of(m: torch.nn.Module) -> float:
             return evaluate(m, self.dataset, channels_last=config.channels_last, threads=config.threads)
 
-        found = evaluate_model_formats(model, accuracy_of, formats=self.formats, grid=self.grid, known=known)
-        sizes = {name: storage_bytes(parse_format(name), model) for name in found.accuracy}
+        found = evaluate_model_formats(load, accuracy_of, formats=self.formats, grid=self.grid, known=known)
+        sizes = {name: known_bytes[name] if name in known_bytes else storage_bytes(parse_format(name), found.model)
+                 for name in found.accuracy}
         return PrecisionEvaluation(found.accuracy, sizes, found.evaluations)
 
     def finetune(self, arch: Arch, checkpoint: str, fmt: NumberFormat, *, workdir: Path,
@@ -83,29 +93,48 @@ class PrecisionRunner:
 def run_precision_stage(
     study: Study, store: Store, runner: PrecisionRunner, *, workdir: Callable[[str], Path],
     emit: Callable[..., None],
-) -> None:
+) -> list[Training]:
     """Each model at the top fidelity in every format of the study; then the best fine-tuned.
 
     Args:
         workdir: the folder of a model's files, by model key.
         emit: ``emit(message, completed=None, total=None, detail=None)`` reports progress.
+
+    Returns:
+        The trainings whose checkpoint was needed but is missing or damaged: they are marked
+        failed in the store, to be trained again before this stage runs once more.
     """
     from iotnas.results.points import study_points
     from iotnas.results.winners import winners
 
     done = store.trainings(status=TrainingStatus.DONE)
     if not done:
-        return
+        return []
     top = max(t.epochs for t in done)
     models = [t for t in done if t.epochs == top and t.checkpoint]
     stored = store.precision_results()
     candidates = {c.key: c for c in store.candidates()}
+    lost: list[Training] = []
+
+    def retrain(training: Training, exc: CheckpointError) -> None:
+        emit(f"{training.arch_key}: its checkpoint cannot be read ({exc}); it will be trained again")
+        damaged = Path(training.checkpoint)
+        if damaged.exists():  # kept for a look, out of the way of the new training
+            damaged.replace(damaged.with_name(damaged.name + ".damaged"))
+        store.fail_training(training.arch_key, training.epochs)
+        lost.append(training)
+
     for i, training in enumerate(models):
         emit(f"number formats of {training.arch_key}", i, len(models))
-        known = {r.format_name: r.accuracy for r in stored
-                 if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned}
+        mine = [r for r in stored if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned]
         arch = Arch.from_json(candidates[training.arch_key].arch_json)
-        found = runner.evaluate(arch, training.checkpoint, known=known)
+        try:
+            found = runner.evaluate(arch, training.checkpoint, known={r.format_name: r.accuracy for r in mine},
+                                    known_bytes={r.format_name: r.weight_bytes for r in mine})
+        except CheckpointError as exc:
+            retrain(training, exc)
+            continue
+        known = {r.format_name for r in mine}
         for name, accuracy in found.accuracy.items():
             if name not in known:
                 store.add_precision(PrecisionResult(
@@ -113,11 +142,11 @@ def run_precision_stage(
                     weight_bytes=found.weight_bytes[name], accuracy=accuracy, finetuned=False,
                     checkpoint=training.checkpoint,
                 ))
-    if not runner.finetune_formats:
-        return
+    if not runner.finetune_formats or lost:
+        return lost
     plain = winners(study_points(store, limits=study.constraints, finetuned=False))
-    checkpoints = {t.arch_key: t.checkpoint for t in models}
-    chosen = [p.key for p in plain if p.key in checkpoints][: study.precision.finetune_top]
+    by_key = {t.arch_key: t for t in models}
+    chosen = [p.key for p in plain if p.key in by_key][: study.precision.finetune_top]
     finetuned = {(r.arch_key, r.format_name) for r in store.precision_results() if r.finetuned}
     for key in chosen:
         arch = Arch.from_json(candidates[key].arch_json)
@@ -125,11 +154,16 @@ def run_precision_stage(
             if (key, fmt.name) in finetuned:
                 continue
             emit(f"fine-tuning {key} in {fmt.name}")
-            result = runner.finetune(
-                arch, checkpoints[key], fmt, workdir=workdir(key) / f"finetune-{fmt.name}",
-                callbacks=(lambda stats, k=key: emit(f"fine-tuning {k}", detail=stats),),
-            )
+            try:
+                result = runner.finetune(
+                    arch, by_key[key].checkpoint, fmt, workdir=workdir(key) / f"finetune-{fmt.name}",
+                    callbacks=(lambda stats, k=key: emit(f"fine-tuning {k}", detail=stats),),
+                )
+            except CheckpointError as exc:
+                retrain(by_key[key], exc)
+                return lost
             store.add_precision(PrecisionResult(
                 arch_key=key, epochs=top, format_name=fmt.name, bits=fmt.bits, weight_bytes=result.weight_bytes,
                 accuracy=result.accuracy, finetuned=True, checkpoint=result.checkpoint,
             ))
+    return lost

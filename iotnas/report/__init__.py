@@ -1,19 +1,18 @@
 """The study report: one self-contained HTML page with interactive trade-off plots, the
 Pareto fronts as tables, the study's settings and provenance; static figures on request.
 
->>> with Store.open("study.db", create=False) as store:
+>>> with Store.open("study.db", read_only=True) as store:
 ...     write_report(store, "report.html", static_dir="figures")
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from iotnas.errors import ExportError
+from iotnas.files import check_folder, check_target, write_new
 from iotnas.report._data import PLOTS, ReportData, collect
 from iotnas.report._figures import figures
 from iotnas.report._html import render_html
@@ -36,51 +35,37 @@ def render_report(store: Store) -> str:
     return render_html(collect(store))
 
 
-def write_report(store: Store, out: str | Path, *, static_dir: str | Path | None = None) -> ReportFiles:
+def write_report(
+    store: Store, out: str | Path, *, static_dir: str | Path | None = None, overwrite: bool = False,
+) -> ReportFiles:
     """Write the HTML report (and PNG + SVG figures into ``static_dir``), each file whole or not at all.
 
+    Files follow :mod:`iotnas.files`: an existing one is replaced only with ``overwrite``, a
+    folder or a database never.
+
     Raises:
-        ExportError: no trained model, or an output location that cannot be written.
+        ExportError: no trained model, or an output location that cannot or may not be written.
     """
     from iotnas.report._static import write_static
 
+    out = check_target(out, what="report", overwrite=overwrite, error=ExportError)
+    if static_dir is not None:
+        static_dir = check_folder(static_dir, what="figures folder", error=ExportError)
     data = collect(store)
-    out = Path(out)
-    _check_parent(out)
     text = render_html(data)
     static: list[Path] = []
     if static_dir is not None:
-        static_dir = Path(static_dir)
-        _check_parent(static_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{static_dir.name}.", dir=static_dir.parent))
-        try:
-            names = [p.name for p in write_static(data, tmp)]
+        with tempfile.TemporaryDirectory(prefix=".iotnas-figures.") as tmp:
+            made = write_static(data, Path(tmp))
+            if static_dir.exists():  # check every figure before writing any
+                for figure in made:
+                    check_target(static_dir / figure.name, what="figure", overwrite=overwrite, error=ExportError)
             static_dir.mkdir(exist_ok=True)
-            for name in names:
-                os.replace(tmp / name, static_dir / name)
-                static.append(static_dir / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    fd, tmp_html = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp_html, 0o644)
-        os.replace(tmp_html, out)
-    except BaseException:
-        Path(tmp_html).unlink(missing_ok=True)
-        raise
+            for figure in made:
+                static.append(write_new(static_dir / figure.name, figure.read_bytes(), what="figure",
+                                        overwrite=overwrite, error=ExportError))
+    write_new(out, text, what="report", overwrite=overwrite, error=ExportError)
     return ReportFiles(html=out, static=tuple(static), n_points=len(data.points))
-
-
-def _check_parent(path: Path) -> None:
-    parent = path.parent
-    if not parent.is_dir():
-        raise ExportError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"cannot write {path}: folder {parent} is not writable")
-    if path.is_dir() and path.suffix == ".html":
-        raise ExportError(f"cannot write {path}: it is a folder")
 
 
 __all__ = ["PLOTS", "ReportData", "ReportFiles", "collect", "figures", "render_report", "write_report"]

@@ -14,10 +14,10 @@ from typing import Callable, Iterable, Sequence
 from iotnas.arch import Arch
 from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import ConfigError
-from iotnas.spaces import get_space, list_spaces
+from iotnas.spaces import get_space, list_spaces, runnable
 from iotnas.formats import parse_format
 from iotnas.results.limits import Measured, Reason, Violation
-from iotnas.store import POOLED, Candidate
+from iotnas.store import INVALID, POOLED, Candidate
 from iotnas.study import Study
 
 
@@ -68,12 +68,22 @@ def cost_candidates(
 ) -> list[Candidate]:
     """Cost the archs not stored yet and classify them against the memory limits.
 
-    Latency is not known yet: the latency stage checks it, with the same limits.
+    Latency is not known yet: the latency stage checks it, with the same limits. A draw that
+    cannot run is stored as ``invalid`` (counted, never proposed), as the released set skips it.
     """
     bits = narrowest_bits(study)
     out: list[Candidate] = []
     for arch in archs:
         if arch.key in known:
+            continue
+        if not runnable(arch):
+            out.append(Candidate(
+                key=arch.key, arch_json=arch.to_json(), space=arch.space, law=arch.law, arch_id=arch.id,
+                n_values=0, macs=0, flops=0, peak_activation_bytes=0, status=INVALID,
+                reason="the drawn arguments give a network that cannot run", proposed_index=None,
+            ))
+            if progress is not None:
+                progress(1)
             continue
         c = cost_fn(arch)
         peak = c.peak_activation_bytes(bits=32)

@@ -32,8 +32,11 @@ class TrainingEvaluator:
     """Trains a candidate on the study's dataset; a higher fidelity continues the lower one's checkpoint."""
 
     def __init__(self, study: Study, dataset: Dataset):
+        from iotnas.train import check_batches, recipe_for
+
         self.study = study
         self.dataset = dataset
+        check_batches(dataset, recipe_for(study, 1.0))  # before a store or a run folder is made
 
     def evaluate(self, arch: Arch, epochs: float, *, workdir: Path, callbacks: Sequence[Callable] = ()) -> Evaluation:
         from iotnas.train import recipe_for, train

@@ -28,7 +28,7 @@ from iotnas.results.winners import SearchSummary, summarize
 from iotnas.search.components import Components
 from iotnas.search.pool import cost_candidates, narrowest_bits
 from iotnas.search.workers import Coordinator, new_worker_id
-from iotnas.store import FEASIBLE, POOLED, REJECTED_ACTIVATIONS, REJECTED_MEMORY, Candidate, Latency, Store
+from iotnas.store import FEASIBLE, INVALID, POOLED, REJECTED_ACTIVATIONS, REJECTED_MEMORY, Candidate, Latency, Store
 from iotnas.strategies import Observation, PoolView, Strategy, make_strategy
 from iotnas.strategies.features import feature_row
 from iotnas.study import Study
@@ -88,7 +88,7 @@ class Workflow:
         self.prepare()
         strategy = make_strategy(
             self.study.strategy.name, seed=self.study.seed, settings=self.study.strategy.settings,
-            storage_url=self.store.url, study_name=self.study.name,
+            storage_url=self.store.connect_url, study_name=self.study.name,
         )
         try:
             self.proposal_stage(strategy)
@@ -136,11 +136,15 @@ class Workflow:
 
     def _check_something_fits(self) -> None:
         candidates = list(self._candidates.values())
-        if any(c.status not in (REJECTED_MEMORY, REJECTED_ACTIVATIONS) for c in candidates):
+        if any(c.status not in (REJECTED_MEMORY, REJECTED_ACTIVATIONS, INVALID) for c in candidates):
             return
         if not candidates:
             raise SearchError("the study draws no candidates; check space.laws and budget.candidates")
-        smallest = min(candidates, key=lambda c: c.n_values)
+        runnable = [c for c in candidates if c.status != INVALID]
+        if not runnable:
+            raise SearchError(f"every one of the {len(candidates)} candidates drawn is a network that cannot run; "
+                              "choose other laws or draw more ids (space.pool_per_law)")
+        smallest = min(runnable, key=lambda c: c.n_values)
         bits = narrowest_bits(self.study)
         raise SearchError(
             f"no candidate satisfies the memory constraints: the smallest, {smallest.key}, has "
@@ -327,7 +331,10 @@ class Workflow:
                     self._wait()
 
     def precision_stage(self) -> None:
-        """Each model at the top fidelity in every format of the study (none in tabular mode)."""
+        """Each model at the top fidelity in every format of the study (none in tabular mode).
+
+        A model whose checkpoint was deleted or damaged is trained again, then evaluated.
+        """
         from iotnas.precision.runner import run_precision_stage
 
         if self.components.precision is None:
@@ -336,7 +343,14 @@ class Workflow:
         def emit(message: str, completed: int | None = None, total: int | None = None, detail=None) -> None:
             self._emit("precision", message, completed, total, detail)
 
-        run_precision_stage(self.study, self.store, self.components.precision, workdir=self._model_dir, emit=emit)
+        for _ in range(2):  # a second pass only after retraining lost checkpoints
+            lost = run_precision_stage(self.study, self.store, self.components.precision,
+                                       workdir=self._model_dir, emit=emit)
+            if not lost:
+                return
+            self.workers.refresh()
+            for training in lost:
+                self._train(self._candidates[training.arch_key], training.epochs)
 
     # ------------------------------------------------------------------ views
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from iotnas.errors import ConfigError, InputSizeError
+from iotnas.errors import ConfigError, InputSizeError, InvalidSampleError
 from iotnas.spaces._registry import (
     MAX_ID,
     SPACES,
@@ -52,6 +52,7 @@ __all__ = [
     "get_space",
     "list_spaces",
     "register_space",
+    "runnable",
 ]
 
 #: Height and width every family is designed for: the final pooling windows (4 or 8) assume it.
@@ -101,6 +102,18 @@ def build(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return space.build(arch.args, num_classes=num_classes, in_channels=in_channels)
+
+
+def runnable(arch: Arch) -> bool:
+    """Whether a drawn model can run; an invalid draw (say, a layer with no channels) is skipped.
+
+    The released model set skips such ids too, so a pool or a calibration set counts and drops them.
+    """
+    try:
+        get_space(arch.space).check_args(arch.args)
+    except InvalidSampleError:
+        return False
+    return True
 
 
 def _positive_int(v: object) -> bool:

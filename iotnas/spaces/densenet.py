@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iotnas.errors import ArchError
+from iotnas.errors import InvalidSampleError
 from iotnas.spaces._checks import as_dict, int_list, int_value
 from iotnas.spaces._registry import Args, IntRange, Law, Space, register_space
 from iotnas.spaces._rng import draw, draws, rng_for
@@ -114,7 +114,7 @@ class DenseNetSpace(Space):
             raise self._bad(args, "'reduction' must be a float in (0, 1]")
         widths = transition_widths(nblocks, g, r)
         if min(widths) == 0:
-            raise ArchError(
+            raise InvalidSampleError(
                 f"densenet arguments {args!r} give a transition with 0 output channels "
                 f"(widths {widths}); the network cannot run. This sample is invalid: pick another id"
             )

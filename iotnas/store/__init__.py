@@ -3,6 +3,7 @@
 from iotnas.store.models import SCHEMA_VERSION
 from iotnas.store.records import (
     FEASIBLE,
+    INVALID,
     POOLED,
     REJECTED_ACTIVATIONS,
     REJECTED_LATENCY,
@@ -16,6 +17,6 @@ from iotnas.store.records import (
 from iotnas.store.store import Store, normalize_url
 
 __all__ = [
-    "SCHEMA_VERSION", "FEASIBLE", "POOLED", "REJECTED_ACTIVATIONS", "REJECTED_LATENCY", "REJECTED_MEMORY",
+    "SCHEMA_VERSION", "FEASIBLE", "INVALID", "POOLED", "REJECTED_ACTIVATIONS", "REJECTED_LATENCY", "REJECTED_MEMORY",
     "Candidate", "Latency", "PrecisionResult", "Store", "Training", "TrainingStatus", "normalize_url",
 ]

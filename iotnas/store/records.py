@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import Float, Integer
+
 from iotnas.results.limits import Reason
 from iotnas.store.models import CandidateRow, LatencyRow, PrecisionRow, TrainingRow
 
@@ -72,6 +74,7 @@ REJECTED_MEMORY = Reason.MEMORY.status
 REJECTED_ACTIVATIONS = Reason.ACTIVATIONS.status
 REJECTED_LATENCY = Reason.LATENCY.status
 FEASIBLE = "feasible"  # passed every constraint; trained or about to be
+INVALID = "invalid"  # a draw that cannot run (e.g. a layer with no channels): counted, never proposed
 
 
 class TrainingStatus(StrEnum):
@@ -84,12 +87,32 @@ class TrainingStatus(StrEnum):
 # --------------------------------------------------------------------------- rows <-> records
 
 
+class DamagedRow(ValueError):
+    """A stored value its column cannot hold: the store was edited by hand, or by another program."""
+
+
+def _checked(row: Any) -> None:
+    """Raise DamagedRow unless each number column of ``row`` holds a number (SQLite keeps any text written into one)."""
+    for column in row.__table__.columns:
+        if isinstance(column.type, (Integer, Float)):
+            value = getattr(row, column.key)
+            if value is None and column.nullable:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DamagedRow(f"{row.__tablename__}.{column.key} of {_row_name(row)} is {value!r}, not a number")
+
+
+def _row_name(row: Any) -> str:
+    return getattr(row, "key", None) or getattr(row, "arch_key", "?")
+
+
 def record_fields(value: Any) -> dict[str, Any]:
     """A record's fields by name, as the row constructors take them."""
     return {name: getattr(value, name) for name in value.__slots__}
 
 
 def candidate_from_row(r: CandidateRow) -> Candidate:
+    _checked(r)
     return Candidate(
         key=r.key, arch_json=r.arch_json, space=r.space, law=r.law, arch_id=r.arch_id, n_values=r.n_values,
         macs=r.macs, flops=r.flops, peak_activation_bytes=r.peak_activation_bytes, status=r.status,
@@ -98,19 +121,30 @@ def candidate_from_row(r: CandidateRow) -> Candidate:
 
 
 def latency_from_row(r: LatencyRow) -> Latency:
-    return Latency(arch_key=r.arch_key, device_key=r.device_key, source=r.source, median_ms=r.median_ms,
-                   detail=json.loads(r.detail_json))
+    _checked(r)
+    try:
+        detail = json.loads(r.detail_json)
+    except (TypeError, ValueError) as exc:
+        raise DamagedRow(f"{r.__tablename__}.detail_json of {r.arch_key} is not JSON ({exc})") from None
+    return Latency(arch_key=r.arch_key, device_key=r.device_key, source=r.source, median_ms=r.median_ms, detail=detail)
 
 
 def training_from_row(r: TrainingRow, *, checkpoint: str | None) -> Training:
+    _checked(r)
+    try:
+        status = TrainingStatus(r.status)
+    except ValueError:
+        raise DamagedRow(f"{r.__tablename__}.status of {r.arch_key} is {r.status!r}, "
+                         f"not one of {', '.join(TrainingStatus)}") from None
     return Training(
-        arch_key=r.arch_key, epochs=r.epochs, status=TrainingStatus(r.status), accuracy=r.accuracy, checkpoint=checkpoint,
+        arch_key=r.arch_key, epochs=r.epochs, status=status, accuracy=r.accuracy, checkpoint=checkpoint,
         seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
         heartbeat_at=r.heartbeat_at, resumed_from_epochs=r.resumed_from_epochs,
     )
 
 
 def precision_from_row(r: PrecisionRow, *, checkpoint: str | None) -> PrecisionResult:
+    _checked(r)
     return PrecisionResult(
         arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits, weight_bytes=r.weight_bytes,
         accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=checkpoint,

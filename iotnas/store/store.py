@@ -2,17 +2,22 @@
 
 SQLite (a file, WAL journal) by default, PostgreSQL by URL. Methods return frozen
 values, never ORM rows; writes are keyed on the architecture key, so repeating
-one is harmless.
+one is harmless. A store opened ``read_only`` is never changed, nor is a database
+that is not an iotnas store: it is refused before anything is written to it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import sqlite3
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, func, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -21,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from iotnas import __version__
-from iotnas.errors import ConfigError, SchemaVersionError, StoreError
+from iotnas.errors import ConfigError, OlderSchemaError, SchemaVersionError, StoreError
+from iotnas.files import is_sqlite_database
 from iotnas.store import migrations
 from iotnas.store.models import SCHEMA_VERSION, CandidateRow, LatencyRow, MetaRow, PrecisionRow, TrainingRow
 from iotnas.store.records import (
@@ -50,6 +56,15 @@ def normalize_url(url_or_path: str) -> str:
     return f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
 
 
+def display_url(url: str) -> str:
+    """``url`` fit to show or record: its password, if any, masked (anything else is kept as given)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads, but it may still hold a password
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
 def _sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -57,14 +72,47 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def _enable_sqlite_wal(engine: Engine) -> None:
+def _sqlite_settings(engine: Engine) -> None:
+    """Per-connection settings that write nothing (WAL, which is written, is set once the store is known)."""
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via every sqlite test
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+
+def _read_only_sqlite(path: Path) -> Callable[[], sqlite3.Connection]:
+    """Connections that cannot write the SQLite file ``path``.
+
+    ``mode=ro`` reads a WAL store through its shared-memory file, which SQLite cannot create in
+    a folder this user may not write: a store closed cleanly there (no ``-wal`` file, so no
+    writer at work) is read as the unchanging file it is.
+    """
+    uri = f"file:{quote(str(path))}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return connection
+        except sqlite3.OperationalError:
+            connection.close()
+            if os.access(path.parent, os.W_OK) or path.with_name(path.name + "-wal").exists():
+                raise
+        return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+
+    return connect
+
+
+def _read_only_postgresql(engine: Engine) -> None:
+    """Every transaction of ``engine`` read-only: the server refuses any write."""
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET default_transaction_read_only = on")
+        cursor.close()
+        dbapi_connection.commit()  # a SET inside a transaction that is rolled back is undone
 
 
 _SCHEMA_LOCK_KEY = 0x696F746E6173  # "iotnas": PostgreSQL advisory lock taken while creating or migrating
@@ -82,7 +130,8 @@ class Store:
     def __init__(self, engine: Engine, url: str):
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self.url = url
+        self._url = url
+        self.url = display_url(url)  # for messages: never the password
         self.path: Path | None = _sqlite_file(url)  # the SQLite file; None for a server or in-memory store
         # Files a study writes beside its SQLite store are recorded relative to it, so the folder can move.
         self.folder: Path | None = self.path.parent if self.path is not None else None
@@ -105,6 +154,11 @@ class Store:
             return stored
         return str(self.folder / stored)
 
+    @property
+    def connect_url(self) -> str:
+        """The URL to connect to the store with, password included: hand it on, never show or record it."""
+        return self._url
+
     # ------------------------------------------------------------------ opening
 
     @classmethod
@@ -115,6 +169,7 @@ class Store:
         study_name: str | None = None,
         fingerprint: str | None = None,
         create: bool = True,
+        read_only: bool = False,
     ) -> "Store":
         """Open (and with ``create``, initialise) a store; one written by an older iotnas is migrated first.
 
@@ -122,20 +177,27 @@ class Store:
             study_name, fingerprint: when given, the store must belong to this study;
                 an empty store is stamped with them.
             create: create the schema when the store is new; otherwise refuse an empty store.
+            read_only: never change the store (nor create or migrate it): for commands that only read.
 
         Raises:
-            StoreError: the location cannot be opened or written, is empty when it must not be,
-                belongs to another study, or its migration failed (it is then left as it was).
+            StoreError: the location cannot be opened or written, is empty when it must not be, is not
+                an iotnas store, belongs to another study, needs a migration it may not have (read-only),
+                or its migration failed (it is then left as it was).
             SchemaVersionError: the store was written by a newer iotnas, is damaged, or is too old to migrate.
         """
         url = normalize_url(url_or_path)
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise StoreError(f"store {url_or_path!r} is neither a SQLAlchemy URL nor a file path") from None
+        except (ArgumentError, ValueError):
+            shown = display_url(url_or_path)
+            raise StoreError(f"store {shown!r} is neither a SQLAlchemy URL nor a file path") from None
+        create = create and not read_only
         is_sqlite = parsed.get_backend_name() == "sqlite"
-        if is_sqlite and parsed.database:
-            db_path = Path(parsed.database)
+        db_path = _sqlite_file(url)
+        if db_path is not None:
+            if db_path.exists() and db_path.stat().st_size and not is_sqlite_database(db_path):
+                raise StoreError(f"{db_path} is not a SQLite database, so not an iotnas store; "
+                                 "give the path of a study's store")
             if not db_path.exists():
                 if not create:
                     raise StoreError(f"no store at {db_path}; run 'iotnas search STUDY.toml' to create one")
@@ -144,31 +206,41 @@ class Store:
                     raise StoreError(f"cannot create store {db_path}: folder {parent} does not exist")
                 if not os.access(parent, os.W_OK):
                     raise StoreError(f"cannot create store {db_path}: folder {parent} is not writable")
+        options = {"creator": _read_only_sqlite(db_path)} if read_only and db_path is not None else {}
         try:
-            engine = create_engine(url, pool_pre_ping=True, future=True)
+            engine = create_engine(url, pool_pre_ping=True, future=True, **options)
         except (ArgumentError, ImportError) as exc:
-            raise StoreError(f"cannot open store {url_or_path!r}: {exc}") from None
+            raise StoreError(f"cannot open store {display_url(url_or_path)!r}: {exc}") from None
         if is_sqlite:
-            _enable_sqlite_wal(engine)
+            _sqlite_settings(engine)
+        elif read_only and parsed.get_backend_name() == "postgresql":
+            _read_only_postgresql(engine)
         store = cls(engine, url)
         try:
-            store._prepare(study_name=study_name, fingerprint=fingerprint, create=create)
+            store._prepare(study_name=study_name, fingerprint=fingerprint, create=create, read_only=read_only)
         except BaseException:
             engine.dispose()
             raise
         return store
 
-    def _prepare(self, *, study_name: str | None, fingerprint: str | None, create: bool) -> None:
+    def _prepare(self, *, study_name: str | None, fingerprint: str | None, create: bool, read_only: bool) -> None:
         try:
             with self._engine.connect() as connection:
                 at = self._schema_revision(connection, create=create)
             if at != migrations.head():
+                if read_only:
+                    raise OlderSchemaError(
+                        f"store {self.url} was written by an older iotnas (schema revision {at}, this one reads "
+                        f"{migrations.head()}); migrate it once with 'iotnas upgrade {self.url}' (a search migrates it too)"
+                    )
                 with self._schema_lock() as connection:
                     at = self._schema_revision(connection, create=create)  # another opener may have done it
                     if at is None:
                         self._create_schema(connection, study_name=study_name, fingerprint=fingerprint)
                     elif at != migrations.head():
                         self._migrate(connection, at)
+            if self.path is not None and not read_only:
+                self._use_wal()
         except (OperationalError, DBAPIError) as exc:
             raise StoreError(f"cannot open store {self.url}: {_db_message(exc)}") from None
         meta = self.meta()
@@ -192,8 +264,12 @@ class Store:
         """
         tables = set(inspect(connection).get_table_names())
         if MetaRow.__tablename__ not in tables:
-            if tables and any(t.startswith("iotnas_") for t in tables):
+            if any(t.startswith("iotnas_") for t in tables):
                 raise SchemaVersionError(f"store {self.url} has iotnas tables but no version record; it is damaged")
+            if tables:
+                listing = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+                raise StoreError(f"{self.url} is a database of something else, not an iotnas store (its tables: "
+                                 f"{listing}); give a new path or URL for the study's store")
             if not create:
                 raise StoreError(f"store {self.url} holds no iotnas study")
             return None
@@ -213,6 +289,23 @@ class Store:
             )
         return revision or migrations.LEGACY_REVISIONS[version]
 
+    def _use_wal(self) -> None:
+        """Put the SQLite file, known now to be an iotnas store, in WAL mode (it stays so: once, when new).
+
+        The switch needs the file to itself and SQLite does not wait for that, so when several
+        workers open a new store at once it is tried again until the others let go.
+        """
+        deadline = time.monotonic() + 30.0
+        with self._engine.connect() as connection:
+            while connection.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                try:
+                    connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                except OperationalError:
+                    connection.rollback()
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+
     @contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
         """One transaction that holds the store's write lock until it ends.
@@ -226,8 +319,8 @@ class Store:
         """
         engine = self._engine
         if self.path is not None:
-            engine = create_engine(self.url, poolclass=NullPool)
-            _enable_sqlite_wal(engine)
+            engine = create_engine(self._url, poolclass=NullPool)
+            _sqlite_settings(engine)
             _begin_immediate(engine)
         try:
             with engine.begin() as connection:
@@ -283,6 +376,10 @@ class Store:
         except (OperationalError, DBAPIError) as exc:
             session.rollback()
             raise StoreError(f"store {self.url}: {_db_message(exc)}") from exc
+        except ValueError as exc:  # DamagedRow, or a date SQLAlchemy cannot read: the store was edited
+            session.rollback()
+            raise StoreError(f"store {self.url} holds a value iotnas did not write: {exc}; "
+                             "restore the store from a copy, or correct that row") from exc
         except BaseException:
             session.rollback()
             raise
@@ -301,8 +398,9 @@ class Store:
 
     def set_study(self, study: Study) -> None:
         """Record the study this store belongs to, in the form :meth:`study` reads back."""
+        recorded = {**study.to_dict(), "store": display_url(study.store)}  # a password is never stored
         with self._session() as s:
-            s.merge(MetaRow(key="study", value=json.dumps(study.to_dict(), sort_keys=True)))
+            s.merge(MetaRow(key="study", value=json.dumps(recorded, sort_keys=True)))
             s.merge(MetaRow(key="study_base_dir", value=study.base_dir))
 
     def study(self) -> Study | None:
@@ -490,6 +588,12 @@ class Store:
                 .values(heartbeat_at=_now())
             )
             return result.rowcount == 1
+
+    def fail_training(self, arch_key: str, epochs: float) -> None:
+        """Mark a training to be done again (its checkpoint is gone); any worker may claim it."""
+        with self._session() as s:
+            s.execute(update(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs)
+                      .values(status=TrainingStatus.FAILED))
 
     def finish_training(
         self, arch_key: str, epochs: float, *, accuracy: float, checkpoint: str | None, seconds: float,

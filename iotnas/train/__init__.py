@@ -7,10 +7,10 @@
 from iotnas.train._checkpoint import Checkpoint
 from iotnas.train._checkpoint import load as load_checkpoint
 from iotnas.train._config import EpochStats, TrainConfig, TrainResult, recipe_for
-from iotnas.train._loop import check_model_input, evaluate, train
+from iotnas.train._loop import check_batches, check_model_input, evaluate, train
 from iotnas.train._trained import TrainedModel, load_trained, rebuild
 
 __all__ = [
     "Checkpoint", "EpochStats", "TrainConfig", "TrainResult", "TrainedModel",
-    "check_model_input", "evaluate", "load_checkpoint", "load_trained", "rebuild", "recipe_for", "train",
+    "check_batches", "check_model_input", "evaluate", "load_checkpoint", "load_trained", "rebuild", "recipe_for", "train",
 ]  # fmt: skip

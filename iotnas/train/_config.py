@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -38,9 +39,12 @@ class TrainConfig:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks = [
             (self.epochs > 0, "epochs must be positive"),
             (self.batch_size >= 2, "batch_size must be at least 2 (BatchNorm needs two images)"),
+            (self.batch_size <= 65_536, "batch_size must be at most 65,536"),
+            (self.epochs <= 10_000, "epochs must be at most 10,000"),
             (self.lr > 0, "lr must be positive"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be non-negative"),
@@ -49,11 +53,29 @@ class TrainConfig:
             (0 <= self.crop_padding <= 8, "crop_padding must be 0..8 pixels"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.eval_every >= 0, "eval_every must be non-negative"),
-            (self.threads is None or self.threads >= 1, "threads must be at least 1"),
+            (self.threads is None or 1 <= self.threads <= 1024, "threads must be 1..1024"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TrainingError(f"invalid TrainConfig: {message}")
+
+    def _check_types(self) -> None:
+        """Each setting of its declared type (a TOML string "0.1" or a 64.5 batch is refused, not coerced)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kinds = f.type.replace(" ", "").split("|")
+            if value is None and "None" in kinds:
+                continue
+            kind = kinds[0]
+            if kind == "bool":
+                ok, expected = isinstance(value, bool), "true or false"
+            elif kind == "int":
+                ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                expected = "a finite number"
+            if not ok:
+                raise TrainingError(f"invalid training setting {f.name}: expected {expected}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +136,3 @@ def recipe_for(study, epochs: float) -> TrainConfig:
         return TrainConfig.from_dict(settings)
     except TrainingError as exc:
         raise ConfigError(f"training: {exc}") from None
-    except TypeError:
-        raise ConfigError(f"training: a setting has the wrong type ({dict(study.training)}); "
-                          "see docs/training.md for each setting's type") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -57,13 +58,15 @@ def train(
         CheckpointError: the checkpoint belongs to another model, dataset, seed or recipe.
     """
     device = _pick_device(device)
+    config = _safe_layout(config, model, device)
     started = time.perf_counter()
     ckpt_path = Path(checkpoint_dir) / _checkpoint.FILE_NAME if checkpoint_dir is not None else None
     with _threads(config.threads), _forked_rng(device):
         model.to(device)
         check_model_input(model, dataset, device=device)
+        check_batches(dataset, config)
         n_train = len(dataset.train_labels)
-        spe = max(1, n_train // config.batch_size)  # full batches per epoch; the remainder changes every epoch
+        spe = n_train // config.batch_size  # full batches per epoch; the remainder changes every epoch
         total = max(1, round(config.epochs * spe))
         warmup = round(config.warmup_epochs * spe)
         fingerprint = _fingerprint(dataset)
@@ -158,6 +161,41 @@ def train(
         history=tuple(history),
         checkpoint=ckpt_path,
     )
+
+
+def check_batches(dataset: Dataset, config: TrainConfig) -> None:
+    """Refuse a training split smaller than one batch: an epoch would be no step at all.
+
+    Raises:
+        TrainingError: naming the sizes.
+    """
+    n_train = len(dataset.train_labels)
+    if n_train < config.batch_size:
+        raise TrainingError(f"{dataset.name} has {n_train} training image(s), fewer than one batch of "
+                            f"{config.batch_size}; train on more images or lower batch_size")
+
+
+def _strided_pointwise(model: nn.Module) -> list[str]:
+    """The 1x1 convolutions with a stride above 1 (ResNet-style shortcuts), by module name."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1]
+
+
+def _safe_layout(config: TrainConfig, model: nn.Module, device: torch.device) -> TrainConfig:
+    """``config`` without channels_last where PyTorch's CPU kernels cannot train the model in it.
+
+    The backward pass of a strided 1x1 convolution in NHWC on the CPU corrupts the heap for some
+    channel counts (3 -> 12, 6 -> 20: "double free or corruption", or a step that takes minutes),
+    so such models train in the default layout; the forward pass, and so evaluation, is unaffected.
+    """
+    if not config.channels_last or device.type != "cpu":
+        return config
+    unsafe = _strided_pointwise(model)
+    if not unsafe:
+        return config
+    log.info("training in NCHW: strided 1x1 convolutions (%s) cannot be trained in channels_last on the CPU",
+             ", ".join(unsafe[:3]))
+    return dataclasses.replace(config, channels_last=False)
 
 
 def evaluate(
@@ -325,7 +363,7 @@ def _fingerprint(dataset: Dataset) -> dict:
 
 def _check_compatible(ckpt, path: Path, config: TrainConfig, fingerprint: dict, seed: int, spe: int) -> None:
     def fail(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {what}; train into another folder, or start over with resume=False (--no-resume)")
+        return CheckpointError(f"{path}: {what}; train into another folder, or start over (resume=False; 'iotnas train --overwrite')")
 
     if ckpt.seed != seed:
         raise fail(f"written with seed {ckpt.seed}, not {seed}")

@@ -133,3 +133,26 @@ def test_live_display_shows_training_throughput():
     display.update(SearchEvent("train", "training densenet/s3/1", detail=stats))
     (task,) = display.progress.tasks
     assert task.description == "training densenet/s3/1: epoch 2, loss 1.234, test 60.00%, 812 img/s"
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_a_stopped_search_says_how_to_resume(tmp_path, signum, code):
+    """SIGINT or SIGTERM: one line saying that the work is kept and how to go on, no traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = tmp_path / "stop.toml"
+    study.write_text('name = "stop"\n[space]\nlaws = ["mobilenetv2/s5"]\npool_per_law = 3\n'
+                     '[budget]\ntrainings = 3\nepochs = [50]\n', encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("stop-runs/*")) and time.monotonic() < deadline:  # a training has started
+        time.sleep(0.5)
+    proc.send_signal(signal.Signals(signum))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err

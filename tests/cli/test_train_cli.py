@@ -106,3 +106,13 @@ def test_images_the_model_cannot_take(cli, trained, tmp_path: Path, shared_data:
     code, _, err = cli("eval", str(out), "--data", str(shared_data / "cifar10"), "--subset", "10")
     _one_clean_line(code, err)
     assert "cannot take cifar10 images (3x32x32)" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--subset", "1"), "fewer than one batch"),
+    (("--seed", "-1"), "--seed"),
+    (("--threads", "0"), "--threads"),
+])
+def test_bad_training_requests_are_one_line(cli, tmp_path: Path, args, needle):
+    code, _, err = cli("train", *ARCH, "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "o"), *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

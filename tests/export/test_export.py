@@ -220,5 +220,49 @@ def test_unwritable_or_taken_output(cli, trained_store, tmp_path):
 
 def test_wrong_check_dataset(cli, trained_store, tmp_path):
     code, _, err = cli("export", str(trained_store), MODEL, "--out", str(tmp_path / "out"), "--data", "digits")
-    assert code == 2 and "not the one the model was trained on" in err
+    assert code == 2 and "trained on cifar10, not digits" in err
     _no_leftovers(tmp_path, set())
+
+
+def _edited_copy(trained_store: Path, tmp_path: Path, statement: str, *params: str) -> Path:
+    """A copy of the study's folder whose store was changed behind iotnas's back (``{db}``: the copy's path)."""
+    import sqlite3
+
+    folder = tmp_path / "edited"
+    shutil.copytree(trained_store.parent, folder)
+    db = folder / trained_store.name
+    with sqlite3.connect(db) as connection:
+        connection.execute(statement, [p.format(db=db) for p in params])
+    connection.close()
+    return db
+
+
+def _export_fails(cli, db: Path, out: Path) -> str:
+    code, _, err = cli("export", str(db), MODEL, "--out", str(out), "--images", "8")
+    assert code == 2 and err.startswith("iotnas: error:") and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    return err
+
+
+@pytest.mark.parametrize("target", ["{db}", "{folder}", "{folder}/notes.txt", "../../../../../../etc/hostname"],
+                         ids=["the-store", "a-folder", "a-text-file", "outside"])
+def test_a_checkpoint_path_pointing_elsewhere_is_one_clear_line(cli, trained_store, tmp_path, target):
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    db = _edited_copy(trained_store, tmp_path, "UPDATE iotnas_trainings SET checkpoint = ?",
+                      target.replace("{folder}", str(tmp_path)))
+    assert f"the checkpoint of {MODEL} cannot be used" in _export_fails(cli, db, tmp_path / "x")
+
+
+@pytest.mark.parametrize("statement, needle", [
+    ("UPDATE iotnas_meta SET value = '{not json' WHERE key = 'study'", "the recorded study cannot be read"),
+    ("UPDATE iotnas_trainings SET accuracy = 'high'", f"accuracy of {MODEL} is 'high', not a number"),
+], ids=["study", "accuracy"])
+def test_an_edited_value_in_the_store_is_one_clear_line(cli, trained_store, tmp_path, statement, needle):
+    db = _edited_copy(trained_store, tmp_path, statement)
+    assert needle in _export_fails(cli, db, tmp_path / "x")
+
+def test_export_into_a_store_or_a_file_is_refused(cli, trained_store, tmp_path):
+    before = trained_store.read_bytes()
+    code, _, err = cli("export", str(trained_store), MODEL, "--out", str(trained_store))
+    assert code == 2 and "is a file, not a folder" in err
+    assert trained_store.read_bytes() == before

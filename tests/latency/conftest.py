@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,26 +44,45 @@ def tiny_onnx() -> bytes:
 
 
 class RunningAgent:
-    def __init__(self, tmp: Path, *, max_request_mb: float) -> None:
+    """``python -m iotnas.latency.agent`` on an ephemeral port; its log (stderr) goes to a file."""
+
+    def __init__(self, tmp: Path, *, max_request_mb: float, options: tuple[str, ...] = ()) -> None:
         token_file = tmp / "token"
         token_file.write_text(TOKEN + "\n")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "iotnas.latency.agent", "--host", "127.0.0.1", "--port", "0",
-             "--token-file", str(token_file), "--max-request-mb", str(max_request_mb), "--time-limit-s", "60"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self.log_path = tmp / "agent.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "iotnas.latency.agent", "--host", "127.0.0.1", "--port", "0",
+                 "--token-file", str(token_file), "--max-request-mb", str(max_request_mb), "--time-limit-s", "60",
+                 *options],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         line = self.process.stdout.readline().strip()
         if not line.startswith("listening on "):
             self.process.kill()
-            raise RuntimeError(f"agent did not start: {line!r}")
+            raise RuntimeError(f"agent did not start: {line!r} {self.log()}")
         self.url = line.removeprefix("listening on ")
         self.port = int(self.url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        return self.log_path.read_text()
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def raw_post(port: int, body: bytes, *, token: str = TOKEN, length: int | str | None = None) -> tuple[int, dict]:
+    """POST ``body`` to /measure as it is (a lying Content-Length too); the status and JSON reply."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(len(body) if length is None else length)}
+    conn.request("POST", "/measure", body=body, headers=headers)
+    response = conn.getresponse()
+    status, payload = response.status, json.loads(response.read())
+    conn.close()
+    return status, payload
 
 
 @pytest.fixture(scope="module")

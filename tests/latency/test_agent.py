@@ -16,16 +16,7 @@ from iotnas.latency import AgentClient, LatencyMeasurement, Protocol, measure_la
 from iotnas.latency.agent import read_token
 
 from .conftest import FAST, TOKEN
-
-
-def _raw_post(port: int, body: bytes, *, token: str = TOKEN, length: int | None = None) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(len(body) if length is None else length)}
-    conn.request("POST", "/measure", body=body, headers=headers)
-    response = conn.getresponse()
-    status, payload = response.status, json.loads(response.read())
-    conn.close()
-    return status, payload
+from .conftest import raw_post as _raw_post
 
 
 def _healthy(agent) -> bool:

@@ -131,6 +131,24 @@ def test_report_into_a_missing_folder(cli, small_store, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
+def test_figures_replace_files_only_when_told(small_store, tmp_path):
+    from iotnas.errors import ExportError
+
+    figures, out = tmp_path / "fig", tmp_path / "r.html"
+    figures.mkdir()
+    (figures / "accuracy-latency.png").write_bytes(b"mine")
+    with Store.open(str(small_store), read_only=True) as store:
+        with pytest.raises(ExportError, match="figure .*accuracy-latency.png already exists.*--overwrite"):
+            write_report(store, out, static_dir=figures)
+        assert [p.name for p in figures.iterdir()] == ["accuracy-latency.png"] and not out.exists()
+        assert (figures / "accuracy-latency.png").read_bytes() == b"mine"  # no figure written when one may not be
+        files = write_report(store, out, static_dir=figures, overwrite=True)
+        assert len(files.static) == 4 and (figures / "accuracy-latency.png").read_bytes()[:4] == b"\x89PNG"
+        with pytest.raises(ExportError, match="is a file, not a folder"):
+            write_report(store, tmp_path / "r2.html", static_dir=out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig", "r.html"]
+
+
 @pytest.mark.slow
 def test_full_released_study_in_a_real_browser(browser, released_dir, tmp_path):
     """All 1,617 released models (about 3 minutes to cost them) render and count right.

@@ -1,6 +1,7 @@
 """The precision stage: formats per trained model, memory per format, format choice, fine-tuning."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_bisection_finds_the_narrowest_mantissa_with_fewer_evaluations():
             return float((m(x).argmax(1) == reference).float().mean())
 
     grid = GridSpec(exp_bits=(3, 5), man_bits=(0, 10), tolerance=0.02)
-    result = evaluate_model_formats(model, agreement, formats=[], grid=grid)
+    result = evaluate_model_formats(lambda: model, agreement, formats=[], grid=grid)
     found = result.accuracy
     assert result.evaluations < 3 * 11  # a blind sweep of the grid
     for e in range(3, 6):
@@ -105,3 +106,31 @@ def test_budget_below_every_model_in_every_format(tmp_path):
     study = parse_study({**STUDY, "store": str(tmp_path / "x.db"), "constraints": {"max_weight_bytes": 16}})
     with pytest.raises(SearchError, match="at 8 bits"):
         run_search(study)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+def test_a_lost_checkpoint_is_trained_again_and_the_study_goes_on(tmp_path, damage):
+    """Every result is stored: a study whose checkpoint is gone re-runs; what needs the weights retrains them."""
+    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0}})
+    run_search(study)
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:
+        (training,) = store.trainings(status="done")
+        before = len(store.precision_results())
+    path = Path(training.checkpoint)
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(b"not a checkpoint")
+    assert run_search(study).best  # everything it needs is stored: the checkpoint is not read
+    # a new format needs the weights: the model is trained again, then evaluated
+    wider = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0},
+                         "formats": [*STUDY["formats"], "bfloat16"], "name": "prec"})
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:  # the same study, one format more
+        store.set_meta("study_fingerprint", wider.fingerprint)
+    summary = run_search(wider)
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:
+        (again,) = store.trainings(status="done")
+        formats = {r.format_name for r in store.precision_results()}
+    assert Path(again.checkpoint).is_file() and again.accuracy is not None
+    assert "bfloat16" in formats and len(formats) > 0 and summary.best
+    assert before > 0

@@ -59,6 +59,16 @@ def test_schema_1_store_is_migrated_when_opened(old_store, snapshot):
 
 
 def test_migrated_store_is_reported_by_the_cli(old_store, cli):
+    before = _sha(old_store)
+    for command in ("status", "show", "report"):  # they only read: they say how to migrate, and change nothing
+        code, _, err = cli(command, str(old_store))
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "older iotnas (schema revision 0001" in err and "iotnas upgrade" in err
+    assert _sha(old_store) == before
+    code, out, err = cli("upgrade", str(old_store))
+    assert code == 0 and "schema 2" in out, err
+    code, out, err = cli("upgrade", str(old_store))  # once is enough
+    assert code == 0 and "already" in out, err
     code, out, err = cli("status", str(old_store))
     assert code == 0, err
     assert "best feasible: probenet/s2/4" in out
@@ -176,3 +186,14 @@ def test_migrated_store_resumes_reports_and_exports(old_store, cli, tmp_path):
     code, _, err = cli("export", str(old_store), "probenet/s2/4", "--format", "int8", "--out", str(tmp_path / "x"))
     assert code == 0, err
     assert (tmp_path / "x" / "model.onnx").is_file() and (tmp_path / "x" / "weights.bin").is_file()
+
+
+def test_export_refuses_check_images_of_another_dataset(old_store, cli, tmp_path, shared_data):
+    """Fashion-MNIST has the digits' 10 classes and 1 channel, but it is not what the model learnt."""
+    Store.open(str(old_store), create=False).close()  # migrated
+    code, _, err = cli("export", str(old_store), "probenet/s2/4", "--out", str(tmp_path / "x"),
+                       "--data", str(shared_data / "fashion-mnist"))
+    assert code == 2 and "trained on digits, not fashion-mnist" in err
+    assert not (tmp_path / "x").exists()
+    code, _, err = cli("export", str(old_store), "probenet/s2/4", "--out", str(tmp_path / "y"), "--images", "0")
+    assert code == 2 and "--images" in err
