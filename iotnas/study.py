@@ -12,7 +12,7 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +37,10 @@ MAX_EPOCHS = 10_000.0
 MAX_ETA = 1_000
 MAX_NAME = 100
 DEVICE_KINDS = ("local", "agent", "predictor", "released")
+# Settings that never change a result, left out of the fingerprint and of study_changes: where the
+# store and the study file are, how workers pace themselves, and how the device is reached (a board
+# whose DHCP address changed is the same board; kind, runtime and threads are its identity).
+_VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -61,6 +65,7 @@ class DeviceSpec:
     threads: int = 1
     url: str | None = None  # kind = "agent"
     predictor: str | None = None  # kind = "predictor": path of a saved predictor
+    token_file: str | None = None  # kind = "agent": file holding the agent's token (else $IOTNAS_AGENT_TOKEN)
 
     @property
     def key(self) -> str:
@@ -130,8 +135,10 @@ class Study:
     def fingerprint(self) -> str:
         """Hash of everything that decides results, so a store is never mixed with another study."""
         payload = asdict(self)
-        for volatile in ("store", "base_dir", "workers"):
-            payload.pop(volatile)
+        for key in _VOLATILE:
+            table, _, name = key.rpartition(".")
+            (payload[table] if table else payload).pop(name)
+        payload["device"]["url"] = None  # hashed (as null) before it was volatile: keeps URL-less fingerprints
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -151,6 +158,39 @@ class Study:
         return _without_nulls(flat)
 
 
+def study_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The settings that decide results and differ between two :meth:`Study.to_dict` forms.
+
+    Each as ``"budget.trainings: 20 -> 30"`` (``unset`` for a key one side lacks), sorted by key,
+    so a store that refuses a changed study can say what changed. Values are compared as the
+    fingerprint hashes them (JSON text).
+    """
+    before, after = _flatten(old), _flatten(new)
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if not _is_volatile(k) and _shown(before.get(k)) != _shown(after.get(k)))
+    return [f"{k}: {_shown(before.get(k), 60)} -> {_shown(after.get(k), 60)}" for k in changed]
+
+
+def _is_volatile(key: str) -> bool:
+    return any(key == v or key.startswith(f"{v}.") for v in _VOLATILE)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one mapping of dotted keys (``budget.trainings``), the names errors use."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any, limit: int | None = None) -> str:
+    text = "unset" if value is None else json.dumps(value, sort_keys=True, default=str)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _without_nulls(value: Any) -> Any:
     """Drop None values at every level and turn tuples into lists (TOML has neither null nor tuple)."""
     if isinstance(value, Mapping):
@@ -163,8 +203,12 @@ def _without_nulls(value: Any) -> Any:
 # --------------------------------------------------------------------------- loading
 
 
-def load_study(path: str | Path) -> Study:
+def load_study(path: str | Path, *, token_file: str | Path | None = None) -> Study:
     """Read and validate a study file.
+
+    Args:
+        token_file: replaces ``[device] token_file``; relative to the working directory, as a
+            command line gives it (the study file's own is relative to the file).
 
     Raises:
         ConfigError: the file is missing, not TOML, or a key is unknown or malformed.
@@ -178,7 +222,13 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"cannot read study file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
-    return parse_study(raw, base_dir=str(path.resolve().parent), default_name=path.stem)
+    study = parse_study(raw, base_dir=str(path.resolve().parent), default_name=path.stem)
+    if token_file is None:
+        return study
+    if study.device.kind != "agent":
+        raise ConfigError(f"--token-file: a token is for device.kind = \"agent\"; "
+                          f"this study's is \"{study.device.kind}\"")
+    return replace(study, device=replace(study.device, token_file=str(Path(token_file).expanduser().absolute())))
 
 
 _DEFAULT = Study(name="")  # the dataclass fields' defaults, in one place
@@ -220,16 +270,10 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         threads=dev_t.int("threads", d.threads, minimum=1, maximum=MAX_THREADS),
         url=dev_t.str("url", d.url),
         predictor=dev_t.str("predictor", d.predictor),
+        token_file=dev_t.str("token_file", d.token_file),
     )
     dev_t.done()
-    if device.kind == "local":  # threads beyond this machine's cores only oversubscribe them
-        from iotnas.latency.measure import check_threads
-
-        check_threads(device.threads, field="device.threads", error=ConfigError)
-    if device.kind == "agent" and not device.url:
-        raise ConfigError("device.url: required when device.kind = \"agent\" (e.g. \"http://192.168.1.20:8765\")")
-    if device.kind == "predictor" and not device.predictor:
-        raise ConfigError("device.predictor: required when device.kind = \"predictor\" (path of a saved predictor)")
+    _check_device(device, mode)
 
     con_t = top.table("constraints")
     constraints = Limits(
@@ -292,9 +336,6 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     if not epochs or any(e <= 0 or e > MAX_EPOCHS for e in epochs) or list(epochs) != sorted(set(epochs)):
         raise ConfigError(f"budget.epochs: expected strictly increasing positive numbers up to {MAX_EPOCHS:,}, "
                           "e.g. [1, 3, 9]")
-    if mode == "tabular" and device.kind != "released":
-        raise ConfigError("device.kind: tabular mode answers latency from the released Raspberry Pi timings; "
-                          "use kind = \"released\" or mode = \"train\"")
     top.done()
     return Study(
         name=name, mode=mode, seed=seed, store=store, data=data, device=device,
@@ -302,6 +343,31 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         strategy=strategy, budget=budget, released=released, training=training, precision=precision, workers=workers,
         base_dir=base_dir,
     )
+
+
+def _check_device(device: DeviceSpec, mode: str) -> None:
+    """Refuse ``[device]`` keys that cannot go together, before anything is built (else a search fails midway)."""
+    if mode == "tabular" and device.kind != "released":
+        raise ConfigError("device.kind: tabular mode answers latency from the released Raspberry Pi timings; "
+                          "use kind = \"released\" or mode = \"train\"")
+    if mode == "train" and device.kind == "released":
+        raise ConfigError("device.kind: \"released\" timings exist only for the released models; "
+                          "use mode = \"tabular\"")
+    if device.kind == "local":  # threads beyond this machine's cores only oversubscribe them
+        from iotnas.latency.measure import check_threads
+
+        check_threads(device.threads, field="device.threads", error=ConfigError)
+    if device.kind == "agent" and not device.url:
+        raise ConfigError("device.url: required when device.kind = \"agent\" (e.g. \"http://192.168.1.20:8765\")")
+    if device.kind == "agent" and device.runtime != "onnxruntime":
+        raise ConfigError(f"device.runtime: the agent times ONNX graphs only, not {device.runtime!r}; "
+                          "use runtime = \"onnxruntime\" with kind = \"agent\"")
+    if device.kind == "predictor" and not device.predictor:
+        raise ConfigError("device.predictor: required when device.kind = \"predictor\" (path of a saved predictor)")
+    for key, kind in (("url", "agent"), ("token_file", "agent"), ("predictor", "predictor")):
+        if getattr(device, key) is not None and device.kind != kind:
+            raise ConfigError(f"device.{key}: only for kind = \"{kind}\", and this study's device.kind is "
+                              f"\"{device.kind}\"; remove the key or change the kind")
 
 
 def _check_formats(names: Sequence[str], key: str) -> None:

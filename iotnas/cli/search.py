@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import contextlib
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.live import Live
@@ -78,22 +80,18 @@ def search_command(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster ('auto', 'ray://host:10001'); default: a local Ray."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs Ray reserves per worker."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs Ray reserves per worker."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the device agent's token (overrides [device] token_file; else $IOTNAS_AGENT_TOKEN)."),
 ) -> None:
     """Run a constrained search, or resume it where it stopped."""
     from iotnas.search import run_search
     from iotnas.study import load_study
 
-    study = load_study(study_file)
+    study = load_study(study_file, token_file=token_file)
     if workers > 1 or executor != "local":
         _search_with_workers(study, study_file, store, top=top, workers=workers, executor=executor,
                              address=ray_address, cpus=cpus_per_worker, gpus=gpus_per_worker)
         return
-    display = _SearchDisplay()
-    with Live(display.render(), console=console, refresh_per_second=4, transient=False) as live:
-        def on_event(event) -> None:
-            display.update(event)
-            live.update(display.render())
-
+    with _progress_view() as on_event:
         summary = run_search(study, store_url=store, callbacks=[on_event])
     console.print(_summary_table(summary, top=top, title=f"{study.name}: best feasible models"))
     if not summary.best:
@@ -104,21 +102,16 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
                          address: Optional[str], cpus: float, gpus: float) -> None:
     """Prepare the pool here, then let ``workers`` workers share the training; poll the store meanwhile."""
     import threading
-    import time
 
     from iotnas.executors import make_executor
-    from iotnas.search import prepare_search, store_location, summarize
+    from iotnas.search import SearchEvent, prepare_search, store_location, summarize
+    from iotnas.search.workers import abandoned
     from iotnas.store import Store
 
     runner = make_executor(executor, address=address, cpus_per_worker=cpus, gpus_per_worker=gpus)
     runner.check(workers)  # before anything is created
     url = store_location(study, store)
-    display = _SearchDisplay()
-    with Live(display.render(), console=console, refresh_per_second=4) as live:
-        def on_event(event) -> None:
-            display.update(event)
-            live.update(display.render())
-
+    with _progress_view() as on_event:
         prepare_search(study, store_url=url, callbacks=[on_event])
         outcome: dict = {}
 
@@ -133,10 +126,9 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
         with Store.open(url, create=False) as s:
             while thread.is_alive():
                 summary = summarize(s, study, top=top)
-                running = len(s.trainings(status="running"))
-                display.update_message(f"{workers} {executor} workers: {summary.trainings} trainings done, "
-                                       f"{running} running")
-                live.update(display.render())
+                running = sum(not abandoned(t, study.workers) for t in s.trainings(status="running"))
+                on_event(SearchEvent("workers", f"{workers} {executor} workers: {summary.trainings} trainings done, "
+                                                f"{running} running"))
                 time.sleep(1.0)
     if "error" in outcome:
         raise outcome["error"]
@@ -145,39 +137,155 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
     console.print(_summary_table(summary, top=top, title=f"{study.name}: best feasible models"))
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one search event says, as both views show it."""
+
+    stage: str
+    text: str
+    completed: int | None
+    total: int | None
+    elapsed: float  # seconds since the search started
+    eta: float | None  # seconds left in the stage, once it has a total and some progress
+    line: bool  # whether it deserves a line of its own in a log
+
+    @property
+    def counts(self) -> str:
+        return f"{self.completed}/{self.total}" if self.completed is not None and self.total is not None else ""
+
+
+class _Narrator:
+    """Decides what each search event says, for the live view and the log alike.
+
+    A log gets every event a person follows a search by, but not every tick: a pool or latency
+    counter gets its first and last value and one line per ``TICK_S``; a wait, or the workers'
+    poll saying the same again, one line per ``QUIET_S``; and no stage repeats its last line.
+    """
+
+    TICK_S = 30.0
+    QUIET_S = 60.0
+    COUNTERS = ("pool", "latency")
+    POLLS = ("wait", "workers")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._progress: dict[str, tuple[int, float, float, float]] = {}  # stage: total, since, from, last
+        self._printed: dict[str, tuple[str, float]] = {}  # stage: its last line (times aside), when
+
+    def tell(self, event) -> _Step:
+        now = self._clock()
+        step = _Step(event.stage, _describe(event), event.completed, event.total, now - self._started,
+                     self._eta(event, now), line=False)
+        said = f"{step.counts} {step.text}"
+        last = self._printed.get(event.stage)
+        if last is None:
+            line = True
+        elif event.stage in self.POLLS:
+            line = said != last[0] or now - last[1] >= self.QUIET_S
+        elif event.stage in self.COUNTERS and step.total and 0 < (step.completed or 0) < step.total:
+            line = now - last[1] >= self.TICK_S
+        else:
+            line = said != last[0]
+        if line:
+            self._printed[event.stage] = (said, now)
+        return replace(step, line=line)
+
+    def _eta(self, event, now: float) -> float | None:
+        """Time left at the stage's pace since its count (or its total) last started over."""
+        if event.total is None or event.completed is None:
+            return None
+        done = event.completed + _epoch_fraction(event.detail)
+        known = self._progress.get(event.stage)
+        if known is None or known[0] != event.total or done < known[3]:
+            self._progress[event.stage] = (event.total, now, done, done)
+            return None
+        total, since, start, _ = known
+        self._progress[event.stage] = (total, since, start, done)
+        if done <= start or done >= total:
+            return None
+        return (now - since) / (done - start) * (total - done)
+
+
+def _epoch_fraction(detail: object) -> float:
+    """How far a training reporting ``detail`` (its epoch stats) has come, so that an ETA moves between trainings."""
+    done, total = getattr(detail, "epochs_done", None), getattr(detail, "total_epochs", None)
+    return min(done / total, 1.0) if done is not None and total else 0.0
+
+
+def _describe(event) -> str:
+    """An event's message, with a training's epoch figures when it carries them."""
+    detail = event.detail
+    if detail is None or not hasattr(detail, "epoch"):
+        return event.message
+    parts = [f"epoch {detail.epoch:g}"]
+    for name, fmt in (("loss", "loss {:.3f}"), ("test_accuracy", "test {:.2%}"), ("images_per_s", "{:.0f} img/s")):
+        value = getattr(detail, name, None)
+        if value is not None:
+            parts.append(fmt.format(value))
+    return f"{event.message}: " + ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+
+
 class _SearchDisplay:
-    """A progress bar for the current stage plus the latest training line."""
+    """The terminal view: a progress bar for the current stage plus the latest training line."""
 
     def __init__(self) -> None:
+        self.narrator = _Narrator()
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<8}"), TextColumn("{task.description}"),
-            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+            SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<8}"),
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"), console=console,
         )
-        self.task = self.progress.add_task("starting", stage="", total=None)
+        self.task = self.progress.add_task("starting", stage="", eta="", total=None)
         self.last = ""
 
     def update(self, event) -> None:
-        description = event.message
-        detail = event.detail
-        if detail is not None and hasattr(detail, "epoch"):
-            parts = [f"epoch {detail.epoch:g}"]
-            for name, fmt in (("loss", "loss {:.3f}"), ("test_accuracy", "test {:.2%}"), ("images_per_s", "{:.0f} img/s")):
-                value = getattr(detail, name, None)
-                if value is not None:
-                    parts.append(fmt.format(value))
-            description = f"{event.message}: " + ", ".join(parts)
-        self.progress.update(self.task, description=description, stage=event.stage,
-                             completed=event.completed or 0, total=event.total)
+        step = self.narrator.tell(event)
+        self.progress.update(self.task, description=step.text, stage=step.stage, completed=step.completed or 0,
+                             total=step.total, eta="" if step.eta is None else f"ETA {_duration(step.eta)}")
         if event.stage in ("train", "promote") and "%" in event.message:
             self.last = event.message
-
-    def update_message(self, message: str) -> None:
-        self.progress.update(self.task, description=message, stage="workers", completed=0, total=None)
 
     def render(self):
         from rich.console import Group
 
         return Group(self.progress, self.last) if self.last else self.progress
+
+
+class _SearchLog:
+    """The view for a file, a pipe or CI: one line per event worth one, written as it happens."""
+
+    def __init__(self) -> None:
+        self.narrator = _Narrator()
+
+    def update(self, event) -> None:
+        step = self.narrator.tell(event)
+        if not step.line:
+            return
+        eta = "" if step.eta is None else f"  (ETA {_duration(step.eta)})"
+        console.file.write(f"{_duration(step.elapsed):>7}  {step.stage:<9} {step.counts:>7}  {step.text}{eta}\n")
+        console.file.flush()
+
+
+@contextlib.contextmanager
+def _progress_view() -> Iterator[Callable]:
+    """The callback that shows search events: the live view on a terminal, lines anywhere else."""
+    if not console.is_terminal:
+        yield _SearchLog().update
+        return
+    display = _SearchDisplay()
+    with Live(display.render(), console=console, refresh_per_second=4, transient=False) as live:
+        def on_event(event) -> None:
+            display.update(event)
+            live.update(display.render())
+
+        yield on_event
 
 
 def _summary_table(summary, *, top: int, title: str) -> Table:
@@ -209,23 +317,36 @@ def upgrade_command(store: str = typer.Argument(..., help="Store URL or SQLite f
 
 @app.command("status")
 def status_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
-    """Stage counts, best feasible model and time spent."""
+    """Stage counts, trainings running or interrupted, best feasible model and time spent."""
+    from iotnas.errors import StoreError
     from iotnas.search import summarize
+    from iotnas.search.workers import abandoned
     from iotnas.store import Store
+    from iotnas.study import WorkerSettings
 
     with Store.open(store, read_only=True) as s:
         summary = summarize(s, top=1)
         meta = s.meta()
         seconds = sum(t.seconds or 0.0 for t in s.trainings(status="done"))
-        running = len(s.trainings(status="running"))
+        held = s.trainings(status="running")
+        try:
+            study = s.study()
+        except StoreError:  # a study this version cannot read: its heartbeat limit is the default's
+            study = None
+    settings = study.workers if study is not None else WorkerSettings()
+    stopped = [abandoned(t, settings) for t in held]
     table = Table(title=f"study {meta.get('study_name', '?')}")
     table.add_column("stage")
     table.add_column("count", justify="right")
     for status, n in sorted(summary.counts.items()):
         table.add_row(status, str(n))
     table.add_row("trainings done", str(summary.trainings))
-    table.add_row("trainings interrupted", str(running))
+    table.add_row("trainings running", str(stopped.count(False)))
+    table.add_row("trainings interrupted", str(stopped.count(True)))
     console.print(table)
+    for training, interrupted in zip(held, stopped):
+        state = "interrupted (resume with: iotnas search STUDY.toml)" if interrupted else "running"
+        console.print(f"{training.arch_key} to {training.epochs:g} epochs: {state}", soft_wrap=True, markup=False)
     console.print(f"training time: {seconds / 60:.1f} min")
     if summary.best:
         b = summary.best[0]

@@ -51,6 +51,7 @@ def evaluate_model_formats(
     formats: Sequence[NumberFormat],
     grid: GridSpec | None,
     known: dict[str, float] | None = None,
+    progress: Callable[[str, float, int], None] | None = None,
 ) -> FormatAccuracies:
     """Accuracy of ``model`` in each named format and along the grid's bisection paths.
 
@@ -59,6 +60,8 @@ def evaluate_model_formats(
             (a study whose results are all stored needs no checkpoint).
         evaluate: accuracy of a model (the caller decides the data and the device).
         known: accuracies already stored, by format name; they are reused, not recomputed.
+        progress: ``progress(format_name, accuracy, evaluations_so_far)`` after each evaluation, since a
+            model's bisection takes minutes.
     """
     from iotnas.precision.emulate import emulated
 
@@ -72,6 +75,8 @@ def evaluate_model_formats(
             with emulated(loaded[0], weights=fmt):
                 results[fmt.name] = evaluate(loaded[0])
             evaluations.append(fmt.name)
+            if progress is not None:
+                progress(fmt.name, results[fmt.name], len(evaluations))
         return results[fmt.name]
 
     evaluations: list[str] = []

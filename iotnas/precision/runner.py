@@ -52,11 +52,12 @@ class PrecisionRunner:
         names = spec.finetune_formats or tuple(f.name for f in self.formats if f.name != "float32")
         self.finetune_formats = [parse_format(name) for name in names] if spec.finetune_epochs > 0 else []
 
-    def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float],
-                 known_bytes: dict[str, int]) -> PrecisionEvaluation:
+    def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float], known_bytes: dict[str, int],
+                 progress: Callable[[str, float, int], None] | None = None) -> PrecisionEvaluation:
         """Accuracy and weight bytes of one trained model per format; ``known`` results are reused.
 
-        The checkpoint is read only when some format has not been evaluated yet.
+        The checkpoint is read only when some format has not been evaluated yet. ``progress`` is
+        called after each evaluation (see :func:`evaluate_model_formats`).
 
         Raises:
             CheckpointError: the checkpoint is needed but missing or damaged.
@@ -72,7 +73,8 @@ class PrecisionRunner:
         def accuracy_of(m: torch.nn.Module) -> float:
             return evaluate(m, self.dataset, channels_last=config.channels_last, threads=config.threads)
 
-        found = evaluate_model_formats(load, accuracy_of, formats=self.formats, grid=self.grid, known=known)
+        found = evaluate_model_formats(load, accuracy_of, formats=self.formats, grid=self.grid, known=known,
+                                       progress=progress)
         sizes = {name: known_bytes[name] if name in known_bytes else storage_bytes(parse_format(name), found.model)
                  for name in found.accuracy}
         return PrecisionEvaluation(found.accuracy, sizes, found.evaluations)
@@ -128,9 +130,13 @@ def run_precision_stage(
         emit(f"number formats of {training.arch_key}", i, len(models))
         mine = [r for r in stored if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned]
         arch = Arch.from_json(candidates[training.arch_key].arch_json)
+
+        def evaluated(name: str, accuracy: float, n: int, key: str = training.arch_key, i: int = i) -> None:
+            emit(f"number formats of {key}: {name} {accuracy * 100:.1f} % ({n} evaluated)", i, len(models))
+
         try:
             found = runner.evaluate(arch, training.checkpoint, known={r.format_name: r.accuracy for r in mine},
-                                    known_bytes={r.format_name: r.weight_bytes for r in mine})
+                                    known_bytes={r.format_name: r.weight_bytes for r in mine}, progress=evaluated)
         except CheckpointError as exc:
             retrain(training, exc)
             continue
@@ -142,22 +148,26 @@ def run_precision_stage(
                     weight_bytes=found.weight_bytes[name], accuracy=accuracy, finetuned=False,
                     checkpoint=training.checkpoint,
                 ))
+    if models:
+        emit("number formats: every model evaluated", len(models), len(models))
     if not runner.finetune_formats or lost:
         return lost
     plain = winners(study_points(store, limits=study.constraints, finetuned=False))
     by_key = {t.arch_key: t for t in models}
     chosen = [p.key for p in plain if p.key in by_key][: study.precision.finetune_top]
     finetuned = {(r.arch_key, r.format_name) for r in store.precision_results() if r.finetuned}
-    for key in chosen:
+    jobs = len(chosen) * len(runner.finetune_formats)  # (model, format) pairs, for the progress counts
+    for m, key in enumerate(chosen):
         arch = Arch.from_json(candidates[key].arch_json)
-        for fmt in runner.finetune_formats:
+        for f, fmt in enumerate(runner.finetune_formats):
             if (key, fmt.name) in finetuned:
                 continue
-            emit(f"fine-tuning {key} in {fmt.name}")
+            j = m * len(runner.finetune_formats) + f
+            emit(f"fine-tuning {key} in {fmt.name}", j, jobs)
             try:
                 result = runner.finetune(
                     arch, by_key[key].checkpoint, fmt, workdir=workdir(key) / f"finetune-{fmt.name}",
-                    callbacks=(lambda stats, k=key: emit(f"fine-tuning {k}", detail=stats),),
+                    callbacks=(lambda stats, k=key, n=fmt.name, j=j: emit(f"fine-tuning {k} in {n}", j, jobs, stats),),
                 )
             except CheckpointError as exc:
                 retrain(by_key[key], exc)
@@ -166,4 +176,5 @@ def run_precision_stage(
                 arch_key=key, epochs=top, format_name=fmt.name, bits=fmt.bits, weight_bytes=result.weight_bytes,
                 accuracy=result.accuracy, finetuned=True, checkpoint=result.checkpoint,
             ))
+            emit(f"fine-tuned {key} in {fmt.name}: {result.accuracy * 100:.1f} %", j + 1, jobs)
     return lost

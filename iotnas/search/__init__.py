@@ -51,7 +51,7 @@ def store_location(study: Study, store_url: str | None = None) -> str:
 
 def open_store(study: Study, store_url: str | None = None) -> Store:
     """The study's store (``store_url`` overrides the study file), checked to belong to it."""
-    return Store.open(store_location(study, store_url), study_name=study.name, fingerprint=study.fingerprint)
+    return Store.open(store_location(study, store_url), study=study)
 
 
 def run_search(

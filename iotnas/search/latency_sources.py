@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from iotnas.arch import Arch
 from iotnas.data import Dataset
-from iotnas.errors import ConfigError
 from iotnas.store import Latency
 from iotnas.study import Study
 
@@ -22,7 +21,9 @@ class MeasuredLatency:
         if study.device.kind == "agent":
             from iotnas.latency import AgentClient
 
-            self._client = AgentClient.connect(study.device.url)
+            token_file = study.device.token_file  # relative to the study file; None: $IOTNAS_AGENT_TOKEN
+            self._client = AgentClient.connect(study.device.url,
+                                               token_file=None if token_file is None else study.resolve(token_file))
 
     def latency(self, arch: Arch) -> Latency:
         from iotnas.latency import measure_latency
@@ -50,10 +51,9 @@ class PredictedLatency:
 
 
 def make_latency_source(study: Study, dataset: Dataset):
+    """The study's source; :func:`iotnas.study.parse_study` has refused kinds train mode cannot time."""
     if study.device.kind == "predictor":
         return PredictedLatency(study)
-    if study.device.kind == "released":
-        raise ConfigError("device.kind: \"released\" timings exist only for the released models; use mode = \"tabular\"")
     return MeasuredLatency(study, dataset)
 
 

@@ -57,6 +57,14 @@ def stale_before(settings: WorkerSettings) -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=settings.stale_after_s)
 
 
+def abandoned(training: Training, settings: WorkerSettings) -> bool:
+    """Whether a claimed training's worker has stopped: its process here is gone, or it has not
+    beaten within ``stale_after_s``. Such a training is interrupted; any worker may take it over."""
+    if dead_workers([training.worker]):
+        return True
+    return training.heartbeat_at is None or training.heartbeat_at < stale_before(settings)
+
+
 class Heartbeat:
     """Context manager: refresh a claimed training's heartbeat from a background thread."""
 
@@ -110,11 +118,7 @@ class Coordinator:
     def can_take(self, key: str, epochs: float) -> bool:
         """Whether no live worker holds this training (new, failed, or its worker stopped beating)."""
         training = self.running.get((key, epochs))
-        if training is None or training.worker == self.worker:
-            return True
-        if training.worker in dead_workers([training.worker]):
-            return True
-        return training.heartbeat_at is None or training.heartbeat_at < stale_before(self.settings)
+        return training is None or training.worker == self.worker or abandoned(training, self.settings)
 
     def claim(self, key: str, epochs: float) -> bool:
         """Claim a training in the store; False when another live worker holds it."""

@@ -167,6 +167,8 @@ class Workflow:
         if not source.cheap:
             return
         pending = [c for c in self._candidates.values() if c.status == POOLED and c.key not in self._latency]
+        if pending:
+            self._emit("latency", f"estimating the latency of {len(pending)} candidates", 0, len(pending))
         figures = []
         for i, candidate in enumerate(pending, 1):
             figures.append(source.latency(Arch.from_json(candidate.arch_json)))
@@ -189,12 +191,16 @@ class Workflow:
         if source is None:
             return
         latency = self._latency.get(candidate.key)
-        if latency is None:
+        timed = latency is None
+        if timed:
             self._emit("latency", f"timing {candidate.key}")
             latency = source.latency(Arch.from_json(candidate.arch_json))
             self.store.add_latency(latency)
             self._latency[candidate.key] = latency
         why = self._too_slow(latency)
+        if timed:
+            self._emit("latency", f"{candidate.key}: {latency.median_ms:.3f} ms"
+                       + (f", too slow ({why})" if why else ""))
         if why is not None and candidate.status == POOLED:
             self._update(candidate.key, status=Reason.LATENCY.status, reason=why)
 
@@ -206,6 +212,7 @@ class Workflow:
         """
         budget = self.study.budget.trainings
         first = self.study.budget.epochs[0]
+        self._emit("train", f"training up to {budget} models at {first:g} epochs", self._trained(first), budget)
         told: set[str] = set()
         while True:
             proposals = self._refresh()
@@ -249,7 +256,7 @@ class Workflow:
             candidate = self._update(candidate.key, status=FEASIBLE)
         if candidate.status != FEASIBLE:
             return self._observation(candidate, epochs)
-        if self._train(candidate, epochs) is None:
+        if self._train(candidate, epochs, of=self.study.budget.trainings) is None:
             return None
         return self._observation(candidate, epochs)
 
@@ -263,18 +270,26 @@ class Workflow:
             return True  # rejected by a constraint
         return (candidate.key, epochs) in self.workers.done
 
-    def _train(self, candidate: Candidate, epochs: float) -> float | None:
-        """Train (or resume) to ``epochs``; None when another worker holds the training."""
+    def _trained(self, epochs: float) -> int:
+        """How many trainings to ``epochs`` are finished, by any worker (as last read)."""
+        return sum(e == epochs for _, e in self.workers.done)
+
+    def _train(self, candidate: Candidate, epochs: float, *, of: int | None = None) -> float | None:
+        """Train (or resume) to ``epochs``; None when another worker holds the training.
+
+        ``of``: how many trainings to ``epochs`` the calling stage needs, for the progress counts.
+        """
         done = self.workers.done
         if (candidate.key, epochs) in done:
             return done[(candidate.key, epochs)]
         if not self.workers.claim(candidate.key, epochs):
             return None
-        self._emit("train", f"training {candidate.key} to {epochs:g} epochs")
+        count = self._trained(epochs) if of is not None else None
+        self._emit("train", f"training {candidate.key} to {epochs:g} epochs", count, of)
         started = time.perf_counter()
 
         def on_epoch(stats: object) -> None:
-            self._emit("train", f"training {candidate.key}", detail=stats)
+            self._emit("train", f"training {candidate.key}", count, of, detail=stats)
 
         with self.workers.heartbeat(candidate.key, epochs):
             result = self.components.evaluator.evaluate(
@@ -285,7 +300,8 @@ class Workflow:
                                    seconds=time.perf_counter() - started,
                                    resumed_from_epochs=result.resumed_from_epochs)
         done[(candidate.key, epochs)] = result.accuracy
-        self._emit("train", f"{candidate.key}: {result.accuracy:.2%} after {epochs:g} epochs")
+        self._emit("train", f"{candidate.key}: {result.accuracy:.2%} after {epochs:g} epochs",
+                   self._trained(epochs) if of is not None else None, of)
         return result.accuracy
 
     def _wait(self) -> None:
@@ -315,7 +331,8 @@ class Workflow:
                 if pending_lower:
                     takeable = [k for k in pending_lower if self.workers.can_take(k, lower)]
                     if takeable:
-                        self._train(self._candidates[takeable[0]], lower)
+                        self._train(self._candidates[takeable[0]], lower,
+                                    of=self.study.budget.trainings if lower == levels[0] else None)
                     else:
                         self._wait()
                     continue
@@ -325,9 +342,10 @@ class Workflow:
                 todo = [key for key in keep if (key, higher) not in self.workers.done]
                 if not todo:
                     break
-                self._emit("promote", f"fidelity {higher:g} epochs", len(keep) - len(todo), len(keep))
+                self._emit("promote", f"the best {len(keep)} of {len(results)} go on to {higher:g} epochs",
+                           len(keep) - len(todo), len(keep))
                 takeable = [key for key in todo if self.workers.can_take(key, higher)]
-                if not takeable or self._train(self._candidates[takeable[0]], higher) is None:
+                if not takeable or self._train(self._candidates[takeable[0]], higher, of=len(keep)) is None:
                     self._wait()
 
     def precision_stage(self) -> None:

@@ -42,7 +42,7 @@ from iotnas.store.records import (
     record_fields,
     training_from_row,
 )
-from iotnas.study import Study, parse_study
+from iotnas.study import Study, parse_study, study_changes
 
 
 def _now() -> datetime:
@@ -168,6 +168,7 @@ class Store:
         *,
         study_name: str | None = None,
         fingerprint: str | None = None,
+        study: Study | None = None,
         create: bool = True,
         read_only: bool = False,
     ) -> "Store":
@@ -176,6 +177,7 @@ class Store:
         Args:
             study_name, fingerprint: when given, the store must belong to this study;
                 an empty store is stamped with them.
+            study: gives both; a refusal then names the settings that changed since the recorded study.
             create: create the schema when the store is new; otherwise refuse an empty store.
             read_only: never change the store (nor create or migrate it): for commands that only read.
 
@@ -185,6 +187,8 @@ class Store:
                 or its migration failed (it is then left as it was).
             SchemaVersionError: the store was written by a newer iotnas, is damaged, or is too old to migrate.
         """
+        if study is not None:
+            study_name, fingerprint = study.name, study.fingerprint
         url = normalize_url(url_or_path)
         try:
             parsed = make_url(url)
@@ -217,13 +221,15 @@ class Store:
             _read_only_postgresql(engine)
         store = cls(engine, url)
         try:
-            store._prepare(study_name=study_name, fingerprint=fingerprint, create=create, read_only=read_only)
+            store._prepare(study_name=study_name, fingerprint=fingerprint, study=study, create=create,
+                           read_only=read_only)
         except BaseException:
             engine.dispose()
             raise
         return store
 
-    def _prepare(self, *, study_name: str | None, fingerprint: str | None, create: bool, read_only: bool) -> None:
+    def _prepare(self, *, study_name: str | None, fingerprint: str | None, study: Study | None, create: bool,
+                 read_only: bool) -> None:
         try:
             with self._engine.connect() as connection:
                 at = self._schema_revision(connection, create=create)
@@ -250,10 +256,18 @@ class Store:
                 "use another store path (study key 'store' or --store)"
             )
         if fingerprint is not None and meta.get("study_fingerprint") not in (None, fingerprint):
-            raise StoreError(
-                f"store {self.url} was created by a different version of study {study_name!r} "
-                "(its settings changed); use a new store path, or restore the original settings"
-            )
+            try:
+                recorded = self.study()
+            except StoreError:  # recorded by an iotnas that read it differently: nothing to compare
+                recorded = None
+            changes = None if study is None or recorded is None else study_changes(recorded.to_dict(), study.to_dict())
+            if changes != []:  # []: the same settings, fingerprinted by an older rule (a device URL counted then)
+                named = "" if not changes else ": " + "; ".join(changes[:3]) + (
+                    f"; {len(changes) - 3} more" if len(changes) > 3 else "")
+                raise StoreError(
+                    f"store {self.url} was created by a different version of study {study_name!r} "
+                    f"(its settings changed{named}); use a new store path, or restore the original settings"
+                )
 
     def _schema_revision(self, connection: Connection, *, create: bool) -> str | None:
         """The schema revision the store is at (schema 1 stores predate revisions: "0001"); None when new.

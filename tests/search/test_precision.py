@@ -43,6 +43,31 @@ def test_bisection_finds_the_narrowest_mantissa_with_fewer_evaluations():
                 assert found[f"e{e}m{smallest - 1}"] < 1.0 - 0.02
 
 
+def test_progress_is_reported_once_per_evaluation():
+    import torch
+
+    from iotnas.formats import parse_format
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 4)
+    x = torch.randn(64, 16)
+
+    def accuracy(m):
+        with torch.no_grad():
+            return float((m(x).argmax(1) == 0).float().mean())
+
+    calls = []
+    result = evaluate_model_formats(
+        lambda: model, accuracy, formats=[parse_format("half"), parse_format("e4m3")],
+        grid=GridSpec(exp_bits=(3, 4), man_bits=(0, 4), tolerance=0.05), known={_name("half"): 0.5},
+        progress=lambda name, acc, n: calls.append((name, acc, n)),
+    )
+    assert len(calls) == result.evaluations > 2
+    assert [n for _, _, n in calls] == list(range(1, result.evaluations + 1))
+    assert len({name for name, _, _ in calls}) == len(calls) and _name("half") not in {name for name, _, _ in calls}
+    assert all(result.accuracy[name] == acc for name, acc, _ in calls)
+
+
 STUDY = {
     "name": "prec", "seed": 0,
     "data": {"dataset": "digits", "limit": 256},

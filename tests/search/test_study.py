@@ -121,7 +121,7 @@ def test_fuzzed_study_files_load_or_say_what_is_wrong():
     full = parse_study({
         "name": "fuzz", "released": "r", "formats": ["float32", "int8"],
         "data": {"dataset": "digits", "layout": "idx", "num_classes": 10, "limit": 100},
-        "device": {"kind": "agent", "url": "http://127.0.0.1:1", "predictor": "p.json"},
+        "device": {"kind": "agent", "url": "http://127.0.0.1:1"},
         "constraints": {"max_weight_bytes": 1, "max_latency_ms": 1.0, "max_activation_bytes": 1},
         "training": {"lr": 0.1, "batch_size": 64, "channels_last": True},
         "strategy": {"name": "evolution", "settings": {"population": 8}},

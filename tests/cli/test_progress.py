@@ -1,0 +1,129 @@
+"""Progress a person can follow: lines in a log as a search runs, and `status` telling running from interrupted."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+STUDY = """\
+name = "tiny"
+store = "tiny.db"
+[data]
+dataset = "digits"
+limit = 256
+[constraints]
+max_weight_bytes = 16384
+[space]
+laws = ["probenet/s2"]
+pool_per_law = 3
+[strategy]
+name = "laws"
+[budget]
+trainings = 2
+epochs = [2]
+[training]
+batch_size = 64
+"""
+
+STAGES = "pool|latency|train|promote|precision|wait|workers|done"
+LINE = re.compile(rf"^ *\d+:\d\d(:\d\d)?  ({STAGES}) +(\d+/\d+)?  \S.*$")
+
+
+def test_a_search_logged_to_a_file_writes_its_progress_as_it_goes(tmp_path):
+    study = tmp_path / "tiny.toml"
+    study.write_text(STUDY, encoding="utf-8")
+    log = tmp_path / "log"
+    with open(log, "w", encoding="utf-8") as out, open(tmp_path / "err", "w", encoding="utf-8") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study)], stdout=out, stderr=err,
+                                cwd=tmp_path)
+        seen_running = ""
+        deadline = time.monotonic() + 600
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                text = log.read_text(encoding="utf-8")
+                if proc.poll() is None:  # read while the process was still running
+                    seen_running = text
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.wait() == 0, (tmp_path / "err").read_text()
+    assert re.search(r"train .* training probenet/s2/\d+: epoch 1, loss", seen_running), \
+        f"no epoch line in the log while the search ran:\n{seen_running}"
+
+    lines = log.read_text(encoding="utf-8").splitlines()
+    title = lines.index(next(line for line in lines if "best feasible models" in line))
+    assert lines[title].strip() == "tiny: best feasible models"  # on its own line, nothing glued to it
+    progress = lines[:title]
+    bad = [line for line in progress if not LINE.match(line)]
+    assert not bad, f"not one event per line, with its stage: {bad}"
+    epochs = [line for line in progress if ": epoch " in line]
+    assert len(epochs) == 4  # every epoch of both trainings
+    assert all("loss " in line and "img/s" in line for line in epochs)
+    assert all("test " in line for line in epochs if ": epoch 2," in line)  # evaluated at the end of a training
+    finished = [line for line in progress if "% after 2 epochs" in line]
+    assert [LINE.match(line).group(3) for line in finished] == ["1/2", "2/2"]
+    assert any(" precision " in line and "float32" in line and "(1 evaluated)" in line for line in progress)
+    assert " done " in progress[-1]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_waits_get_a_line_a_minute_and_a_stage_with_a_total_an_eta():
+    from iotnas.cli.search import _Narrator
+    from iotnas.search import SearchEvent
+
+    clock = _Clock()
+    narrator = _Narrator(clock)
+    lines = []
+    for second in range(150):  # a worker polling the store every second
+        clock.now = float(second)
+        lines += [second for step in [narrator.tell(SearchEvent("wait", "waiting for other workers' trainings"))]
+                  if step.line]
+    assert lines == [0, 60, 120]
+
+    clock.now = 200.0
+    assert narrator.tell(SearchEvent("train", "training a to 2 epochs", 0, 4)).eta is None
+    clock.now = 210.0
+    step = narrator.tell(SearchEvent("train", "a: 50.00% after 2 epochs", 1, 4))
+    assert step.line and step.eta == 30.0  # 10 s a training, three left
+    repeat = narrator.tell(SearchEvent("train", "a: 50.00% after 2 epochs", 1, 4))
+    assert not repeat.line
+
+
+def test_status_tells_a_running_training_from_an_interrupted_one(tmp_path, cli):
+    from datetime import datetime
+
+    from iotnas.arch import Arch
+    from iotnas.search.workers import new_worker_id
+    from iotnas.store import POOLED, Candidate, Store
+    from iotnas.study import parse_study
+
+    db = tmp_path / "study.db"
+    archs = [Arch.parse("probenet/s2/0"), Arch.parse("probenet/s2/1")]
+    with Store.open(str(db), study_name="beats") as store:
+        store.set_study(parse_study({"name": "beats", "data": {"dataset": "digits"},
+                                     "workers": {"heartbeat_s": 0.5, "stale_after_s": 2.0}}, base_dir=str(tmp_path)))
+        store.add_candidates([Candidate(
+            key=a.key, arch_json=a.to_json(), space=a.space, law=a.law, arch_id=a.id, n_values=1000, macs=5000,
+            flops=10000, peak_activation_bytes=4096, status=POOLED, reason=None, proposed_index=i,
+        ) for i, a in enumerate(archs)])
+        stale, fresh = archs
+        assert store.claim_training(stale.key, 2.0, worker="another-host:1:dead", stale_before=datetime.min)
+        time.sleep(2.5)  # past stale_after_s: that worker has stopped beating
+        me = new_worker_id()
+        assert store.claim_training(fresh.key, 2.0, worker=me, stale_before=datetime.min)
+        assert store.heartbeat(fresh.key, 2.0, worker=me)
+    code, out, err = cli("status", str(db))
+    assert code == 0, err
+    assert "probenet/s2/1 to 2 epochs: running\n" in out
+    assert "probenet/s2/0 to 2 epochs: interrupted (resume with: iotnas search STUDY.toml)\n" in out
+    assert re.search(r"trainings running\s+│\s+1", out) and re.search(r"trainings interrupted\s+│\s+1", out)
