@@ -153,27 +153,17 @@ def test_without_a_recorded_study_the_refusal_is_as_before(tmp_path):
         open_store(study)
 
 
-STUDY = """\
-name = "changed"
-mode = "tabular"
-released = "{released}"
-[constraints]
-max_weight_bytes = 65536
-[space]
-laws = ["mobilenetv2/s4"]
-[strategy]
-name = "laws"
-[budget]
-trainings = {trainings}
-"""
+def _tabular(released_dir, trainings: int) -> str:
+    return (f'name = "changed"\nmode = "tabular"\nreleased = "{released_dir}"\n[space]\nlaws = ["mobilenetv2/s4"]\n'
+            f'[strategy]\nname = "laws"\n[budget]\ntrainings = {trainings}\n')
 
 
 def test_the_refusal_names_the_changed_setting(tmp_path, cli, released_dir):
     study = tmp_path / "changed.toml"
-    study.write_text(STUDY.format(released=released_dir, trainings=20))
+    study.write_text(_tabular(released_dir, 20))
     code, _, err = cli("search", str(study))
     assert code == 0, err
-    study.write_text(STUDY.format(released=released_dir, trainings=30))
+    study.write_text(_tabular(released_dir, 30))
     code, _, err = cli("search", str(study))
     _one_clean_line(code, err)
     assert "was created by a different version of study 'changed'" in err

@@ -63,3 +63,28 @@ def snapshot():
 def sql():
     """``sql(url, *statements)``: change a store behind iotnas's back, in one transaction."""
     return _sql
+
+
+@pytest.fixture
+def at_once():
+    """``at_once(open_one, n)``: call ``open_one`` from ``n`` threads released together; the errors they raised."""
+    import threading
+
+    def run(open_one, n: int) -> list[BaseException]:
+        start, errors = threading.Barrier(n), []
+
+        def one() -> None:
+            start.wait()
+            try:
+                open_one()
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return errors
+
+    return run

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -103,22 +102,8 @@ def test_failed_migration_leaves_the_store_as_it_was(old_store, sql, snapshot):
     assert _sha(old_store) == before and snapshot(str(old_store)) == rows  # no iotnas_alembic_version table either
 
 
-def test_workers_opening_an_old_store_at_once_migrate_it_once(old_store, snapshot):
-    start, errors = threading.Barrier(4), []
-
-    def open_store() -> None:
-        start.wait()
-        try:
-            Store.open(str(old_store), study_name="store-v1", create=False).close()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=open_store) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert errors == []
+def test_workers_opening_an_old_store_at_once_migrate_it_once(old_store, snapshot, at_once):
+    assert at_once(lambda: Store.open(str(old_store), study_name="store-v1", create=False).close(), 4) == []
     _assert_migrated(str(old_store), snapshot, old_store.with_suffix(".toml"))
 
 

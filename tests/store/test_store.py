@@ -168,24 +168,9 @@ def test_a_damaged_stored_study_is_a_clear_error(tmp_path):
             store.study()
 
 
-def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
+def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path, at_once):
     """One creates it and switches it to WAL; the others wait for that instead of failing 'locked'."""
-    import threading
-
     for round_ in range(30):
-        path, start, errors = str(tmp_path / f"s{round_}.db"), threading.Barrier(6), []
-
-        def open_store() -> None:
-            start.wait()
-            try:
-                Store.open(path, study_name="a").close()
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        workers = [threading.Thread(target=open_store) for _ in range(6)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        assert errors == []
+        path = str(tmp_path / f"s{round_}.db")
+        assert at_once(lambda: Store.open(path, study_name="a").close(), 6) == []
         assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
