@@ -121,8 +121,11 @@ def run_precision_stage(
     def retrain(training: Training, exc: CheckpointError) -> None:
         emit(f"{training.arch_key}: its checkpoint cannot be read ({exc}); it will be trained again")
         damaged = Path(training.checkpoint)
-        if damaged.exists():  # kept for a look, out of the way of the new training
-            damaged.replace(damaged.with_name(damaged.name + ".damaged"))
+        if damaged.exists():  # kept for a look, out of the way of the new training; never over an older one
+            n = 0
+            while (aside := damaged.with_name(damaged.name + (".damaged" if n == 0 else f".damaged{n}"))).exists():
+                n += 1
+            damaged.rename(aside)
         store.fail_training(training.arch_key, training.epochs)
         lost.append(training)
 
