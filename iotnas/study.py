@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path

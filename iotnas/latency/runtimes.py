@@ -15,7 +15,7 @@ import io
 import logging
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from iotnas.errors import ExportError, LatencyError
 from iotnas.latency.measure import (
