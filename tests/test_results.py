@@ -94,3 +94,13 @@ def test_winners_bytes_are_those_of_the_format_they_name(tmp_path):
         store.add_precision(PrecisionResult("densenet/s3/1", 1.0, "int8", 8, 1000 + 64, 0.55, False, None))
         (late,) = summarize(store).best
         assert (late.format_name, late.weight_bytes) == ("int8", 1064)
+
+
+def test_chance_level_rule_scales_with_the_number_of_classes():
+    from iotnas.results import chance_ceiling, is_chance_level
+
+    assert is_chance_level(0.10, 10) and is_chance_level(0.145, 10)
+    assert not is_chance_level(0.16, 10)
+    assert is_chance_level(0.52, 2) and not is_chance_level(0.55, 2)
+    assert chance_ceiling(100) < 0.07
+    assert not is_chance_level(None, 10) and not is_chance_level(0.1, None)
