@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py throughput [--data DIR] [--images N]
     python benchmarks/bench_train.py accuracy --epochs E [--data DIR]
-    python benchmarks/bench_train.py ablate --epochs E --images N [--data DIR]
+    python benchmarks/bench_train.py ablate --images N --budgets E1 E2 --models M1 M2 [--results FILE]
 
 ``throughput`` trains each model on the same N CIFAR-10 images twice in one run: with the
 textbook pipeline (torch DataLoader over per-image transforms, float32 NCHW tensors, batch 128,
@@ -10,12 +10,13 @@ SGD lr 0.1 momentum 0.9) and with :func:`iotnas.train.train` (uint8 tensors in m
 augmentation, the default recipe's batch size), with channels-last and NCHW layouts. Both include data preparation; iotnas' figure excludes its evaluation.
 ``accuracy`` trains mobilenetv2/s4/39 on all of CIFAR-10, evaluating every epoch, and reports
 the epochs and minutes at which test accuracy first reached 70, 75 and 80 %.
-``ablate`` trains the same model on a subset under recipe variants, one change at a time.
+``ablate`` trains each model on a subset under recipe variants, one change at a time, at each budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import os
 import platform
@@ -127,30 +128,49 @@ def accuracy(args) -> None:
     print(f"\nfinal: {final.test_accuracy:.2%} after {final.epochs_done:g} epochs, {minutes:.1f} minutes")
 
 
+ABLATIONS = {
+    "recipe (defaults)": {},
+    "previous recipe: fixed 1-epoch warm-up": {"warmup_epochs": 1.0},
+    "warm-up 0.1 of the budget": {"warmup_fraction": 0.1},
+    "warm-up 0.3 of the budget": {"warmup_fraction": 0.3},
+    "label smoothing 0": {"label_smoothing": 0.0},
+    "lr 0.4": {"lr": 0.4},
+    "batch 64": {"batch_size": 64},
+    "EMA of weights 0.99 (ramped)": {"ema_decay": 0.99},
+    "crop padding 4": {"crop_padding": 4},
+}
+
+
 def ablate(args) -> None:
+    """One change at a time, for every model and budget; cells are kept in ``--results`` and skipped when rerun."""
     dataset = load_dataset(args.data, verify=False).subset(train=args.images)
-    base = TrainConfig(epochs=args.epochs, threads=args.threads, channels_last=True)
-    variants = {
-        "recipe (defaults)": {},
-        "label smoothing 0": {"label_smoothing": 0.0},
-        "random flips (not alternating)": {"alternating_flip": False},
-        "EMA of weights 0.99": {"ema_decay": 0.99},
-        "lr 0.1": {"lr": 0.1},
-        "lr 0.4": {"lr": 0.4},
-        "batch 512, lr 0.4": {"batch_size": 512, "lr": 0.4},
-    }
-    print(f"Recipe ablations, {MODELS[0]}, {args.images} CIFAR-10 train images, full test split, "
-          f"{args.epochs:g} epochs; {_machine(args.threads)}\n")  # fmt: skip
-    print("| variant | test accuracy | minutes |")
-    print("| --- | ---: | ---: |")
-    for name, change in variants.items():
-        if args.only and name not in args.only:
-            continue
-        model = _fresh(MODELS[0])
-        result = train(model, dataset, dataclasses.replace(base, **change), seed=0)
-        print(f"| {name} | {result.test_accuracy:.2%} | {result.seconds / 60:.1f} |", flush=True)
-        if not change:  # test-time flips need no training: evaluate the same weights with them
-            print(f"| recipe + test-time flips | {evaluate(model, dataset, tta=True):.2%} | – |", flush=True)
+    results_file = Path(args.results)
+    done = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    names = [n for n in ABLATIONS if not args.only or n in args.only]
+    columns = [(key, budget) for key in args.models for budget in args.budgets]
+    print(f"Recipe ablations, {args.images} CIFAR-10 train images, full test split, seed 0; "
+          f"{_machine(args.threads)}\n", flush=True)  # fmt: skip
+    for name in names:
+        for key, budget in columns:
+            cell = f"{name} | {key} | {budget:g}"
+            if cell in done:
+                continue
+            config = dataclasses.replace(TrainConfig(epochs=budget, threads=args.threads), **ABLATIONS[name])
+            result = train(_fresh(key), dataset, config, seed=0)
+            done[cell] = {"accuracy": result.test_accuracy, "minutes": result.seconds / 60,
+                          "load": os.getloadavg()[0]}
+            results_file.write_text(json.dumps(done, indent=1))
+            print(f"{cell}: {result.test_accuracy:.2%} ({result.seconds / 60:.1f} min)", flush=True)
+    header = " | ".join(f"{key}, {budget:g} ep" for key, budget in columns)
+    print(f"\n| variant | {header} | mean change |")
+    print("| --- |" + " ---: |" * (len(columns) + 1))
+    base = [done.get(f"{names[0]} | {key} | {budget:g}", {}).get("accuracy") for key, budget in columns]
+    for name in names:
+        accs = [done.get(f"{name} | {key} | {budget:g}", {}).get("accuracy") for key, budget in columns]
+        cells = " | ".join("–" if a is None else f"{a:.2%}" for a in accs)
+        diffs = [a - b for a, b in zip(accs, base) if a is not None and b is not None]
+        mean = f"{100 * sum(diffs) / len(diffs):+.2f}" if diffs and name != names[0] else "–"
+        print(f"| {name} | {cells} | {mean} |")
 
 
 def main() -> None:
@@ -162,6 +182,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: iotnas' choice)")
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--only", nargs="*", help="ablation variants to run (default: all)")
+    parser.add_argument("--budgets", nargs="+", type=float, default=(1.0, 4.0), help="ablate: epochs per cell")
+    parser.add_argument("--results", default="ablations.json", help="ablate: cells kept here; a rerun skips them")
     args = parser.parse_args()
     {"throughput": throughput, "accuracy": accuracy, "ablate": ablate}[args.part](args)
 

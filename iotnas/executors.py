@@ -21,21 +21,33 @@ from typing import Any
 from iotnas.errors import ConfigError, IotnasError
 
 
-def run_worker(study_text: str, base_dir: str, store_url: str) -> str:
-    """One worker: run the study to the end of its budget; returns the summary as JSON."""
+def run_worker(study_text: str, base_dir: str, store_url: str, threads: int | None = None) -> str:
+    """One worker: run the study to the end of its budget; returns the summary as JSON.
+
+    ``threads``: torch threads of this worker's trainings, unless the study's ``[training]`` sets them.
+    """
+    from dataclasses import replace
+
     from iotnas.search import run_search
     from iotnas.study import parse_study
 
     study = parse_study(tomllib.loads(study_text), base_dir=base_dir)
+    if threads is not None and study.workers.threads is None:
+        study = replace(study, workers=replace(study.workers, threads=threads))
     summary = run_search(study, store_url=store_url)
     return json.dumps(asdict(summary), default=str)
 
 
-def _process_main(study_text: str, base_dir: str, store_url: str, queue) -> None:
+def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, queue) -> None:
     try:
-        queue.put(("ok", run_worker(study_text, base_dir, store_url)))
+        queue.put(("ok", run_worker(study_text, base_dir, store_url, threads)))
     except IotnasError as exc:
         queue.put(("error", str(exc)))
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Executor(abc.ABC):
@@ -49,14 +61,21 @@ class Executor(abc.ABC):
     def check(self, workers: int) -> None:
         """Refuse a worker count this executor cannot run sensibly (ConfigError), before any work."""
 
+    @abc.abstractmethod
+    def auto_workers(self) -> int:
+        """How many workers ``--workers auto`` starts: one single-threaded training per core."""
+
 
 class LocalExecutor(Executor):
     """Workers as fresh processes on this machine (one worker runs in-process)."""
 
     PER_CORE = 4  # more worker processes than this per core only slow each other down and fill memory
 
+    def auto_workers(self) -> int:
+        return cores()
+
     def check(self, workers: int) -> None:
-        most = self.PER_CORE * len(os.sched_getaffinity(0))
+        most = self.PER_CORE * cores()
         if not 1 <= workers <= most:
             raise ConfigError(f"--workers: {workers} local workers on {most // self.PER_CORE} core(s); give 1 to "
                               f"{most} ({self.PER_CORE} per core), or spread them over machines with --executor ray")
@@ -68,7 +87,8 @@ class LocalExecutor(Executor):
             return [json.loads(run_worker(text, base, store_url))]
         context = multiprocessing.get_context("spawn")  # no state forked from this process
         queue = context.Queue()
-        procs = [context.Process(target=_process_main, args=(text, base, store_url, queue), daemon=False)
+        threads = max(1, cores() // workers)  # the cores shared out: threads of one training wait on each other
+        procs = [context.Process(target=_process_main, args=(text, base, store_url, threads, queue), daemon=False)
                  for _ in range(workers)]
         for p in procs:
             p.start()
@@ -97,6 +117,10 @@ class RayExecutor(Executor):
 
     MOST = 10_000  # tasks one search submits at once
 
+    def auto_workers(self) -> int:
+        """One worker per ``cpus_per_worker`` of this machine (a cluster: pass a count)."""
+        return max(1, int(cores() // max(self.cpus_per_worker, 1e-9)))
+
     def check(self, workers: int) -> None:
         if not 1 <= workers <= self.MOST:
             raise ConfigError(f"--workers: {workers} Ray workers; give 1 to {self.MOST:,}")
@@ -117,7 +141,8 @@ class RayExecutor(Executor):
                 raise ConfigError(f"cannot reach the Ray cluster at {self.address or 'a new local Ray'}: {exc}") from None
         try:
             task = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_retries=0)(run_worker)
-            refs = [task.remote(text, base, store_url) for _ in range(workers)]
+            threads = max(1, int(self.cpus_per_worker))
+            refs = [task.remote(text, base, store_url, threads) for _ in range(workers)]
             try:
                 return [json.loads(r) for r in ray.get(refs)]
             except ray.exceptions.RayTaskError as exc:
@@ -137,6 +162,22 @@ def make_executor(name: str, *, address: str | None = None, cpus_per_worker: flo
     if name == "ray":
         return RayExecutor(address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     raise ConfigError(f"executor {name!r} is not one of local, ray")
+
+
+def parse_workers(text: str, executor: Executor) -> int:
+    """``--workers``: a count, or ``auto`` (the executor's one single-threaded training per core).
+
+    Raises:
+        ConfigError: neither a whole number nor ``auto``, or a count the executor refuses.
+    """
+    if text.strip().lower() == "auto":
+        return executor.auto_workers()
+    try:
+        workers = int(text)
+    except ValueError:
+        raise ConfigError(f"--workers: {text!r} is not a number of workers; give one (e.g. 2) or auto") from None
+    executor.check(workers)
+    return workers
 
 
 def _read(study_file: Path) -> tuple[str, str]:

@@ -40,6 +40,8 @@ DEVICE_KINDS = ("local", "agent", "predictor", "released")
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
 # whose DHCP address changed is the same board; kind, runtime and threads are its identity).
 _VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
+# Tables added after stores existed; at their defaults they change neither a fingerprint nor study_changes.
+_ADDED_LATER = ("final",)
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -98,10 +100,17 @@ class PrecisionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FinalSpec:
+    epochs: float = 0.0  # after successive halving, train the chosen models on to this many epochs (0 = skip)
+    top: int = 0  # the models: 0 = the best of each allowed format family; N = the N most accurate
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSettings:
     heartbeat_s: float = 10.0  # seconds between heartbeats of a running training
     stale_after_s: float = 60.0  # a training without a heartbeat for this long is taken over
     poll_s: float = 1.0  # seconds between looks at the store while waiting for other workers
+    threads: int | None = None  # torch threads of each worker's trainings; None: its share of the cores
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,7 @@ class Study:
     released: str | None = None  # folder of the released model set (tabular mode)
     training: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig settings (recipe)
     precision: PrecisionSpec = PrecisionSpec()
+    final: FinalSpec = FinalSpec()
     workers: WorkerSettings = WorkerSettings()
     base_dir: str = "."  # relative paths in the file are resolved against its folder
 
@@ -138,6 +148,9 @@ class Study:
             table, _, name = key.rpartition(".")
             (payload[table] if table else payload).pop(name)
         payload["device"]["url"] = None  # hashed (as null) before it was volatile: keeps URL-less fingerprints
+        for table in _ADDED_LATER:  # at their defaults, tables added later hash as absent: older stores still match
+            if payload[table] == asdict(getattr(_DEFAULT, table)):
+                payload.pop(table)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -164,7 +177,8 @@ def study_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     so a store that refuses a changed study can say what changed. Values are compared as the
     fingerprint hashes them (JSON text).
     """
-    before, after = _flatten(old), _flatten(new)
+    defaults = _flatten({table: asdict(getattr(_DEFAULT, table)) for table in _ADDED_LATER})
+    before, after = {**defaults, **_flatten(old)}, {**defaults, **_flatten(new)}
     changed = sorted(k for k in before.keys() | after.keys()
                      if not _is_volatile(k) and _shown(before.get(k)) != _shown(after.get(k)))
     return [f"{k}: {_shown(before.get(k), 60)} -> {_shown(after.get(k), 60)}" for k in changed]
@@ -305,6 +319,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         heartbeat_s=work_t.float("heartbeat_s", d.heartbeat_s, positive=True, maximum=MAX_SECONDS),
         stale_after_s=work_t.float("stale_after_s", d.stale_after_s, positive=True, maximum=MAX_SECONDS),
         poll_s=work_t.float("poll_s", d.poll_s, positive=True, maximum=MAX_SECONDS),
+        threads=work_t.int("threads", d.threads, minimum=1, maximum=MAX_THREADS),
     )
     work_t.done()
     if workers.stale_after_s <= workers.heartbeat_s:
@@ -335,13 +350,31 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     if not epochs or any(e <= 0 or e > MAX_EPOCHS for e in epochs) or list(epochs) != sorted(set(epochs)):
         raise ConfigError(f"budget.epochs: expected strictly increasing positive numbers up to {MAX_EPOCHS:,}, "
                           "e.g. [1, 3, 9]")
+
+    fin_t, d = top.table("final"), FinalSpec()
+    final = FinalSpec(
+        epochs=fin_t.float("epochs", d.epochs, maximum=MAX_EPOCHS),
+        top=fin_t.int("top", d.top, minimum=0, maximum=MAX_TRAININGS),
+    )
+    fin_t.done()
+    _check_final(final, budget, mode)
     top.done()
     return Study(
         name=name, mode=mode, seed=seed, store=store, data=data, device=device,
         constraints=constraints, formats=formats, laws=laws, pool_per_law=pool_per_law,
-        strategy=strategy, budget=budget, released=released, training=training, precision=precision, workers=workers,
-        base_dir=base_dir,
+        strategy=strategy, budget=budget, released=released, training=training, precision=precision, final=final,
+        workers=workers, base_dir=base_dir,
     )
+
+
+def _check_final(final: FinalSpec, budget: Budget, mode: str) -> None:
+    if final.epochs == 0:
+        return
+    if mode == "tabular":
+        raise ConfigError("final.epochs: tabular mode trains nothing; remove [final] or use mode = \"train\"")
+    if final.epochs <= budget.epochs[-1]:
+        raise ConfigError(f"final.epochs: {final.epochs:g} must be above the last budget.epochs "
+                          f"({budget.epochs[-1]:g}), or 0 to skip the final training")
 
 
 def _check_device(device: DeviceSpec, mode: str) -> None:

@@ -99,8 +99,8 @@ def test_winners_bytes_are_those_of_the_format_they_name(tmp_path):
 def test_chance_level_rule_scales_with_the_number_of_classes():
     from iotnas.results import chance_ceiling, is_chance_level
 
-    assert is_chance_level(0.10, 10) and is_chance_level(0.145, 10)
-    assert not is_chance_level(0.16, 10)
-    assert is_chance_level(0.52, 2) and not is_chance_level(0.55, 2)
-    assert chance_ceiling(100) < 0.07
+    assert is_chance_level(0.10, 10) and is_chance_level(0.17, 10)
+    assert not is_chance_level(0.20, 10)
+    assert is_chance_level(0.54, 2) and not is_chance_level(0.56, 2)
+    assert chance_ceiling(100) < 0.11
     assert not is_chance_level(None, 10) and not is_chance_level(0.1, None)

@@ -67,6 +67,27 @@ def test_flip_mirrors_only_masked_images():
     assert torch.equal(out[0], images[0].flip(-1)) and torch.equal(out[1], images[1])
 
 
+def test_warm_up_is_a_fraction_of_every_budget():
+    config = TrainConfig()
+    assert config.warmup_steps(100, 50) == 20 and config.warmup_steps(10, 50) == 2
+    assert TrainConfig(warmup_epochs=1.0).warmup_steps(100, 50) == 50  # the fixed form, as before
+    with pytest.raises(TrainingError, match="warmup_fraction"):
+        TrainConfig(warmup_fraction=1.0)
+
+
+def test_a_one_epoch_rung_warms_up_and_decays(small):
+    """A 1-epoch budget reaches its peak, then decays to near zero (a fixed 1-epoch warm-up ends at its peak)."""
+    lrs = []
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.1, threads=1)
+    result = train(_model(), small, config, callbacks=[lambda s: lrs.append(s.lr)])
+    assert lrs[-1] <= 0.1 / 10  # 16 steps: 3 of warm-up, then down to zero at the end
+    fixed = []
+    train(_model(), small, TrainConfig(epochs=1, batch_size=16, lr=0.1, threads=1, warmup_epochs=1.0),
+          callbacks=[lambda s: fixed.append(s.lr)])
+    assert fixed[-1] == pytest.approx(0.1)
+    assert result.epochs_done == 1.0
+
+
 def test_plan_warms_up_decays_to_zero_and_continues_coherently():
     plan = Plan(0, 0.0, 100, 10, 1.0)
     lrs = [plan.lr(s) for s in range(100)]

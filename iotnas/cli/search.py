@@ -75,7 +75,7 @@ def search_command(
     study_file: Path = typer.Argument(..., help="The study file (TOML); 'iotnas init' writes an example."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or SQLite path (overrides the study file)."),
     top: int = typer.Option(5, "--top", help="How many winners to list."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Workers sharing the study (processes or Ray tasks)."),
+    workers: str = typer.Option("1", "--workers", help="Workers sharing the study (processes or Ray tasks): a number, or 'auto' for one single-threaded training per core."),
     executor: str = typer.Option("local", "--executor", help="Where workers run: local (processes) or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster ('auto', 'ray://host:10001'); default: a local Ray."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs Ray reserves per worker."),
@@ -86,10 +86,14 @@ def search_command(
     from iotnas.search import run_search
     from iotnas.study import load_study
 
+    from iotnas.executors import make_executor, parse_workers
+
     study = load_study(study_file, token_file=token_file)
-    if workers > 1 or executor != "local":
-        _search_with_workers(study, study_file, store, top=top, workers=workers, executor=executor,
-                             address=ray_address, cpus=cpus_per_worker, gpus=gpus_per_worker)
+    runner = make_executor(executor, address=ray_address, cpus_per_worker=cpus_per_worker,
+                           gpus_per_worker=gpus_per_worker)
+    count = parse_workers(workers, runner)
+    if count > 1 or executor != "local":
+        _search_with_workers(study, study_file, store, top=top, workers=count, executor=executor, runner=runner)
         return
     with _progress_view() as on_event:
         summary = run_search(study, store_url=store, callbacks=[on_event])
@@ -99,16 +103,14 @@ def search_command(
 
 
 def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: int, workers: int, executor: str,
-                         address: Optional[str], cpus: float, gpus: float) -> None:
+                         runner) -> None:
     """Prepare the pool here, then let ``workers`` workers share the training; poll the store meanwhile."""
     import threading
 
-    from iotnas.executors import make_executor
     from iotnas.search import SearchEvent, prepare_search, store_location, summarize
     from iotnas.search.workers import abandoned
     from iotnas.store import Store
 
-    runner = make_executor(executor, address=address, cpus_per_worker=cpus, gpus_per_worker=gpus)
     runner.check(workers)  # before anything is created
     url = store_location(study, store)
     with _progress_view() as on_event:

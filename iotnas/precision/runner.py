@@ -94,13 +94,15 @@ class PrecisionRunner:
 
 def run_precision_stage(
     study: Study, store: Store, runner: PrecisionRunner, *, workdir: Callable[[str], Path],
-    emit: Callable[..., None],
+    emit: Callable[..., None], epochs: float | None = None, finetune: bool = True,
 ) -> list[Training]:
-    """Each model at the top fidelity in every format of the study; then the best fine-tuned.
+    """Each model at one fidelity in every format of the study; then the best fine-tuned.
 
     Args:
         workdir: the folder of a model's files, by model key.
         emit: ``emit(message, completed=None, total=None, detail=None)`` reports progress.
+        epochs: the fidelity whose models are evaluated (default: the highest any training reached).
+        finetune: ``False`` only scores the formats (the final stage chooses from those scores).
 
     Returns:
         The trainings whose checkpoint was needed but is missing or damaged: they are marked
@@ -112,7 +114,7 @@ def run_precision_stage(
     done = store.trainings(status=TrainingStatus.DONE)
     if not done:
         return []
-    top = max(t.epochs for t in done)
+    top = max(t.epochs for t in done) if epochs is None else epochs
     models = [t for t in done if t.epochs == top and t.checkpoint]
     stored = store.precision_results()
     candidates = {c.key: c for c in store.candidates()}
@@ -153,7 +155,7 @@ def run_precision_stage(
                 ))
     if models:
         emit("number formats: every model evaluated", len(models), len(models))
-    if not runner.finetune_formats or lost:
+    if not finetune or not runner.finetune_formats or lost:
         return lost
     plain = winners(study_points(store, limits=study.constraints, finetuned=False))
     by_key = {t.arch_key: t for t in models}

@@ -9,8 +9,9 @@ to learn, not as a ranked result.
 from __future__ import annotations
 
 #: A model is at chance level when it closes less than this fraction of the gap between
-#: guessing (1 / classes) and a perfect score: 14.5 % on 10 classes, 52.5 % on 2.
-CHANCE_MARGIN = 0.05
+#: guessing (1 / classes) and a perfect score: 19 % on 10 classes, 55 % on 2 (an untrained
+#: network scores up to ~17 % on 10 classes).
+CHANCE_MARGIN = 0.10
 
 
 def chance_accuracy(num_classes: int) -> float:

@@ -49,14 +49,16 @@ class _Figure:
     from_precision: bool
 
 
-def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool = True) -> list[ModelPoint]:
+def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool = True,
+                 epochs: float | None = None) -> list[ModelPoint]:
     """Every trained model of a study in every format it was evaluated in.
 
     A model's float32 point comes from its training at the highest fidelity it
     reached; each precision result adds a point in its format (the better of the
     plain and fine-tuned results when both exist; a stored float32 precision
     result replaces the training's). Feasibility uses ``limits``, by default
-    the study's constraints; ``finetuned=False`` leaves fine-tuned results out.
+    the study's constraints; ``finetuned=False`` leaves fine-tuned results out; ``epochs``
+    keeps only the results of trainings to that fidelity.
     """
     if limits is None:
         study = store.study()
@@ -66,14 +68,14 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
     best: dict[tuple[str, str], _Figure] = {}
     for t in store.trainings(status="done"):
         c = candidates.get(t.arch_key)
-        if c is None or t.accuracy is None:
+        if c is None or t.accuracy is None or (epochs is not None and t.epochs != epochs):
             continue
         current = best.get((t.arch_key, "float32"))
         if current is None or current.epochs < t.epochs:
             best[(t.arch_key, "float32")] = _Figure(t.epochs, weight_bytes(c.n_values, 32), float(t.accuracy), 32,
                                                     False, False)
     for r in store.precision_results():
-        if r.arch_key not in candidates or (r.finetuned and not finetuned):
+        if r.arch_key not in candidates or (r.finetuned and not finetuned) or (epochs is not None and r.epochs != epochs):
             continue
         slot = (r.arch_key, parse_format(r.format_name).name)
         figure = _Figure(r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned, True)

@@ -27,7 +27,8 @@ def build_components(study: Study) -> Components:
         released = ReleasedSet.load(study.resolve(study.released) if study.released else None)
         wanted = {(ref.space, ref.law) for ref in laws}
         pool = [a for a in released.archs() if (a.space, a.law) in wanted][: study.budget.candidates]
-        return Components(pool=pool, evaluator=TabularOracle(released), latency=ReleasedLatency(released))
+        return Components(pool=pool, evaluator=TabularOracle(released), latency=ReleasedLatency(released),
+                          num_classes=10)  # the released models are CIFAR-10 classifiers
     from iotnas.precision.runner import PrecisionRunner
     from iotnas.search.latency_sources import make_latency_source
     from iotnas.search.training import TrainingEvaluator, load_study_dataset
@@ -37,7 +38,8 @@ def build_components(study: Study) -> Components:
     geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
                       latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset),
-                      cost=functools.partial(cost, **geometry))  # the dataset's channels and classes
+                      cost=functools.partial(cost, **geometry),  # the dataset's channels and classes
+                      num_classes=dataset.num_classes)
 
 
 def store_location(study: Study, store_url: str | None = None) -> str:

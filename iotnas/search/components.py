@@ -53,3 +53,4 @@ class Components:
     latency: LatencySource | None
     cost: Callable[[Arch], Cost] = cost  # replaceable by a cache when many studies share one pool
     precision: PrecisionRunner | None = None  # None where there are no weights (tabular mode)
+    num_classes: int | None = None  # of the dataset, for the chance-level rule (None: not known)

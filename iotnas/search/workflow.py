@@ -4,6 +4,10 @@
     feasible proposals (lowest fidelity) -> successive halving to higher fidelities
     -> precision (every format of the study, then format-aware fine-tuning)
 
+With ``[final] epochs``, the precision stage first only scores the formats, then the final
+stage trains the chosen models (by default the best of each allowed format family) on to
+``[final] epochs``, and the precision stage runs in full on those final weights.
+
 Every stage is idempotent: re-running a study skips what the store holds and
 resumes what was interrupted (an interrupted training resumes from its last
 checkpoint). Progress is reported through callbacks; nothing here prints.
@@ -14,21 +18,31 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from iotnas.arch import Arch
 from iotnas.cost import weight_bytes
 from iotnas.errors import SearchError
+from iotnas.results.chance import is_chance_level
 from iotnas.results.limits import Measured, Reason
 from iotnas.results.winners import SearchSummary, summarize
 from iotnas.search.components import Components
 from iotnas.search.pool import cost_candidates, narrowest_bits
 from iotnas.search.workers import Coordinator, new_worker_id
-from iotnas.store import FEASIBLE, INVALID, POOLED, REJECTED_ACTIVATIONS, REJECTED_MEMORY, Candidate, Latency, Store
+from iotnas.store import (
+    FEASIBLE,
+    INVALID,
+    POOLED,
+    REJECTED_ACTIVATIONS,
+    REJECTED_MEMORY,
+    Candidate,
+    Latency,
+    Store,
+)
 from iotnas.strategies import Observation, PoolView, Strategy, make_strategy
 from iotnas.strategies.features import feature_row
 from iotnas.study import Study
@@ -42,7 +56,7 @@ POOL_CHUNK = 200  # candidates costed and stored per transaction
 class SearchEvent:
     """What the workflow is doing, for progress displays."""
 
-    stage: str  # pool | latency | train | promote | precision | wait | done
+    stage: str  # pool | latency | train | promote | precision | final | wait | done
     message: str
     completed: int | None = None
     total: int | None = None
@@ -95,7 +109,12 @@ class Workflow:
         finally:
             strategy.close()
         self.promotion_stage()
-        self.precision_stage()
+        if self.study.final.epochs > 0:
+            self.precision_stage(epochs=self.study.budget.epochs[-1], finetune=False)
+            self.final_stage()
+            self.precision_stage(epochs=self.study.final.epochs)
+        else:
+            self.precision_stage()
         summary = summarize(self.store, self.study, seconds=time.perf_counter() - started)
         self._emit("done", f"{summary.trainings} trainings; best: "
                    + (f"{summary.best[0].key} at {summary.best[0].accuracy:.2%}" if summary.best else "none"))
@@ -274,7 +293,8 @@ class Workflow:
         """How many trainings to ``epochs`` are finished, by any worker (as last read)."""
         return sum(e == epochs for _, e in self.workers.done)
 
-    def _train(self, candidate: Candidate, epochs: float, *, of: int | None = None) -> float | None:
+    def _train(self, candidate: Candidate, epochs: float, *, of: int | None = None,
+               stage: str = "train") -> float | None:
         """Train (or resume) to ``epochs``; None when another worker holds the training.
 
         ``of``: how many trainings to ``epochs`` the calling stage needs, for the progress counts.
@@ -285,11 +305,11 @@ class Workflow:
         if not self.workers.claim(candidate.key, epochs):
             return None
         count = self._trained(epochs) if of is not None else None
-        self._emit("train", f"training {candidate.key} to {epochs:g} epochs", count, of)
+        self._emit(stage, f"training {candidate.key} to {epochs:g} epochs", count, of)
         started = time.perf_counter()
 
         def on_epoch(stats: object) -> None:
-            self._emit("train", f"training {candidate.key}", count, of, detail=stats)
+            self._emit(stage, f"training {candidate.key}", count, of, detail=stats)
 
         with self.workers.heartbeat(candidate.key, epochs):
             result = self.components.evaluator.evaluate(
@@ -300,9 +320,13 @@ class Workflow:
                                    seconds=time.perf_counter() - started,
                                    resumed_from_epochs=result.resumed_from_epochs)
         done[(candidate.key, epochs)] = result.accuracy
-        self._emit("train", f"{candidate.key}: {result.accuracy:.2%} after {epochs:g} epochs",
+        chance = " (chance level: not promoted)" if self._at_chance(result.accuracy) else ""
+        self._emit(stage, f"{candidate.key}: {result.accuracy:.2%} after {epochs:g} epochs{chance}",
                    self._trained(epochs) if of is not None else None, of)
         return result.accuracy
+
+    def _at_chance(self, accuracy: float) -> bool:
+        return is_chance_level(accuracy, self.components.num_classes)
 
     def _wait(self) -> None:
         self._emit("wait", "waiting for other workers' trainings")
@@ -338,7 +362,13 @@ class Workflow:
                     continue
                 results = sorted(((acc, key) for (key, e), acc in self.workers.done.items() if e == lower),
                                  key=lambda r: (-r[0], r[1]))
-                keep = [key for _, key in results[: max(1, math.ceil(len(results) / self.study.budget.eta))]]
+                learned = [key for acc, key in results if not self._at_chance(acc)]  # chance: never promoted
+                keep = learned[: max(1, math.ceil(len(results) / self.study.budget.eta))]
+                if not keep:
+                    if results:
+                        self._emit("promote", f"every one of the {len(results)} models at {lower:g} epochs ended "
+                                   "at chance level; none goes on")
+                    break
                 todo = [key for key in keep if (key, higher) not in self.workers.done]
                 if not todo:
                     break
@@ -348,9 +378,10 @@ class Workflow:
                 if not takeable or self._train(self._candidates[takeable[0]], higher, of=len(keep)) is None:
                     self._wait()
 
-    def precision_stage(self) -> None:
-        """Each model at the top fidelity in every format of the study (none in tabular mode).
+    def precision_stage(self, *, epochs: float | None = None, finetune: bool = True) -> None:
+        """Each model at fidelity ``epochs`` (default: the top one) in every format of the study.
 
+        None in tabular mode. ``finetune=False`` only scores the formats (before the final stage).
         A model whose checkpoint was deleted or damaged is trained again, then evaluated.
         """
         from iotnas.precision.runner import run_precision_stage
@@ -363,12 +394,39 @@ class Workflow:
 
         for _ in range(2):  # a second pass only after retraining lost checkpoints
             lost = run_precision_stage(self.study, self.store, self.components.precision,
-                                       workdir=self._model_dir, emit=emit)
+                                       workdir=self._model_dir, emit=emit, epochs=epochs, finetune=finetune)
             if not lost:
                 return
             self.workers.refresh()
             for training in lost:
                 self._train(self._candidates[training.arch_key], training.epochs)
+
+    def final_stage(self) -> None:
+        """Train the chosen models on from their last rung to ``[final] epochs``.
+
+        The choice is read from the precision results at the last rung, so every worker, and a
+        resumed run, makes the same one; each training is claimed, resumable and continues its
+        rung's checkpoint (the schedule re-plans the decay to the final budget).
+        """
+        from iotnas.search.final import final_models
+
+        epochs = self.study.final.epochs
+        chosen = final_models(self.store, self.study, num_classes=self.components.num_classes)
+        if not chosen:
+            self._emit("final", "no feasible model to train on")
+            return
+        self._emit("final", f"training {len(chosen)} model(s) on to {epochs:g} epochs: {', '.join(chosen)}",
+                   sum((k, epochs) in self.workers.done for k in chosen), len(chosen))
+        while True:
+            self._refresh()
+            todo = [k for k in chosen if (k, epochs) not in self.workers.done]
+            if not todo:
+                break
+            takeable = [k for k in todo if self.workers.can_take(k, epochs)]
+            if not takeable or self._train(self._candidates[takeable[0]], epochs, of=len(chosen),
+                                           stage="final") is None:
+                self._wait()
+        self._emit("final", f"{len(chosen)} model(s) trained to {epochs:g} epochs", len(chosen), len(chosen))
 
     # ------------------------------------------------------------------ views
 

@@ -23,7 +23,9 @@ class TrainConfig:
     momentum: float = 0.9  # Nesterov momentum (recipe)
     weight_decay: float = 5e-4  # L2 on conv and linear weights; BatchNorm and biases get none (recipe)
     label_smoothing: float = 0.1  # fraction of the target mass spread over all classes (recipe)
-    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, in epochs; then linear decay to 0 (recipe)
+    warmup_fraction: float = 0.2  # linear warm-up from 0 to lr over this fraction of the budget, then linear
+    #   decay to 0: every budget, even a 1-epoch rung, warms up and decays (recipe)
+    warmup_epochs: float | None = None  # a fixed warm-up in epochs instead of a fraction (recipe)
     crop_padding: int = 2  # pixels: random translation by up to this many pixels, reflect-padded (recipe)
     flip: bool | None = None  # horizontal flips; None = where the dataset allows them (recipe)
     alternating_flip: bool = True  # flip each image on alternate epochs instead of at random (recipe)
@@ -34,7 +36,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads during training; None = every core this process may use
 
     RECIPE = (
-        "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
+        "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction", "warmup_epochs",
         "crop_padding", "flip", "alternating_flip", "ema_decay",
     )  # fmt: skip
 
@@ -49,7 +51,8 @@ class TrainConfig:
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be non-negative"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (self.warmup_epochs >= 0, "warmup_epochs must be non-negative"),
+            (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
+            (self.warmup_epochs is None or self.warmup_epochs >= 0, "warmup_epochs must be non-negative"),
             (0 <= self.crop_padding <= 8, "crop_padding must be 0..8 pixels"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.eval_every >= 0, "eval_every must be non-negative"),
@@ -76,6 +79,12 @@ class TrainConfig:
                 expected = "a finite number"
             if not ok:
                 raise TrainingError(f"invalid training setting {f.name}: expected {expected}, got {value!r}")
+
+    def warmup_steps(self, total_steps: int, steps_per_epoch: int) -> int:
+        """Warm-up length of a plan that ends after ``total_steps``."""
+        if self.warmup_epochs is not None:
+            return round(self.warmup_epochs * steps_per_epoch)
+        return round(self.warmup_fraction * total_steps)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,8 +130,9 @@ class TrainResult:
 def recipe_for(study, epochs: float) -> TrainConfig:
     """The training recipe of a study (its ``[training]`` table) at one fidelity.
 
-    The thread count defaults to the cores this process may use, fixed for the run (not chosen
-    from the machine's load), so a resumed training stays bit-exact.
+    The thread count defaults to the worker's share of the cores (``[workers] threads``, set by
+    ``--workers``), else the cores this process may use; fixed for the run (not chosen from the
+    machine's load).
 
     Raises:
         ConfigError: the ``[training]`` table names an unknown setting or a bad value.
@@ -131,7 +141,8 @@ def recipe_for(study, epochs: float) -> TrainConfig:
 
     from iotnas.errors import ConfigError
 
-    settings = {"threads": len(os.sched_getaffinity(0)), **study.training, "epochs": float(epochs)}
+    threads = study.workers.threads or len(os.sched_getaffinity(0))
+    settings = {"threads": threads, **study.training, "epochs": float(epochs)}
     try:
         return TrainConfig.from_dict(settings)
     except TrainingError as exc:

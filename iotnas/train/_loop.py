@@ -68,7 +68,7 @@ def train(
         n_train = len(dataset.train_labels)
         spe = n_train // config.batch_size  # full batches per epoch; the remainder changes every epoch
         total = max(1, round(config.epochs * spe))
-        warmup = round(config.warmup_epochs * spe)
+        warmup = config.warmup_steps(total, spe)
         fingerprint = _fingerprint(dataset)
         optimizer = _optimizer(model, config)
         ema = _Ema(model, config.ema_decay) if config.ema_decay > 0 else None

@@ -1,0 +1,202 @@
+"""The final stage: the chosen models trained on to [final] epochs, precision on their final weights,
+a kill -9 in the middle resumed without retraining what is done; chance-level models never promoted."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from iotnas.errors import ConfigError
+from iotnas.results.points import study_points
+from iotnas.search import run_search
+from iotnas.search.final import final_models
+from iotnas.store import Store
+from iotnas.study import parse_study
+
+STUDY = {
+    "name": "final", "seed": 3,
+    "data": {"dataset": "digits", "limit": 256},
+    "device": {"kind": "local"},
+    "constraints": {"max_weight_bytes": 8192},
+    "formats": ["float32", "half", "int8"],
+    "space": {"laws": ["probenet/s2"], "pool_per_law": 6},
+    "strategy": {"name": "random"},
+    "budget": {"trainings": 3, "epochs": [2]},
+    "training": {"batch_size": 64},
+    "final": {"epochs": 6, "top": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def final_store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("final")
+    study = parse_study({**STUDY, "store": str(folder / "final.db")})
+    summary = run_search(study)
+    return study, folder / "final.db", summary
+
+
+def test_the_chosen_models_are_trained_on_and_their_formats_scored_on_the_final_weights(final_store):
+    study, path, summary = final_store
+    with Store.open(str(path), create=False) as store:
+        chosen = final_models(store, study, num_classes=10)
+        trainings = store.trainings(status="done")
+        results = store.precision_results()
+        points = study_points(store)
+    assert len(chosen) == 2
+    at = {(t.arch_key, t.epochs) for t in trainings}
+    assert {(k, 6.0) for k in chosen} <= at
+    assert sum(e == 6.0 for _, e in at) == 2  # only the chosen go on
+    finals = {(r.arch_key, r.format_name) for r in results if r.epochs == 6.0}
+    assert {k for k, _ in finals} == set(chosen) and {f for _, f in finals} >= {"float32", "float16", "int8"}
+    final_training = {t.arch_key: t for t in trainings if t.epochs == 6.0}
+    for key in chosen:  # the float32 figure of the final weights is the final training's
+        f32 = next(r for r in results if r.arch_key == key and r.epochs == 6.0 and r.format_name == "float32")
+        assert f32.accuracy == pytest.approx(final_training[key].accuracy)
+    assert summary.best[0].key in chosen and summary.best[0].epochs == 6.0
+    assert all(p.epochs == 6.0 for p in points if p.key in chosen)
+
+
+def test_the_choice_does_not_change_once_the_final_results_exist(final_store):
+    study, path, _ = final_store
+    with Store.open(str(path), create=False) as store:
+        before = final_models(store, study, num_classes=10)
+    rerun = run_search(study)  # everything stored: nothing trained again
+    with Store.open(str(path), create=False) as store:
+        assert final_models(store, study, num_classes=10) == before
+        assert len(store.trainings()) == 3 + 2
+    assert rerun.best[0].key in before
+
+
+def test_by_default_the_best_of_each_format_family_goes_on(final_store):
+    _, path, _ = final_store
+    default = parse_study({**STUDY, "store": str(path), "final": {"epochs": 6}})
+    with Store.open(str(path), create=False) as store:
+        chosen = final_models(store, default, num_classes=10)
+        rung = [p for p in study_points(store, finetuned=False, epochs=2.0) if p.from_precision and p.feasible]
+    best = {}
+    for p in rung:
+        if p.format_name not in best or p.accuracy > best[p.format_name].accuracy:
+            best[p.format_name] = p
+    assert set(chosen) == {p.key for p in best.values()}
+
+
+@pytest.mark.parametrize("final, match", [({"epochs": 2}, "above the last budget.epochs"),
+                                          ({"epochs": 6, "top": -1}, "final.top"),
+                                          ({"epochs": 6, "rounds": 2}, "final.rounds")])
+def test_bad_final_settings_are_refused_on_load(final, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_study({**STUDY, "final": final})
+
+
+def test_an_unchanged_final_table_leaves_the_fingerprint_alone():
+    plain = {k: v for k, v in STUDY.items() if k != "final"}
+    assert parse_study(plain).fingerprint == parse_study({**plain, "final": {"epochs": 0}}).fingerprint
+    assert parse_study(plain).fingerprint != parse_study(STUDY).fingerprint
+
+
+def test_chance_level_models_are_never_promoted(tmp_path):
+    """A learning rate too small to learn anything leaves every model at chance: none goes on."""
+    study = parse_study({**STUDY, "store": str(tmp_path / "c.db"), "formats": ["float32"], "final": {},
+                         "budget": {"trainings": 2, "epochs": [1, 2], "eta": 2},
+                         "training": {"batch_size": 64, "lr": 1e-9}})
+    events = []
+    summary = run_search(study, callbacks=[events.append])
+    with Store.open(str(tmp_path / "c.db"), create=False) as store:
+        epochs = {t.epochs for t in store.trainings(status="done")}
+    assert epochs == {1.0}
+    assert any(e.stage == "promote" and "chance level" in e.message for e in events)
+    assert any("chance level" in e.message for e in events if e.stage == "train")
+    assert summary.trainings == 2
+
+
+# ------------------------------------------------------------------ kill -9 during the final stage
+
+def _rows(db: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute(query).fetchall()
+
+
+def _search(study: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _write(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "final.toml").write_text(
+        'name = "final"\nstore = "final.db"\nseed = 3\nformats = ["float32", "half"]\n'
+        '[data]\ndataset = "digits"\nlimit = 256\n[device]\nkind = "local"\n'
+        '[constraints]\nmax_weight_bytes = 8192\n[space]\nlaws = ["probenet/s2"]\npool_per_law = 6\n'
+        '[strategy]\nname = "random"\n[budget]\ntrainings = 2\nepochs = [2]\n'
+        '[training]\nbatch_size = 64\n[final]\nepochs = 40\ntop = 1\n')
+    return folder / "final.toml"
+
+
+def _done(db: Path) -> list[tuple]:
+    return _rows(db, "SELECT arch_key, epochs, accuracy FROM iotnas_trainings WHERE status = 'done' "
+                     "ORDER BY arch_key, epochs")
+
+
+def test_a_killed_final_stage_resumes_without_retraining_what_is_done(tmp_path):
+    reference = _write(tmp_path / "reference")
+    proc = _search(reference)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    expected = _done(reference.parent / "final.db")
+    assert [e for _, e, _ in expected].count(40.0) == 1
+
+    study = _write(tmp_path / "killed")
+    db = study.parent / "final.db"
+    proc = _search(study)
+    deadline, killed = time.monotonic() + 600, False
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            final_running = _rows(db, "SELECT count(*) FROM iotnas_trainings WHERE status='running' AND epochs=40")
+        except sqlite3.OperationalError:
+            final_running = [(0,)]
+        if final_running[0][0]:
+            time.sleep(0.3)  # let it write a checkpoint or two past the rung
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert killed, "the search finished before its final stage could be interrupted"
+    rung_done = _rows(db, "SELECT arch_key, seconds FROM iotnas_trainings WHERE status='done' AND epochs=2")
+
+    proc = _search(study)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    assert _done(db) == expected  # the same models, the same accuracies: resumed exactly
+    assert _rows(db, "SELECT arch_key, seconds FROM iotnas_trainings WHERE epochs=2") == rung_done  # not retrained
+    assert _rows(db, "SELECT count(*) FROM iotnas_precision WHERE epochs=40")[0][0] >= 2
+
+
+# ------------------------------------------------------------------ --workers auto
+
+def test_workers_auto_runs_one_single_threaded_training_per_core(tmp_path, cli):
+    from iotnas.executors import LocalExecutor, cores, parse_workers
+    from iotnas.train import load_checkpoint
+
+    assert parse_workers("auto", LocalExecutor()) == cores()
+    study = _write(tmp_path / "auto")
+    text = study.read_text().replace("[final]\nepochs = 40\ntop = 1\n", "")
+    study.write_text(text)
+    code, _, err = cli("search", str(study), "--workers", "auto")
+    assert code == 0, err
+    checkpoints = list((study.parent / "final-runs").glob("*/checkpoint.pt"))
+    assert len(checkpoints) == 2
+    expected = 1  # each worker's share of the cores: one core each
+    assert {load_checkpoint(p).config["threads"] for p in checkpoints} == {expected}
+
+
+@pytest.mark.parametrize("given", ["zero", "0", "-2", "1.5"])
+def test_a_bad_worker_count_is_one_line_and_exit_2(tmp_path, cli, given):
+    study = _write(tmp_path / "bad")
+    code, _, err = cli("search", str(study), "--workers", given)
+    assert code == 2 and "--workers" in err and "Traceback" not in err
+    assert not (study.parent / "final.db").exists()
