@@ -80,12 +80,11 @@ def test_a_one_epoch_rung_warms_up_and_decays(small):
     lrs = []
     config = TrainConfig(epochs=1, batch_size=16, lr=0.1, threads=1)
     result = train(_model(), small, config, callbacks=[lambda s: lrs.append(s.lr)])
-    assert lrs[-1] <= 0.1 / 10  # 16 steps: 3 of warm-up, then down to zero at the end
-    fixed = []
-    train(_model(), small, TrainConfig(epochs=1, batch_size=16, lr=0.1, threads=1, warmup_epochs=1.0),
-          callbacks=[lambda s: fixed.append(s.lr)])
-    assert fixed[-1] == pytest.approx(0.1)
-    assert result.epochs_done == 1.0
+    assert lrs[-1] <= 0.1 / 10 and result.epochs_done == 1.0  # 16 steps: 3 of warm-up, then down to zero
+    ours = Plan(0, 0.0, 16, config.warmup_steps(16, 16), 0.1)
+    fixed = Plan(0, 0.0, 16, TrainConfig(warmup_epochs=1.0).warmup_steps(16, 16), 0.1)
+    assert max(ours.lr(s) for s in range(16)) == pytest.approx(0.1)
+    assert ours.lr(14) < 0.01 and fixed.lr(14) > 0.09  # the fixed warm-up is still climbing at the end
 
 
 def test_plan_warms_up_decays_to_zero_and_continues_coherently():
@@ -243,3 +242,23 @@ def test_a_resnet_with_strided_shortcuts_trains_on_the_cpu(tmp_path: Path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0.0 <= float(done.stdout.strip()) <= 1.0
+
+
+def test_a_checkpoint_from_before_fractional_warm_up_continues_under_its_fixed_warm_up(small, tmp_path):
+    """A rung trained by an earlier version (fixed 1-epoch warm-up, no warmup_fraction) goes on to higher rungs."""
+    import dataclasses
+
+    from iotnas.train import _checkpoint
+
+    base = dict(batch_size=64, lr=0.1, threads=1)
+    train(_model(), small, TrainConfig(epochs=1, warmup_epochs=1.0, **base), checkpoint_dir=tmp_path)
+    path = tmp_path / _checkpoint.FILE_NAME
+    old = _checkpoint.load(path)
+    legacy = {k: v for k, v in old.config.items() if k != "warmup_fraction"}
+    _checkpoint.save(path, dataclasses.replace(old, config=legacy))
+    higher = train(_model(), small, TrainConfig(epochs=2, **base), checkpoint_dir=tmp_path)
+    assert higher.resumed_from_epochs == 1.0 and higher.epochs_done == 2.0
+    again = train(_model(), small, TrainConfig(epochs=3, **base), checkpoint_dir=tmp_path)
+    assert again.resumed_from_epochs == 2.0
+    with pytest.raises(CheckpointError, match="recipe"):  # any other change of recipe is still refused
+        train(_model(), small, TrainConfig(epochs=4, **{**base, "lr": 0.2}), checkpoint_dir=tmp_path)

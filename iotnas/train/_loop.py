@@ -75,6 +75,8 @@ def train(
         step, plan = 0, Plan(0, 0.0, total, warmup, config.lr)
         if ckpt_path is not None and resume and ckpt_path.is_file():
             ckpt = _checkpoint.load(ckpt_path)
+            config = _legacy_warmup(ckpt, config)
+            warmup = config.warmup_steps(total, spe)
             _check_compatible(ckpt, ckpt_path, config, fingerprint, seed, spe)
             _restore(model, optimizer, ema, ckpt, ckpt_path)
             step = ckpt.step
@@ -372,11 +374,26 @@ def _check_compatible(ckpt, path: Path, config: TrainConfig, fingerprint: dict, 
     if mine != theirs:
         raise fail(f"trained on {theirs}, not on {mine}")
     old = ckpt.config
-    changed = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in TrainConfig.RECIPE if old.get(k) != getattr(config, k)]
+    legacy = {"warmup_fraction": 0.0} if "warmup_fraction" not in old else {}  # a fixed warm-up: _legacy_warmup
+    changed = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in TrainConfig.RECIPE
+               if {**old, **legacy}.get(k) != getattr(config, k)]
     if changed:
         raise fail(f"written under another recipe ({', '.join(changed)})")
     if ckpt.steps_per_epoch != spe:
         raise fail(f"{ckpt.steps_per_epoch} steps per epoch, not {spe}")
+
+
+def _legacy_warmup(ckpt, config: TrainConfig) -> TrainConfig:
+    """A checkpoint written before warm-up became a fraction of the budget continues under its fixed warm-up.
+
+    Its plan was made with ``warmup_epochs``; continuing it to a higher fidelity with the same rule
+    keeps a study started by an earlier version resumable under its own recipe.
+    """
+    old = ckpt.config
+    fixed = old.get("warmup_epochs") is not None and old.get("warmup_fraction", 0.0) == 0.0
+    if not fixed or config.warmup_epochs is not None or config.warmup_fraction != TrainConfig.warmup_fraction:
+        return config
+    return dataclasses.replace(config, warmup_epochs=float(old["warmup_epochs"]), warmup_fraction=0.0)
 
 
 def _restore(model: nn.Module, optimizer, ema: _Ema | None, ckpt, path: Path) -> None:
