@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from iotnas.cli.main import app
 def report_command(
     store: str = typer.Argument(..., help="Store URL or SQLite file of the study."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."),
-    static: Optional[Path] = typer.Option(None, "--static", help="Also write PNG and SVG figures into this folder."),
+    static: Path | None = typer.Option(None, "--static", help="Also write PNG and SVG figures into this folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report and figure files."),
 ) -> None:
     """Write an HTML report: interactive trade-off plots, Pareto fronts, settings and provenance."""
@@ -32,25 +31,36 @@ def report_command(
 @app.command("export")
 def export_command(
     store: str = typer.Argument(..., help="Store URL or SQLite file of the study."),
-    model_key: str = typer.Argument(..., help="The model to export, e.g. mobilenetv2/s4/39."),
-    fmt: str = typer.Option("float32", "--format", "-f", help="Number format of the packed weights, e.g. e4m3, int8."),
+    model_key: str | None = typer.Argument(
+        None, help="The model to export, e.g. mobilenetv2/s4/39 (default: the study's winner)."),
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="Number format of the stored weights, e.g. e4m3, int8 (default: the one the "
+        "study chose for the model)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create for the exported files (must not exist)."),
-    data: Optional[str] = typer.Option(
-        None, "--data", help="Dataset to check the export on (default: the study's dataset)."),
+    data: str | None = typer.Option(
+        None, "--data", help="The study's dataset, where it lives now (default: the study's own setting)."),
+    check_data: str | None = typer.Option(
+        None, "--check-data", help="Check the export on this other dataset (same classes and channels) instead."),
     images: int = typer.Option(256, "--images", help="Test images the ONNX model is checked on."),
+    force: bool = typer.Option(False, "--force", help="Export a model over the study's limits or at chance level."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Export a trained model: ONNX, packed weights in a number format, a C header and a model card."""
+    """Export a trained model: ONNX with the weights in their format, packed weights, a C header and a model card."""
     from iotnas.export import export_model
     from iotnas.store import Store
 
     with Store.open(store, read_only=True) as s:
-        result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_images=images)
+        result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_dataset=check_data,
+                              check_images=images, force=force)
     if json_out:
         print_json(result.to_dict())
         return
     console.print(f"exported {result.model_key} in {result.format_name} to {result.out_dir}")
+    if result.forced:
+        console.print(f"  forced although {'; '.join(result.forced)}")
     for name, size in result.files.items():
         console.print(f"  {name:<22} {size:>12,} bytes")
+    console.print(f"  weights: {result.weight_bytes:,} bytes deployed, {result.promised_bytes:,} promised; "
+                  f"model.onnx {result.onnx_bytes:,} bytes ({result.onnx_overhead_bytes:,} of graph and tables)")
     console.print(f"  ONNX vs PyTorch on {result.onnx_check.images} test images: max |difference| "
                   f"{result.onnx_check.max_abs_diff:.2e}, same class for {result.onnx_check.agreement:.2%}")

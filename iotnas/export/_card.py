@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from iotnas import __version__
@@ -17,29 +17,31 @@ def model_card(info: dict[str, Any]) -> str:
     rows = [
         ("Model", f"`{info['model_key']}` (space `{info['space']}`, law `{info['law']}`, id {info['arch_id']})"),
         ("Classes", f"{h['num_classes']}" + (f": {', '.join(info['class_names'])}" if info.get("class_names") else "")),
-        ("Input", f"{h['in_channels']}×{h['input']['height']}×{h['input']['width']}, "
-                  f"x = (pixel − mean) / std per channel, pixels 0–255; mean {_floats(h['input']['mean'])}, "
-                  f"std {_floats(h['input']['std'])}"),
-        ("Stored values", f"{h['n_values']:,} (every state-dict tensor, BatchNorm statistics included)"),
+        ("Input", (f"{h['in_channels']}×{h['input']['height']}×{h['input']['width']}: {info['preprocessing']}; "
+                   f"mean {_floats(h['input']['mean'])}, std {_floats(h['input']['std'])}")),
+        ("Stored values", (f"{h['n_values']:,} (the deployed network: BatchNorm folded into the convolution before "
+                          "it, or a per-channel scale and shift where none precedes it; then rounded to the format)")),
         ("MACs / FLOPs", f"{info['macs']:,} / {info['flops']:,} per image"),
         ("Peak activations", f"{info['peak_activation_bytes']:,} bytes (float32, batch 1)"),
         ("Number format", f"{h['format']} ({h['bits']} bits per value)"
                           + (f", scales in {h['scale_format']}" if h["scale_format"] else "")),
-        ("Weight memory", f"{info['weight_bytes']:,} bytes"),
+        ("Weight memory", (f"{info['weight_bytes']:,} bytes deployed (`weights.bin`); the search promised "
+                          f"{info['promised_bytes']:,} bytes (its count over the trained network, BatchNorm "
+                          "statistics included)")),
+        ("`model.onnx`", (f"{info['files']['model.onnx']:,} bytes = {info['onnx_weight_bytes']:,} bytes of stored "
+                         f"weights + {info['onnx_overhead_bytes']:,} bytes of graph, names, shapes and decoding "
+                         f"tables ({info['onnx_table_bytes']:,} of them tables)")),
         ("Accuracy", _accuracy(info)),
         ("Training", f"{info['epochs']:g} epochs" + (f", {info['train_seconds']:.0f} s" if info.get("train_seconds") else "")
                      + f"; dataset {info['dataset_name']}"),
         ("Latency", "not measured" if lat is None else
          f"{lat['median_ms']:.3g} ms median on `{lat['device_key']}` ({lat['source']})"),
         ("Study", f"{info['study_name']} (store created {info['created_at']})"),
-        ("Exported", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by iotnas {__version__}"),
+        *([("Forced", "exported with --force although " + "; ".join(info["forced"]))] if info.get("forced") else []),
+        ("Exported", f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by iotnas {__version__}"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    files = "\n".join(
-        f"| `{name}` | {size:,} | {_DESCRIBE.get(name, '')} |" if name != "MODEL_CARD.md" else
-        f"| `{name}` | – | {_DESCRIBE[name]} |"
-        for name, size in info["files"].items()
-    )
+    files = "\n".join(f"| `{name}` | {size:,} | {_DESCRIBE.get(name, '')} |" for name, size in info["files"].items())
     return f"""# Model card: {info['model_key']} in {h['format']}
 
 | | |
@@ -56,25 +58,32 @@ Architecture arguments: `{arch_args}`
 
 `weights.bin` holds exactly ceil({h['n_values']:,} × {h['bits']} / 8) = {h['codes_bytes']:,} bytes of packed values
 {f"followed by {h['scales_bytes']:,} bytes of scales " if h['scales_bytes'] else ""}(layout in `weights.json` and in
-the comment at the top of `model.h`). `iotnas.export.load_packed(folder)` rebuilds the model; its outputs equal the
-emulated {h['format']} model's bit for bit.
+the comment at the top of `model.h`). `iotnas.export.load_packed(folder)` rebuilds the deployed network; its outputs
+equal `iotnas.export.deploy(model, "{h['format']}").module`'s bit for bit. `model.onnx` stores the same values in
+{h['format']} and decodes them with standard operators (see docs/report-and-export.md).
+
+## Preprocessing
+
+{info['preprocessing']}. Mean {_floats(h['input']['mean'])}, std {_floats(h['input']['std'])} (0–255 scale).
+Class {'labels in order: ' + ', '.join(f"{i} = {n}" for i, n in enumerate(info['class_names'])) if info.get('class_names') else 'names: not recorded'}.
 
 ## Checks made at export
 
 - `onnx.checker` accepts `model.onnx` (opset {info['opset']}).
 - ONNX Runtime against PyTorch on {check['images']} real test images: largest absolute difference of the logits
   {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:.0e} × max(1, |logit|)), same predicted class for
-  {check['agreement']:.2%} of images. Both run the weights as stored in {h['format']}.
-- The packed weights, loaded back, give logits identical to the emulated model on the same images.
+  {check['agreement']:.2%} of images. Both run the deployed weights in {h['format']}.
+- The packed weights, loaded back, give logits identical to the deployed model on the same images.
 """
 
 
 _DESCRIBE = {
-    "model.onnx": "the network with the weights as stored in the format (float32 tensors); BatchNorm folded",
-    "weights.bin": "packed weights",
+    "model.onnx": "the deployed network, each weight tensor stored in the format and decoded by the graph",
+    "weights.bin": "packed weights of the deployed network",
     "weights.json": "header of the packed weights: format, tensor names, shapes, offsets",
     "model.h": "C header: packed arrays, tensor table, format constants, decoding functions",
     "MODEL_CARD.md": "this file",
+    "model.tflite": "full-integer int8 TensorFlow Lite model (int8 weights and activations, int32 biases)",
 }
 
 

@@ -17,11 +17,13 @@ from iotnas.data import Dataset, load_dataset
 from iotnas.errors import ArchError, CheckpointError, ConfigError, ExportError
 from iotnas.export._card import model_card
 from iotnas.export._cheader import c_header
+from iotnas.export._choose import choose, refusals
+from iotnas.export._deploy import deploy
+from iotnas.export._onnx import check_exportable, format_onnx
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
 from iotnas.files import check_folder, move_into_place
 from iotnas.formats import parse_format
-from iotnas.latency.runtimes import OPSET, export_onnx
-from iotnas.precision.emulate import emulated
+from iotnas.latency.runtimes import OPSET
 from iotnas.store import Store, Training
 from iotnas.train import load_trained
 
@@ -44,44 +46,62 @@ class ExportResult:
     model_key: str
     format_name: str
     bits: int
-    n_values: int
-    weight_bytes: int  # promised: ceil(n_values * bits / 8), plus scales for integer formats
+    n_values: int  # values of the deployed (folded) network
+    promised_bytes: int  # the search's figure: the trained state dict in the format, scales included
+    weight_bytes: int  # the deployed network's values in the format (weights.bin), never above promised_bytes
+    onnx_bytes: int  # model.onnx
+    onnx_overhead_bytes: int  # model.onnx beyond its stored weights: graph, names, shapes, decoding tables
     out_dir: Path
     files: dict[str, int]  # file name -> bytes
     onnx_check: OnnxCheck
     opset: int
+    forced: tuple[str, ...] = ()  # refusals overridden with force=True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
+        d["forced"] = list(self.forced)
         return d
 
 
 def export_model(
-    store: Store, model_key: str, *, format_name: str = "float32", out_dir: str | Path,
-    dataset: str | Dataset | None = None, check_images: int = 256,
+    store: Store, model_key: str | None = None, *, format_name: str | None = None, out_dir: str | Path,
+    dataset: str | Dataset | None = None, check_dataset: str | Dataset | None = None, check_images: int = 256,
+    force: bool = False,
 ) -> ExportResult:
     """Export a trained model of ``store`` into the new folder ``out_dir``.
 
     Args:
-        model_key: ``space/law/id`` (aliases accepted) of a model trained with a checkpoint.
-        format_name: number format of the packed weights (any name ``iotnas formats`` lists).
-        dataset: images to check the ONNX file on: a name, a path or a loaded dataset
-            (default: the study's dataset).
+        model_key: ``space/law/id`` (aliases accepted) of a model trained with a checkpoint;
+            ``None``: the study's winner.
+        format_name: number format of the stored weights (any name ``iotnas formats`` lists);
+            ``None``: the format the study chose for the model (its winning format; float32 when
+            the precision stage has not evaluated it).
+        dataset: the study's dataset, to check on (a name, a path or a loaded dataset; default:
+            the study's own); it must be the data the model was trained on.
+        check_dataset: another dataset with the same classes and channels to check on instead,
+            on purpose (say, the same images in another file).
         check_images: how many test images to compare on.
+        force: export a model over the study's limits or at chance level all the same.
 
     Raises:
-        ExportError: unknown model, no trained model or checkpoint, an output folder that
-            exists or cannot be written, or an export that fails its checks.
+        ExportError: unknown model, no trained model or checkpoint, a model over the limits or
+            at chance level (without ``force``), a format ``model.onnx`` cannot store, a dataset
+            other than the model's, an output folder that exists or cannot be written, or an
+            export that fails its checks.
         FormatError: unknown format.  DataError: the check images cannot be loaded.
     """
     if isinstance(check_images, bool) or not isinstance(check_images, int) or not 1 <= check_images <= 100_000:
         raise ExportError(f"check_images (--images): give 1 to 100,000 test images to check the export on, "
                           f"got {check_images!r}")
-    fmt = parse_format(format_name)
+    if dataset is not None and check_dataset is not None:
+        raise ExportError("give --data (the study's dataset) or --check-data (another set), not both")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    key, training = _find_training(store, model_key)
+    chosen = choose(store, model_key, format_name)
+    fmt = parse_format(chosen.format_name)
+    check_exportable(fmt)
+    key, training = _find_training(store, chosen.key)
     candidate = store.candidate(key)
     arch = Arch.from_json(candidate.arch_json)
     try:
@@ -90,27 +110,33 @@ def export_model(
         raise ExportError(f"the checkpoint of {key} cannot be used: {exc}") from None
     model, ckpt = trained.model, trained.checkpoint
     info_ds = ckpt.dataset
-    check_data = _check_dataset(store, dataset, info_ds)
+    check_data = _check_dataset(store, dataset, check_dataset, info_ds)
     images = _check_images(check_data, info_ds, check_images)
     meta = store.meta()
+    input_shape = (1, int(info_ds["in_channels"]), IMAGE_SIZE, IMAGE_SIZE)
     header_meta = {
         "model_key": key, "arch": arch.to_json(), "num_classes": int(info_ds["num_classes"]),
-        "in_channels": int(info_ds["in_channels"]),
+        "in_channels": int(info_ds["in_channels"]), "class_names": list(check_data.class_names),
         "input": {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "mean": [float(v) for v in info_ds["mean"]],
-                  "std": [float(v) for v in info_ds["std"]], "scale": "pixels 0-255, x = (pixel - mean) / std"},
+                  "std": [float(v) for v in info_ds["std"]], "scale": "pixels 0-255, x = (pixel - mean) / std",
+                  "preprocessing": preprocessing(check_data)},
     }
+    deployed = deploy(model, fmt)
+    refused = refusals(chosen, weight_bytes=deployed.promised_bytes,
+                       peak_activation_bytes=candidate.peak_activation_bytes, num_classes=int(info_ds["num_classes"]))
+    if refused and not force:
+        raise ExportError(f"{key} in {fmt.name} is {'; '.join(refused)}; pass --force to export it all the same")
+    with torch.no_grad():
+        reference = deployed.module(images)
+    onnx_file = format_onnx(deployed, input_shape=input_shape)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     except OSError as exc:
         raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
     try:
-        with emulated(model, weights=fmt):
-            header = write_packed(tmp, model.state_dict(), fmt, meta=header_meta)
-            onnx_bytes = export_onnx(model, input_shape=(1, int(info_ds["in_channels"]), IMAGE_SIZE, IMAGE_SIZE))
-            with torch.no_grad():
-                reference = model(images)
-        (tmp / "model.onnx").write_bytes(onnx_bytes)
-        check = _check_onnx(onnx_bytes, images, reference)
+        header = write_packed(tmp, deployed.module.state_dict(), fmt, meta=header_meta)
+        (tmp / "model.onnx").write_bytes(onnx_file.data)
+        check = _check_onnx(onnx_file.data, images, reference)
         _check_packed(tmp, images, reference, key)
         blob = (tmp / "weights.bin").read_bytes()
         (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
@@ -118,16 +144,41 @@ def export_model(
         files["MODEL_CARD.md"] = 0
         info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name,
                           class_names=check_data.class_names)
-        (tmp / "MODEL_CARD.md").write_text(model_card(info), encoding="utf-8")
-        files["MODEL_CARD.md"] = (tmp / "MODEL_CARD.md").stat().st_size
+        info.update(promised_bytes=deployed.promised_bytes, onnx_weight_bytes=onnx_file.weight_bytes,
+                    onnx_overhead_bytes=onnx_file.overhead_bytes, onnx_table_bytes=onnx_file.table_bytes,
+                    forced=list(refused), preprocessing=preprocessing(check_data))
+        files["MODEL_CARD.md"] = _write_card(tmp, info)
         os.chmod(tmp, 0o755)
         move_into_place(tmp, out_dir, what="export folder", error=ExportError)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(
         model_key=key, format_name=fmt.name, bits=fmt.bits, n_values=header["n_values"],
-        weight_bytes=promised_bytes(header), out_dir=out_dir, files=files, onnx_check=check, opset=OPSET,
+        promised_bytes=deployed.promised_bytes, weight_bytes=promised_bytes(header), onnx_bytes=len(onnx_file.data),
+        onnx_overhead_bytes=onnx_file.overhead_bytes, out_dir=out_dir, files=files, onnx_check=check, opset=OPSET,
+        forced=refused,
     )
+
+
+def _write_card(folder: Path, info: dict[str, Any]) -> int:
+    """Write MODEL_CARD.md, whose own size is in its file table: settle the figure in two passes."""
+    path = folder / "MODEL_CARD.md"
+    for _ in range(3):
+        path.write_text(model_card(info), encoding="utf-8")
+        size = path.stat().st_size
+        if info["files"].get("MODEL_CARD.md") == size:
+            break
+        info["files"]["MODEL_CARD.md"] = size
+    return size
+
+
+def preprocessing(dataset: Dataset) -> str:
+    """How a camera image becomes the model's input, in the order the training applied it."""
+    from iotnas.data import IMAGE_SIZE as SIZE
+
+    channels = "RGB order" if dataset.in_channels == 3 else "one grey channel"
+    return (f"{channels}, pixels 0-255 as stored (uint8); smaller images zero-padded (pixel value 0), centred, to "
+            f"{SIZE}x{SIZE} *before* normalising; then x = (pixel - mean) / std per channel, float32, NCHW")
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -157,8 +208,12 @@ def _find_training(store: Store, model_key: str) -> tuple[str, Training]:
     return key, max(with_ckpt, key=lambda t: t.epochs)
 
 
-def _check_dataset(store: Store, dataset: str | Dataset | None, info: dict) -> Dataset:
-    """The data to check the export on (default: the study's), with the geometry the model was trained for."""
+def _check_dataset(store: Store, dataset: str | Dataset | None, check_dataset: str | Dataset | None,
+                   info: dict) -> Dataset:
+    """The data to check the export on: the study's (the model's training data), or an explicit other set."""
+    if check_dataset is not None:
+        other = check_dataset if isinstance(check_dataset, Dataset) else load_dataset(check_dataset)
+        return _same_geometry(other, info)
     if not isinstance(dataset, Dataset):
         if dataset is None:
             study = store.study()
@@ -171,7 +226,27 @@ def _check_dataset(store: Store, dataset: str | Dataset | None, info: dict) -> D
     trained_on = info.get("name")
     if trained_on is not None and dataset.name != trained_on:
         raise ExportError(f"the model was trained on {trained_on}, not {dataset.name}; pass --data with {trained_on} "
-                          "(its test images check the export)")
+                          "(its test images check the export), or --check-data to check on another set on purpose")
+    n_train = info.get("n_train")
+    trained = dataset.subset(train=n_train) if n_train and n_train < len(dataset.train_labels) else dataset  # data.limit
+    mine = _fingerprint(trained)
+    changed = [k for k in ("n_train", "num_classes", "in_channels") if k in info and info[k] != mine[k]]
+    changed += [k for k in ("mean", "std") if k in info and not np.allclose(info[k], mine[k], rtol=1e-4)]
+    if changed:
+        raise ExportError(f"dataset {dataset.name} at {dataset.source or '?'} is not the one the model was trained on "
+                          f"({', '.join(changed)} differ); pass the study's dataset with --data, or --check-data to "
+                          "check on another set on purpose")
+    return _same_geometry(dataset, info)
+
+
+def _fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What a checkpoint records of its training data (see ``iotnas.train``)."""
+    return {"n_train": len(dataset.train_labels), "num_classes": dataset.num_classes,
+            "in_channels": dataset.in_channels, "mean": dataset.channel_mean.tolist(),
+            "std": dataset.channel_std.tolist()}
+
+
+def _same_geometry(dataset: Dataset, info: dict) -> Dataset:
     if dataset.num_classes != int(info["num_classes"]) or dataset.in_channels != int(info["in_channels"]):
         raise ExportError(
             f"dataset {dataset.name} ({dataset.num_classes} classes, {dataset.in_channels} channels) is not the one "

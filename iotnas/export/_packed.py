@@ -5,8 +5,9 @@ The stream follows :func:`iotnas.formats.pack` (value ``i`` in bits ``[i*bits, (
 least significant bit first). Tensors follow one another in state-dict order; ``offset`` and
 ``count`` in the header are in values, not bytes, since a tensor need not start on a byte.
 Integer formats' per-channel scales follow the stream, packed in their own scale format.
-Integer buffers (BatchNorm's ``num_batches_tracked``) keep their slot, so the size follows
-the convention of the released data, but hold zeros: inference never reads them.
+The tensors are the deployed network's (:func:`iotnas.export.deploy`: BatchNorm folded, then
+rounded), so the stream is never longer than the search's promise, which counts the trained
+network's state dict.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from torch import nn
 
 from iotnas.arch import Arch
 from iotnas.cost import weight_bytes
-from iotnas.errors import CheckpointError, ExportError, FormatError
+from iotnas.errors import ExportError, FormatError
 from iotnas.formats import Encoded, IntFormat, NumberFormat, pack, parse_format, unpack
 
-HEADER_VERSION = 1
+HEADER_VERSION = 2  # 2: the deployed network's tensors (BatchNorm folded)
 BLOB_NAME = "weights.bin"
 HEADER_NAME = "weights.json"
 
@@ -130,22 +131,25 @@ def read_packed(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
 
 
 def load_packed(folder: str | Path) -> nn.Module:
-    """Rebuild the exported model from its packed weights, in eval mode.
+    """Rebuild the exported (deployed) network from its packed weights, in eval mode.
 
-    Its outputs equal those of the trained model evaluated under
-    ``iotnas.precision.emulate.emulated(model, weights=<format>)``, bit for bit.
+    The packed tensors are those of :func:`iotnas.export.deploy` (BatchNorm folded, then rounded),
+    so the rebuilt network's outputs equal ``deploy(trained_model, format).module``'s bit for bit.
 
     Raises:
         ExportError: files missing or damaged, or weights that do not fit the architecture.
     """
-    from iotnas.train import rebuild
+    from iotnas.export._deploy import fold_batchnorm
+    from iotnas.spaces import build
 
     header, state = read_packed(folder)
+    arch = Arch.from_json(header["arch"])
+    module = fold_batchnorm(build(arch, num_classes=header["num_classes"], in_channels=header["in_channels"]))
     try:
-        return rebuild(Arch.from_json(header["arch"]), state, num_classes=header["num_classes"],
-                       in_channels=header["in_channels"])
-    except CheckpointError as exc:
-        raise ExportError(f"{folder}: the packed weights cannot be used: {exc}") from None
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"{folder}: the packed weights do not fit {arch.key}: {exc}") from None
+    return module.eval()
 
 
 def promised_bytes(header: dict[str, Any]) -> int:

@@ -189,11 +189,13 @@ def time_torch(
     )
 
 
-def export_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> bytes:
+def export_onnx(module: nn.Module, *, input_shape: tuple[int, ...], constant_folding: bool = True) -> bytes:
     """Export a module (in eval mode, batch 1) to ONNX bytes; BatchNorm is folded into convolutions.
 
     Uses the TorchScript exporter: the newer one needs ``onnxscript``, which is
-    not a dependency, and gives the same graph for these static CNNs.
+    not a dependency, and gives the same graph for these static CNNs. Without
+    ``constant_folding`` every parameter stays an initializer named as in the state
+    dict (the format exporter replaces them by their stored codes).
 
     Raises:
         ExportError: the module cannot be traced or exported.
@@ -215,7 +217,7 @@ def export_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> bytes:
                     opset_version=OPSET,
                     input_names=["input"],
                     output_names=["logits"],
-                    do_constant_folding=True,
+                    do_constant_folding=constant_folding,
                 )
     except Exception as exc:  # torch raises many unrelated types while tracing
         raise ExportError(f"cannot export the model to ONNX: {exc}") from exc

@@ -17,12 +17,12 @@ MODEL = "mobilenetv2/s6/3"  # a tiny released architecture: trains in seconds on
 def cifar_small(shared_data: Path):
     from iotnas.data import load_dataset
 
-    return load_dataset(shared_data / "cifar10").subset(train=1024, test=128)
+    return load_dataset(shared_data / "cifar10").subset(train=2048, test=128)
 
 
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory, cifar_small, shared_data: Path) -> Path:
-    """Path of a SQLite store with MODEL trained one epoch, as the search's train mode leaves it."""
+    """Path of a SQLite store with MODEL trained four short epochs (well above chance), as the search leaves it."""
     import torch
 
     from iotnas.cost import cost
@@ -35,7 +35,7 @@ def trained_store(tmp_path_factory, cifar_small, shared_data: Path) -> Path:
     torch.manual_seed(0)
     model = build(arch, num_classes=10, in_channels=3)
     run_dir = folder / "runs" / arch.key.replace("/", "_")
-    result = train(model, cifar_small, TrainConfig(epochs=1, batch_size=256, threads=1), checkpoint_dir=run_dir,
+    result = train(model, cifar_small, TrainConfig(epochs=4, batch_size=128, threads=1), checkpoint_dir=run_dir,
                    seed=0, meta={"arch": arch.to_json()}, device="cpu")
     c = cost(arch)
     db = folder / "study.db"
@@ -51,7 +51,7 @@ def trained_store(tmp_path_factory, cifar_small, shared_data: Path) -> Path:
         )])
         store.add_latency(Latency(arch_key=arch.key, device_key="local:onnxruntime:t1", source="measured",
                                   median_ms=1.25, detail={"repeats": 20}))
-        assert store.claim_training(arch.key, 1.0, worker="test", stale_before=datetime.min)
-        store.finish_training(arch.key, 1.0, accuracy=result.test_accuracy,
+        assert store.claim_training(arch.key, 4.0, worker="test", stale_before=datetime.min)
+        store.finish_training(arch.key, 4.0, accuracy=result.test_accuracy,
                               checkpoint=str(run_dir / "checkpoint.pt"), seconds=1.0)  # absolute, as the search writes it
     return db

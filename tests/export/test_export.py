@@ -16,8 +16,15 @@ import pytest
 import torch
 
 from iotnas.arch import Arch
-from iotnas.precision.emulate import emulated
-from iotnas.export import ONNX_TOLERANCE, OPSET, export_model, load_packed, read_packed
+from iotnas.errors import ExportError
+from iotnas.export import (
+    ONNX_TOLERANCE,
+    OPSET,
+    deploy,
+    export_model,
+    load_packed,
+    read_packed,
+)
 from iotnas.formats import parse_format, storage_bytes
 from iotnas.spaces import build
 from iotnas.store import Store
@@ -25,7 +32,8 @@ from iotnas.train import load_checkpoint
 
 from .conftest import MODEL
 
-FORMATS = ["float32", "e4m3", "e3m2fn", "int4"]  # 32, 8, 6 (values straddle bytes) and 4 bits + scales
+#: 32, 8 (two splits), 6 (values straddle bytes), a 4-bit float, half, a 12-bit float, and integers with scales.
+FORMATS = ["float32", "e4m3", "e3m4", "e3m2fn", "e2m1fn", "float16", "e5m6", "int8", "int4"]
 
 
 def _trained_model(store_path: Path) -> torch.nn.Module:
@@ -51,61 +59,79 @@ def exports(trained_store: Path, cifar_small, tmp_path_factory) -> dict[str, Pat
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_packed_size_is_the_promised_bytes(exports, trained_store, fmt):
+def test_packed_size_is_the_deployed_bytes_within_the_promise(exports, trained_store, fmt):
     folder = exports[fmt]
     assert sorted(p.name for p in folder.iterdir()) == [
         "MODEL_CARD.md", "model.h", "model.onnx", "weights.bin", "weights.json"]
     header = json.loads((folder / "weights.json").read_text())
-    with Store.open(str(trained_store), create=False) as store:
-        n_values = store.candidate(MODEL).n_values
     model = _trained_model(trained_store)
-    assert header["n_values"] == n_values == sum(t.numel() for t in model.state_dict().values())
+    deployed = deploy(model, fmt)
+    assert header["n_values"] == deployed.n_values < sum(t.numel() for t in model.state_dict().values())
     bits = parse_format(fmt).bits
-    assert header["codes_bytes"] == math.ceil(n_values * bits / 8)
+    assert header["codes_bytes"] == math.ceil(deployed.n_values * bits / 8)
     # Integer formats add their per-channel scales, exactly as the format counts them.
-    assert (folder / "weights.bin").stat().st_size == storage_bytes(parse_format(fmt), model)
-    assert header["codes_bytes"] + header["scales_bytes"] == storage_bytes(parse_format(fmt), model)
-    assert [t["name"] for t in header["tensors"]] == list(model.state_dict())
+    assert (folder / "weights.bin").stat().st_size == deployed.weight_bytes
+    assert deployed.weight_bytes <= storage_bytes(parse_format(fmt), model) == deployed.promised_bytes
+    assert [t["name"] for t in header["tensors"]] == list(deployed.tensors)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_packed_loader_equals_emulated_model_bit_for_bit(exports, trained_store, cifar_small, fmt):
+def test_packed_loader_equals_the_deployed_model_bit_for_bit(exports, trained_store, cifar_small, fmt):
     model = _trained_model(trained_store)
     x = _images(cifar_small, 32)
-    with emulated(model, weights=fmt), torch.no_grad():
-        expected = model(x)
+    with torch.no_grad():
+        expected = deploy(model, fmt).module(x)
     restored = load_packed(exports[fmt])
     with torch.no_grad():
         got = restored(x)
     assert torch.equal(got, expected)
-    if fmt != "float32":  # the format really changed the weights
-        with torch.no_grad():
-            assert not torch.equal(model(x), expected)
 
 
-@pytest.mark.parametrize("fmt", ["float32", "e4m3", "int4"])
-def test_onnx_matches_pytorch_on_real_images(exports, trained_store, cifar_small, fmt):
+#: Stored initializers of a format ONNX model (codes, scales, 16-bit values); float32 keeps state-dict names.
+STORED = ("_codes", "_scales", "_f16", "_bf16")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_onnx_matches_the_deployed_model_on_real_images_at_the_promised_size(exports, trained_store, cifar_small,
+                                                                             fmt):
     path = exports[fmt] / "model.onnx"
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version == OPSET
     model = _trained_model(trained_store)
-    x = _images(cifar_small, 32)
-    with emulated(model, weights=fmt), torch.no_grad():
-        expected = model(x).numpy()
+    deployed = deploy(model, fmt)
+    x = _images(cifar_small, 64)
+    with torch.no_grad():
+        expected = deployed.module(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     got = np.concatenate([session.run(None, {name: x[i:i + 1].numpy()})[0] for i in range(len(x))])
     np.testing.assert_allclose(got, expected, rtol=0, atol=ONNX_TOLERANCE * max(1.0, float(np.abs(expected).max())))
+    # The weights are in the file as the format stores them: exactly weights.bin's bytes.
+    sizes = {i.name: len(onnx.numpy_helper.to_array(i).tobytes()) if not i.raw_data or i.data_type == 16
+             else len(i.raw_data) for i in proto.graph.initializer}
+    stored = sum(v for k, v in sizes.items() if k in STORED) if fmt != "float32" else \
+        sum(v for k, v in sizes.items() if k in deployed.tensors)
+    assert stored == deployed.weight_bytes == (exports[fmt] / "weights.bin").stat().st_size
+    assert not any(k in deployed.tensors for k in sizes) or fmt == "float32"  # no float32 copy left behind
+    # Overhead: the float32 graph's own (names, shapes), the format's tables, and a little decoding per tensor.
+    float32_overhead = (exports["float32"] / "model.onnx").stat().st_size - 4 * deployed.n_values
+    tables = sum(v for k, v in sizes.items() if k in ("_table", "_step", "_lead"))
+    allowed = float32_overhead + tables + 256 * len(deployed.tensors) + 2048
+    assert path.stat().st_size <= deployed.promised_bytes + allowed
 
 
 def test_model_card_states_the_figures(exports):
     card = (exports["e4m3"] / "MODEL_CARD.md").read_text()
     header = json.loads((exports["e4m3"] / "weights.json").read_text())
     assert f"# Model card: {MODEL} in e4m3" in card
-    assert f"{header['n_values']:,} bytes" in card  # 8 bits per value
+    assert f"{header['n_values']:,} bytes deployed" in card  # 8 bits per value
     assert "opset 17" in card and "Latency" in card and "1.25 ms" in card
     assert "| Classes | 10: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck |" in card
+    assert "zero-padded" in card and "*before* normalising" in card and "RGB order" in card
+    assert "0 = airplane" in card
+    for name in sorted(p.name for p in exports["e4m3"].iterdir()):  # every file with its bytes
+        assert f"| `{name}` | {(exports['e4m3'] / name).stat().st_size:,} |" in card
 
 
 C_PROGRAM = r"""
@@ -153,6 +179,8 @@ def test_cli_export_prints_sizes(cli, trained_store, tmp_path, shared_data):
     assert code == 0, err
     result = json.loads(out)
     assert result["files"]["weights.bin"] == result["weight_bytes"] == math.ceil(result["n_values"] * 8 / 8)
+    assert result["weight_bytes"] < result["promised_bytes"]
+    assert result["files"]["model.onnx"] == result["onnx_bytes"]
     assert result["onnx_check"]["images"] == 32 and result["opset"] == OPSET
 
 
@@ -222,6 +250,49 @@ def test_wrong_check_dataset(cli, trained_store, tmp_path):
     code, _, err = cli("export", str(trained_store), MODEL, "--out", str(tmp_path / "out"), "--data", "digits")
     assert code == 2 and "trained on cifar10, not digits" in err
     _no_leftovers(tmp_path, set())
+    code, _, err = cli("export", str(trained_store), MODEL, "--out", str(tmp_path / "out"), "--check-data", "digits")
+    assert code == 2 and "(10 classes, 1 channels) is not the one" in err
+    _no_leftovers(tmp_path, set())
+
+
+def test_same_name_other_images_need_check_data(trained_store, cifar_small, tmp_path):
+    other = cifar_small.subset(train=100)  # cifar10 by name, but not the images the model was trained on
+    with Store.open(str(trained_store), read_only=True) as store:
+        with pytest.raises(ExportError, match="n_train, mean, std differ.*--check-data"):
+            export_model(store, MODEL, out_dir=tmp_path / "a", dataset=other, check_images=8)
+        assert not (tmp_path / "a").exists()
+        result = export_model(store, MODEL, out_dir=tmp_path / "b", check_dataset=other, check_images=8)
+    assert result.onnx_check.images == 8
+
+
+def test_no_key_exports_the_winner_in_its_format(cli, trained_store, tmp_path):
+    code, out, err = cli("export", str(trained_store), "--out", str(tmp_path / "w"), "--images", "8", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model_key"] == MODEL and result["format_name"] == "float32"  # no precision stage: float32
+    assert result["forced"] == []
+
+
+def test_a_format_model_onnx_cannot_store_is_refused(cli, trained_store, tmp_path):
+    code, _, err = cli("export", str(trained_store), MODEL, "--format", "tf32", "--out", str(tmp_path / "out"))
+    assert code == 2 and "tf32 (19 bits) cannot be stored in model.onnx" in err
+    assert len(err.strip().splitlines()) == 1
+    _no_leftovers(tmp_path, set())
+
+
+@pytest.mark.parametrize("statement, needle", [
+    ("UPDATE iotnas_meta SET value = json_set(value, '$.constraints.max_weight_bytes', 100) WHERE key = 'study'",
+     "over the study's limits (4480 weight bytes > 100)"),
+    ("UPDATE iotnas_trainings SET accuracy = 0.1", "at chance level (10.0% on 10 classes)"),
+], ids=["over-budget", "chance-level"])
+def test_over_budget_or_chance_level_needs_force(cli, trained_store, tmp_path, statement, needle):
+    db = _edited_copy(trained_store, tmp_path, statement)
+    err = _export_fails(cli, db, tmp_path / "x")
+    assert needle in err and "--force" in err
+    code, out, err = cli("export", str(db), MODEL, "--out", str(tmp_path / "x"), "--images", "8", "--force", "--json")
+    assert code == 0, err
+    assert any(needle.split(" (")[0] in why for why in json.loads(out)["forced"])
+    assert "exported with --force" in (tmp_path / "x" / "MODEL_CARD.md").read_text()
 
 
 def _edited_copy(trained_store: Path, tmp_path: Path, statement: str, *params: str) -> Path:
@@ -260,6 +331,7 @@ def test_a_checkpoint_path_pointing_elsewhere_is_one_clear_line(cli, trained_sto
 def test_an_edited_value_in_the_store_is_one_clear_line(cli, trained_store, tmp_path, statement, needle):
     db = _edited_copy(trained_store, tmp_path, statement)
     assert needle in _export_fails(cli, db, tmp_path / "x")
+
 
 def test_export_into_a_store_or_a_file_is_refused(cli, trained_store, tmp_path):
     before = trained_store.read_bytes()
