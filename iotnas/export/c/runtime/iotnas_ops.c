@@ -1,0 +1,150 @@
+/* iotnas C kernels (see iotnas_ops.h). */
+#include "iotnas_ops.h"
+
+static float value_at(iotnas_w_t w, uint32_t i) {
+    float v;
+    iotnas_decode(w.first + i, 1u, w.scale, &v);
+    return v;
+}
+
+/* BatchNorm as y = x * alpha + beta, computed as PyTorch's CPU inference does. */
+static void bn_coeffs(const iotnas_w_t *weight, const iotnas_w_t *bias, const iotnas_w_t *mean,
+                      const iotnas_w_t *var, float eps, uint32_t c, float *alpha, float *beta) {
+    const float invstd = 1.0f / __builtin_sqrtf(value_at(*var, c) + eps);
+    *alpha = invstd * value_at(*weight, c);
+    *beta = value_at(*bias, c) - value_at(*mean, c) * *alpha;
+}
+
+void iotnas_input(const uint8_t *image, uint32_t c, uint32_t h, uint32_t w, const float *mean,
+                  const float *inv_std, float *out) {
+    for (uint32_t ch = 0; ch < c; ++ch)
+        for (uint32_t i = 0; i < h * w; ++i)
+            out[ch * h * w + i] = ((float)image[i * c + ch] - mean[ch]) * inv_std[ch];
+}
+
+void iotnas_conv(const iotnas_conv_t *p, const float *in, float *out, float *scratch) {
+    const uint32_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups;
+    const uint32_t ksize = cin_g * p->kh * p->kw;
+    const uint32_t plane_in = p->hin * p->win, plane_out = p->hout * p->wout;
+    for (uint32_t oc = 0; oc < p->cout; ++oc) {
+        const uint32_t g = oc / cout_g;
+        float *o = out + oc * plane_out;
+        iotnas_decode(p->weight.first + oc * ksize, ksize, p->weight.scale + oc, scratch);
+        for (uint32_t i = 0; i < plane_out; ++i) o[i] = 0.0f;
+        for (uint32_t kx = 0; kx < p->kw; ++kx) {
+            /* output columns whose input column ox * sw + kx - pw lies inside the image */
+            uint32_t ox0 = 0, ox1 = p->wout;
+            while (ox0 < ox1 && ox0 * p->sw + kx < p->pw) ++ox0;
+            while (ox1 > ox0 && (ox1 - 1u) * p->sw + kx >= p->win + p->pw) --ox1;
+            for (uint32_t ky = 0; ky < p->kh; ++ky) {
+                for (uint32_t oy = 0; oy < p->hout; ++oy) {
+                    const uint32_t iy_pad = oy * p->sh + ky;
+                    if (iy_pad < p->ph || iy_pad >= p->hin + p->ph) continue;
+                    const uint32_t iy = iy_pad - p->ph;
+                    float *orow = o + oy * p->wout;
+                    for (uint32_t ic = 0; ic < cin_g; ++ic) {
+                        const float wv = scratch[(ic * p->kh + ky) * p->kw + kx];
+                        const float *xrow = in + (g * cin_g + ic) * plane_in + iy * p->win;
+                        if (p->sw == 1u) {
+                            const float *x = xrow + kx - p->pw; /* in bounds for ox in [ox0, ox1) */
+                            for (uint32_t ox = ox0; ox < ox1; ++ox) orow[ox] += wv * x[ox];
+                        } else {
+                            for (uint32_t ox = ox0; ox < ox1; ++ox) orow[ox] += wv * xrow[ox * p->sw + kx - p->pw];
+                        }
+                    }
+                }
+            }
+        }
+        float alpha = 1.0f, beta = 0.0f;
+        const float bias = p->bias.present ? value_at(p->bias, oc) : 0.0f;
+        if (p->bn_weight.present)
+            bn_coeffs(&p->bn_weight, &p->bn_bias, &p->bn_mean, &p->bn_var, p->eps, oc, &alpha, &beta);
+        for (uint32_t i = 0; i < plane_out; ++i) {
+            float v = p->bn_weight.present ? (o[i] + bias) * alpha + beta : o[i] + bias;
+            o[i] = (p->relu && v < 0.0f) ? 0.0f : v;
+        }
+    }
+}
+
+void iotnas_batchnorm(const iotnas_bn_t *p, const float *in, float *out) {
+    const uint32_t plane = p->h * p->w;
+    for (uint32_t c = 0; c < p->c; ++c) {
+        float alpha, beta;
+        bn_coeffs(&p->bn_weight, &p->bn_bias, &p->bn_mean, &p->bn_var, p->eps, c, &alpha, &beta);
+        for (uint32_t i = 0; i < plane; ++i) {
+            const float v = in[c * plane + i] * alpha + beta;
+            out[c * plane + i] = (p->relu && v < 0.0f) ? 0.0f : v;
+        }
+    }
+}
+
+void iotnas_relu(uint32_t n, const float *in, float *out) {
+    for (uint32_t i = 0; i < n; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];
+}
+
+/* The window of output (oy, ox) clipped to the image: [y0, y1) x [x0, x1); returns PyTorch's
+ * divisor with padding counted (the window clipped to the padded image only). */
+static uint32_t window(const iotnas_pool_t *p, uint32_t oy, uint32_t ox, uint32_t *y0, uint32_t *y1,
+                       uint32_t *x0, uint32_t *x1) {
+    const int32_t ys = (int32_t)(oy * p->sh) - (int32_t)p->ph, xs = (int32_t)(ox * p->sw) - (int32_t)p->pw;
+    int32_t ye = ys + (int32_t)p->kh, xe = xs + (int32_t)p->kw;
+    const int32_t ye_pad = ye < (int32_t)(p->hin + p->ph) ? ye : (int32_t)(p->hin + p->ph);
+    const int32_t xe_pad = xe < (int32_t)(p->win + p->pw) ? xe : (int32_t)(p->win + p->pw);
+    const uint32_t padded = (uint32_t)((ye_pad - ys) * (xe_pad - xs));
+    *y0 = ys < 0 ? 0u : (uint32_t)ys;
+    *x0 = xs < 0 ? 0u : (uint32_t)xs;
+    *y1 = ye > (int32_t)p->hin ? p->hin : (uint32_t)ye;
+    *x1 = xe > (int32_t)p->win ? p->win : (uint32_t)xe;
+    return padded;
+}
+
+void iotnas_maxpool(const iotnas_pool_t *p, const float *in, float *out) {
+    for (uint32_t c = 0; c < p->c; ++c) {
+        const float *x = in + c * p->hin * p->win;
+        for (uint32_t oy = 0; oy < p->hout; ++oy)
+            for (uint32_t ox = 0; ox < p->wout; ++ox) {
+                uint32_t y0, y1, x0, x1;
+                (void)window(p, oy, ox, &y0, &y1, &x0, &x1);
+                float m = x[y0 * p->win + x0];
+                for (uint32_t y = y0; y < y1; ++y)
+                    for (uint32_t xx = x0; xx < x1; ++xx)
+                        if (x[y * p->win + xx] > m) m = x[y * p->win + xx];
+                out[(c * p->hout + oy) * p->wout + ox] = m;
+            }
+    }
+}
+
+void iotnas_avgpool(const iotnas_pool_t *p, const float *in, float *out) {
+    for (uint32_t c = 0; c < p->c; ++c) {
+        const float *x = in + c * p->hin * p->win;
+        for (uint32_t oy = 0; oy < p->hout; ++oy)
+            for (uint32_t ox = 0; ox < p->wout; ++ox) {
+                uint32_t y0, y1, x0, x1;
+                const uint32_t padded = window(p, oy, ox, &y0, &y1, &x0, &x1);
+                float s = 0.0f;
+                for (uint32_t y = y0; y < y1; ++y)
+                    for (uint32_t xx = x0; xx < x1; ++xx) s += x[y * p->win + xx];
+                out[(c * p->hout + oy) * p->wout + ox] = s / (float)(p->count_pad ? padded : (y1 - y0) * (x1 - x0));
+            }
+    }
+}
+
+void iotnas_add(uint32_t n, const float *a, const float *b, uint32_t relu, float *out) {
+    for (uint32_t i = 0; i < n; ++i) {
+        const float v = a[i] + b[i];
+        out[i] = (relu && v < 0.0f) ? 0.0f : v;
+    }
+}
+
+void iotnas_copy(uint32_t n, const float *in, float *out) {
+    memcpy(out, in, n * sizeof *out);
+}
+
+void iotnas_linear(const iotnas_linear_t *p, const float *in, float *out, float *scratch) {
+    for (uint32_t o = 0; o < p->out; ++o) {
+        iotnas_decode(p->weight.first + o * p->in, p->in, p->weight.scale + o, scratch);
+        float s = 0.0f;
+        for (uint32_t i = 0; i < p->in; ++i) s += scratch[i] * in[i];
+        out[o] = p->bias.present ? s + value_at(p->bias, o) : s;
+    }
+}
