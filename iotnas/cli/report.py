@@ -38,6 +38,7 @@ def export_command(
     data: Optional[str] = typer.Option(
         None, "--data", help="Dataset to check the export on (default: the study's dataset)."),
     images: int = typer.Option(256, "--images", help="Test images the ONNX model is checked on."),
+    c: bool = typer.Option(False, "--c", help="Also write a standalone C99 library (c/) for microcontrollers."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained model: ONNX, packed weights in a number format, a C header and a model card."""
@@ -45,7 +46,8 @@ def export_command(
     from iotnas.store import Store
 
     with Store.open(store, read_only=True) as s:
-        result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_images=images)
+        result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_images=images,
+                              c=c)
     if json_out:
         print_json(result.to_dict())
         return
@@ -54,3 +56,9 @@ def export_command(
         console.print(f"  {name:<22} {size:>12,} bytes")
     console.print(f"  ONNX vs PyTorch on {result.onnx_check.images} test images: max |difference| "
                   f"{result.onnx_check.max_abs_diff:.2e}, same class for {result.onnx_check.agreement:.2%}")
+    if result.c_library is not None:
+        lib, budget = result.c_library, result.c_library.budget
+        console.print(f"  C vs PyTorch on {lib.check.images} test images: max |difference| {lib.check.max_abs_diff:.2e}; "
+                      f"arena {lib.arena_bytes:,} bytes")
+        if budget is not None:
+            console.print(f"  {budget.target}: flash {budget.flash_bytes:,} bytes, RAM {budget.ram_bytes:,} bytes")

@@ -18,6 +18,7 @@ from iotnas.errors import ArchError, CheckpointError, ConfigError, ExportError
 from iotnas.export._card import model_card
 from iotnas.export._cheader import c_header
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
+from iotnas.export.c import CLibrary, export_c
 from iotnas.files import check_folder, move_into_place
 from iotnas.formats import parse_format
 from iotnas.latency.runtimes import OPSET, export_onnx
@@ -50,16 +51,18 @@ class ExportResult:
     files: dict[str, int]  # file name -> bytes
     onnx_check: OnnxCheck
     opset: int
+    c_library: CLibrary | None = None  # with --c: the C library's checks and device budget
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
+        d["c_library"] = None if self.c_library is None else self.c_library.to_dict()
         return d
 
 
 def export_model(
     store: Store, model_key: str, *, format_name: str = "float32", out_dir: str | Path,
-    dataset: str | Dataset | None = None, check_images: int = 256,
+    dataset: str | Dataset | None = None, check_images: int = 256, c: bool = False,
 ) -> ExportResult:
     """Export a trained model of ``store`` into the new folder ``out_dir``.
 
@@ -69,6 +72,9 @@ def export_model(
         dataset: images to check the ONNX file on: a name, a path or a loaded dataset
             (default: the study's dataset).
         check_images: how many test images to compare on.
+        c: also write ``c/``, a standalone C99 library (:mod:`iotnas.export.c`), checked with
+            the host's gcc on the same images and measured for a Cortex-M4 when the Arm
+            toolchain is installed.
 
     Raises:
         ExportError: unknown model, no trained model or checkpoint, an output folder that
@@ -114,10 +120,15 @@ def export_model(
         _check_packed(tmp, images, reference, key)
         blob = (tmp / "weights.bin").read_bytes()
         (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        c_library = None if not c else export_c(
+            tmp / "c", model, header, blob, pixels=check_data.test_images[:check_images].numpy(),
+            reference=reference.numpy())
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        files |= {f"c/{name}": size for name, size in (c_library.files if c_library else {}).items()}
         files["MODEL_CARD.md"] = 0
         info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name,
                           class_names=check_data.class_names)
+        info["c_library"] = None if c_library is None else c_library.to_dict()
         (tmp / "MODEL_CARD.md").write_text(model_card(info), encoding="utf-8")
         files["MODEL_CARD.md"] = (tmp / "MODEL_CARD.md").stat().st_size
         os.chmod(tmp, 0o755)
@@ -127,6 +138,7 @@ def export_model(
     return ExportResult(
         model_key=key, format_name=fmt.name, bits=fmt.bits, n_values=header["n_values"],
         weight_bytes=promised_bytes(header), out_dir=out_dir, files=files, onnx_check=check, opset=OPSET,
+        c_library=c_library,
     )
 
 
