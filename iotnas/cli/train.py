@@ -117,10 +117,10 @@ def eval_command(
     if number_format is None:
         accuracy = evaluate(model, dataset, tta=tta, normalization=normalization)
     else:
-        from iotnas.precision.emulate import emulated
+        from iotnas.export import deploy
 
-        with emulated(model, weights=number_format):
-            accuracy = evaluate(model, dataset, tta=tta, normalization=normalization)
+        # the weights a device holds: BatchNorm folded, then rounded
+        accuracy = evaluate(deploy(model, number_format).module, dataset, tta=tta, normalization=normalization)
     payload = {"arch": arch.key, "dataset": dataset.name, "test_images": len(dataset.test_labels),
                "test_accuracy": accuracy, "epochs_trained": ckpt.epochs_done, "tta": tta,
                "format": number_format or "float32"}  # fmt: skip

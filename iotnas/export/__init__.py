@@ -13,10 +13,34 @@ place at the end, so a failed export leaves nothing behind:
 * ``MODEL_CARD.md``: architecture, figures, training, format, device, date.
 """
 
-from iotnas.export._model import ONNX_TOLERANCE, OPSET, ExportResult, OnnxCheck, export_model
+from iotnas.export._deploy import (
+    ChannelAffine,
+    DeployedModel,
+    DeployedTensor,
+    deploy,
+    fold_batchnorm,
+)
+from iotnas.export._model import (
+    ONNX_TOLERANCE,
+    OPSET,
+    ExportResult,
+    OnnxCheck,
+    export_model,
+)
 from iotnas.export._packed import load_packed, promised_bytes, read_packed
 
 __all__ = [
-    "ONNX_TOLERANCE", "OPSET", "ExportResult", "OnnxCheck", "export_model", "load_packed", "promised_bytes",
+    "ONNX_TOLERANCE",
+    "OPSET",
+    "ChannelAffine",
+    "DeployedModel",
+    "DeployedTensor",
+    "ExportResult",
+    "OnnxCheck",
+    "deploy",
+    "export_model",
+    "fold_batchnorm",
+    "load_packed",
+    "promised_bytes",
     "read_packed",
 ]

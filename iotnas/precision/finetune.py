@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from iotnas.data import Dataset
-from iotnas.precision.emulate import emulated, ste_round
 from iotnas.formats import NumberFormat
+from iotnas.precision.emulate import ste_round
 
 FINETUNED_FILE = "finetuned.pt"
 
@@ -43,6 +43,7 @@ def finetune_in_format(
     Returns:
         (test accuracy with the weights in ``fmt``, path of the fine-tuned checkpoint).
     """
+    from iotnas.export import deploy
     from iotnas.train import evaluate, load_checkpoint, train
     from iotnas.train._checkpoint import save
 
@@ -54,8 +55,7 @@ def finetune_in_format(
                    meta=meta)
     for module, name in targets:
         parametrize.remove_parametrizations(module, name, leave_parametrized=False)
-    with emulated(model, weights=fmt):
-        accuracy = evaluate(model, dataset)
+    accuracy = evaluate(deploy(model, fmt).module, dataset)  # as deployed: BatchNorm folded, then rounded
     # A plain checkpoint (no parametrization keys), loadable like any trained model's.
     ckpt = load_checkpoint(result.checkpoint)
     final = workdir / FINETUNED_FILE

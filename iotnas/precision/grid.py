@@ -63,7 +63,9 @@ def evaluate_model_formats(
         progress: ``progress(format_name, accuracy, evaluations_so_far)`` after each evaluation, since a
             model's bisection takes minutes.
     """
-    from iotnas.precision.emulate import emulated
+    from iotnas.export import deploy
+
+    # Accuracy of the weights a device holds: BatchNorm folded, then rounded (iotnas.export.deploy).
 
     results = dict(known or {})
     loaded: list[torch.nn.Module] = []
@@ -72,8 +74,7 @@ def evaluate_model_formats(
         if fmt.name not in results:
             if not loaded:
                 loaded.append(load_model())
-            with emulated(loaded[0], weights=fmt):
-                results[fmt.name] = evaluate(loaded[0])
+            results[fmt.name] = evaluate(deploy(loaded[0], fmt).module)
             evaluations.append(fmt.name)
             if progress is not None:
                 progress(fmt.name, results[fmt.name], len(evaluations))
