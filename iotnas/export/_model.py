@@ -17,6 +17,7 @@ from iotnas.data import Dataset, load_dataset
 from iotnas.errors import ArchError, CheckpointError, ConfigError, ExportError
 from iotnas.export._card import model_card
 from iotnas.export._cheader import c_header
+from iotnas.export._deploy import deploy
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
 from iotnas.export.c import CLibrary, export_c
 from iotnas.files import check_folder, move_into_place
@@ -121,8 +122,7 @@ def export_model(
         blob = (tmp / "weights.bin").read_bytes()
         (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
         c_library = None if not c else export_c(
-            tmp / "c", model, header, blob, pixels=check_data.test_images[:check_images].numpy(),
-            reference=reference.numpy())
+            tmp / "c", deploy(model, fmt), header_meta, pixels=check_data.test_images[:check_images], images=images)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         files |= {f"c/{name}": size for name, size in (c_library.files if c_library else {}).items()}
         files["MODEL_CARD.md"] = 0

@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from iotnas.arch import Arch
-from iotnas.export._packed import write_packed
+from iotnas.export import deploy
 from iotnas.export.c import write_c_library
-from iotnas.formats import parse_format
+from iotnas.export.c._emit import deployed_stream
 from iotnas.latency.runtimes import export_onnx
-from iotnas.precision.emulate import emulated
 from iotnas.spaces import build
 
 #: One small model of each family (at most 32 KiB of weights in 8 bits), found with `iotnas.cost`.
@@ -66,18 +65,17 @@ def header_meta(key: str, dataset) -> dict:
 
 
 def generate(model: torch.nn.Module, key: str, fmt: str, dataset, folder: Path) -> tuple[Path, dict]:
-    """Pack ``model``'s weights in ``fmt`` and write its C library to ``folder/c``; returns (c folder, header)."""
+    """Write the C library of ``model`` deployed in ``fmt`` to ``folder/c``; returns (c folder, weight header)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with emulated(model, weights=fmt):
-        header = write_packed(folder, model.state_dict(), parse_format(fmt), meta=header_meta(key, dataset))
-    write_c_library(folder / "c", model, header, (folder / "weights.bin").read_bytes())
-    return folder / "c", header
+    deployed = deploy(model, fmt)
+    write_c_library(folder / "c", deployed, header_meta(key, dataset))
+    return folder / "c", deployed_stream(deployed, header_meta(key, dataset))[0]
 
 
 def ort_logits(model: torch.nn.Module, fmt: str, dataset, pixels: torch.Tensor) -> np.ndarray:
-    """ONNX Runtime's logits (one thread, batch 1) for the model with its weights stored in ``fmt``."""
-    with emulated(model, weights=fmt):
-        onnx_bytes = export_onnx(model, input_shape=(1, dataset.in_channels, 32, 32))
+    """ONNX Runtime's logits (one thread, batch 1) for the model deployed in ``fmt`` (BatchNorm
+    folded, then rounded: the network the C library runs)."""
+    onnx_bytes = export_onnx(deploy(model, fmt).module, input_shape=(1, dataset.in_channels, 32, 32))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])

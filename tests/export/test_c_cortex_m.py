@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from iotnas.export import deploy
 from iotnas.export.c import (
     C_TOLERANCE,
     TARGETS,
@@ -67,7 +68,7 @@ def test_device_budget_read_from_the_elf(fmt, model, cifar_small, tmp_path):
     # The packed weights sit in rodata as they are; code and layer tables stay within 16 KiB.
     assert budget.rodata_bytes >= promised
     assert promised < budget.flash_bytes <= promised + 16 * KIB
-    graph = trace(model, in_channels=3, height=32, width=32)
+    graph = trace(deploy(model, fmt).module, in_channels=3, height=32, width=32)
     arena = plan_arena(graph).arena_bytes
     scratch = scratch_values(graph) * FLOAT_BYTES
     assert budget.bss_bytes >= arena + scratch

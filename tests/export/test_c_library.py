@@ -3,6 +3,9 @@ CIFAR-10 test images for a model of every family and for the formats of an MCU d
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from torch import nn
 from iotnas.arch import Arch
 from iotnas.cost import cost
 from iotnas.errors import ExportError
+from iotnas.export import deploy
 from iotnas.export.c import (
     C_TOLERANCE,
     build_host,
@@ -20,6 +24,7 @@ from iotnas.export.c import (
     write_c_library,
 )
 from iotnas.export.c._build import worst_stack
+from iotnas.formats import pack
 
 from .c_support import (
     FAMILY_MODELS,
@@ -27,6 +32,7 @@ from .c_support import (
     generate,
     header_meta,
     hwc,
+    normalised,
     ort_logits,
     require,
 )
@@ -69,15 +75,23 @@ def test_every_format_matches_onnx_runtime(fmt, cifar_small, tmp_path):
     _assert_close(got, ort_logits(model, fmt, cifar_small, pixels))
 
 
-def test_weights_in_flash_are_the_packed_bytes(cifar_small, tmp_path):
+@pytest.mark.parametrize("fmt", ["e3m2fn", "int4"])
+def test_flash_holds_the_deployed_codes_packed(fmt, cifar_small, tmp_path):
+    """The weight array is the deployed network's codes in one bit stream: ceil(n * bits / 8)
+    bytes, never more than the search promised; no malloc and no libm anywhere."""
     key = FAMILY_MODELS["probenet"]
-    c_dir, header = generate(calibrated_model(key, cifar_small), key, "e3m2fn", cifar_small, tmp_path / "export")
+    model = calibrated_model(key, cifar_small)
+    deployed = deploy(model, fmt)
+    c_dir, header = generate(model, key, fmt, cifar_small, tmp_path / "export")
     text = (c_dir / "iotnas_model.c").read_text()
-    blob = (tmp_path / "export" / "weights.bin").read_bytes()
-    assert f"static const uint8_t iotnas_weights[{header['codes_bytes']}]" in text
-    first = ", ".join(f"0x{b:02x}" for b in blob[:16])
-    assert first in text
-    assert "malloc" not in text and "#include <math.h>" not in (c_dir / "iotnas_ops.c").read_text()
+    array = re.search(r"iotnas_weights\[(\d+)\] = \{([^}]*)\}", text)
+    stored = bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", array.group(2)))
+    codes = torch.cat([t.encoded.codes.reshape(-1) for t in deployed.tensors.values()])
+    assert stored == pack(codes, deployed.format.bits)
+    assert int(array.group(1)) == len(stored) == math.ceil(deployed.n_values * deployed.format.bits / 8)
+    assert header["codes_bytes"] + header["scales_bytes"] == deployed.weight_bytes <= deployed.promised_bytes
+    sources = "".join(p.read_text() for p in c_dir.iterdir())
+    assert "malloc(" not in sources and "<math.h>" not in sources
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
@@ -87,20 +101,16 @@ def test_arena_is_planned_below_eager_peak(family):
     key = FAMILY_MODELS[family]
     from iotnas.spaces import build
 
-    plan = plan_arena(trace(build(Arch.parse(key)), in_channels=3, height=32, width=32))
+    deployed = deploy(build(Arch.parse(key)), "float32")
+    plan = plan_arena(trace(deployed.module, in_channels=3, height=32, width=32))
     assert plan.live_peak_values <= plan.arena_values <= cost(key).peak_activation_values
     assert plan.arena_values < 1.2 * plan.live_peak_values
 
 
 def test_unsupported_operator_is_named_and_nothing_is_written(cifar_small, tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10)).eval()
-    state = model.state_dict()
-    from iotnas.export._packed import write_packed
-    from iotnas.formats import parse_format
-
-    header = write_packed(tmp_path, state, parse_format("float32"), meta=header_meta("probenet/s2/39", cifar_small))
     with pytest.raises(ExportError, match="GELU"):
-        write_c_library(tmp_path / "c", model, header, (tmp_path / "weights.bin").read_bytes())
+        write_c_library(tmp_path / "c", deploy(model, "int8"), header_meta("probenet/s2/39", cifar_small))
     assert not (tmp_path / "c").exists()
 
 
@@ -122,18 +132,14 @@ def test_worst_stack_follows_the_deepest_path(tmp_path):
         worst_stack([tmp_path / "a.ci", tmp_path / "b.ci"], root="run")
 
 
-def test_c_equals_emulated_pytorch_closely(cifar_small, tmp_path):
-    """Against the emulated model itself (unfolded BatchNorm, as the C code computes it)."""
+def test_c_equals_the_deployed_pytorch_network_closely(cifar_small, tmp_path):
+    """Against the deployed network itself (what ONNX Runtime runs too)."""
     require("gcc")
-    key = FAMILY_MODELS["pnasnet"]  # grouped 7x7 convolutions, padded max pooling
+    key = FAMILY_MODELS["densenet"]  # pre-activation BatchNorm: a per-channel scale and shift
     model = calibrated_model(key, cifar_small)
     pixels = cifar_small.test_images[:32]
     c_dir, _ = generate(model, key, "int8", cifar_small, tmp_path / "export")
-    from iotnas.precision.emulate import emulated
-
-    from .c_support import normalised
-
-    with emulated(model, weights="int8"), torch.no_grad():
-        want = model(normalised(pixels, cifar_small)).numpy()
+    with torch.no_grad():
+        want = deploy(model, "int8").module(normalised(pixels, cifar_small)).numpy()
     got = _host_logits(c_dir, tmp_path, pixels, cifar_small.num_classes)
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))

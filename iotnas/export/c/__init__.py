@@ -1,10 +1,9 @@
 """A standalone C99 library for an exported model, for microcontrollers.
 
-``iotnas export … --c`` writes ``c/``: ``iotnas_model.c``/``.h`` (the packed weights exactly
-as in ``weights.bin``, their decoder, the static arena, the call sequence) and the fixed
-kernels ``iotnas_ops.c``/``.h``. One entry point, ``iotnas_run(image, logits)``, takes raw
-pixels. No ``malloc``; the one libm function is ``sqrtf`` (BatchNorm), a single instruction on
-an FPU core when compiled with ``-fno-math-errno``. See ``docs/c-inference.md``.
+``iotnas export … --c`` writes ``c/``: ``iotnas_model.c``/``.h`` (the deployed network's
+weights packed in the format, their decoder, the static arena, the call sequence) and the
+fixed kernels ``iotnas_ops.c``/``.h``. One entry point, ``iotnas_run(image, logits)``, takes
+raw pixels. No ``malloc``, no libm. See ``docs/c-inference.md``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
+import torch
 
 from iotnas.errors import ExportError
+from iotnas.export._deploy import DeployedModel
 from iotnas.export.c._build import (
     C_FLAGS,
     TARGETS,
@@ -31,13 +31,13 @@ from iotnas.export.c._build import (
     run_qemu,
     tool,
 )
-from iotnas.export.c._emit import c_library, scratch_values
+from iotnas.export.c._emit import c_library, deployed_stream, scratch_values
 from iotnas.export.c._graph import Graph, Op, trace
 from iotnas.export.c._plan import FLOAT_BYTES, ArenaPlan, plan_arena
 
 #: The C logits must match the reference within this fraction of max(1, largest |logit|): the
-#: C code sums in another order than PyTorch/ONNX Runtime and applies BatchNorm after the
-#: convolution instead of folded into it, which changes float32 results in the last bits only.
+#: C code sums in another order than PyTorch and ONNX Runtime, which changes float32 results
+#: in the last bits only.
 C_TOLERANCE = 1e-4
 #: The core whose flash and RAM the export reports.
 BUDGET_TARGET = "cortex-m4"
@@ -69,17 +69,20 @@ class CLibrary:
         return d
 
 
-def write_c_library(folder: str | Path, model: nn.Module, header: dict[str, Any], blob: bytes) -> tuple[Graph, ArenaPlan]:
-    """Write the C library of ``model`` (its structure; the weights come from the packed
-    ``blob`` and ``header`` of :func:`iotnas.export._packed.write_packed`) into the new ``folder``.
+def write_c_library(folder: str | Path, deployed: DeployedModel, meta: dict[str, Any]) -> tuple[Graph, ArenaPlan]:
+    """Write the C library of the deployed network into the new ``folder``.
+
+    ``meta``: ``model_key``, ``num_classes``, ``in_channels`` and ``input`` (``height``,
+    ``width``, per-channel ``mean`` and ``std`` on the 0-255 pixel scale), as in ``weights.json``.
 
     Raises:
         ExportError: an operator or a format the generator cannot emit (named), or an
-            unwritable folder.
+            unwritable folder; nothing is written then.
     """
-    inp = header["input"]
-    graph = trace(model, in_channels=header["in_channels"], height=inp["height"], width=inp["width"])
+    inp = meta["input"]
+    graph = trace(deployed.module, in_channels=meta["in_channels"], height=inp["height"], width=inp["width"])
     plan = plan_arena(graph)
+    header, blob = deployed_stream(deployed, meta)
     files = c_library(graph, plan, header, blob)
     folder = Path(folder)
     try:
@@ -110,16 +113,19 @@ def check_c_library(folder: str | Path, images: np.ndarray, reference: np.ndarra
                   tolerance=C_TOLERANCE)
 
 
-def export_c(folder: Path, model: nn.Module, header: dict[str, Any], blob: bytes, *, pixels: np.ndarray,
-             reference: np.ndarray) -> CLibrary:
+def export_c(folder: Path, deployed: DeployedModel, meta: dict[str, Any], *, pixels: torch.Tensor,
+             images: torch.Tensor) -> CLibrary:
     """Write, check on the host and measure for a Cortex-M4 the C library of an export.
 
-    ``pixels``: the check images as stored (n × C × H × W uint8); ``reference``: the emulated
-    model's logits on them. The device budget is left out (``None``) when the Arm toolchain is
-    not installed; the host check is not optional.
+    ``pixels``: the check images as stored (n × C × H × W uint8); ``images``: the same,
+    normalised as in training, on which the deployed network gives the reference logits. The
+    device budget is left out (``None``) when the Arm toolchain is not installed; the host
+    check is not optional.
     """
-    graph, plan = write_c_library(folder, model, header, blob)
-    check = check_c_library(folder, np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)), reference)
+    graph, plan = write_c_library(folder, deployed, meta)
+    with torch.no_grad():
+        reference = deployed.module(images).numpy()
+    check = check_c_library(folder, np.ascontiguousarray(pixels.numpy().transpose(0, 2, 3, 1)), reference)
     budget = None
     if shutil.which("arm-none-eabi-gcc") and shutil.which("arm-none-eabi-size"):
         budget = device_budget(folder, TARGETS[BUDGET_TARGET])

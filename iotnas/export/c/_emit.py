@@ -1,8 +1,8 @@
 """The text of the generated C library: the model file (weights, decoder, arena, the call
 sequence) and its header, beside the fixed kernels in ``runtime/``.
 
-Weights stay in flash as the packed stream of the export (the bytes of ``weights.bin``, so
-flash holds exactly the promised weight bytes); each layer decodes one output channel's
+Weights stay in flash as the packed stream of the deployed network (:func:`deployed_stream`:
+its codes, ``ceil(n_values * bits / 8)`` bytes, then the scales of integer formats); each layer decodes one output channel's
 row at a time into a small scratch buffer before using it, so decoding costs once per row
 and not once per multiply. Codes of ≤ 8-bit float formats are decoded by a table of their
 2^bits values; wider float formats and the scales of integer formats by integer operations.
@@ -18,6 +18,8 @@ from typing import Any
 from iotnas import __version__
 from iotnas.errors import ExportError
 from iotnas.export._cheader import _array
+from iotnas.export._deploy import DeployedModel
+from iotnas.export._packed import encode_state
 from iotnas.export.c._graph import Graph, Op
 from iotnas.export.c._plan import ArenaPlan
 from iotnas.formats import Encoded, FloatFormat, IntFormat, NumberFormat, parse_format
@@ -117,18 +119,17 @@ class _Weights:
 def _struct(op: Op, graph: Graph, w: _Weights) -> tuple[str, str]:
     """(C type, initialiser) of an operator's parameters."""
     p, src = op.params, graph.shapes[op.inputs[0]] if op.inputs else ()
-    bn = ", ".join(w.ref(op.weights.get(k)) for k in ("bn_weight", "bn_bias", "bn_mean", "bn_var"))
-    eps = _float_literal(float(_f32(p.get("eps", 0.0))))
     if op.kind == "conv":
         c, h, wd = src
         co, ho, wo = op.shape
         return "iotnas_conv_t", (
             f"{c}u, {h}u, {wd}u, {co}u, {ho}u, {wo}u, {p['kh']}u, {p['kw']}u, {p['sh']}u, {p['sw']}u, {p['ph']}u, "
             f"{p['pw']}u, {p['groups']}u, {w.ref(op.weights['weight'])}, {w.ref(op.weights.get('bias'))}, "
-            f"{bn}, {eps}, {int(op.relu)}u")
-    if op.kind == "batchnorm":
+            f"{int(op.relu)}u")
+    if op.kind == "affine":
         c, h, wd = src
-        return "iotnas_bn_t", f"{c}u, {h}u, {wd}u, {bn}, {eps}, {int(op.relu)}u"
+        return "iotnas_affine_t", (f"{c}u, {h}u, {wd}u, {w.ref(op.weights['scale'])}, {w.ref(op.weights['shift'])}, "
+                                   f"{int(op.relu)}u")
     if op.kind in ("maxpool", "avgpool"):
         c, h, wd = src
         _, ho, wo = op.shape
@@ -144,6 +145,17 @@ def _f32(v: float) -> float:
     import numpy as np
 
     return float(np.float32(v))
+
+
+def deployed_stream(deployed: DeployedModel, meta: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """(header, packed bytes) of the deployed network's weights, laid out as ``weights.bin`` is:
+    ``meta`` adds the model key, the input geometry and normalisation, the class count."""
+    fmt = deployed.format
+    state = dict(deployed.module.state_dict())
+    codes, scales, table = encode_state(state, fmt)  # the values are the format's already: encoding is exact
+    header = {"format": fmt.name, "bits": fmt.bits, "n_values": sum(e["count"] for e in table),
+              "codes_bytes": len(codes), "scales_bytes": len(scales), "tensors": table, **meta}
+    return header, codes + scales
 
 
 def scratch_values(graph: Graph) -> int:
@@ -189,7 +201,7 @@ def c_library(graph: Graph, plan: ArenaPlan, header: dict[str, Any], blob: bytes
         else:
             ctype, init = _struct(op, graph, weights)
             decls.append(f"static const {ctype} {ident} = {{{init}}};")
-            fn = {"conv": "iotnas_conv", "batchnorm": "iotnas_batchnorm", "maxpool": "iotnas_maxpool",
+            fn = {"conv": "iotnas_conv", "affine": "iotnas_affine", "maxpool": "iotnas_maxpool",
                   "avgpool": "iotnas_avgpool", "linear": "iotnas_linear"}[op.kind]
             scratch = ", iotnas_scratch" if op.kind in ("conv", "linear") else ""
             calls.append(f"{fn}(&{ident}, {at(op.inputs[0])}, {at(op.output)}{scratch});")
@@ -198,7 +210,7 @@ def c_library(graph: Graph, plan: ArenaPlan, header: dict[str, Any], blob: bytes
 #include "iotnas_model.h"
 #include "iotnas_ops.h"
 
-/* The packed weights: exactly the bytes of weights.bin ({header['codes_bytes']:,} + {header['scales_bytes']:,} of scales). */
+/* The packed weights of the deployed network: {header['codes_bytes']:,} bytes of codes + {header['scales_bytes']:,} of scales. */
 {_array("iotnas_weights", codes)}{_array("iotnas_scales", scales) if scales else ""}
 {_code_reader(fmt.bits)}
 {_decoder(fmt)}

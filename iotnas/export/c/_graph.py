@@ -1,14 +1,15 @@
-"""The network as a list of C operators, read from a ``torch.fx`` trace of the model.
+"""The network as a list of C operators, read from the ``torch.fx`` graph of the deployed model.
 
-Why ``torch.fx`` and not the exported ONNX graph: the trace names every weight by its
-state-dict key, which is exactly how the packed stream (:mod:`iotnas.export._packed`) is
-laid out, so each operator points at its codes in flash with no matching of folded or
-renamed ONNX initialisers; and the trace sees BatchNorm as its own module, so its stored
-parameters (part of the promised bytes) are the ones the C code reads.
+Why ``torch.fx`` and not the exported ONNX graph: the deployed network
+(:func:`iotnas.export.deploy`) is already an ``fx.GraphModule`` whose graph names every
+weight by its state-dict key, which is exactly how the packed stream is laid out, so each
+operator points at its codes in flash with nothing to match; the ONNX graph renames its
+initialisers and wraps each in the format's decoding operators.
 
-Convolutions absorb a BatchNorm and a ReLU that follow them when nothing else reads the
-intermediate results, and additions absorb a following ReLU: the C kernels apply them in
-their epilogue, which saves a pass over memory and an arena buffer.
+BatchNorm is folded before the C code sees the network: into the convolution before it,
+or into a per-channel scale and shift (:class:`~iotnas.export.ChannelAffine`). A ReLU that
+follows a convolution, a scale-and-shift or an addition whose result nothing else reads is
+applied in that kernel's epilogue, which saves a pass over memory and an arena buffer.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from iotnas.errors import ExportError
+from iotnas.export._deploy import ChannelAffine
 
 #: The operators the generator emits; anything else is refused by name.
-KINDS = ("input", "conv", "batchnorm", "relu", "maxpool", "avgpool", "add", "concat", "linear")
+KINDS = ("input", "conv", "affine", "relu", "maxpool", "avgpool", "add", "concat", "linear")
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
     """One C operator: reads tensors ``inputs`` (ids), writes tensor ``output``.
 
-    ``weights`` maps a role (``weight``, ``bias``, ``bn_weight``, ``bn_bias``, ``bn_mean``,
-    ``bn_var``) to a state-dict key; ``params`` holds the integer settings (stride, padding…).
+    ``weights`` maps a role (``weight``, ``bias``, ``scale``, ``shift``) to a state-dict key; ``params`` holds the integer settings (stride, padding…).
     """
 
     kind: str
@@ -80,7 +81,8 @@ def _pool_params(kernel: Any, stride: Any, padding: Any, *, ceil_mode: bool = Fa
 
 
 def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Graph:
-    """The C operators of ``model`` (eval mode) for one ``in_channels × height × width`` image.
+    """The C operators of ``model`` (the deployed ``fx.GraphModule``, or any eval-mode module
+    without BatchNorm) for one ``in_channels × height × width`` image.
 
     Raises:
         ExportError: the model uses an operator (or a setting of one) the generator cannot emit;
@@ -88,7 +90,7 @@ def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Gra
     """
     model = model.eval()
     try:
-        gm = fx.symbolic_trace(model)
+        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types on untraceable Python
         raise ExportError(f"the model cannot be traced for C generation: {exc}") from exc
     ShapeProp(gm).propagate(torch.zeros(1, in_channels, height, width))
@@ -129,13 +131,8 @@ def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Gra
                 new(node, "conv", (src[0],), weights=w, params={
                     "kh": m.kernel_size[0], "kw": m.kernel_size[1], "sh": m.stride[0], "sw": m.stride[1],
                     "ph": m.padding[0], "pw": m.padding[1], "groups": m.groups})
-            elif isinstance(m, nn.BatchNorm2d):
-                if not m.track_running_stats or not m.affine:
-                    raise ExportError(f"{where}: BatchNorm without running statistics or affine parameters "
-                                      "cannot be emitted as C")
-                new(node, "batchnorm", (src[0],), params={"eps": float(m.eps)}, weights={
-                    "bn_weight": prefix + "weight", "bn_bias": prefix + "bias",
-                    "bn_mean": prefix + "running_mean", "bn_var": prefix + "running_var"})
+            elif isinstance(m, ChannelAffine):
+                new(node, "affine", (src[0],), weights={"scale": prefix + "scale", "shift": prefix + "shift"})
             elif isinstance(m, nn.ReLU):
                 new(node, "relu", (src[0],))
             elif isinstance(m, nn.MaxPool2d):
@@ -186,8 +183,8 @@ def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Gra
 
 
 def _fuse(ops: list[Op]) -> list[Op]:
-    """Fold BatchNorm and ReLU into the convolution (and ReLU into the addition) they follow
-    when nothing else reads the intermediate tensor."""
+    """Apply a ReLU in the epilogue of the operator before it when nothing else reads that
+    operator's output."""
     readers: dict[int, int] = {}
     for op in ops:
         for t in op.inputs:
@@ -196,9 +193,7 @@ def _fuse(ops: list[Op]) -> list[Op]:
     for op in ops:
         prev = out[-1] if out else None
         sole = prev is not None and op.inputs == (prev.output,) and readers.get(prev.output) == 1
-        if sole and op.kind == "batchnorm" and prev.kind == "conv" and not prev.relu:
-            out[-1] = _replace(prev, op, weights=prev.weights | op.weights, params=prev.params | op.params)
-        elif sole and op.kind == "relu" and prev.kind in ("conv", "batchnorm", "add") and not prev.relu:
+        if sole and op.kind == "relu" and prev.kind in ("conv", "affine", "add") and not prev.relu:
             out[-1] = _replace(prev, op, relu=True)
         else:
             out.append(op)

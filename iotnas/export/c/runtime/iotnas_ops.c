@@ -7,14 +7,6 @@ static float value_at(iotnas_w_t w, uint32_t i) {
     return v;
 }
 
-/* BatchNorm as y = x * alpha + beta, computed as PyTorch's CPU inference does. */
-static void bn_coeffs(const iotnas_w_t *weight, const iotnas_w_t *bias, const iotnas_w_t *mean,
-                      const iotnas_w_t *var, float eps, uint32_t c, float *alpha, float *beta) {
-    const float invstd = 1.0f / __builtin_sqrtf(value_at(*var, c) + eps);
-    *alpha = invstd * value_at(*weight, c);
-    *beta = value_at(*bias, c) - value_at(*mean, c) * *alpha;
-}
-
 void iotnas_input(const uint8_t *image, uint32_t c, uint32_t h, uint32_t w, const float *mean,
                   const float *inv_std, float *out) {
     for (uint32_t ch = 0; ch < c; ++ch)
@@ -55,24 +47,20 @@ void iotnas_conv(const iotnas_conv_t *p, const float *in, float *out, float *scr
                 }
             }
         }
-        float alpha = 1.0f, beta = 0.0f;
         const float bias = p->bias.present ? value_at(p->bias, oc) : 0.0f;
-        if (p->bn_weight.present)
-            bn_coeffs(&p->bn_weight, &p->bn_bias, &p->bn_mean, &p->bn_var, p->eps, oc, &alpha, &beta);
         for (uint32_t i = 0; i < plane_out; ++i) {
-            float v = p->bn_weight.present ? (o[i] + bias) * alpha + beta : o[i] + bias;
+            const float v = o[i] + bias;
             o[i] = (p->relu && v < 0.0f) ? 0.0f : v;
         }
     }
 }
 
-void iotnas_batchnorm(const iotnas_bn_t *p, const float *in, float *out) {
+void iotnas_affine(const iotnas_affine_t *p, const float *in, float *out) {
     const uint32_t plane = p->h * p->w;
     for (uint32_t c = 0; c < p->c; ++c) {
-        float alpha, beta;
-        bn_coeffs(&p->bn_weight, &p->bn_bias, &p->bn_mean, &p->bn_var, p->eps, c, &alpha, &beta);
+        const float scale = value_at(p->scale, c), shift = value_at(p->shift, c);
         for (uint32_t i = 0; i < plane; ++i) {
-            const float v = in[c * plane + i] * alpha + beta;
+            const float v = in[c * plane + i] * scale + shift;
             out[c * plane + i] = (p->relu && v < 0.0f) ? 0.0f : v;
         }
     }

@@ -1,7 +1,7 @@
 /* iotnas C kernels: float32 activations in channel-major (C, H, W) order, weights decoded
  * row by row from the packed stream by iotnas_decode (defined by the generated model file).
- * C99, no malloc, no libm: BatchNorm's square root uses __builtin_sqrtf (one instruction on
- * a Cortex-M4F/M7 with -fno-math-errno). */
+ * C99, no malloc, no libm. BatchNorm is folded before generation (into the convolution
+ * before it, or into a per-channel scale and shift). */
 #ifndef IOTNAS_OPS_H
 #define IOTNAS_OPS_H
 
@@ -49,17 +49,15 @@ typedef struct {
     uint32_t cin, hin, win, cout, hout, wout;
     uint32_t kh, kw, sh, sw, ph, pw, groups;
     iotnas_w_t weight, bias;
-    iotnas_w_t bn_weight, bn_bias, bn_mean, bn_var; /* present: BatchNorm applied after the convolution */
-    float eps;
     uint32_t relu;
 } iotnas_conv_t;
 
+/* y = x * scale + shift per channel: a BatchNorm with no convolution before it to fold into. */
 typedef struct {
     uint32_t c, h, w;
-    iotnas_w_t bn_weight, bn_bias, bn_mean, bn_var;
-    float eps;
+    iotnas_w_t scale, shift;
     uint32_t relu;
-} iotnas_bn_t;
+} iotnas_affine_t;
 
 typedef struct {
     uint32_t c, hin, win, hout, wout, kh, kw, sh, sw, ph, pw, count_pad;
@@ -74,7 +72,7 @@ typedef struct {
 void iotnas_input(const uint8_t *image, uint32_t c, uint32_t h, uint32_t w, const float *mean,
                   const float *inv_std, float *out);
 void iotnas_conv(const iotnas_conv_t *p, const float *in, float *out, float *scratch);
-void iotnas_batchnorm(const iotnas_bn_t *p, const float *in, float *out);
+void iotnas_affine(const iotnas_affine_t *p, const float *in, float *out);
 void iotnas_relu(uint32_t n, const float *in, float *out);
 void iotnas_maxpool(const iotnas_pool_t *p, const float *in, float *out);
 void iotnas_avgpool(const iotnas_pool_t *p, const float *in, float *out);
