@@ -70,50 +70,56 @@ void iotnas_relu(uint32_t n, const float *in, float *out) {
     for (uint32_t i = 0; i < n; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];
 }
 
-/* The window of output (oy, ox) clipped to the image: [y0, y1) x [x0, x1); returns PyTorch's
- * divisor with padding counted (the window clipped to the padded image only). */
-static uint32_t window(const iotnas_pool_t *p, uint32_t oy, uint32_t ox, uint32_t *y0, uint32_t *y1,
-                       uint32_t *x0, uint32_t *x1) {
-    const int32_t ys = (int32_t)(oy * p->sh) - (int32_t)p->ph, xs = (int32_t)(ox * p->sw) - (int32_t)p->pw;
-    int32_t ye = ys + (int32_t)p->kh, xe = xs + (int32_t)p->kw;
-    const int32_t ye_pad = ye < (int32_t)(p->hin + p->ph) ? ye : (int32_t)(p->hin + p->ph);
-    const int32_t xe_pad = xe < (int32_t)(p->win + p->pw) ? xe : (int32_t)(p->win + p->pw);
-    const uint32_t padded = (uint32_t)((ye_pad - ys) * (xe_pad - xs));
-    *y0 = ys < 0 ? 0u : (uint32_t)ys;
-    *x0 = xs < 0 ? 0u : (uint32_t)xs;
-    *y1 = ye > (int32_t)p->hin ? p->hin : (uint32_t)ye;
-    *x1 = xe > (int32_t)p->win ? p->win : (uint32_t)xe;
-    return padded;
+/* The input rows (or columns) [lo, hi) under output index o of a pooling window: start
+ * o * stride - pad, clipped to the image; returns PyTorch's count for the divisor with
+ * padding counted (the window clipped to the padded image only). */
+static uint32_t span(uint32_t o, uint32_t stride, uint32_t pad, uint32_t k, uint32_t n, uint32_t *lo, uint32_t *hi) {
+    const int32_t start = (int32_t)(o * stride) - (int32_t)pad, end = start + (int32_t)k;
+    const int32_t end_pad = end < (int32_t)(n + pad) ? end : (int32_t)(n + pad);
+    *lo = start < 0 ? 0u : (uint32_t)start;
+    *hi = end > (int32_t)n ? n : (uint32_t)end;
+    return (uint32_t)(end_pad - start);
 }
 
 void iotnas_maxpool(const iotnas_pool_t *p, const float *in, float *out) {
     for (uint32_t c = 0; c < p->c; ++c) {
         const float *x = in + c * p->hin * p->win;
-        for (uint32_t oy = 0; oy < p->hout; ++oy)
+        for (uint32_t oy = 0; oy < p->hout; ++oy) {
+            uint32_t y0, y1;
+            (void)span(oy, p->sh, p->ph, p->kh, p->hin, &y0, &y1);
+            float *o = out + (c * p->hout + oy) * p->wout;
             for (uint32_t ox = 0; ox < p->wout; ++ox) {
-                uint32_t y0, y1, x0, x1;
-                (void)window(p, oy, ox, &y0, &y1, &x0, &x1);
+                uint32_t x0, x1;
+                (void)span(ox, p->sw, p->pw, p->kw, p->win, &x0, &x1);
                 float m = x[y0 * p->win + x0];
-                for (uint32_t y = y0; y < y1; ++y)
-                    for (uint32_t xx = x0; xx < x1; ++xx)
-                        if (x[y * p->win + xx] > m) m = x[y * p->win + xx];
-                out[(c * p->hout + oy) * p->wout + ox] = m;
+                for (uint32_t y = y0; y < y1; ++y) {
+                    const float *row = x + y * p->win;
+                    for (uint32_t xx = x0; xx < x1; ++xx) m = row[xx] > m ? row[xx] : m;
+                }
+                o[ox] = m;
             }
+        }
     }
 }
 
 void iotnas_avgpool(const iotnas_pool_t *p, const float *in, float *out) {
     for (uint32_t c = 0; c < p->c; ++c) {
         const float *x = in + c * p->hin * p->win;
-        for (uint32_t oy = 0; oy < p->hout; ++oy)
+        for (uint32_t oy = 0; oy < p->hout; ++oy) {
+            uint32_t y0, y1;
+            const uint32_t rows = span(oy, p->sh, p->ph, p->kh, p->hin, &y0, &y1);
+            float *o = out + (c * p->hout + oy) * p->wout;
             for (uint32_t ox = 0; ox < p->wout; ++ox) {
-                uint32_t y0, y1, x0, x1;
-                const uint32_t padded = window(p, oy, ox, &y0, &y1, &x0, &x1);
+                uint32_t x0, x1;
+                const uint32_t cols = span(ox, p->sw, p->pw, p->kw, p->win, &x0, &x1);
                 float s = 0.0f;
-                for (uint32_t y = y0; y < y1; ++y)
-                    for (uint32_t xx = x0; xx < x1; ++xx) s += x[y * p->win + xx];
-                out[(c * p->hout + oy) * p->wout + ox] = s / (float)(p->count_pad ? padded : (y1 - y0) * (x1 - x0));
+                for (uint32_t y = y0; y < y1; ++y) {
+                    const float *row = x + y * p->win;
+                    for (uint32_t xx = x0; xx < x1; ++xx) s += row[xx];
+                }
+                o[ox] = s / (float)(p->count_pad ? rows * cols : (y1 - y0) * (x1 - x0));
             }
+        }
     }
 }
 
