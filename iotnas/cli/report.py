@@ -43,6 +43,7 @@ def export_command(
         None, "--check-data", help="Check the export on this other dataset (same classes and channels) instead."),
     images: int = typer.Option(256, "--images", help="Test images the ONNX model is checked on."),
     force: bool = typer.Option(False, "--force", help="Export a model over the study's limits or at chance level."),
+    c: bool = typer.Option(False, "--c", help="Also write a standalone C99 library (c/) for microcontrollers."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained model: ONNX with the weights in their format, packed weights, a C header and a model card."""
@@ -51,7 +52,7 @@ def export_command(
 
     with Store.open(store, read_only=True) as s:
         result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_dataset=check_data,
-                              check_images=images, force=force)
+                              check_images=images, force=force, c=c)
     if json_out:
         print_json(result.to_dict())
         return
@@ -64,3 +65,9 @@ def export_command(
                   f"model.onnx {result.onnx_bytes:,} bytes ({result.onnx_overhead_bytes:,} of graph and tables)")
     console.print(f"  ONNX vs PyTorch on {result.onnx_check.images} test images: max |difference| "
                   f"{result.onnx_check.max_abs_diff:.2e}, same class for {result.onnx_check.agreement:.2%}")
+    if result.c_library is not None:
+        lib, budget = result.c_library, result.c_library.budget
+        console.print(f"  C vs PyTorch on {lib.check.images} test images: max |difference| {lib.check.max_abs_diff:.2e}; "
+                      f"arena {lib.arena_bytes:,} bytes")
+        if budget is not None:
+            console.print(f"  {budget.target}: flash {budget.flash_bytes:,} bytes, RAM {budget.ram_bytes:,} bytes")

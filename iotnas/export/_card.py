@@ -74,7 +74,7 @@ Class {'labels in order: ' + ', '.join(f"{i} = {n}" for i, n in enumerate(info['
   {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:.0e} × max(1, |logit|)), same predicted class for
   {check['agreement']:.2%} of images. Both run the deployed weights in {h['format']}.
 - The packed weights, loaded back, give logits identical to the deployed model on the same images.
-"""
+{_c_section(info)}"""
 
 
 _DESCRIBE = {
@@ -84,7 +84,43 @@ _DESCRIBE = {
     "model.h": "C header: packed arrays, tensor table, format constants, decoding functions",
     "MODEL_CARD.md": "this file",
     "model.tflite": "full-integer int8 TensorFlow Lite model (int8 weights and activations, int32 biases)",
+    "c/iotnas_model.c": "C library: packed weights, their decoder, the static arena, the layer sequence",
+    "c/iotnas_model.h": "C library: iotnas_run() and the input/output sizes",
+    "c/iotnas_ops.c": "C library: the kernels (convolution, pooling, BatchNorm, addition, linear)",
+    "c/iotnas_ops.h": "C library: kernel declarations and the float-format decoder",
 }
+
+
+def _c_section(info: dict[str, Any]) -> str:
+    """The C library's checks and device budget (``export --c``), or nothing."""
+    lib = info.get("c_library")
+    if not lib:
+        return ""
+    check, budget = lib["check"], lib["budget"]
+    lines = [
+        ("- The C library (`c/`), built with `gcc -std=c99 -O2 -Wall -Wextra -Werror`, against the emulated model on "
+         f"{check['images']} real test images: largest absolute difference {check['max_abs_diff']:.2e} (tolerance "
+         f"{check['tolerance']:.0e} × max(1, |logit|)), same class for {check['agreement']:.2%}."),
+        "",
+        "## On a microcontroller (`c/`)",
+        "",
+        "| | bytes |",
+        "|---|---:|",
+        f"| Promised weight memory | {info['weight_bytes']:,} |",
+        f"| Peak activations (float32, `iotnas cost`) | {info['peak_activation_bytes']:,} |",
+        f"| Static arena (liveness plan) | {lib['arena_bytes']:,} |",
+        f"| Decoded weight row (scratch) | {lib['scratch_bytes']:,} |",
+    ]
+    if budget is None:
+        lines.append("| Cortex-M4 flash / RAM | not measured (arm-none-eabi-gcc not installed) |")
+    else:
+        lines += [
+            (f"| Cortex-M4 flash (text {budget['text_bytes']:,} + rodata {budget['rodata_bytes']:,} + data "
+             f"{budget['data_bytes']:,}) | {budget['flash_bytes']:,} |"),
+            (f"| Cortex-M4 RAM (data + bss {budget['bss_bytes']:,} + worst-case stack {budget['stack_bytes']:,}) | "
+             f"{budget['ram_bytes']:,} |"),
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def _floats(values: list[float]) -> str:

@@ -21,6 +21,7 @@ from iotnas.export._choose import choose, refusals
 from iotnas.export._deploy import deploy
 from iotnas.export._onnx import check_exportable, format_onnx
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
+from iotnas.export.c import CLibrary, export_c
 from iotnas.files import check_folder, move_into_place
 from iotnas.formats import parse_format
 from iotnas.latency.runtimes import OPSET
@@ -56,18 +57,20 @@ class ExportResult:
     onnx_check: OnnxCheck
     opset: int
     forced: tuple[str, ...] = ()  # refusals overridden with force=True
+    c_library: CLibrary | None = None  # with --c: the C library's checks and device budget
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
         d["forced"] = list(self.forced)
+        d["c_library"] = None if self.c_library is None else self.c_library.to_dict()
         return d
 
 
 def export_model(
     store: Store, model_key: str | None = None, *, format_name: str | None = None, out_dir: str | Path,
     dataset: str | Dataset | None = None, check_dataset: str | Dataset | None = None, check_images: int = 256,
-    force: bool = False,
+    force: bool = False, c: bool = False,
 ) -> ExportResult:
     """Export a trained model of ``store`` into the new folder ``out_dir``.
 
@@ -83,6 +86,9 @@ def export_model(
             on purpose (say, the same images in another file).
         check_images: how many test images to compare on.
         force: export a model over the study's limits or at chance level all the same.
+        c: also write ``c/``, a standalone C99 library (:mod:`iotnas.export.c`), checked with
+            the host's gcc on the same images and measured for a Cortex-M4 when the Arm
+            toolchain is installed.
 
     Raises:
         ExportError: unknown model, no trained model or checkpoint, a model over the limits or
@@ -140,13 +146,17 @@ def export_model(
         _check_packed(tmp, images, reference, key)
         blob = (tmp / "weights.bin").read_bytes()
         (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        c_library = None if not c else export_c(
+            tmp / "c", deployed, header_meta, pixels=check_data.test_images[:check_images], images=images)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        files |= {f"c/{name}": size for name, size in (c_library.files if c_library else {}).items()}
         files["MODEL_CARD.md"] = 0
         info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name,
                           class_names=check_data.class_names)
         info.update(promised_bytes=deployed.promised_bytes, onnx_weight_bytes=onnx_file.weight_bytes,
                     onnx_overhead_bytes=onnx_file.overhead_bytes, onnx_table_bytes=onnx_file.table_bytes,
-                    forced=list(refused), preprocessing=preprocessing(check_data))
+                    forced=list(refused), preprocessing=preprocessing(check_data),
+                    c_library=None if c_library is None else c_library.to_dict())
         files["MODEL_CARD.md"] = _write_card(tmp, info)
         os.chmod(tmp, 0o755)
         move_into_place(tmp, out_dir, what="export folder", error=ExportError)
@@ -156,7 +166,7 @@ def export_model(
         model_key=key, format_name=fmt.name, bits=fmt.bits, n_values=header["n_values"],
         promised_bytes=deployed.promised_bytes, weight_bytes=promised_bytes(header), onnx_bytes=len(onnx_file.data),
         onnx_overhead_bytes=onnx_file.overhead_bytes, out_dir=out_dir, files=files, onnx_check=check, opset=OPSET,
-        forced=refused,
+        forced=refused, c_library=c_library,
     )
 
 
