@@ -20,6 +20,9 @@ from iotnas.results.limits import Limits
 from iotnas.strategies import STRATEGY_NAMES
 
 MODES = ("train", "tabular")
+#: How the winner is picked among feasible (model, format) pairs: ``fewest_bytes`` within
+#: ``precision.tolerance`` of the most accurate (the default), or simply ``most_accurate``.
+WINNER_RULES = ("fewest_bytes", "most_accurate")
 
 # Bounds on what a study may ask for: beyond them a value is a typo, and would size memory,
 # processes or storage past what any device or machine here needs.
@@ -54,7 +57,7 @@ class DataSpec:
     dataset: str = "digits"  # an embedded dataset name, or a path
     layout: str | None = None  # detected from the files when omitted
     num_classes: int | None = None  # taken from the data when omitted
-    limit: int | None = None  # train on the first N images only (quick studies)
+    limit: int | None = None  # train on the first N training images only; the test split stays whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,8 @@ class PrecisionSpec:
     finetune_epochs: float = 0.0  # format-aware fine-tuning of the best models (0 = off)
     finetune_top: int = 1  # how many of the best models are fine-tuned
     finetune_formats: tuple[str, ...] = ()  # formats to fine-tune for; default: every non-float32 study format
+    winner: str = "fewest_bytes"  # "fewest_bytes" within tolerance of the most accurate, or "most_accurate"
+    test_images: int | None = None  # score formats on this many test images (a fixed draw); None: all
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +324,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         finetune_epochs=prec_t.float("finetune_epochs", d.finetune_epochs, maximum=MAX_EPOCHS),
         finetune_top=prec_t.int("finetune_top", d.finetune_top, minimum=1, maximum=MAX_TRAININGS),
         finetune_formats=tuple(prec_t.str_list("finetune_formats", list(d.finetune_formats))),
+        winner=prec_t.choice("winner", WINNER_RULES, d.winner),
+        test_images=prec_t.int("test_images", d.test_images, minimum=1, maximum=MAX_IMAGES),
     )
     prec_t.done()
     _check_precision(precision)
