@@ -239,31 +239,27 @@ def run_precision_stage(
 
 def _rescore_winner(store: Store, runner: PrecisionRunner, rule: WinnerRule, *, candidates: dict[str, Candidate],
                     emit: Callable[..., None], retrain: Callable[[Training, CheckpointError], None]) -> None:
-    """Score the study's winner on the whole test split, until the winner is a point scored on all of it.
+    """Score the study's winner on the whole test split too, beside the subset figure it was ranked by.
 
-    Formats were scored on ``[precision] test_images``; a winner's figure must not be a subset's. Each
-    rescoring can hand the first place to another point, which is then rescored too (at most once each).
-
-    A checkpoint that cannot be read goes to ``retrain`` and ends the rescoring.
+    Formats are ranked on ``[precision] test_images`` (like with like); the winner's reported figure
+    is the whole split's. A checkpoint that cannot be read goes to ``retrain``.
     """
     from iotnas.results.points import study_points
     from iotnas.results.winners import winners
 
-    trainings = {(t.arch_key, t.epochs): t for t in store.trainings(status=TrainingStatus.DONE)}
-    while True:
-        ranked = winners(study_points(store, limits=runner.study.constraints, finetuned=False), rule=rule)
-        if not ranked or ranked[0].test_images is None:
-            return
-        first = ranked[0]
-        training = trainings[(first.key, first.epochs)]
-        emit(f"winner {first.key} in {first.format_name}: scoring on every test image")
-        try:
-            accuracy = runner.rescore(Arch.from_json(candidates[first.key].arch_json), training.checkpoint,
-                                      parse_format(first.format_name))
-        except CheckpointError as exc:
-            retrain(training, exc)
-            return
-        store.rescore_precision(first.key, first.epochs, first.format_name, finetuned=False, accuracy=accuracy,
-                                test_images=None)
-        emit(f"winner {first.key} in {first.format_name}: {accuracy * 100:.1f} % on every test image "
-             f"({first.accuracy * 100:.1f} % on {first.test_images})")
+    ranked = winners(study_points(store, limits=runner.study.constraints, finetuned=False), rule=rule)
+    if not ranked or ranked[0].test_images is None or ranked[0].full_accuracy is not None:
+        return
+    first = ranked[0]
+    training = next(t for t in store.trainings(status=TrainingStatus.DONE)
+                    if (t.arch_key, t.epochs) == (first.key, first.epochs))
+    emit(f"winner {first.key} in {first.format_name}: scoring on every test image")
+    try:
+        accuracy = runner.rescore(Arch.from_json(candidates[first.key].arch_json), training.checkpoint,
+                                  parse_format(first.format_name))
+    except CheckpointError as exc:
+        retrain(training, exc)
+        return
+    store.set_full_accuracy(first.key, first.epochs, first.format_name, finetuned=False, accuracy=accuracy)
+    emit(f"winner {first.key} in {first.format_name}: {accuracy * 100:.1f} % on every test image "
+         f"({first.accuracy * 100:.1f} % on {first.test_images})")

@@ -37,6 +37,12 @@ class ModelPoint:
     from_precision: bool = False  # measured by the precision stage (not only the training's float32 figure)
     chance_level: bool = False  # no better than guessing: kept for the record, never on a front or a winner
     test_images: int | None = None  # the accuracy is on this many test images (a fixed draw); None: all of them
+    full_accuracy: float | None = None  # on the whole test split, when ``accuracy`` is a subset's (a winner's)
+
+    @property
+    def reported_accuracy(self) -> float:
+        """The figure to show a person: the whole test split's when known, else the one it was ranked by."""
+        return self.accuracy if self.full_accuracy is None else self.full_accuracy
 
     @property
     def ranked(self) -> bool:
@@ -57,6 +63,7 @@ class _Figure:
     finetuned: bool
     from_precision: bool
     test_images: int | None = None
+    full_accuracy: float | None = None
 
 
 def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool = True) -> list[ModelPoint]:
@@ -88,7 +95,8 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
         if r.arch_key not in candidates or (r.finetuned and not finetuned):
             continue
         slot = (r.arch_key, parse_format(r.format_name).name)
-        figure = _Figure(r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned, True, r.test_images)
+        figure = _Figure(r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned, True, r.test_images,
+                         r.full_accuracy)
         current = best.get(slot)
         if (current is None or not current.from_precision
                 or (figure.epochs, figure.accuracy) > (current.epochs, current.accuracy)):
@@ -105,6 +113,7 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
             macs=c.macs, flops=c.flops, peak_activation_bytes=c.peak_activation_bytes, epochs=float(f.epochs),
             finetuned=f.finetuned, feasible=True, reason=None, from_precision=f.from_precision,
             chance_level=is_chance_level(f.accuracy, classes), test_images=f.test_images,
+            full_accuracy=f.full_accuracy,
         )
         why = limits.violations(point)
         if why:

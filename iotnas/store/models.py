@@ -91,6 +91,7 @@ class PrecisionRow(_OfACandidate, Base):
     checkpoint: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column()
     test_images: Mapped[int | None] = mapped_column(Integer)  # scored on this many test images; None: all
+    full_accuracy: Mapped[float | None] = mapped_column(Float)  # re-scored on the whole test split (a winner)
 
 
 class SkippedFormatRow(_OfACandidate, Base):

@@ -73,6 +73,7 @@ class PrecisionResult:
     finetuned: bool
     checkpoint: str | None
     test_images: int | None = None  # scored on this many test images (a fixed draw); None: all of them
+    full_accuracy: float | None = None  # the same model and format on the whole test split (a winner, re-scored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ def precision_from_row(r: PrecisionRow, *, checkpoint: str | None) -> PrecisionR
     return PrecisionResult(
         arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits, weight_bytes=r.weight_bytes,
         accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=checkpoint, test_images=r.test_images,
+        full_accuracy=r.full_accuracy,
     )
 
 

@@ -664,14 +664,14 @@ class Store:
             rows = s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
             return [precision_from_row(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
 
-    def rescore_precision(self, arch_key: str, epochs: float, format_name: str, *, finetuned: bool,
-                          accuracy: float, test_images: int | None) -> None:
-        """Replace a stored result's accuracy by one on more test images (``None``: the whole split)."""
+    def set_full_accuracy(self, arch_key: str, epochs: float, format_name: str, *, finetuned: bool,
+                          accuracy: float) -> None:
+        """Record a result's accuracy on the whole test split beside the one it was ranked by (on a subset)."""
         with self._session() as s:
             s.execute(update(PrecisionRow).where(
                 PrecisionRow.arch_key == arch_key, PrecisionRow.epochs == epochs,
                 PrecisionRow.format_name == format_name, PrecisionRow.finetuned == finetuned,
-            ).values(accuracy=accuracy, test_images=test_images))
+            ).values(full_accuracy=accuracy))
 
     def add_skipped(self, skipped: SkippedFormat) -> None:
         """Record a format the precision stage did not evaluate; one already recorded is kept."""
