@@ -70,7 +70,7 @@ def test_migrated_store_is_reported_by_the_cli(old_store, cli):
     assert code == 0 and "already" in out, err
     code, out, err = cli("status", str(old_store))
     assert code == 0, err
-    assert "best feasible: probenet/s2/4" in out
+    assert "winner: probenet/s2/4" in out
     code, out, err = cli("show", str(old_store), "--json")
     assert code == 0, err
     shown = json.loads(out)
