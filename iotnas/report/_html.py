@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from typing import Any, Iterable, Sequence
@@ -14,6 +15,7 @@ from iotnas.report._figures import figures
 from iotnas.report._style import family_color, human_bytes, human_count
 from iotnas.results.points import ModelPoint
 from iotnas.results.winners import WinnerRule, winners
+from iotnas.study import Study
 
 PLOT_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
@@ -137,13 +139,23 @@ def _rule_text(rule: WinnerRule) -> str:
 def _settings(data: ReportData) -> str:
     """Every setting of the study, defaults included, one row each; then each latency source, one row per figure."""
     study = data.study.to_dict() if data.study is not None else {}
-    rows = [(key, _plain(value)) for key, value in _flat(study) if key != "name"]
+    rows = [(key, _plain(value)) for key, value in _flat(_every_setting(data.study)) if key != "name"]
     for device, info in sorted(data.devices.items()):
         rows.append((f"latency: {device}", f"{info['source']}, {info['models']:,} models"))
         rows += [(f"latency: {device} · {key}", _plain(value)) for key, value in _flat(info["detail"])]
     kv = _table(("Setting", "Value"), [(_e(k), _e(v)) for k, v in rows])
     raw = _e(json.dumps(study, indent=2, sort_keys=True, default=str))
     return kv.replace("<table>", '<table class="kv">') + f"<details><summary>the study as stored</summary><pre>{raw}</pre></details>"
+
+
+def _every_setting(study: Study | None) -> dict[str, Any]:
+    """The study's tables as :meth:`Study.to_dict` writes them, with the unset keys too (shown as "–")."""
+    if study is None:
+        return {}
+    full = dataclasses.asdict(study)
+    full.pop("base_dir")
+    full["space"] = {"laws": full.pop("laws"), "pool_per_law": full.pop("pool_per_law")}
+    return {key: full[key] for key in study.to_dict()} | {k: v for k, v in full.items() if k not in study.to_dict()}
 
 
 def _flat(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -158,8 +170,10 @@ def _flat(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _plain(value: Any) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
+        return ", ".join(str(v) for v in value) or "(none)"
     if isinstance(value, dict):
         return "(none)" if not value else ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
