@@ -43,6 +43,9 @@ DEVICE_KINDS = ("local", "agent", "predictor", "released")
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
 # whose DHCP address changed is the same board; kind, runtime and threads are its identity).
 _VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
+# Keys added after stores were made, hashed only when set to something else than their default, so that
+# a store made before they existed keeps its fingerprint.
+_ADDED_LATER = {"precision.winner": "fewest_bytes", "precision.test_images": None}
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -143,6 +146,10 @@ class Study:
             table, _, name = key.rpartition(".")
             (payload[table] if table else payload).pop(name)
         payload["device"]["url"] = None  # hashed (as null) before it was volatile: keeps URL-less fingerprints
+        for key, default in _ADDED_LATER.items():
+            table, _, name = key.rpartition(".")
+            if payload[table][name] == default:
+                payload[table].pop(name)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
