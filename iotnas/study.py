@@ -20,6 +20,9 @@ from iotnas.results.limits import Limits
 from iotnas.strategies import STRATEGY_NAMES
 
 MODES = ("train", "tabular")
+#: How the winner is picked among feasible (model, format) pairs: ``fewest_bytes`` within
+#: ``precision.tolerance`` of the most accurate (the default), or simply ``most_accurate``.
+WINNER_RULES = ("fewest_bytes", "most_accurate")
 
 # Bounds on what a study may ask for: beyond them a value is a typo, and would size memory,
 # processes or storage past what any device or machine here needs.
@@ -40,8 +43,10 @@ DEVICE_KINDS = ("local", "agent", "predictor", "released")
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
 # whose DHCP address changed is the same board; kind, runtime and threads are its identity).
 _VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
-# Tables added after stores existed; at their defaults they change neither a fingerprint nor study_changes.
-_ADDED_LATER = ("final",)
+# Settings added after stores were made, hashed only when set to something else than their default
+# (a whole table where the key has no dot), so that a store made before they existed keeps its fingerprint.
+_ADDED_LATER: dict[str, Any] = {"precision.winner": "fewest_bytes", "precision.test_images": None,
+                                "final": {"epochs": 0.0, "top": 0}}
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -56,7 +61,7 @@ class DataSpec:
     dataset: str = "digits"  # an embedded dataset name, or a path
     layout: str | None = None  # detected from the files when omitted
     num_classes: int | None = None  # taken from the data when omitted
-    limit: int | None = None  # train on the first N images only (quick studies)
+    limit: int | None = None  # train on the first N training images only; the test split stays whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,8 @@ class PrecisionSpec:
     finetune_epochs: float = 0.0  # format-aware fine-tuning of the best models (0 = off)
     finetune_top: int = 1  # how many of the best models are fine-tuned
     finetune_formats: tuple[str, ...] = ()  # formats to fine-tune for; default: every non-float32 study format
+    winner: str = "fewest_bytes"  # "fewest_bytes" within tolerance of the most accurate, or "most_accurate"
+    test_images: int | None = None  # score formats on this many test images (a fixed draw); None: all
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +155,11 @@ class Study:
             table, _, name = key.rpartition(".")
             (payload[table] if table else payload).pop(name)
         payload["device"]["url"] = None  # hashed (as null) before it was volatile: keeps URL-less fingerprints
-        for table in _ADDED_LATER:  # at their defaults, tables added later hash as absent: older stores still match
-            if payload[table] == asdict(getattr(_DEFAULT, table)):
-                payload.pop(table)
+        for key, default in _ADDED_LATER.items():
+            table, _, name = key.rpartition(".")
+            holder = payload[table] if table else payload
+            if holder.get(name) == default:
+                holder.pop(name)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -177,7 +186,7 @@ def study_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     so a store that refuses a changed study can say what changed. Values are compared as the
     fingerprint hashes them (JSON text).
     """
-    defaults = _flatten({table: asdict(getattr(_DEFAULT, table)) for table in _ADDED_LATER})
+    defaults = {k: v for k, v in _flatten(_unflatten(_ADDED_LATER)).items() if v is not None}
     before, after = {**defaults, **_flatten(old)}, {**defaults, **_flatten(new)}
     changed = sorted(k for k in before.keys() | after.keys()
                      if not _is_volatile(k) and _shown(before.get(k)) != _shown(after.get(k)))
@@ -197,6 +206,18 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys (``precision.winner``) back into nested tables."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *tables, name = key.split(".")
+        holder = nested
+        for table in tables:
+            holder = holder.setdefault(table, {})
+        holder[name] = value
+    return nested
 
 
 def _shown(value: Any, limit: int | None = None) -> str:
@@ -334,6 +355,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         finetune_epochs=prec_t.float("finetune_epochs", d.finetune_epochs, maximum=MAX_EPOCHS),
         finetune_top=prec_t.int("finetune_top", d.finetune_top, minimum=1, maximum=MAX_TRAININGS),
         finetune_formats=tuple(prec_t.str_list("finetune_formats", list(d.finetune_formats))),
+        winner=prec_t.choice("winner", WINNER_RULES, d.winner),
+        test_images=prec_t.int("test_images", d.test_images, minimum=1, maximum=MAX_IMAGES),
     )
     prec_t.done()
     _check_precision(precision)

@@ -17,44 +17,86 @@ from iotnas.cli._common import console, print_json
 from iotnas.cli.main import app
 
 EXAMPLE_STUDY = '''\
-# An iotnas study: the most accurate network that fits the limits below.
-# Paths are relative to this file. Run it with: iotnas search {name}
+# An iotnas study: the best network that fits the limits below, in the narrowest number format that keeps
+# its accuracy. Paths are relative to this file. Run it with: iotnas search {name}
+# A line "# key = value" shows a setting at its default: uncomment it to change it.
 name = "{stem}"
-seed = 0
+# seed = 0
 store = "{stem}.db"            # a SQLite file, or a SQLAlchemy URL (postgresql+psycopg://...)
-mode = "train"                 # "train", or "tabular" (answers from the released models, no training)
-formats = ["float32"]          # number formats a model may be stored in
+# mode = "train"               # "train", or "tabular" (answers from the released models, no training)
+formats = ["float32", "half", "int8"]   # number formats a model may be stored in (default: float32 only)
+# released = ...               # tabular mode: folder of the released model set (NetConfigs.json, results_RaspPi.json)
 
 [data]
 dataset = "digits"             # "digits" (embedded, no files), or a path to CIFAR-10 / MNIST / an image folder
-# layout = "cifar10-bin"       # detected from the files when omitted
-# limit = 5000                 # train on the first N images only
+# layout = ...                 # cifar10-bin | cifar10-python | idx | folder: detected from the files when omitted
+# num_classes = ...            # taken from the data when omitted; given, it is checked against the data
+# limit = ...                  # train on the first N training images only (the test split stays whole)
 
 [device]
-kind = "local"                 # local | agent | predictor | released (tabular mode)
-runtime = "onnxruntime"        # torch | onnxruntime: the runtime is part of a latency figure's identity
-threads = 1
-# url = "http://192.168.1.20:8765"   # kind = "agent": a device running 'iotnas agent serve'
-# predictor = "pi-predictor.json"    # kind = "predictor": made by 'iotnas latency calibrate'
+# kind = "local"               # local | agent | predictor | released (tabular mode)
+# runtime = "onnxruntime"      # torch | onnxruntime: the runtime is part of a latency figure's identity
+# threads = 1
+# kind = "agent" needs: url = "http://192.168.1.20:8765" (a device running 'iotnas agent serve'), and
+#   token_file = "agent.token" (else $IOTNAS_AGENT_TOKEN); kind = "predictor" needs: predictor = "pi.json"
+#   (made by 'iotnas latency calibrate')
 
-[constraints]
-max_weight_bytes = 32768       # 32 KiB of weights
+[constraints]                  # no limit unless given
+max_weight_bytes = 32768       # 32 KiB of weights, in the format the model is stored in
 max_latency_ms = 5.0           # on the device above, batch 1
-# max_activation_bytes = 65536 # peak activation memory, batch 1, float32
+# max_activation_bytes = ...   # peak activation memory, batch 1, float32
 
 [space]
-laws = ["mobilenetv2/s5", "mobilenetv2/s6", "densenet/s3"]   # "space/law", "space", or "all"
-pool_per_law = 40              # ids 0..N-1 of each law form the candidate pool
+laws = ["mobilenetv2/s5", "mobilenetv2/s6", "densenet/s3"]   # "space/law", "space", or "all" (the default)
+pool_per_law = 40              # ids 0..N-1 of each law form the candidate pool (default 200)
 
 [strategy]
-name = "surrogate"             # laws | random | evolution | optuna | surrogate
+# name = "surrogate"           # laws | random | evolution | optuna | surrogate
 # [strategy.settings]          # e.g. kappa = 1.0 (surrogate), population = 8 (evolution), sampler = "tpe" (optuna)
 
 [budget]
-candidates = 500               # most candidates drawn and costed (cheap)
-trainings = 6                  # most models trained at the lowest fidelity
-epochs = [2, 6]                # fidelities; the best 1/eta of each go on to the next
-eta = 3
+# candidates = 2000            # most candidates drawn and costed (cheap)
+trainings = 6                  # most models trained at the lowest fidelity (default 20)
+epochs = [2, 6]                # fidelities (default [1]); the best 1/eta of each go on to the next
+# eta = 3
+
+[training]                     # the recipe (see docs/training.md)
+# batch_size = 128
+# lr = 0.2                     # peak learning rate, SGD with Nesterov momentum
+# momentum = 0.9
+# weight_decay = 0.0005
+# label_smoothing = 0.1
+# warmup_fraction = 0.2        # linear warm-up over this fraction of the budget, then decay to 0
+# warmup_epochs = ...          # a fixed warm-up in epochs instead
+# crop_padding = 2             # pixels of random translation
+# alternating_flip = true      # flips (where the dataset allows them) on alternate epochs
+# ema_decay = 0.0              # weight averaging; 0 = off
+# tta = false
+# eval_every = 0               # evaluate every N epochs (0: at the end)
+# channels_last = true
+# threads = ...                # default: every core this process may use
+
+[precision]                    # accuracy of each trained model in narrower formats
+# grid = false                 # also search the (e, m) float formats below
+# exp_bits = [2, 8]            # grid: exponent widths, inclusive
+# man_bits = [0, 10]           # grid: mantissa widths, inclusive
+# tolerance = 0.01             # accuracy a format may lose and still count as "as good"
+# winner = "fewest_bytes"      # fewest bytes within tolerance of the most accurate, or "most_accurate"
+# test_images = ...            # score formats on this many test images (a fixed draw); default all; the winner
+#                              # is always re-scored on every test image
+# finetune_epochs = 0.0        # format-aware fine-tuning of the best models (0 = off)
+# finetune_top = 1
+# finetune_formats = []        # default: every study format but float32
+
+[final]                        # train the best models on after successive halving
+# epochs = 0.0                 # to this many epochs (0 = skip; above the last budget.epochs)
+# top = 0                      # 0: the best of each format family; N: the N most accurate
+
+[workers]                      # several workers sharing one store ('iotnas search --workers N')
+# heartbeat_s = 10.0
+# stale_after_s = 60.0         # a training silent this long is taken over by another worker
+# poll_s = 1.0
+# threads = ...                # torch threads per worker's training; default: its share of the cores
 '''
 
 
@@ -291,13 +333,20 @@ def _progress_view() -> Iterator[Callable]:
 
 
 def _summary_table(summary, *, top: int, title: str) -> Table:
-    table = Table(title=title, caption="acc.: test accuracy; bytes: weights in that format; ms: latency, batch 1")
+    rule = summary.rule
+    order = ("most accurate first" if rule.pick == "most_accurate"
+             else f"fewest bytes within {rule.tolerance:.1%} of the most accurate first")
+    table = Table(title=title, caption=f"{order}; acc.: test accuracy (* on [precision] test_images "
+                                       "only; the winner's on every test image); "
+                                       "bytes: weights in that format; ms: latency, batch 1")
     for column in ("#", "model", "format", "acc.", "epochs", "values", "bytes", "ms"):
         table.add_column(column, justify="left" if column in ("model", "format") else "right",
                          no_wrap=column in ("model", "format"), min_width=18 if column == "model" else None)
     for i, r in enumerate(summary.best[:top], 1):
         fmt = f"{r.format_name} (fine-tuned)" if r.finetuned else r.format_name
-        table.add_row(str(i), r.key, fmt, f"{r.accuracy:.2%}", f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
+        subset = r.test_images is not None and r.full_accuracy is None
+        accuracy = f"{r.reported_accuracy:.2%}" + ("*" if subset else "")
+        table.add_row(str(i), r.key, fmt, accuracy, f"{r.epochs:g}", str(r.n_values), str(r.weight_bytes),
                       "-" if r.latency_ms is None else f"{r.latency_ms:.2f}")
     return table
 
@@ -345,14 +394,27 @@ def status_command(store: str = typer.Argument(..., help="Store URL or SQLite fi
     table.add_row("trainings done", str(summary.trainings))
     table.add_row("trainings running", str(stopped.count(False)))
     table.add_row("trainings interrupted", str(stopped.count(True)))
+    table.add_row("trainings at chance level", str(len(summary.chance_level)))
     console.print(table)
     for training, interrupted in zip(held, stopped):
         state = "interrupted (resume with: iotnas search STUDY.toml)" if interrupted else "running"
         console.print(f"{training.arch_key} to {training.epochs:g} epochs: {state}", soft_wrap=True, markup=False)
+    _print_chance_level(summary)
     console.print(f"training time: {seconds / 60:.1f} min")
     if summary.best:
         b = summary.best[0]
-        console.print(f"best feasible: {b.key} at {b.accuracy:.2%} ({b.epochs:g} epochs, {b.weight_bytes} weight bytes)")
+        console.print(f"winner: {b.key} in {b.format_name} at {b.reported_accuracy:.2%} ({b.epochs:g} epochs, "
+                      f"{b.weight_bytes} weight bytes)", soft_wrap=True, markup=False)
+
+
+def _print_chance_level(summary) -> None:
+    """Name the trainings that ended no better than guessing: kept in the store, never a winner or on a front."""
+    found = summary.chance_level
+    if not found:
+        return
+    console.print(f"{len(found)} training(s) at chance level (never a winner, never on a front):", markup=False)
+    for t in found:
+        console.print(f"  {t.arch_key} to {t.epochs:g} epochs: {t.accuracy:.2%}", soft_wrap=True, markup=False)
 
 
 @app.command("show")
@@ -367,8 +429,17 @@ def show_command(
 
     with Store.open(store, read_only=True) as s:
         summary = summarize(s, top=top)
+        skipped = s.skipped_formats()
     if as_json:
         print_json({"study": summary.study, "counts": summary.counts, "trainings": summary.trainings,
-                    "best": [asdict(r) for r in summary.best]})
+                    "winner_rule": asdict(summary.rule), "best": [asdict(r) for r in summary.best],
+                    "chance_level": [{"arch_key": t.arch_key, "epochs": t.epochs, "accuracy": t.accuracy}
+                                     for t in summary.chance_level],
+                    "skipped_formats": [asdict(k) for k in skipped]})
         return
     console.print(_summary_table(summary, top=top, title=f"{summary.study}: best feasible models"))
+    _print_chance_level(summary)
+    if skipped:
+        console.print(f"{len(skipped)} grid format(s) not evaluated:", markup=False)
+        for k in skipped:
+            console.print(f"  {k.arch_key} {k.format_name}: {k.reason}", soft_wrap=True, markup=False)

@@ -16,11 +16,10 @@ DATA_HELP = "Dataset: a folder or .tar.gz archive (CIFAR-10, MNIST-like IDX, ima
 LAYOUT_HELP = "Dataset layout, when detection is not wanted: cifar10-bin, cifar10-python, idx, folder."
 
 
-def _load(data: str, layout: Optional[str], subset: Optional[int]):
+def _load(data: str, layout: Optional[str], *, train: Optional[int] = None, test: Optional[int] = None):
     from iotnas.data import load_dataset
 
-    dataset = load_dataset(data, layout=layout)
-    return dataset.subset(train=subset, test=subset) if subset else dataset
+    return load_dataset(data, layout=layout).subset(train=train, test=test)
 
 
 @app.command("train")
@@ -35,7 +34,7 @@ def train_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if --out holds a checkpoint."),
     layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed for shuffling and augmentation."),
-    subset: Optional[int] = typer.Option(None, "--subset", min=1, help="Use only the first N train and N test images."),
+    subset: Optional[int] = typer.Option(None, "--subset", min=1, help="Train on the first N training images only (as [data] limit); the test split stays whole."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (default: all cores, or 1 on a busy machine)."),
@@ -51,7 +50,7 @@ def train_command(
     out = check_folder(out or Path("runs") / arch.key.replace("/", "-"), what="checkpoint folder", parents=True)
     if (out / "checkpoint.pt").is_file() and not (resume or overwrite):
         raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over")
-    dataset = _load(data, layout, subset)
+    dataset = _load(data, layout, train=subset)
     overrides = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "threads": threads}.items() if v is not None}
     config = TrainConfig(epochs=epochs, eval_every=1, **overrides)
     check_batches(dataset, config)
@@ -111,7 +110,7 @@ def eval_command(
 
     trained = load_trained(checkpoint)
     arch, model, ckpt = trained.arch, trained.model, trained.checkpoint
-    dataset = _load(data, layout, subset)
+    dataset = _load(data, layout, test=subset)
     trained_on = ckpt.dataset
     normalization = (trained_on["mean"], trained_on["std"])  # as in training, whatever data is given now
     if number_format is None:

@@ -4,19 +4,37 @@ The study's named formats are evaluated as given. An (e, m) grid is *searched*,
 not swept: for a fixed exponent width, accuracy grows with mantissa bits, so a
 bisection over m finds the narrowest format within ``tolerance`` of the float32
 accuracy in about log2(#m) evaluations per exponent width.
+
+Two rules keep hopeless grid formats from costing an evaluation (each is recorded as
+skipped, with its reason, never silently missing):
+
+* **the weights do not fit** (decided from the stored values, before any evaluation):
+  some value lies beyond the format's largest finite value (it would become infinite),
+  or more than :data:`MAX_FLUSHED` of the nonzero values are below half its smallest
+  subnormal (they would become zero);
+* **the accuracy collapsed**: rows are searched from the widest exponent down, and
+  when a row's widest mantissa scores at chance level or below :data:`COLLAPSE_FRACTION`
+  of the float32 accuracy, the narrower exponent widths (a smaller range still) are not
+  evaluated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
-from iotnas.errors import ConfigError
+from iotnas.errors import ConfigError, FormatError
 from iotnas.formats import FloatFormat, NumberFormat, parse_format
+from iotnas.results.chance import is_chance_level
 
 REFERENCE = "float32"
+#: A format that zeroes more than this fraction of the nonzero stored values is skipped: with half the
+#: weights gone a network is no longer the one trained (the collapse rule catches milder losses).
+MAX_FLUSHED = 0.5
+#: A row whose widest mantissa keeps less than this fraction of the float32 accuracy has collapsed.
+COLLAPSE_FRACTION = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +60,27 @@ class FormatAccuracies:
     accuracy: dict[str, float]  # by format name; the ``known`` ones passed in included
     evaluations: int  # evaluations this call made (the known ones are reused)
     model: torch.nn.Module | None  # the model, when it had to be loaded
+    skipped: dict[str, str]  # grid formats not evaluated, by name: why
+
+
+def unfit_reason(fmt: FloatFormat, values: Iterable[torch.Tensor]) -> str | None:
+    """Why ``fmt`` cannot hold ``values`` (the stored numbers of a model), or None when it can.
+
+    Decided from the values alone, before any evaluation: see the module's rules.
+    """
+    largest, nonzero, flushed = 0.0, 0, 0
+    half_subnormal = fmt.min_subnormal / 2  # at or below it a value rounds to zero (ties to even)
+    for t in values:
+        magnitude = t.detach().abs().float()
+        largest = max(largest, float(magnitude.max())) if magnitude.numel() else largest
+        nonzero += int((magnitude > 0).sum())
+        flushed += int(((magnitude > 0) & (magnitude <= half_subnormal)).sum())
+    if largest > fmt.max_value:
+        return f"a stored value of magnitude {largest:.4g} is beyond its largest finite value {fmt.max_value:.4g}"
+    if nonzero and flushed / nonzero > MAX_FLUSHED:
+        return (f"{flushed / nonzero:.0%} of the nonzero stored values are below its smallest subnormal "
+                f"{fmt.min_subnormal:.3g} and would become zero")
+    return None
 
 
 def evaluate_model_formats(
@@ -52,6 +91,8 @@ def evaluate_model_formats(
     grid: GridSpec | None,
     known: dict[str, float] | None = None,
     progress: Callable[[str, float, int], None] | None = None,
+    num_classes: int | None = None,
+    known_skipped: dict[str, str] | None = None,
 ) -> FormatAccuracies:
     """Accuracy of ``model`` in each named format and along the grid's bisection paths.
 
@@ -62,41 +103,76 @@ def evaluate_model_formats(
         known: accuracies already stored, by format name; they are reused, not recomputed.
         progress: ``progress(format_name, accuracy, evaluations_so_far)`` after each evaluation, since a
             model's bisection takes minutes.
+        num_classes: the model's class count, for the chance-level collapse rule (None: that rule is off,
+            the fraction of float32 still applies).
+        known_skipped: grid formats already found unfit, by name: their reasons stand (the weights are the same).
     """
     from iotnas.export import deploy
+    from iotnas.precision.emulate import _stored_tensors
 
     # Accuracy of the weights a device holds: BatchNorm folded, then rounded (iotnas.export.deploy).
 
     results = dict(known or {})
+    skipped: dict[str, str] = dict(known_skipped or {})
     loaded: list[torch.nn.Module] = []
+    evaluations: list[str] = []
+
+    def model() -> torch.nn.Module:
+        if not loaded:
+            loaded.append(load_model())
+        return loaded[0]
 
     def accuracy(fmt: NumberFormat) -> float:
         if fmt.name not in results:
-            if not loaded:
-                loaded.append(load_model())
-            results[fmt.name] = evaluate(deploy(loaded[0], fmt).module)
+            results[fmt.name] = evaluate(deploy(model(), fmt).module)
             evaluations.append(fmt.name)
             if progress is not None:
                 progress(fmt.name, results[fmt.name], len(evaluations))
         return results[fmt.name]
 
-    evaluations: list[str] = []
+    def grid_format(e: int, m: int) -> FloatFormat | None:
+        """The grid's (e, m) format when it can hold the weights; else None, with the reason recorded."""
+        try:
+            fmt = FloatFormat(e, m)
+        except FormatError as exc:  # e.g. e1m0: no finite value at all
+            skipped[f"e{e}m{m}"] = str(exc)
+            return None
+        if fmt.name in results:
+            return fmt
+        if fmt.name in skipped:
+            return None
+        why = unfit_reason(fmt, _stored_tensors(model()))
+        if why is not None:
+            skipped[fmt.name] = why
+            return None
+        return fmt
 
     reference = accuracy(parse_format(REFERENCE))
     for fmt in formats:
         accuracy(fmt)
     if grid is not None:
         target = reference - grid.tolerance
-        for e in range(grid.exp_bits[0], grid.exp_bits[1] + 1):
-            lo, hi = grid.man_bits
-            if accuracy(FloatFormat(e, hi)) < target:
+        lo_m, hi_m = grid.man_bits
+        collapsed: str | None = None
+        for e in range(grid.exp_bits[1], grid.exp_bits[0] - 1, -1):  # widest range first: collapse ends the search
+            if collapsed is not None:
+                skipped[f"e{e}m{hi_m}"] = f"not evaluated: {collapsed}, and fewer exponent bits hold less"
+                continue
+            widest = grid_format(e, hi_m)
+            if widest is None:
+                continue  # the row's narrower mantissas hold the weights no better
+            top = accuracy(widest)
+            if is_chance_level(top, num_classes) or top < COLLAPSE_FRACTION * reference:
+                collapsed = f"{widest.name} collapsed to {top:.1%} (float32: {reference:.1%})"
+                continue
+            if top < target:
                 continue  # even the widest mantissa at this exponent width loses too much
+            lo, hi = lo_m, hi_m
             while lo < hi:  # smallest m with accuracy >= target (monotone in m)
                 mid = (lo + hi) // 2
-                if accuracy(FloatFormat(e, mid)) >= target:
+                fmt = grid_format(e, mid)
+                if fmt is not None and accuracy(fmt) >= target:
                     hi = mid
                 else:
                     lo = mid + 1
-            accuracy(FloatFormat(e, lo))
-    return FormatAccuracies(results, len(evaluations), loaded[0] if loaded else None)
-
+    return FormatAccuracies(results, len(evaluations), loaded[0] if loaded else None, skipped)

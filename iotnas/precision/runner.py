@@ -6,20 +6,31 @@ Every result is stored as soon as it exists; a resumed stage reuses what the sto
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from iotnas.arch import Arch
 from iotnas.data import Dataset
+from iotnas.errors import CheckpointError
 from iotnas.formats import NumberFormat, parse_format, storage_bytes
 from iotnas.precision.grid import GridSpec, evaluate_model_formats
-from iotnas.errors import CheckpointError
-from iotnas.store import PrecisionResult, Store, Training, TrainingStatus
+from iotnas.store import (
+    Candidate,
+    PrecisionResult,
+    SkippedFormat,
+    Store,
+    Training,
+    TrainingStatus,
+)
 from iotnas.study import Study
 from iotnas.train import evaluate, load_trained, recipe_for
+
+if TYPE_CHECKING:
+    from iotnas.results.winners import WinnerRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,7 @@ class PrecisionEvaluation:
     accuracy: dict[str, float]  # by format name
     weight_bytes: dict[str, int]  # by format name, integer formats' scales included
     evaluations: int  # new evaluations made (stored ones are reused)
+    skipped: dict[str, str]  # grid formats not evaluated, by name: why
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,19 @@ class Finetuned:
     weight_bytes: int
 
 
+def scoring_subset(dataset: Dataset, *, images: int | None, seed: int) -> Dataset:
+    """The test images formats are scored on: a fixed draw of ``images`` of them (by ``seed``, so every model
+    and every resumed run sees the same ones), or ``dataset`` itself for the whole split.
+
+    A draw, not the first ones: a test split stored class by class would otherwise be scored on a few classes.
+    """
+    total = len(dataset.test_labels)
+    if images is None or images >= total:
+        return dataset
+    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:images].sort().values
+    return dataclasses.replace(dataset, test_images=dataset.test_images[chosen], test_labels=dataset.test_labels[chosen])
+
+
 class PrecisionRunner:
     """Evaluates trained models in narrower formats, and fine-tunes them format-aware."""
 
@@ -47,12 +72,17 @@ class PrecisionRunner:
         spec = study.precision
         self.study = study
         self.dataset = dataset
+        self.scoring = scoring_subset(dataset, images=spec.test_images, seed=study.seed)
+        #: How many test images score a format (None: the whole split): what the stored results record.
+        self.test_images = None if self.scoring is dataset else len(self.scoring.test_labels)
+        self._recipe = recipe_for(study, 1.0)
         self.formats = [parse_format(name) for name in study.formats]
         self.grid = GridSpec(spec.exp_bits, spec.man_bits, spec.tolerance) if spec.grid else None
         names = spec.finetune_formats or tuple(f.name for f in self.formats if f.name != "float32")
         self.finetune_formats = [parse_format(name) for name in names] if spec.finetune_epochs > 0 else []
 
     def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float], known_bytes: dict[str, int],
+                 known_skipped: dict[str, str] | None = None,
                  progress: Callable[[str, float, int], None] | None = None) -> PrecisionEvaluation:
         """Accuracy and weight bytes of one trained model per format; ``known`` results are reused.
 
@@ -62,22 +92,37 @@ class PrecisionRunner:
         Raises:
             CheckpointError: the checkpoint is needed but missing or damaged.
         """
-        # The training recipe's layout and thread count: NHWC halves the time of each of the ~20
-        # evaluations here, and the model is converted before any format swaps its stored values.
-        config = recipe_for(self.study, 1.0)
-
-        def load() -> torch.nn.Module:
-            model = load_trained(checkpoint, arch=arch).model
-            return model.to(memory_format=torch.channels_last) if config.channels_last else model
-
-        def accuracy_of(m: torch.nn.Module) -> float:
-            return evaluate(m, self.dataset, channels_last=config.channels_last, threads=config.threads)
-
-        found = evaluate_model_formats(load, accuracy_of, formats=self.formats, grid=self.grid, known=known,
-                                       progress=progress)
+        found = evaluate_model_formats(lambda: self._load(arch, checkpoint), self._score, formats=self.formats,
+                                       grid=self.grid, known=known, progress=progress,
+                                       num_classes=self.dataset.num_classes, known_skipped=known_skipped)
         sizes = {name: known_bytes[name] if name in known_bytes else storage_bytes(parse_format(name), found.model)
                  for name in found.accuracy}
-        return PrecisionEvaluation(found.accuracy, sizes, found.evaluations)
+        return PrecisionEvaluation(found.accuracy, sizes, found.evaluations, found.skipped)
+
+    def rescore(self, arch: Arch, checkpoint: str, fmt: NumberFormat) -> float:
+        """Accuracy of one trained model in ``fmt`` on the whole test split (a winner's final figure).
+
+        Raises:
+            CheckpointError: the checkpoint is missing or damaged.
+        """
+        from iotnas.precision.emulate import emulated
+
+        model = self._load(arch, checkpoint)
+        with emulated(model, weights=fmt):
+            return self._score(model, whole=True)
+
+    # The training recipe's layout and thread count: NHWC halves the time of each of the ~20
+    # evaluations of a model, which is converted before any format swaps its stored values.
+
+    def _load(self, arch: Arch, checkpoint: str) -> torch.nn.Module:
+        model = load_trained(checkpoint, arch=arch).model
+        return model.to(memory_format=torch.channels_last) if self._recipe.channels_last else model
+
+    def _score(self, model: torch.nn.Module, *, whole: bool = False) -> float:
+        """Accuracy on the scoring images (``whole``: on the whole test split)."""
+        config = self._recipe
+        return evaluate(model, self.dataset if whole else self.scoring, channels_last=config.channels_last,
+                        threads=config.threads)
 
     def finetune(self, arch: Arch, checkpoint: str, fmt: NumberFormat, *, workdir: Path,
                  callbacks: Sequence[Callable] = ()) -> Finetuned:
@@ -109,7 +154,7 @@ def run_precision_stage(
         failed in the store, to be trained again before this stage runs once more.
     """
     from iotnas.results.points import study_points
-    from iotnas.results.winners import winners
+    from iotnas.results.winners import WinnerRule, winners
 
     done = store.trainings(status=TrainingStatus.DONE)
     if not done:
@@ -117,6 +162,7 @@ def run_precision_stage(
     top = max(t.epochs for t in done) if epochs is None else epochs
     models = [t for t in done if t.epochs == top and t.checkpoint]
     stored = store.precision_results()
+    skipped = store.skipped_formats()
     candidates = {c.key: c for c in store.candidates()}
     lost: list[Training] = []
 
@@ -141,7 +187,10 @@ def run_precision_stage(
 
         try:
             found = runner.evaluate(arch, training.checkpoint, known={r.format_name: r.accuracy for r in mine},
-                                    known_bytes={r.format_name: r.weight_bytes for r in mine}, progress=evaluated)
+                                    known_bytes={r.format_name: r.weight_bytes for r in mine},
+                                    known_skipped={k.format_name: k.reason for k in skipped
+                                                   if k.arch_key == training.arch_key and k.epochs == top},
+                                    progress=evaluated)
         except CheckpointError as exc:
             retrain(training, exc)
             continue
@@ -151,13 +200,18 @@ def run_precision_stage(
                 store.add_precision(PrecisionResult(
                     arch_key=training.arch_key, epochs=top, format_name=name, bits=parse_format(name).bits,
                     weight_bytes=found.weight_bytes[name], accuracy=accuracy, finetuned=False,
-                    checkpoint=training.checkpoint,
+                    checkpoint=training.checkpoint, test_images=runner.test_images,
                 ))
+        for name, why in found.skipped.items():  # add_skipped keeps one already recorded
+            store.add_skipped(SkippedFormat(arch_key=training.arch_key, epochs=top, format_name=name, reason=why))
     if models:
         emit("number formats: every model evaluated", len(models), len(models))
+    rule = WinnerRule.of(study)
+    if runner.test_images is not None and not lost:
+        _rescore_winner(store, runner, rule, candidates=candidates, emit=emit, retrain=retrain)
     if not finetune or not runner.finetune_formats or lost:
         return lost
-    plain = winners(study_points(store, limits=study.constraints, finetuned=False))
+    plain = winners(study_points(store, limits=study.constraints, finetuned=False), rule=rule)
     by_key = {t.arch_key: t for t in models}
     chosen = [p.key for p in plain if p.key in by_key][: study.precision.finetune_top]
     finetuned = {(r.arch_key, r.format_name) for r in store.precision_results() if r.finetuned}
@@ -183,3 +237,31 @@ def run_precision_stage(
             ))
             emit(f"fine-tuned {key} in {fmt.name}: {result.accuracy * 100:.1f} %", j + 1, jobs)
     return lost
+
+
+def _rescore_winner(store: Store, runner: PrecisionRunner, rule: WinnerRule, *, candidates: dict[str, Candidate],
+                    emit: Callable[..., None], retrain: Callable[[Training, CheckpointError], None]) -> None:
+    """Score the study's winner on the whole test split too, beside the subset figure it was ranked by.
+
+    Formats are ranked on ``[precision] test_images`` (like with like); the winner's reported figure
+    is the whole split's. A checkpoint that cannot be read goes to ``retrain``.
+    """
+    from iotnas.results.points import study_points
+    from iotnas.results.winners import winners
+
+    ranked = winners(study_points(store, limits=runner.study.constraints, finetuned=False), rule=rule)
+    if not ranked or ranked[0].test_images is None or ranked[0].full_accuracy is not None:
+        return
+    first = ranked[0]
+    training = next(t for t in store.trainings(status=TrainingStatus.DONE)
+                    if (t.arch_key, t.epochs) == (first.key, first.epochs))
+    emit(f"winner {first.key} in {first.format_name}: scoring on every test image")
+    try:
+        accuracy = runner.rescore(Arch.from_json(candidates[first.key].arch_json), training.checkpoint,
+                                  parse_format(first.format_name))
+    except CheckpointError as exc:
+        retrain(training, exc)
+        return
+    store.set_full_accuracy(first.key, first.epochs, first.format_name, finetuned=False, accuracy=accuracy)
+    emit(f"winner {first.key} in {first.format_name}: {accuracy * 100:.1f} % on every test image "
+         f"({first.accuracy * 100:.1f} % on {first.test_images})")

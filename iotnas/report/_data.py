@@ -15,7 +15,7 @@ from iotnas.errors import ExportError
 from iotnas.results.fronts import front_mask
 from iotnas.results.limits import Limits
 from iotnas.results.points import ModelPoint, study_points
-from iotnas.store import Store
+from iotnas.store import SkippedFormat, Store
 from iotnas.study import Study
 
 #: (x objective, axis title, file stem) of the two trade-off plots.
@@ -47,6 +47,7 @@ class ReportData:
     counts: dict[str, int]  # candidates by status
     devices: dict[str, dict[str, Any]]  # latency device key -> {"source", "models", "detail"}
     provenance: dict[str, str] = field(default_factory=dict)
+    skipped: list[SkippedFormat] = field(default_factory=list)  # formats the precision stage did not evaluate
 
     @property
     def formats(self) -> list[str]:
@@ -93,7 +94,7 @@ def collect(store: Store) -> ReportData:
         points=points, fronts=fronts,
         front_3d=front_mask(points, ("accuracy", "weight_bytes", "latency_ms"), feasible_only=True),
         limits=limits, study=study, counts=counts, devices=devices,
-        provenance=_provenance(meta),
+        provenance=_provenance(meta), skipped=store.skipped_formats(),
     )
 
 

@@ -22,11 +22,15 @@ def hover_text(p: ModelPoint) -> str:
     """Every figure of a model in one format, for the hover box."""
     latency = "not timed" if p.latency_ms is None else f"{p.latency_ms:.4g} ms"
     status = "feasible" if p.feasible else f"infeasible: {p.reason}"
+    if p.chance_level:
+        status += " · chance level (never on a front)"
     return "<br>".join([
         f"<b>{html.escape(p.key)}</b>",
         f"space {html.escape(p.space)} · law {html.escape(str(p.law))} · id {p.arch_id}",
         f"format {html.escape(p.format_name)} ({p.bits} bits){' fine-tuned' if p.finetuned else ''}",
-        f"accuracy {p.accuracy:.2%} after {p.epochs:g} epochs",
+        f"accuracy {p.accuracy:.2%} after {p.epochs:g} epochs"
+        + ("" if p.test_images is None else f" (on {p.test_images:,} test images)")
+        + ("" if p.full_accuracy is None else f", {p.full_accuracy:.2%} on all"),
         f"weights {human_bytes(p.weight_bytes)} ({p.weight_bytes:,} bytes)",
         f"latency {latency}",
         f"{p.n_values:,} values · {human_count(p.macs)} MACs · {human_count(p.flops)} FLOPs",

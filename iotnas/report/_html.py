@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from typing import Any, Iterable, Sequence
@@ -9,10 +10,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import plotly.offline
 
-from iotnas.results.points import ModelPoint
 from iotnas.report._data import ReportData
 from iotnas.report._figures import figures
 from iotnas.report._style import family_color, human_bytes, human_count
+from iotnas.results.points import ModelPoint
+from iotnas.results.winners import WinnerRule, winners
+from iotnas.study import Study
 
 PLOT_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
@@ -76,7 +79,7 @@ def _front_table(points: Sequence[ModelPoint], mask: np.ndarray, table_id: str) 
     chosen = sorted((points[i] for i in np.flatnonzero(mask)), key=lambda p: (-p.accuracy, p.weight_bytes, p.key))
     rows = [
         (
-            _e(p.key), _family_cell(p.space), _e(p.format_name), f"{p.accuracy:.2%}",
+            _e(p.key), _family_cell(p.space), _e(p.format_name), _accuracy_cell(p),
             f'<span title="{p.weight_bytes:,} bytes">{human_bytes(p.weight_bytes)}</span>',
             "–" if p.latency_ms is None else f"{p.latency_ms:.4g}",
             human_count(p.n_values), human_count(p.macs), human_bytes(p.peak_activation_bytes), f"{p.epochs:g}",
@@ -89,9 +92,19 @@ def _front_table(points: Sequence[ModelPoint], mask: np.ndarray, table_id: str) 
     return _table(headers, rows, numeric={3, 4, 5, 6, 7, 8, 9}, table_id=table_id)
 
 
+def _accuracy_cell(p: ModelPoint) -> str:
+    """The accuracy ranked by, and the whole test split's where the point was re-scored on it."""
+    if p.full_accuracy is not None:
+        return f'<span title="{p.accuracy:.2%} on {p.test_images:,} test images">{p.full_accuracy:.2%}</span>'
+    if p.test_images is not None:
+        return f'<span title="on {p.test_images:,} test images">{p.accuracy:.2%}*</span>'
+    return f"{p.accuracy:.2%}"
+
+
 def _cards(data: ReportData) -> str:
-    feasible = [p for p in data.points if p.feasible]
-    best = max(feasible, key=lambda p: (p.accuracy, -p.weight_bytes)) if feasible else None
+    rule = WinnerRule.of(data.study)
+    ranked = winners(data.points, rule=rule)
+    best = ranked[0] if ranked else None
     limits = []
     if data.limits.max_weight_bytes is not None:
         limits.append(f"weights ≤ {human_bytes(data.limits.max_weight_bytes)}")
@@ -101,8 +114,9 @@ def _cards(data: ReportData) -> str:
         limits.append(f"activations ≤ {human_bytes(data.limits.max_activation_bytes)}")
     trained = len({p.key for p in data.points})
     cards = [
-        ("Best feasible", f"{best.accuracy:.2%}" if best else "none",
-         f"{best.key} · {best.format_name}" if best else "no model meets the limits"),
+        ("Winner", f"{best.reported_accuracy:.2%}" if best else "none",
+         f"{best.key} · {best.format_name} · {human_bytes(best.weight_bytes)} ({_rule_text(rule)})" if best
+         else "no model meets the limits"),
         ("Models trained", f"{trained:,}", f"{len(data.points):,} model × format points"),
         ("Candidates", f"{sum(data.counts.values()):,}",
          ", ".join(f"{n:,} {s}" for s, n in sorted(data.counts.items()))),
@@ -116,30 +130,63 @@ def _cards(data: ReportData) -> str:
     ) + "</div>"
 
 
+def _rule_text(rule: WinnerRule) -> str:
+    if rule.pick == "most_accurate":
+        return "most accurate"
+    return f"fewest bytes within {rule.tolerance:.1%} of the most accurate"
+
+
 def _settings(data: ReportData) -> str:
+    """Every setting of the study, defaults included, one row each; then each latency source, one row per figure."""
     study = data.study.to_dict() if data.study is not None else {}
-    rows = []
-    for key in ("mode", "seed", "formats", "released"):
-        if key in study:
-            rows.append((key, study[key]))
-    for table in ("constraints", "space", "data", "device", "strategy", "budget"):
-        for k, v in (study.get(table) or {}).items():
-            if v not in (None, {}, ""):
-                rows.append((f"{table}.{k}", v))
+    rows = [(key, _plain(value)) for key, value in _flat(_every_setting(data.study)) if key != "name"]
     for device, info in sorted(data.devices.items()):
-        detail = ", ".join(f"{k}: {v}" for k, v in sorted(info["detail"].items()))
-        rows.append((f"latency source {device}", f"{info['source']}, {info['models']:,} models; {detail}"))
-    kv = _table(("Setting", "Value"), [(_e(k), _e(_plain(v))) for k, v in rows])
+        rows.append((f"latency: {device}", f"{info['source']}, {info['models']:,} models"))
+        rows += [(f"latency: {device} · {key}", _plain(value)) for key, value in _flat(info["detail"])]
+    kv = _table(("Setting", "Value"), [(_e(k), _e(v)) for k, v in rows])
     raw = _e(json.dumps(study, indent=2, sort_keys=True, default=str))
     return kv.replace("<table>", '<table class="kv">') + f"<details><summary>the study as stored</summary><pre>{raw}</pre></details>"
 
 
+def _every_setting(study: Study | None) -> dict[str, Any]:
+    """The study's tables as :meth:`Study.to_dict` writes them, with the unset keys too (shown as "–")."""
+    if study is None:
+        return {}
+    full = dataclasses.asdict(study)
+    full.pop("base_dir")
+    full["space"] = {"laws": full.pop("laws"), "pool_per_law": full.pop("pool_per_law")}
+    return {key: full[key] for key in study.to_dict()} | {k: v for k, v in full.items() if k not in study.to_dict()}
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested table as (dotted key, value) rows, in the study file's order; an empty table is one row."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
 def _plain(value: Any) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
+        return ", ".join(str(v) for v in value) or "(none)"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return "(none)" if not value else ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def _skipped(data: ReportData) -> str:
+    """The formats the precision stage did not evaluate, and why: never silently missing."""
+    if not data.skipped:
+        return ""
+    rows = [(_e(s.arch_key), _e(s.format_name), f"{s.epochs:g}", _e(s.reason)) for s in data.skipped]
+    return ('<section><h2>Formats not evaluated</h2><p class="note">Grid formats skipped before any evaluation: '
+            "their range cannot hold the model's weights, or a wider format already collapsed.</p>"
+            + _table(("Model", "Format", "Epochs", "Why"), rows, numeric={2}, table_id="skipped") + "</section>")
 
 
 def render_html(data: ReportData) -> str:
@@ -179,6 +226,7 @@ def render_html(data: ReportData) -> str:
 {_cards(data)}
 {''.join(plots)}
 {table_html}
+{_skipped(data)}
 <section class="meta"><h2>Study settings</h2>{_settings(data)}</section>
 <section class="meta"><h2>Provenance</h2>{provenance}</section>
 </main>

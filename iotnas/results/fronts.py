@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,10 +29,11 @@ def _groups(points: Sequence[ModelPoint], per_format: bool) -> dict[str, np.ndar
 
 
 def _values(points: Sequence[ModelPoint], objectives: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The objectives as an array, and which rows have every figure."""
+    """The objectives as an array, and which rows may be on a front: every figure known, better than guessing."""
     _check_objectives(objectives)
     values = np.array([[p.value(o) for o in objectives] for p in points], dtype=np.float64).reshape(len(points), -1)
-    return values, ~np.isnan(values).any(axis=1)
+    chance = np.array([p.chance_level for p in points], dtype=bool)
+    return values, ~np.isnan(values).any(axis=1) & ~chance
 
 
 def front_mask(
@@ -45,7 +46,8 @@ def front_mask(
         per_format: one front per number format instead of one across formats.
         feasible_only: the front of the feasible points only (infeasible ones are never on it).
 
-    Points lacking a figure (no latency) are never on a front that uses it.
+    Points lacking a figure (no latency) are never on a front that uses it; chance-level points
+    are never on any (a model that learned nothing is no trade-off).
     """
     values, usable = _values(points, objectives)
     if feasible_only:
@@ -63,7 +65,7 @@ def front_ranks(
     points: Sequence[ModelPoint], objectives: Sequence[str] = ("accuracy", "latency_ms"), *,
     per_format: bool = False,
 ) -> np.ndarray:
-    """Non-dominated rank of every point (0: on the front); -1 where a figure is missing."""
+    """Non-dominated rank of every point (0: on the front); -1 where a figure is missing or the point is at chance."""
     values, usable = _values(points, objectives)
     maximize = [OBJECTIVES[o] for o in objectives]
     ranks = np.full(len(points), -1, dtype=np.int64)

@@ -9,9 +9,10 @@ of a rejected candidate's status (``rejected:memory``, ...).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Collection, Protocol
+from typing import Protocol
 
 
 class Reason(StrEnum):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 
 from iotnas.cost import weight_bytes
 from iotnas.formats import parse_format
+from iotnas.results.chance import is_chance_level
+from iotnas.results.classes import study_classes
 from iotnas.results.limits import Limits
 from iotnas.store import Store
 
@@ -33,6 +35,19 @@ class ModelPoint:
     feasible: bool
     reason: str | None  # why not feasible
     from_precision: bool = False  # measured by the precision stage (not only the training's float32 figure)
+    chance_level: bool = False  # no better than guessing: kept for the record, never on a front or a winner
+    test_images: int | None = None  # the accuracy is on this many test images (a fixed draw); None: all of them
+    full_accuracy: float | None = None  # on the whole test split, when ``accuracy`` is a subset's (a winner's)
+
+    @property
+    def reported_accuracy(self) -> float:
+        """The figure to show a person: the whole test split's when known, else the one it was ranked by."""
+        return self.accuracy if self.full_accuracy is None else self.full_accuracy
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the point may be on a front or win: feasible and better than guessing."""
+        return self.feasible and not self.chance_level
 
     def value(self, objective: str) -> float:
         v = getattr(self, objective)
@@ -47,6 +62,8 @@ class _Figure:
     bits: int
     finetuned: bool
     from_precision: bool
+    test_images: int | None = None
+    full_accuracy: float | None = None
 
 
 def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool = True,
@@ -58,7 +75,9 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
     plain and fine-tuned results when both exist; a stored float32 precision
     result replaces the training's). Feasibility uses ``limits``, by default
     the study's constraints; ``finetuned=False`` leaves fine-tuned results out; ``epochs``
-    keeps only the results of trainings to that fidelity.
+    keeps only the results of trainings to that fidelity. A point is
+    flagged ``chance_level`` by :func:`~iotnas.results.chance.is_chance_level` when the store
+    tells the class count (:func:`~iotnas.results.classes.study_classes`).
     """
     if limits is None:
         study = store.study()
@@ -78,11 +97,13 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
         if r.arch_key not in candidates or (r.finetuned and not finetuned) or (epochs is not None and r.epochs != epochs):
             continue
         slot = (r.arch_key, parse_format(r.format_name).name)
-        figure = _Figure(r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned, True)
+        figure = _Figure(r.epochs, r.weight_bytes, float(r.accuracy), r.bits, r.finetuned, True, r.test_images,
+                         r.full_accuracy)
         current = best.get(slot)
         if (current is None or not current.from_precision
                 or (figure.epochs, figure.accuracy) > (current.epochs, current.accuracy)):
             best[slot] = figure
+    classes = study_classes(store) if best else None
     points = []
     for (key, fmt), f in best.items():
         c = candidates[key]
@@ -93,6 +114,8 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
             accuracy=f.accuracy, weight_bytes=int(f.weight_bytes), latency_ms=latency_ms, n_values=c.n_values,
             macs=c.macs, flops=c.flops, peak_activation_bytes=c.peak_activation_bytes, epochs=float(f.epochs),
             finetuned=f.finetuned, feasible=True, reason=None, from_precision=f.from_precision,
+            chance_level=is_chance_level(f.accuracy, classes), test_images=f.test_images,
+            full_accuracy=f.full_accuracy,
         )
         why = limits.violations(point)
         if why:

@@ -11,6 +11,7 @@ from iotnas.store.records import (
     Candidate,
     Latency,
     PrecisionResult,
+    SkippedFormat,
     Training,
     TrainingStatus,
 )
@@ -18,5 +19,5 @@ from iotnas.store.store import Store, normalize_url
 
 __all__ = [
     "SCHEMA_VERSION", "FEASIBLE", "INVALID", "POOLED", "REJECTED_ACTIVATIONS", "REJECTED_LATENCY", "REJECTED_MEMORY",
-    "Candidate", "Latency", "PrecisionResult", "Store", "Training", "TrainingStatus", "normalize_url",
+    "Candidate", "Latency", "PrecisionResult", "SkippedFormat", "Store", "Training", "TrainingStatus", "normalize_url",
 ]

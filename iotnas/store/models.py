@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2  # the head revision of iotnas/store/migrations, as a number
+SCHEMA_VERSION = 3  # the head revision of iotnas/store/migrations, as a number
 
 
 class Base(DeclarativeBase):
@@ -89,4 +89,17 @@ class PrecisionRow(_OfACandidate, Base):
     accuracy: Mapped[float] = mapped_column(Float)
     finetuned: Mapped[bool] = mapped_column(default=False)
     checkpoint: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    test_images: Mapped[int | None] = mapped_column(Integer)  # scored on this many test images; None: all
+    full_accuracy: Mapped[float | None] = mapped_column(Float)  # re-scored on the whole test split (a winner)
+
+
+class SkippedFormatRow(_OfACandidate, Base):
+    """A (model, format) the precision stage did not evaluate, and why."""
+
+    __tablename__ = "iotnas_precision_skipped"
+    __table_args__ = (UniqueConstraint("arch_key", "epochs", "format_name"),)
+    epochs: Mapped[float] = mapped_column(Float)
+    format_name: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column()

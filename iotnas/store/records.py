@@ -11,7 +11,13 @@ from typing import Any
 from sqlalchemy import Float, Integer
 
 from iotnas.results.limits import Reason
-from iotnas.store.models import CandidateRow, LatencyRow, PrecisionRow, TrainingRow
+from iotnas.store.models import (
+    CandidateRow,
+    LatencyRow,
+    PrecisionRow,
+    SkippedFormatRow,
+    TrainingRow,
+)
 
 # --------------------------------------------------------------------------- values
 
@@ -66,6 +72,18 @@ class PrecisionResult:
     accuracy: float
     finetuned: bool
     checkpoint: str | None
+    test_images: int | None = None  # scored on this many test images (a fixed draw); None: all of them
+    full_accuracy: float | None = None  # the same model and format on the whole test split (a winner, re-scored)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFormat:
+    """A (model, format) the precision stage did not evaluate, and why (never silently missing)."""
+
+    arch_key: str
+    epochs: float
+    format_name: str
+    reason: str
 
 
 # Candidate statuses, in workflow order; a rejection names its feasibility reason.
@@ -147,5 +165,11 @@ def precision_from_row(r: PrecisionRow, *, checkpoint: str | None) -> PrecisionR
     _checked(r)
     return PrecisionResult(
         arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, bits=r.bits, weight_bytes=r.weight_bytes,
-        accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=checkpoint,
+        accuracy=r.accuracy, finetuned=r.finetuned, checkpoint=checkpoint, test_images=r.test_images,
+        full_accuracy=r.full_accuracy,
     )
+
+
+def skipped_from_row(r: SkippedFormatRow) -> SkippedFormat:
+    _checked(r)
+    return SkippedFormat(arch_key=r.arch_key, epochs=r.epochs, format_name=r.format_name, reason=r.reason)

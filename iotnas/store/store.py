@@ -29,17 +29,27 @@ from iotnas import __version__
 from iotnas.errors import ConfigError, OlderSchemaError, SchemaVersionError, StoreError
 from iotnas.files import is_sqlite_database
 from iotnas.store import migrations
-from iotnas.store.models import SCHEMA_VERSION, CandidateRow, LatencyRow, MetaRow, PrecisionRow, TrainingRow
+from iotnas.store.models import (
+    SCHEMA_VERSION,
+    CandidateRow,
+    LatencyRow,
+    MetaRow,
+    PrecisionRow,
+    SkippedFormatRow,
+    TrainingRow,
+)
 from iotnas.store.records import (
     Candidate,
     Latency,
     PrecisionResult,
+    SkippedFormat,
     Training,
     TrainingStatus,
     candidate_from_row,
     latency_from_row,
     precision_from_row,
     record_fields,
+    skipped_from_row,
     training_from_row,
 )
 from iotnas.study import Study, parse_study, study_changes
@@ -653,6 +663,32 @@ class Store:
         with self._session() as s:
             rows = s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
             return [precision_from_row(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
+
+    def set_full_accuracy(self, arch_key: str, epochs: float, format_name: str, *, finetuned: bool,
+                          accuracy: float) -> None:
+        """Record a result's accuracy on the whole test split beside the one it was ranked by (on a subset)."""
+        with self._session() as s:
+            s.execute(update(PrecisionRow).where(
+                PrecisionRow.arch_key == arch_key, PrecisionRow.epochs == epochs,
+                PrecisionRow.format_name == format_name, PrecisionRow.finetuned == finetuned,
+            ).values(full_accuracy=accuracy))
+
+    def add_skipped(self, skipped: SkippedFormat) -> None:
+        """Record a format the precision stage did not evaluate; one already recorded is kept."""
+        try:
+            with self._session() as s:
+                existing = s.scalar(select(SkippedFormatRow.id).where(
+                    SkippedFormatRow.arch_key == skipped.arch_key, SkippedFormatRow.epochs == skipped.epochs,
+                    SkippedFormatRow.format_name == skipped.format_name,
+                ))
+                if existing is None:
+                    s.add(SkippedFormatRow(**record_fields(skipped), created_at=_now()))
+        except IntegrityError:
+            pass  # another worker recorded it first
+
+    def skipped_formats(self) -> list[SkippedFormat]:
+        with self._session() as s:
+            return [skipped_from_row(r) for r in s.scalars(select(SkippedFormatRow).order_by(SkippedFormatRow.id))]
 
 
 def _db_message(exc: SQLAlchemyError) -> str:

@@ -37,9 +37,13 @@ def trained(tmp_path_factory):
 def test_train_writes_a_checkpoint_that_eval_reproduces(trained, cli):
     out, result = trained
     assert (out / "checkpoint.pt").is_file() and result["epochs_done"] == 1.0
-    code, stdout, err = cli("eval", str(out), "--data", "digits", "--subset", "96", "--json")
+    # --subset limited the training images only: the training scored the whole test split, as eval does
+    code, stdout, err = cli("eval", str(out), "--data", "digits", "--json")
     assert code == 0, err
+    assert json.loads(stdout)["test_images"] == 450
     assert json.loads(stdout)["test_accuracy"] == pytest.approx(result["test_accuracy"])
+    code, stdout, err = cli("eval", str(out), "--data", "digits", "--subset", "96", "--json")
+    assert code == 0 and json.loads(stdout)["test_images"] == 96
 
 
 def test_eval_in_a_number_format(trained, cli):

@@ -93,6 +93,15 @@ def test_report_tables_and_settings(small_store, tmp_path):
         assert f"<td>{p.key}</td>" in table
     assert "constraints.max_weight_bytes" in text and "32768" in text
     assert "released:raspberry-pi-3b+:torch" in text and "Provenance" in text
+    settings = text.split("<h2>Study settings</h2>")[1].split("</table>")[0]
+    for row in ("precision.winner</td><td>fewest_bytes", "precision.tolerance</td><td>0.01",
+                "precision.test_images</td><td>–", "workers.stale_after_s</td><td>60.0",
+                "budget.eta</td><td>3", "data.limit</td><td>–"):
+        assert row in settings, row
+    # the latency source as readable rows, not a raw dict
+    assert "latency: released:raspberry-pi-3b+:torch</td><td>released, " in settings
+    assert "latency: released:raspberry-pi-3b+:torch · device</td><td>Raspberry Pi 3B+" in settings
+    assert "{&#x27;" not in settings and "{'" not in settings
 
 
 def test_static_figures(small_store, tmp_path):

@@ -68,6 +68,77 @@ def test_progress_is_reported_once_per_evaluation():
     assert all(result.accuracy[name] == acc for name, acc, _ in calls)
 
 
+def _stand_in(scale: float = 1.0, *, big: float | None = None):
+    """A linear classifier and an accuracy stand-in (agreement with its float32 predictions), real rounding."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 4)
+    with torch.no_grad():
+        model.weight.mul_(scale)
+        model.bias.mul_(scale)
+        if big is not None:
+            model.weight[0, 0] = big
+    x = torch.randn(256, 64)
+    with torch.no_grad():
+        reference = model(x).argmax(1)
+    def agreement(m):
+        with torch.no_grad():
+            return float((m(x).argmax(1) == reference).float().mean())
+
+    return model, agreement
+
+
+def test_formats_that_cannot_hold_the_weights_are_skipped_before_any_evaluation():
+    from iotnas.formats import FloatFormat
+    from iotnas.precision.grid import unfit_reason
+
+    model, agreement = _stand_in(big=100.0)  # one weight beyond e3's largest finite value, 15.5 (e3m4)
+    assert "beyond its largest finite value 15.5" in unfit_reason(FloatFormat(3, 4), model.parameters())
+    assert unfit_reason(FloatFormat(4, 3), model.parameters()) is None  # e4m3 reaches 240
+    seen = []
+    result = evaluate_model_formats(lambda: model, lambda m: seen.append(1) or agreement(m), formats=[],
+                                    grid=GridSpec(exp_bits=(2, 5), man_bits=(0, 6), tolerance=0.02),
+                                    progress=lambda name, acc, n: seen.append(name))
+    evaluated = [name for name in seen if isinstance(name, str)]
+    assert not any(name.startswith(("e2m", "e3m")) for name in evaluated)
+    assert set(result.skipped) >= {"e2m6", "e3m6"} and "beyond its largest finite value" in result.skipped["e3m6"]
+    tiny, _ = _stand_in(scale=1e-4)  # below half of e4m3's smallest subnormal, 2^-9
+    why = unfit_reason(FloatFormat(4, 3), tiny.parameters())
+    assert why is not None and "100% of the nonzero stored values" in why and "would become zero" in why
+    assert unfit_reason(FloatFormat(5, 10), tiny.parameters()) is None
+
+
+def test_a_collapsed_row_ends_the_grid_and_says_why():
+    model, agreement = _stand_in()
+    names = []
+    # e4m6 already scored at chance (a stored result, as in a resumed stage): narrower exponents are not tried
+    result = evaluate_model_formats(lambda: model, agreement, formats=[], known={"e4m6": 0.25},
+                                    grid=GridSpec(exp_bits=(2, 5), man_bits=(0, 6), tolerance=0.02),
+                                    progress=lambda name, acc, n: names.append(name), num_classes=4)
+    assert names and all(name == "float32" or name.startswith("e5m") for name in names)
+    assert result.skipped["e3m6"] == result.skipped["e2m6"]
+    assert "e4m6 collapsed to 25.0%" in result.skipped["e3m6"]
+    # without the class count, a row keeping under half of float32's accuracy has collapsed too
+    again = evaluate_model_formats(lambda: model, agreement, formats=[], known={"e4m6": 0.45},
+                                   grid=GridSpec(exp_bits=(3, 4), man_bits=(0, 6), tolerance=0.02))
+    assert "e4m6 collapsed to 45.0%" in again.skipped["e3m6"]
+
+
+def test_formats_are_scored_on_a_fixed_draw_of_test_images():
+    from iotnas.data import load_dataset
+    from iotnas.precision.runner import scoring_subset
+
+    digits = load_dataset("digits")
+    assert scoring_subset(digits, images=None, seed=0) is digits
+    assert scoring_subset(digits, images=10**6, seed=0) is digits
+    one, two = scoring_subset(digits, images=100, seed=0), scoring_subset(digits, images=100, seed=0)
+    assert len(one.test_labels) == 100 and one.test_images.equal(two.test_images)
+    assert one.train_images is digits.train_images  # training data untouched
+    assert len(set(one.test_labels.tolist())) == digits.num_classes  # a draw, not the first few classes
+    assert not scoring_subset(digits, images=100, seed=1).test_labels.equal(one.test_labels)
+
+
 STUDY = {
     "name": "prec", "seed": 0,
     "data": {"dataset": "digits", "limit": 256},
@@ -78,7 +149,8 @@ STUDY = {
     "strategy": {"name": "laws"},
     "budget": {"trainings": 1, "epochs": [3]},
     "training": {"batch_size": 64},
-    "precision": {"grid": True, "exp_bits": [3, 4], "man_bits": [0, 4], "tolerance": 0.05, "finetune_epochs": 1},
+    "precision": {"grid": True, "exp_bits": [3, 4], "man_bits": [0, 4], "tolerance": 0.05, "finetune_epochs": 1,
+                  "test_images": 200},
 }
 
 
@@ -105,8 +177,28 @@ def test_stage_stores_every_format_with_its_exact_bytes(prec_store):
         if not r.format_name.startswith("int"):
             assert r.weight_bytes == math.ceil(n_values * r.bits / 8)
     assert plain[_name("int8")].weight_bytes > n_values  # per-channel scales are counted
-    assert plain[_name("float32")].accuracy == pytest.approx(training.accuracy)
     assert summary.best[0].weight_bytes <= 8192
+
+
+def test_formats_are_scored_on_test_images_and_the_winner_on_all(prec_store):
+    from iotnas.results.classes import study_classes
+    from iotnas.results.points import study_points
+    from iotnas.results.winners import WinnerRule, winners
+
+    path, _ = prec_store
+    with Store.open(str(path), create=False) as store:
+        results = store.precision_results()
+        (training,) = store.trainings(status="done")
+        assert study_classes(store) == 10  # from the checkpoint: the study does not say
+        plain_winner = winners(study_points(store, finetuned=False), rule=WinnerRule.of(store.study()))[0]
+    plain = {r.format_name: r for r in results if not r.finetuned}
+    assert all(r.test_images == 200 for r in plain.values())  # every format ranked on the same 200 images
+    rescored = [r for r in plain.values() if r.full_accuracy is not None]
+    assert [r.format_name for r in rescored] == [plain_winner.format_name]  # the winner, on every test image too
+    assert plain_winner.reported_accuracy == rescored[0].full_accuracy
+    if plain_winner.format_name == _name("float32"):
+        assert rescored[0].full_accuracy == pytest.approx(training.accuracy)  # the training scored all 450 too
+    assert all(r.test_images is None for r in results if r.finetuned)
 
 
 def test_finetuning_is_stored_beside_never_over(prec_store):
