@@ -22,7 +22,8 @@ def test_list_json(cli):
     code, out, _ = cli("spaces", "list", "--json")
     data = json.loads(out)
     assert code == 0 and [d["space"] for d in data][:2] == ["densenet", "googlenet"]
-    assert data[-1]["aliases"] == ["random_net_probenet_s", "probenet_s"]
+    by_name = {d["space"]: d for d in data}
+    assert by_name["probenet"]["aliases"] == ["random_net_probenet_s", "probenet_s"]
     assert data[0]["laws"]["s3"] == {"nblocks": "[1, 8)", "growth_rate": "[1, 8)", "reduction_percent": "[50, 80)"}
 
 
