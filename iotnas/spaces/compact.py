@@ -51,6 +51,14 @@ class CompactLaw(Law):
     expansion: IntRange  # hidden channels / input channels of fused and dwsep blocks
 
 
+def _law(name: str, stem: tuple[int, int], *widths: tuple[int, int], blocks: tuple[int, int],
+         expansion: tuple[int, int]) -> CompactLaw:
+    """A law drawing stem strides and block kinds from every choice; ranges as ``(lo, hi)``, hi excluded."""
+    w1, w2, w3 = (IntRange(*w) for w in widths)
+    return CompactLaw(name, IntRange(*stem), Choice(STEM_STRIDES), Choice(_KINDS), w1, w2, w3,
+                      IntRange(*blocks), IntRange(*expansion))
+
+
 def _conv_bn(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """Convolution without bias (BatchNorm follows) and its BatchNorm."""
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False)
@@ -126,19 +134,13 @@ class CompactNet(nn.Module):
 @register_space("compact")
 class CompactSpace(Space):
     summary = "Compact: stem and 3 stages of dense, fused or depthwise-separable blocks, for small devices"
-    laws: ClassVar[Mapping[str, Law]] = {  # widths grow ~1.7x from law to law, so value counts grow ~3x (docs/spaces.md)
-        "s1": CompactLaw("s1", IntRange(24, 40), Choice(STEM_STRIDES), Choice(_KINDS),
-                         IntRange(24, 40), IntRange(40, 72), IntRange(64, 112), IntRange(1, 3), IntRange(1, 4)),
-        "s2": CompactLaw("s2", IntRange(16, 24), Choice(STEM_STRIDES), Choice(_KINDS),
-                         IntRange(12, 24), IntRange(24, 44), IntRange(40, 64), IntRange(1, 3), IntRange(1, 4)),
-        "s3": CompactLaw("s3", IntRange(8, 16), Choice(STEM_STRIDES), Choice(_KINDS),
-                         IntRange(8, 14), IntRange(16, 28), IntRange(24, 40), IntRange(1, 3), IntRange(1, 4)),
-        "s4": CompactLaw("s4", IntRange(6, 10), Choice(STEM_STRIDES), Choice(_KINDS),
-                         IntRange(4, 10), IntRange(8, 16), IntRange(14, 24), IntRange(1, 3), IntRange(1, 4)),
-        "s5": CompactLaw("s5", IntRange(4, 8), Choice(STEM_STRIDES), Choice(_KINDS),
-                         IntRange(3, 6), IntRange(5, 10), IntRange(8, 14), IntRange(1, 3), IntRange(1, 3)),
-        "s6": CompactLaw("s6", IntRange(3, 6), Choice(STEM_STRIDES), Choice(_KINDS),
-                         IntRange(2, 5), IntRange(4, 7), IntRange(6, 10), IntRange(1, 2), IntRange(1, 3)),
+    laws: ClassVar[Mapping[str, Law]] = {  # widths grow ~1.7x from law to law, values ~3x (docs/spaces.md)
+        "s1": _law("s1", (24, 40), (24, 40), (40, 72), (64, 112), blocks=(1, 3), expansion=(1, 4)),
+        "s2": _law("s2", (16, 24), (12, 24), (24, 44), (40, 64), blocks=(1, 3), expansion=(1, 4)),
+        "s3": _law("s3", (8, 16), (8, 14), (16, 28), (24, 40), blocks=(1, 3), expansion=(1, 4)),
+        "s4": _law("s4", (6, 10), (4, 10), (8, 16), (14, 24), blocks=(1, 3), expansion=(1, 4)),
+        "s5": _law("s5", (4, 8), (3, 6), (5, 10), (8, 14), blocks=(1, 3), expansion=(1, 3)),
+        "s6": _law("s6", (3, 6), (2, 5), (4, 7), (6, 10), blocks=(1, 2), expansion=(1, 3)),
     }
 
     def _sample(self, law: CompactLaw, id: int) -> Args:

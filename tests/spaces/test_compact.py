@@ -151,3 +151,18 @@ def test_packed_int8_weights_and_c_header(tmp_path):
     text = c_header(header, (tmp_path / "weights.bin").read_bytes())
     assert "IOTNAS_COMPACT_S5_1_H" in text and '"layers.0.conv.0.weight"' in text
     assert f"#define IOTNAS_N_VALUES {cost(arch).n_values}u" in text
+
+
+@pytest.mark.parametrize("bits", [32, 16, 8])
+@pytest.mark.parametrize("kib", [4, 8, 16, 32, 64, 128])
+def test_every_budget_has_many_candidates_in_every_format(kib, bits):
+    """Among ids 0-63 of the laws, at least 16 fit each budget from 4 to 128 KiB at 32, 16 and 8 bits."""
+    from iotnas.results.limits import Limits
+    from iotnas.spaces.yields import law_yield
+
+    limits = Limits(max_weight_bytes=kib * 1024)
+    counts = {law: law_yield("compact", law).count_within(limits, bits=bits) for law in SPACE.laws}
+    assert sum(counts.values()) >= 16, counts
+    # and not only by tiny models: some candidate uses at least a quarter of the budget
+    big = Limits(max_weight_bytes=kib * 1024 // 4)
+    assert sum(counts.values()) > sum(law_yield("compact", law).count_within(big, bits=bits) for law in SPACE.laws)
