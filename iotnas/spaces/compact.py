@@ -30,10 +30,9 @@ from torch import nn
 
 from iotnas.spaces._checks import as_dict, int_list
 from iotnas.spaces._registry import Args, Choice, IntRange, Law, Space, register_space
-from iotnas.spaces._rng import draws, rng_for
+from iotnas.spaces._rng import draw, draws, rng_for
 
 CONV, FUSED, DWSEP = 0, 1, 2
-KIND_NAMES = {CONV: "conv", FUSED: "fused", DWSEP: "dwsep"}
 STAGES = 3  # each halves the map: 32 -> 4 after a stride-1 stem, 16 -> 2 after a stride-2 one
 STEM_STRIDES = (1, 2)
 _KINDS = (CONV, FUSED, DWSEP)
@@ -145,10 +144,10 @@ class CompactSpace(Space):
 
     def _sample(self, law: CompactLaw, id: int) -> Args:
         rng = rng_for(id)
-        stem_width = draws(rng, law.stem_width.lo, law.stem_width.hi, 1)[0]
+        stem_width = draw(rng, law.stem_width.lo, law.stem_width.hi)
         stem_stride = int(rng.choice(list(law.stem_stride.values)))
         kinds = sorted(int(v) for v in rng.choice(list(law.kinds.values), STAGES))
-        widths = [draws(rng, r.lo, r.hi, 1)[0] for r in (law.width1, law.width2, law.width3)]
+        widths = [draw(rng, r.lo, r.hi) for r in (law.width1, law.width2, law.width3)]
         blocks = draws(rng, law.blocks.lo, law.blocks.hi, STAGES)
         expansions = draws(rng, law.expansion.lo, law.expansion.hi, STAGES)
         stages = [[kinds[i], widths[i], blocks[i], expansions[i]] for i in range(STAGES)]
