@@ -136,7 +136,7 @@ class Study:
     device: DeviceSpec = DeviceSpec()
     constraints: Limits = Limits()
     formats: tuple[str, ...] = ("float32",)
-    laws: tuple[str, ...] = ("all",)  # "space/law", "space" or "all"
+    laws: tuple[str, ...] = ("all",)  # "space/law", "space", "all", or "auto" (laws with candidates under the limits)
     pool_per_law: int = 200  # open spaces: ids drawn per law to form the candidate pool
     strategy: StrategySpec = StrategySpec()
     budget: Budget = Budget()
@@ -322,7 +322,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
     pool_per_law = space_t.int("pool_per_law", _DEFAULT.pool_per_law, minimum=1, maximum=MAX_CANDIDATES)
     space_t.done()
     if not laws:
-        raise ConfigError("space.laws: give at least one law (\"mobilenetv2/s4\"), a space (\"densenet\") or \"all\"")
+        raise ConfigError("space.laws: give at least one law (\"mobilenetv2/s4\"), a space (\"densenet\"), \"all\" "
+                          "or \"auto\"")
 
     strat_t = top.table("strategy")
     strategy_name = strat_t.choice("name", STRATEGY_NAMES, StrategySpec().name)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 from iotnas.cost import cost
 from iotnas.results.winners import SearchSummary, summarize
 from iotnas.search.components import Components, Evaluation
-from iotnas.search.pool import draw_open_pool, expand_laws
+from iotnas.search.pool import draw_open_pool, resolve_laws
 from iotnas.search.workflow import Callback, SearchEvent, Workflow
 from iotnas.store import Store, normalize_url
 from iotnas.study import Study
@@ -20,12 +20,11 @@ def build_components(study: Study) -> Components:
     Raises:
         ConfigError, DataError, LatencyError: the study names something that cannot be used.
     """
-    laws = expand_laws(study.laws)
     if study.mode == "tabular":
         from iotnas.search.tabular import ReleasedLatency, ReleasedSet, TabularOracle
 
         released = ReleasedSet.load(study.resolve(study.released) if study.released else None)
-        wanted = {(ref.space, ref.law) for ref in laws}
+        wanted = {(ref.space, ref.law) for ref in resolve_laws(study)}  # the released models' geometry
         pool = [a for a in released.archs() if (a.space, a.law) in wanted][: study.budget.candidates]
         return Components(pool=pool, evaluator=TabularOracle(released), latency=ReleasedLatency(released),
                           num_classes=10)  # the released models are CIFAR-10 classifiers
@@ -34,8 +33,9 @@ def build_components(study: Study) -> Components:
     from iotnas.search.training import TrainingEvaluator, load_study_dataset
 
     dataset = load_study_dataset(study)
-    pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)
     geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
+    laws = resolve_laws(study, **geometry)
+    pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)
     return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
                       latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset),
                       cost=functools.partial(cost, **geometry),  # the dataset's channels and classes
@@ -77,6 +77,16 @@ def prepare_search(study: Study, *, store_url: str | None = None, callbacks: Seq
 
 
 __all__ = [
-    "Callback", "Components", "Evaluation", "build_components", "SearchEvent", "SearchSummary", "Workflow",
-    "open_store", "prepare_search", "run_search", "store_location", "summarize",
+    "Callback",
+    "Components",
+    "Evaluation",
+    "SearchEvent",
+    "SearchSummary",
+    "Workflow",
+    "build_components",
+    "open_store",
+    "prepare_search",
+    "run_search",
+    "store_location",
+    "summarize",
 ]

@@ -8,17 +8,21 @@ pool is the released model set itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from iotnas.arch import Arch
-from iotnas.cost import Cost, cost, weight_bytes
+from iotnas.cost import Cost, cost
 from iotnas.errors import ConfigError
-from iotnas.spaces import get_space, list_spaces, runnable
 from iotnas.formats import parse_format
-from iotnas.results.limits import Measured, Reason, Violation
+from iotnas.results.limits import Limits, Reason, Violation
+from iotnas.spaces import get_space, list_spaces, runnable
+from iotnas.spaces.yields import YIELD_IDS, law_yield, pool_figures
 from iotnas.store import INVALID, POOLED, Candidate
 from iotnas.study import Study
+
+#: The ``space.laws`` entry that picks every law with candidates under the study's limits.
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +34,24 @@ class LawRef:
         return f"{self.space}/{self.law}"
 
 
-def expand_laws(entries: Sequence[str]) -> list[LawRef]:
-    """``["all"]``, ``["densenet"]`` or ``["mobilenetv2/s4", ...]`` -> the laws they name, in order."""
+def expand_laws(entries: Sequence[str], *, qualifies: Callable[[LawRef], bool] | None = None) -> list[LawRef]:
+    """``["all"]``, ``["auto"]``, ``["densenet"]`` or ``["mobilenetv2/s4", ...]`` -> the laws they name, in order.
+
+    ``"auto"`` names every law for which ``qualifies`` holds (see :func:`resolve_laws`).
+
+    Raises:
+        ConfigError: an unknown space or law, or ``"auto"`` without ``qualifies``.
+    """
     refs: list[LawRef] = []
+    every = [LawRef(name, law) for name in list_spaces() for law in get_space(name).laws]
     for entry in entries:
         if entry == "all":
-            refs += [LawRef(name, law) for name in list_spaces() for law in get_space(name).laws]
+            refs += every
+            continue
+        if entry == AUTO:
+            if qualifies is None:
+                raise ConfigError('space.laws: "auto" picks laws by the study\'s limits; resolve it with resolve_laws')
+            refs += [ref for ref in every if qualifies(ref)]
             continue
         space_name, _, law = entry.partition("/")
         try:
@@ -49,6 +65,40 @@ def expand_laws(entries: Sequence[str]) -> list[LawRef]:
             refs.append(LawRef(space.name, law))
     unique = list(dict.fromkeys(refs))
     return unique
+
+
+def resolve_laws(study: Study, *, in_channels: int = 3, num_classes: int = 10) -> list[LawRef]:
+    """The laws of ``study.laws``, with ``"auto"`` as every law that has candidates under the study's limits.
+
+    A law has candidates when one of its first :data:`~iotnas.spaces.yields.YIELD_IDS` ids
+    passes the pool's memory and activation checks (:func:`cost_candidates`) in the
+    narrowest allowed format, for the dataset's geometry.
+
+    Raises:
+        ConfigError: an unknown space or law, or ``"auto"`` finds no law at all.
+    """
+    if AUTO not in study.laws:
+        return expand_laws(study.laws)
+    bits = narrowest_bits(study)
+
+    def qualifies(ref: LawRef) -> bool:
+        found = law_yield(ref.space, ref.law, in_channels=in_channels, num_classes=num_classes)
+        return found.count_within(study.constraints, bits=bits) > 0
+
+    refs = expand_laws(study.laws, qualifies=qualifies)
+    if not refs:
+        raise ConfigError(
+            f'space.laws = "auto": no law has a model among its first {YIELD_IDS} ids under the study\'s limits '
+            f"({_limits_text(study.constraints, bits)}); raise the limits or allow a narrower format"
+        )
+    return refs
+
+
+def _limits_text(limits: Limits, bits: int) -> str:
+    parts = [f"{limits.max_weight_bytes:,} weight bytes at {bits} bits"] if limits.max_weight_bytes else []
+    if limits.max_activation_bytes:
+        parts.append(f"{limits.max_activation_bytes:,} activation bytes")
+    return ", ".join(parts) or "none"
 
 
 def draw_open_pool(laws: Sequence[LawRef], *, per_law: int, total: int) -> list[Arch]:
@@ -86,12 +136,11 @@ def cost_candidates(
                 progress(1)
             continue
         c = cost_fn(arch)
-        peak = c.peak_activation_bytes(bits=32)
-        figures = Measured(weight_bytes=weight_bytes(c.n_values, bits), peak_activation_bytes=peak)
+        figures = pool_figures(c.n_values, c.peak_activation_values, bits=bits)
         violation = study.constraints.first_violation(figures, checks=(Reason.MEMORY, Reason.ACTIVATIONS))
         out.append(Candidate(
             key=arch.key, arch_json=arch.to_json(), space=arch.space, law=arch.law, arch_id=arch.id,
-            n_values=c.n_values, macs=c.macs, flops=c.flops, peak_activation_bytes=peak,
+            n_values=c.n_values, macs=c.macs, flops=c.flops, peak_activation_bytes=figures.peak_activation_bytes,
             status=POOLED if violation is None else violation.reason.status,
             reason=None if violation is None else _reason(violation, bits),
             proposed_index=None,

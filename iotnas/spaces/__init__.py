@@ -31,8 +31,10 @@ from iotnas.spaces._registry import (
     register_space,
 )
 
-# Registration order is listing order.
-from iotnas.spaces import densenet, googlenet, mobilenetv2, pnasnet, resnext, resnet, probenet  # noqa: E402,F401,I001
+# Registration order is listing order: the paper's families, then iotnas' own.
+# isort: off
+from iotnas.spaces import densenet, googlenet, mobilenetv2, pnasnet, resnext, resnet, probenet, compact  # noqa: F401
+# isort: on
 
 if TYPE_CHECKING:
     from iotnas.arch import Arch
@@ -40,11 +42,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_ID",
     "SPACES",
+    "SUPPORTED_INPUT_SIZE",
     "Args",
     "Choice",
     "IntRange",
     "Law",
-    "SUPPORTED_INPUT_SIZE",
     "Space",
     "build",
     "canonical_name",

@@ -13,16 +13,44 @@ SCHEMA_KEYS = {"schema", "key", "space", "law", "id", "args", "num_classes", "in
 def test_list_shows_every_space_and_law(cli):
     code, out, _ = cli("spaces", "list")
     assert code == 0
-    for name in ("densenet", "googlenet", "mobilenetv2", "pnasnet", "resnext", "resnet", "probenet"):
+    for name in ("densenet", "googlenet", "mobilenetv2", "pnasnet", "resnext", "resnet", "probenet", "compact"):
         assert name in out
     assert "[16, 1280)" not in out and "[128, 1280)" in out  # mobilenetv2 s1 io_out
+    assert "What each law yields (ids 0-63" in out and "min / median / max" in out and "compact/s6" in out
+
+
+def test_list_shows_what_each_law_yields(cli):
+    """Value counts and ids per budget, checked against costing the ids afresh."""
+    from iotnas.arch import Arch
+    from iotnas.cost import cost
+
+    code, out, _ = cli("spaces", "list", "--json")
+    assert code == 0
+    data = {d["space"]: d for d in json.loads(out)}
+    y = data["compact"]["yields"]["s6"]
+    values = sorted(cost(Arch("compact", "s6", i)).n_values for i in range(64))
+    assert y["ids"] == y["runnable"] == 64
+    assert y["n_values"] == {"min": values[0], "median": values[31], "max": values[-1]}
+    assert y["within_kib"]["float32"]["4"] == sum(v * 4 <= 4096 for v in values) > 0
+    assert set(y["within_kib"]) == {"float32", "half", "8-bit"}
+    assert list(y["within_kib"]["half"]) == ["4", "8", "16", "32", "64", "128"]
+    for law in data["densenet"]["yields"].values():  # counts grow with the budget and with narrower formats
+        for counts in law["within_kib"].values():
+            assert list(counts.values()) == sorted(counts.values())
+        assert law["within_kib"]["float32"]["32"] <= law["within_kib"]["half"]["32"] <= law["within_kib"]["8-bit"]["32"]
+    assert data["densenet"]["yields"]["s2"]["runnable"] == 63  # densenet/s2/41 cannot run
+    assert data["googlenet"]["yields"]["s1"]["within_kib"]["8-bit"]["128"] == 0  # millions of values
+
+    code, out, _ = cli("spaces", "list")
+    assert f"{values[0]:,} / {values[31]:,} / {values[-1]:,}" in out
 
 
 def test_list_json(cli):
     code, out, _ = cli("spaces", "list", "--json")
     data = json.loads(out)
     assert code == 0 and [d["space"] for d in data][:2] == ["densenet", "googlenet"]
-    assert data[-1]["aliases"] == ["random_net_probenet_s", "probenet_s"]
+    by_name = {d["space"]: d for d in data}
+    assert by_name["probenet"]["aliases"] == ["random_net_probenet_s", "probenet_s"]
     assert data[0]["laws"]["s3"] == {"nblocks": "[1, 8)", "growth_rate": "[1, 8)", "reduction_percent": "[50, 80)"}
 
 

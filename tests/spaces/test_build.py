@@ -15,6 +15,7 @@ from iotnas.cost import cost
 from iotnas.errors import ArchError, ConfigError, InputSizeError
 from iotnas.spaces import build, get_space, list_spaces
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Batch-1 forward passes of small nets: OpenMP spinning on a busy 2-core machine costs
@@ -125,7 +126,7 @@ print(json.dumps(out))
 
 
 def test_same_arch_and_seed_give_same_args_and_weights_across_processes():
-    keys = ["mobilenetv2/s6/10", "googlenet/s3/0", "resnext/s3/35", "probenet/s2/0"]
+    keys = ["mobilenetv2/s6/10", "googlenet/s3/0", "resnext/s3/35", "probenet/s2/0", "compact/s3/7"]
     procs = [subprocess.Popen([sys.executable, "-c", _DETERMINISM_SCRIPT, *keys], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]  # two fresh interpreters, run side by side
     runs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
