@@ -72,13 +72,22 @@ def _family_cell(space: str) -> str:
     return f'<span class="swatch" style="background:{color}"></span>{_e(space)}'
 
 
+def _latency_cell(p: ModelPoint) -> str:
+    """The latency, marked "(pred.)" when a predictor gave it rather than the device."""
+    if p.latency_ms is None:
+        return "–"
+    if p.latency_source == "predicted":
+        return f'<span title="predicted, not measured">{p.latency_ms:.4g} (pred.)</span>'
+    return f'<span title="{_e(p.latency_source or "measured")}">{p.latency_ms:.4g}</span>'
+
+
 def _front_table(points: Sequence[ModelPoint], mask: np.ndarray, table_id: str) -> str:
     chosen = sorted((points[i] for i in np.flatnonzero(mask)), key=lambda p: (-p.accuracy, p.weight_bytes, p.key))
     rows = [
         (
             _e(p.key), _family_cell(p.space), _e(p.format_name), f"{p.accuracy:.2%}",
             f'<span title="{p.weight_bytes:,} bytes">{human_bytes(p.weight_bytes)}</span>',
-            "–" if p.latency_ms is None else f"{p.latency_ms:.4g}",
+            _latency_cell(p),
             human_count(p.n_values), human_count(p.macs), human_bytes(p.peak_activation_bytes), f"{p.epochs:g}",
             "yes" if p.feasible else f'<span class="bad" title="{_e(p.reason)}">no</span>',
         )
@@ -128,7 +137,8 @@ def _settings(data: ReportData) -> str:
                 rows.append((f"{table}.{k}", v))
     for device, info in sorted(data.devices.items()):
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(info["detail"].items()))
-        rows.append((f"latency source {device}", f"{info['source']}, {info['models']:,} models; {detail}"))
+        sources = ", ".join(f"{source} {n:,}" for source, n in sorted(info["sources"].items()))
+        rows.append((f"latency source {device}", f"{sources} models; {detail}"))
     kv = _table(("Setting", "Value"), [(_e(k), _e(_plain(v))) for k, v in rows])
     raw = _e(json.dumps(study, indent=2, sort_keys=True, default=str))
     return kv.replace("<table>", '<table class="kv">') + f"<details><summary>the study as stored</summary><pre>{raw}</pre></details>"

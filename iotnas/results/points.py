@@ -33,6 +33,7 @@ class ModelPoint:
     feasible: bool
     reason: str | None  # why not feasible
     from_precision: bool = False  # measured by the precision stage (not only the training's float32 figure)
+    latency_source: str | None = None  # "measured", "predicted" or "released": how latency_ms was found
 
     def value(self, objective: str) -> float:
         v = getattr(self, objective)
@@ -91,6 +92,7 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
             accuracy=f.accuracy, weight_bytes=int(f.weight_bytes), latency_ms=latency_ms, n_values=c.n_values,
             macs=c.macs, flops=c.flops, peak_activation_bytes=c.peak_activation_bytes, epochs=float(f.epochs),
             finetuned=f.finetuned, feasible=True, reason=None, from_precision=f.from_precision,
+            latency_source=None if lat is None else lat.source,
         )
         why = limits.violations(point)
         if why:
