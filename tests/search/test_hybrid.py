@@ -13,7 +13,6 @@ from iotnas.search import run_search
 from iotnas.store import Store
 from iotnas.study import parse_study
 
-
 LAW = "probenet/s2"
 POOL = 6
 #: Short, still the real protocol: the test checks decisions, never speed.
