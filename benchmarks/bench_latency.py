@@ -1,54 +1,54 @@
-"""Latency calibration benchmark: kernel predictor vs a FLOPs-only line, on this machine.
+"""Latency prediction benchmark: the node predictor against its baselines, on this machine and on the Pi timings.
 
-Run from the repository root:
+Run from the repository root (the acceptance run; idle machine, load average < 1):
 
-    .venv/bin/python benchmarks/bench_latency.py [--test 200] [--calib 30] [--max-kernels 400]
+    .venv/bin/python benchmarks/bench_latency.py --calib 200 --test 200 --trace-cache /tmp/released-kernels.json
 
-1. Calibration: ``--calib`` released configurations are timed whole (ONNX Runtime,
-   1 thread, one fresh process each) together with up to ``--max-kernels`` of
-   their distinct kernels; a kernel predictor and a FLOPs-only line
-   (``a * FLOPs + b``) are fitted on the same timings.
-2. ``--test`` other released configurations (all five families) are timed and
-   predicted: share within +-10 % of the measured median, RMSPE.
-   Both are repeated for the thread CPU-time median, which the machine's other
-   load disturbs less.
-3. Time to predict all 1,617 released configurations.
-4. Released Raspberry Pi timings: 5-fold cross-validated whole-network cost
-   model vs the FLOPs-only line.
-5. Noise: one model timed 5 times with the protocol; spread of its median.
+1. Calibration, timed: ``--calib`` networks drawn from the paper's laws (all five
+   families), profiled and timed on this machine in adaptive rounds
+   (:func:`~iotnas.latency.calibrate.calibrate_nodes`); the earlier kernel-sum
+   predictor is calibrated on ``--kernel-calib`` of them (``--max-kernels`` kernels)
+   and a FLOPs line on all of them.
+2. ``--test`` held-out networks from the same laws, timed twice, each pass in
+   fresh processes: pass 1 is what predictions are scored against; pass 2 against
+   pass 1 is the noise ceiling (how often the device agrees with itself within ±10 %).
+3. Released Raspberry Pi 3B+ timings (torch eager), 5-fold cross-validation of the
+   operator-cost model against the earlier cost-feature trees and a FLOPs line.
+   Tracing the 1,617 released networks takes minutes; ``--trace-cache`` keeps the
+   traced kernels for the next run.
 
-Prints Markdown tables. Uses the released data in ../shared/data (or $IOTNAS_SHARED_DATA).
+Prints Markdown tables; ONNX Runtime, 1 intra-op and 1 inter-op thread. Uses the
+released data in ../shared/data (or $IOTNAS_SHARED_DATA).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from iotnas.cost import cost
 from iotnas.latency.calibrate import (
+    RELEASED_FAMILIES,
     calibrate,
+    calibrate_nodes,
     cross_validate_released,
-    fit_kernel_predictor,
-    released_timings,
+    released_records,
+    sample_archs,
     time_networks,
 )
-from iotnas.latency.kernels import arch_kernels
+from iotnas.latency.kernels import Kernel, arch_kernels
 from iotnas.latency.measure import Protocol, environment
 from iotnas.latency.predictor import FlopsPredictor, score
 from iotnas.latency.runtimes import OrtSettings
+from iotnas.spaces import get_space
 
 #: Networks: >= 50 runs and >= 0.2 s, capped at 1 s (so every model gets >= 50 runs or >= 1 s).
 NETWORK_PROTOCOL = Protocol(warmup_runs=10, warmup_s=0.1, warmup_max_s=1.0, min_runs=50, min_s=0.2, max_s=1.0)
-#: The default protocol, for the noise check.
-NOISE_PROTOCOL = Protocol()
 
 
 def log(message: str) -> None:
@@ -60,113 +60,119 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def every(n: int):
+    return lambda stage, i, total: log(f"  {stage} {i}/{total}") if i == total or i % n == 0 else None
+
+
+def traced_released(records, cache: Path | None) -> dict[str, list[Kernel]]:
+    """Kernels of every released network, read from ``cache`` when it holds them, else traced (and kept there)."""
+    if cache is not None and cache.exists():
+        stored = json.loads(cache.read_text())
+        if set(stored) == {r.key for r in records}:
+            return {key: [Kernel.from_key(k) for k in keys] for key, keys in stored.items()}
+    traced = {}
+    for i, r in enumerate(records):
+        traced[r.key] = arch_kernels(r.key)
+        if (i + 1) % 200 == 0:
+            log(f"  traced {i + 1}/{len(records)}")
+    if cache is not None:
+        cache.write_text(json.dumps({key: [k.key for k in ks] for key, ks in traced.items()}))
+    return traced
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--calib", type=int, default=30)
+    parser.add_argument("--calib", type=int, default=200, help="Calibration networks of the node predictor.")
+    parser.add_argument("--rounds", type=int, default=3, help="Adaptive calibration rounds.")
+    parser.add_argument("--test", type=int, default=200, help="Held-out networks, timed twice.")
+    parser.add_argument("--kernel-calib", type=int, default=30, help="Calibration networks of the kernel-sum baseline.")
     parser.add_argument("--max-kernels", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-json", type=Path, default=None, help="Also write every timing and prediction here.")
+    parser.add_argument("--trace-cache", type=Path, default=None, help="Keep the released networks' kernels here.")
     parser.add_argument("--released-limit", type=int, default=None, help="Use only this many released configs (dry run).")
+    parser.add_argument("--skip-device", action="store_true", help="Only the released cross-validation.")
     args = parser.parse_args()
     data = Path(os.environ.get("IOTNAS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    rows = released_timings(data / "iotnets" / "results_RaspPi.json")
-    if args.released_limit is not None:
-        rows = rows[:: max(1, len(rows) // args.released_limit)]
     settings = OrtSettings(threads=1)
-    order = list(range(len(rows)))
-    random.Random(args.seed).shuffle(order)
-    calib = [rows[i][0] for i in order[: args.calib]]
-    test = [rows[i][0] for i in order[args.calib: args.calib + args.test]]
-    t_start = time.perf_counter()
+    laws = [f"{family}/{law}" for family in RELEASED_FAMILIES for law in get_space(family).laws]
     load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    device_rows: list[tuple[str, object]] = []
+    notes: list[str] = []
 
-    log(f"calibrating on {len(calib)} networks")
-    predictor, calibration = calibrate(
-        calib, settings=settings, network_protocol=NETWORK_PROTOCOL, max_kernels=args.max_kernels, seed=args.seed,
-        progress=lambda stage, i, n: log(f"  {stage} {i}/{n}") if i == n or i % 64 == 0 else None,
-    )
-    traced_calib = {key: arch_kernels(key) for key in calibration.networks}
-    cpu_predictor = fit_kernel_predictor(calibration, traced_calib, settings=settings, environment={},
-                                         statistic="cpu_median_ms", seed=args.seed)
-    flops_of = {key: cost(key).flops for key in [*calib, *test]}
-    lines = {
-        stat: FlopsPredictor.fit([flops_of[k] for k in calibration.networks],
-                                 [getattr(m, stat) for m in calibration.networks.values()])
-        for stat in ("median_ms", "cpu_median_ms")
-    }
+    if not args.skip_device:
+        log(f"calibrating the node predictor on {args.calib} networks")
+        predictor, calibration = calibrate_nodes(laws, networks=args.calib, held_out=0, rounds=args.rounds,
+                                                 settings=settings, protocol=NETWORK_PROTOCOL, seed=args.seed,
+                                                 progress=every(25))
+        calib_keys = list(calibration.networks)
+        log(f"calibrating the kernel-sum baseline on {args.kernel_calib} of them")
+        t0 = time.perf_counter()
+        kernel_model, _ = calibrate(calib_keys[: args.kernel_calib], settings=settings,
+                                    network_protocol=NETWORK_PROTOCOL, max_kernels=args.max_kernels, seed=args.seed)
+        kernel_s = time.perf_counter() - t0
+        line = FlopsPredictor.fit([cost(k).flops for k in calib_keys],
+                                  [calibration.networks[k].median_ms for k in calib_keys])
 
-    log(f"timing {len(test)} held-out networks")
-    timed = time_networks(test, device=None, settings=settings, protocol=NETWORK_PROTOCOL,
-                          progress=lambda _, i, n: log(f"  networks {i}/{n}") if i % 25 == 0 else None)
-    keys = list(timed)
-    traced_test = {key: arch_kernels(key) for key in keys}
-    results = {}
-    for stat, kernel_model in (("median_ms", predictor), ("cpu_median_ms", cpu_predictor)):
-        measured = [getattr(timed[k], stat) for k in keys]
-        results[stat] = (
-            score([kernel_model.predict_kernels(traced_test[k]) for k in keys], measured),
-            score([lines[stat].predict_flops(flops_of[k]) for k in keys], measured),
-        )
-    medians = [timed[k].median_ms for k in keys]
-    cvs = [timed[k].cv for k in keys]
+        test = sample_archs(args.test, seed=args.seed + 1, exclude=set(calib_keys),
+                            laws={f: get_space(f).laws for f in RELEASED_FAMILIES})
+        log(f"timing {len(test)} held-out networks, pass 1")
+        first = time_networks(test, device=None, settings=settings, protocol=NETWORK_PROTOCOL, progress=every(25))
+        log("pass 2 (noise ceiling)")
+        second = time_networks(list(first), device=None, settings=settings, protocol=NETWORK_PROTOCOL,
+                               progress=every(25))
+        keys = [k for k in first if k in second]
+        measured = [first[k].median_ms for k in keys]
+        log("predicting")
+        t0 = time.perf_counter()
+        node_pred = predictor.predict_many(keys)
+        node_s = (time.perf_counter() - t0) / max(len(keys), 1)
+        device_rows = [
+            ("device itself: pass 2 vs pass 1 (noise ceiling)", score([second[k].median_ms for k in keys], measured)),
+            ("node predictor (this work)", score(node_pred, measured)),
+            ("kernel sum + correction (earlier predictor)", score(kernel_model.predict_many(keys), measured)),
+            ("FLOPs line (baseline)", score([line.predict_flops(cost(k).flops) for k in keys], measured)),
+        ]
+        medians = sorted(measured)
+        rounds = ", ".join(str(len(r)) for r in calibration.rounds)
+        notes.append(
+            f"Calibration: {len(calib_keys)} networks over {len(laws)} laws in rounds of {rounds}, "
+            f"{calibration.seconds:.0f} s ({calibration.seconds / 60:.1f} min) including fitting; kernel-sum "
+            f"baseline {kernel_s:.0f} s. Held-out: {len(keys)} networks, median latency {medians[0]:.2f}–"
+            f"{medians[-1]:.1f} ms (median {statistics.median(medians):.2f} ms). Node prediction "
+            f"{1000 * node_s:.0f} ms per network (export, optimise, regress).")
 
-    log("predicting all released configurations")
+    log("released Raspberry Pi timings: 5-fold cross-validation")
+    records = released_records(data / "iotnets" / "results_RaspPi.json")
+    if args.released_limit is not None:
+        records = records[:: max(1, len(records) // args.released_limit)]
+    traced = traced_released(records, args.trace_cache if args.released_limit is None else None)
     t0 = time.perf_counter()
-    traced_all = {key: arch_kernels(key) for key, _, _ in rows}
-    all_predictions = [predictor.predict_kernels(traced_all[key]) for key, _, _ in rows]
-    predict_s = time.perf_counter() - t0
-
-    log("cross-validating on the released Raspberry Pi timings")
-    cv = cross_validate_released([(traced_all[key], ms, flops) for key, ms, flops in rows], seed=args.seed)
-    pi_cost, pi_flops = score(cv["cost"], cv["measured"]), score(cv["flops"], cv["measured"])
-
-    noise_key = min(keys, key=lambda k: abs(timed[k].median_ms - 5.0))
-    log(f"noise: {noise_key} x5")
-    repeats = [time_networks([noise_key], device=None, settings=settings, protocol=NOISE_PROTOCOL)[noise_key]
-               for _ in range(5)]
-    total_s = time.perf_counter() - t_start
-    if args.save_json is not None:
-        import json
-
-        args.save_json.write_text(json.dumps({
-            "calibration_networks": {k: m.to_dict() for k, m in calibration.networks.items()},
-            "calibration_kernels": {k: m.to_dict() for k, m in calibration.kernels.items()},
-            "test_networks": {k: m.to_dict() for k, m in timed.items()},
-            "noise": [m.to_dict() for m in repeats],
-        }))
+    cv = cross_validate_released([(r, traced[r.key]) for r in records], seed=args.seed)
+    cv_s = time.perf_counter() - t0
     load_after = os.getloadavg()
 
     env = environment()
     print(f"## Latency benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
-    print(f"CPU: {env['cpu']} ({env['cpu_count']} cores, shared), ONNX Runtime {env['onnxruntime']}, "
-          f"1 intra-op thread, 1 inter-op thread; load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after; total {total_s / 60:.1f} min.\n")
-    print(f"Calibration: {len(calibration.networks)} networks + {len(calibration.kernels)} kernels timed in "
-          f"{calibration.seconds:.0f} s. Held-out: {len(keys)} networks, median latency {min(medians):.2f}–"
-          f"{max(medians):.1f} ms (median {statistics.median(medians):.2f} ms); their CV: median "
-          f"{pct(statistics.median(cvs))}, {pct(np.mean(np.array(cvs) > 0.10))} above 10 %.\n")
-    print("| target statistic | predictor | within ±10 % | RMSPE | median error |")
-    print("| --- | --- | --- | --- | --- |")
-    for stat, (kernel_score, flops_score) in results.items():
-        for name, s in (("kernel sum + correction", kernel_score), ("FLOPs-only line (baseline)", flops_score)):
-            print(f"| {stat} | {name} | {pct(s.within_10)} | {pct(s.rmspe)} | {pct(s.median_ape)} |")
-    print(f"\nPredicting all {len(rows)} released configurations (trace + predict): {predict_s:.1f} s "
-          f"({1000 * predict_s / len(rows):.0f} ms each); predicted range {min(all_predictions):.2f}–"
-          f"{max(all_predictions):.1f} ms.\n")
-    print("Released Raspberry Pi 3B+ timings, 5-fold cross-validation:\n")
+    print(f"CPU: {env['cpu']} ({env['cpu_count']} cores), ONNX Runtime {env['onnxruntime']}, 1 intra-op and 1 "
+          f"inter-op thread; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; total "
+          f"{(time.perf_counter() - t_start) / 60:.1f} min.\n")
+    for note in notes:
+        print(note + "\n")
+    if device_rows:
+        print("| predictor (held-out networks, this machine) | within ±10 % | RMSPE | median error |")
+        print("| --- | --- | --- | --- |")
+        for name, s in device_rows:
+            print(f"| {name} | {pct(s.within_10)} | {pct(s.rmspe)} | {pct(s.median_ape)} |")
+        print()
+    print(f"Released Raspberry Pi 3B+ timings (torch eager, mean of 5 runs), {len(records)} networks, 5-fold "
+          f"cross-validation ({cv_s:.0f} s):\n")
     print("| model | within ±10 % | RMSPE | median error |")
     print("| --- | --- | --- | --- |")
-    for name, s in (("cost-feature trees", pi_cost), ("FLOPs-only line (baseline)", pi_flops)):
+    for name, key in (("operator-cost model, noise-weighted (this work)", "ops"),
+                      ("cost-feature trees (earlier)", "cost"), ("FLOPs line (baseline)", "flops")):
+        s = score(cv[key], cv["measured"])
         print(f"| {name} | {pct(s.within_10)} | {pct(s.rmspe)} | {pct(s.median_ape)} |")
-    wall = [m.median_ms for m in repeats]
-    cpu = [m.cpu_median_ms for m in repeats]
-    print(f"\nNoise: {noise_key} timed 5 times with the default protocol (>= 50 runs and >= 1 s each):\n")
-    print("| statistic | 5 medians (ms) | spread (max/min - 1) | CV within each run |")
-    print("| --- | --- | --- | --- |")
-    print(f"| wall median | {', '.join(f'{x:.3f}' for x in wall)} | {pct(max(wall) / min(wall) - 1)} | "
-          f"{', '.join(pct(m.cv) for m in repeats)} |")
-    print(f"| thread CPU median | {', '.join(f'{x:.3f}' for x in cpu)} | {pct(max(cpu) / min(cpu) - 1)} | – |")
     return 0
 
 

@@ -39,6 +39,8 @@ MAX_EPOCHS = 10_000.0
 MAX_ETA = 1_000
 MAX_NAME = 100
 DEVICE_KINDS = ("local", "agent", "predictor", "released")
+#: What the hybrid device mode measures: the candidates its predictor cannot decide, or every proposal.
+HYBRID_MEASURE = ("undecided", "every")
 # Settings that never change a result, left out of the fingerprint and of study_changes: where the
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
 # whose DHCP address changed is the same board; kind, runtime and threads are its identity).
@@ -46,7 +48,7 @@ _VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
 # Settings added after stores were made, hashed only when set to something else than their default
 # (a whole table where the key has no dot), so that a store made before they existed keeps its fingerprint.
 _ADDED_LATER: dict[str, Any] = {"precision.winner": "fewest_bytes", "precision.test_images": None,
-                                "final": {"epochs": 0.0, "top": 0}}
+                                "device.measure": None, "device.margin": None, "final": {"epochs": 0.0, "top": 0}}
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -72,6 +74,16 @@ class DeviceSpec:
     url: str | None = None  # kind = "agent"
     predictor: str | None = None  # kind = "predictor": path of a saved predictor
     token_file: str | None = None  # kind = "agent": file holding the agent's token (else $IOTNAS_AGENT_TOKEN)
+    # kind = "local" or "agent" with a predictor: the hybrid mode. The predictor screens the pool; the
+    # device measures the candidates it cannot decide ("undecided": predicted within the margin of the
+    # latency limit) or every proposal ("every"); margin is the predictor's trusted relative error.
+    measure: str | None = None  # hybrid: "undecided" (default) or "every"
+    margin: float | None = None  # hybrid: 0.15 by default
+
+    @property
+    def hybrid(self) -> bool:
+        """A device that measures, helped by a predictor that screens the pool first."""
+        return self.kind in ("local", "agent") and self.predictor is not None
 
     @property
     def key(self) -> str:
@@ -305,6 +317,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         url=dev_t.str("url", d.url),
         predictor=dev_t.str("predictor", d.predictor),
         token_file=dev_t.str("token_file", d.token_file),
+        measure=dev_t.str("measure", d.measure),
+        margin=dev_t.float("margin", d.margin, positive=True, maximum=1.0),
     )
     dev_t.done()
     _check_device(device, mode)
@@ -420,7 +434,18 @@ def _check_device(device: DeviceSpec, mode: str) -> None:
                           "use runtime = \"onnxruntime\" with kind = \"agent\"")
     if device.kind == "predictor" and not device.predictor:
         raise ConfigError("device.predictor: required when device.kind = \"predictor\" (path of a saved predictor)")
-    for key, kind in (("url", "agent"), ("token_file", "agent"), ("predictor", "predictor")):
+    if device.predictor is not None and device.kind in ("local", "agent") and mode != "train":
+        raise ConfigError("device.predictor: the hybrid mode (a predictor beside a measuring device) is for "
+                          "mode = \"train\"")
+    if device.predictor is not None and device.kind == "released":
+        raise ConfigError("device.predictor: the released timings need no predictor; remove the key")
+    if device.measure is not None and device.measure not in HYBRID_MEASURE:
+        raise ConfigError(f"device.measure: {device.measure!r} is not one of {', '.join(HYBRID_MEASURE)}")
+    for key in ("measure", "margin"):
+        if getattr(device, key) is not None and not device.hybrid:
+            raise ConfigError(f"device.{key}: only for the hybrid mode (kind = \"local\" or \"agent\" with a "
+                              "predictor); add device.predictor or remove the key")
+    for key, kind in (("url", "agent"), ("token_file", "agent")):
         if getattr(device, key) is not None and device.kind != kind:
             raise ConfigError(f"device.{key}: only for kind = \"{kind}\", and this study's device.kind is "
                               f"\"{device.kind}\"; remove the key or change the kind")

@@ -1,4 +1,4 @@
-"""`iotnas latency ...` (measure, calibrate, predict, score) and `iotnas agent serve`."""
+"""`iotnas latency ...` (measure, calibrate, predict, explain, score) and `iotnas agent serve`."""
 
 from __future__ import annotations
 
@@ -95,10 +95,18 @@ def measure(
 @latency_app.command("calibrate")
 def calibrate(
     out: Path = typer.Option(..., "--out", help="Where to write the predictor (JSON)."),
+    kind: str = typer.Option(
+        "nodes", "--kind", help="nodes (optimised-graph nodes timed in context; this machine) or kernels."
+    ),
+    study: Optional[Path] = typer.Option(
+        None, "--study", help="Draw calibration networks from this study's laws (default: the five families)."
+    ),
     device: Optional[str] = DEVICE,
     token_file: Optional[Path] = TOKEN_FILE,
-    networks: int = typer.Option(40, "--networks", min=3, help="Calibration networks, spread over the five families."),
-    max_kernels: Optional[int] = typer.Option(None, "--max-kernels", min=20, help="Time at most this many kernels."),
+    networks: int = typer.Option(120, "--networks", min=5, help="Calibration networks (nodes: over all rounds)."),
+    held_out: int = typer.Option(40, "--held-out", min=0, help="nodes: other networks timed to score the fit."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="nodes: rounds; later ones sample where the error is high."),
+    max_kernels: Optional[int] = typer.Option(None, "--max-kernels", min=20, help="kernels: time at most this many."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration networks."),
     statistic: str = typer.Option(
         "median_ms", "--statistic", help="median_ms (wall clock) or cpu_median_ms (thread CPU time; shared machines)."
@@ -108,24 +116,52 @@ def calibrate(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor file."),
 ) -> None:
-    """Time kernels and networks on the device and fit a predictor (or fit on released Pi timings)."""
+    """Time networks on the device and fit a predictor (or fit on released Pi timings); prints time and score."""
     import json
+    import time
 
     from iotnas.files import check_target, write_new
     from iotnas.latency import calibrate as cal
 
+    if kind not in ("nodes", "kernels"):
+        raise ConfigError(f"--kind must be nodes or kernels, got {kind!r}")
+    if kind == "nodes" and device is not None:
+        raise ConfigError("--kind nodes profiles graphs on this machine; time an agent's device with --kind kernels")
     check_target(out, what="predictor", overwrite=overwrite)  # before the timing, which takes minutes
+    start = time.perf_counter()
+    warnings: list[str] = []
+    held_score = None
     with _progress() as update:
         if released is not None:
             if device is not None:
                 raise ConfigError("--released fits on stored timings; leave out --device")
             predictor = cal.fit_released(released, seed=seed, progress=lambda i, n: update("tracing", i, n))
+        elif kind == "nodes":
+            predictor, calibration = cal.calibrate_nodes(
+                _study_laws(study), networks=networks, held_out=held_out, rounds=rounds, statistic=statistic,
+                seed=seed, progress=update)
+            warnings, held_score = calibration.warnings(), calibration.score
         else:
             archs = cal.sample_archs(networks, seed=seed)
             predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
                                          statistic=statistic, seed=seed, progress=update)
     write_new(out, json.dumps(predictor.to_dict()), what="predictor", overwrite=overwrite)
-    console.print(f"wrote {predictor.kind} predictor to {out}")
+    console.print(f"wrote {predictor.kind} predictor to {out} in {time.perf_counter() - start:.0f} s")
+    if held_score is not None:
+        console.print(f"held-out: {held_score.n} networks, {held_score.within_10:.1%} within ±10 %, "
+                      f"RMSPE {held_score.rmspe:.1%}, median error {held_score.median_ape:.1%}")
+    for line in warnings:
+        err_console.print(f"warning: {line}")
+
+
+def _study_laws(study: Optional[Path]) -> list[str]:
+    """``space/law`` names: a study's laws, or every law of the five families of the released timings."""
+    from iotnas.latency.calibrate import RELEASED_FAMILIES
+    from iotnas.search.pool import expand_laws
+    from iotnas.study import load_study
+
+    entries = load_study(study).laws if study is not None else list(RELEASED_FAMILIES)
+    return [str(ref) for ref in expand_laws(entries)]
 
 
 @latency_app.command("predict")
@@ -145,6 +181,38 @@ def predict(
         print_json({"arch": key, "latency_ms": ms})
     else:
         console.print(f"{key}: {ms:.4f} ms (predicted)")
+
+
+@latency_app.command("explain")
+def explain(
+    predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A node predictor file (--kind nodes)."),
+    key: str = typer.Argument(..., metavar="KEY", help="Architecture key, e.g. mobilenetv2/s4/39."),
+    as_json: bool = JSON,
+) -> None:
+    """Per-node predicted time of one architecture: where its latency goes."""
+    from iotnas.arch import Arch
+    from iotnas.errors import LatencyError
+    from iotnas.latency.predictor import LatencyPredictor, NodePredictor
+
+    predictor = LatencyPredictor.load(predictor_path)
+    if not isinstance(predictor, NodePredictor):
+        raise LatencyError(f"{predictor_path} is a {predictor.kind} predictor; explain needs a nodes predictor "
+                           "(iotnas latency calibrate --kind nodes)")
+    arch_key = Arch.parse(key).key
+    costs, overhead_ms = predictor.explain(arch_key)
+    total = sum(c.ms for c in costs) + overhead_ms
+    if as_json:
+        print_json({"arch": arch_key, "latency_ms": total, "overhead_ms": overhead_ms,
+                    "nodes": [{"name": c.name, "op": c.op, "out_shape": list(c.out_shape), "ms": c.ms}
+                              for c in costs]})
+        return
+    table = Table(title=f"{arch_key}: {total:.4f} ms predicted")
+    for column in ("#", "node", "type", "output", "ms", "share"):
+        table.add_column(column, justify="right" if column in ("#", "ms", "share") else "left")
+    for i, c in enumerate(costs):
+        table.add_row(str(i), c.name, c.op, "x".join(map(str, c.out_shape[1:])), f"{c.ms:.4f}", f"{c.ms / total:.1%}")
+    table.add_row("", "per-call overhead", "", "", f"{overhead_ms:.4f}", f"{overhead_ms / total:.1%}")
+    console.print(table)
 
 
 @latency_app.command("score")

@@ -14,15 +14,20 @@ from iotnas.errors import LatencyError
 
 
 def fit_boosted_trees(x: np.ndarray, y: np.ndarray, *, seed: int, n_estimators: int = 400,
-                      max_depth: int = 4, learning_rate: float = 0.05) -> dict[str, Any]:
-    """Fit squared-error gradient boosting and return it as a JSON-ready dict."""
+                      max_depth: int = 4, learning_rate: float = 0.05,
+                      sample_weight: np.ndarray | None = None) -> dict[str, Any]:
+    """Fit squared-error gradient boosting and return it as a JSON-ready dict.
+
+    Args:
+        sample_weight: per-row weights (say, less for a noisy timing); equal by default.
+    """
     from sklearn.ensemble import GradientBoostingRegressor
 
     model = GradientBoostingRegressor(
         n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate, subsample=0.8,
         min_samples_leaf=2, random_state=seed,
     )
-    model.fit(x, y)
+    model.fit(x, y, sample_weight=sample_weight)
     trees = []
     for (estimator,) in model.estimators_:
         t = estimator.tree_

@@ -3,7 +3,9 @@
 :func:`calibrate` times the kernels of a set of calibration networks (in
 batches, one fresh process per batch) and the networks themselves (one fresh
 process each), then fits a :class:`~iotnas.latency.predictor.KernelPredictor`.
-:func:`fit_released` fits the whole-network model on the released Raspberry Pi
+:func:`calibrate_nodes` profiles networks drawn from a study's laws on this
+machine and fits a :class:`~iotnas.latency.predictor.NodePredictor`, adaptively.
+:func:`fit_released` fits the operator-cost model on the released Raspberry Pi
 timings, for devices you cannot reach.
 """
 
@@ -12,18 +14,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from iotnas.errors import DataError, LatencyError
+from iotnas.errors import DataError, IotnasError, LatencyError
 from iotnas.latency.agent import AgentClient
 from iotnas.latency.api import measure_many
 from iotnas.latency.kernels import Kernel, arch_kernels
 from iotnas.latency.measure import LatencyMeasurement, Protocol, environment
-from iotnas.latency.predictor import CostModelPredictor, KernelPredictor
+from iotnas.latency.nodes import NetworkProfile
+from iotnas.latency.predictor import (
+    CostModelPredictor,
+    KernelPredictor,
+    NodePredictor,
+    OperatorCostPredictor,
+    Score,
+    score,
+)
 from iotnas.latency.runtimes import OrtSettings
 
 log = logging.getLogger(__name__)
@@ -50,8 +61,28 @@ class Calibration:
     seconds: float  # wall time of the timing, this machine and device together
 
 
-def released_timings(path: str | Path) -> list[tuple[str, float, float]]:
-    """``(arch key, mean ms, released FLOPs)`` per record of the released ``results_RaspPi.json``.
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleasedTiming:
+    """One released Raspberry Pi record: the authors' mean of 5 timed runs, their spread, the FLOPs they counted."""
+
+    key: str
+    mean_ms: float
+    std_ms: float
+    flops: float
+
+    @property
+    def weight(self) -> float:
+        """Trust in the mean, for fitting: inverse variance of a 5-run mean (floored, so none dominates)."""
+        sem = self.std_ms / self.mean_ms / math.sqrt(5)
+        return 1.0 / (sem**2 + RELEASED_NOISE_FLOOR**2)
+
+
+#: The relative error below which a released mean is not trusted more (its weight stops growing).
+RELEASED_NOISE_FLOOR = 0.015
+
+
+def released_records(path: str | Path) -> list[ReleasedTiming]:
+    """Every record of the released ``results_RaspPi.json``.
 
     Raises:
         DataError: the file is missing or not in the released layout.
@@ -59,14 +90,19 @@ def released_timings(path: str | Path) -> list[tuple[str, float, float]]:
     try:
         records = json.loads(Path(path).read_text(encoding="utf-8"))
         return [
-            (f"{r['spacename'].removeprefix('random_net_')}/{r['law']}/{int(r['id'])}", float(r["t_avg"]),
-             float(r["flops"]))
+            ReleasedTiming(key=f"{r['spacename'].removeprefix('random_net_')}/{r['law']}/{int(r['id'])}",
+                           mean_ms=float(r["t_avg"]), std_ms=float(r["t_std"]), flops=float(r["flops"]))
             for r in records
         ]
     except OSError as exc:
         raise DataError(f"cannot read the released timings {path}: {exc.strerror}") from exc
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path} is not the released results_RaspPi.json layout: {exc}") from exc
+
+
+def released_timings(path: str | Path) -> list[tuple[str, float, float]]:
+    """``(arch key, mean ms, released FLOPs)`` per record of the released ``results_RaspPi.json``."""
+    return [(r.key, r.mean_ms, r.flops) for r in released_records(path)]
 
 
 def sample_archs(n: int, *, seed: int, exclude: set[str] = frozenset(), families: Sequence[str] = RELEASED_FAMILIES,
@@ -182,40 +218,215 @@ def fit_kernel_predictor(calibration: Calibration, traced: dict[str, list[Kernel
     )
 
 
-def fit_released(path: str | Path, *, seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None) -> CostModelPredictor:
-    """Fit the whole-network cost model on every released Raspberry Pi timing (mean ms, 10-run protocol)."""
-    rows = released_timings(path)
-    networks = []
-    for i, (key, ms, _) in enumerate(rows):
-        networks.append((arch_kernels(key), ms))
+#: Below this many calibration networks, or held-out networks, a predictor's score is not to be trusted.
+MIN_TRUSTED_NETWORKS = 60
+MIN_TRUSTED_HELD_OUT = 30
+#: Networks a round needs before its cross-validated errors steer the next one.
+MIN_ADAPTIVE_NETWORKS = 10
+#: Profiled runs per calibration network (node medians); warm-up runs before them.
+PROFILE_RUNS = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeCalibration:
+    """What a node calibration did: networks profiled and timed, per round, and the held-out score."""
+
+    profiles: dict[str, NetworkProfile]  # arch key -> its optimised nodes and their times in context
+    networks: dict[str, LatencyMeasurement]  # arch key -> the whole network timed per the protocol
+    rounds: tuple[tuple[str, ...], ...]  # the networks each round added (the first evenly over the laws)
+    held_out: dict[str, tuple[float, float]]  # arch key -> (predicted, measured) ms, never fitted on
+    score: Score | None  # on the held-out networks (None: none were asked for)
+    seconds: float  # wall time, timing and fitting together
+
+    def warnings(self) -> list[str]:
+        """Why the predictor may not be trusted yet (empty: no reason found)."""
+        out = []
+        if len(self.networks) < MIN_TRUSTED_NETWORKS:
+            out.append(f"only {len(self.networks)} calibration networks (fewer than {MIN_TRUSTED_NETWORKS}): "
+                       "the predictor has seen too few graphs; calibrate with more --networks")
+        if self.score is None or self.score.n < MIN_TRUSTED_HELD_OUT:
+            n = 0 if self.score is None else self.score.n
+            out.append(f"only {n} held-out networks (fewer than {MIN_TRUSTED_HELD_OUT}): the score below is "
+                       "a rough guide; raise --held-out")
+        elif self.score.within_10 < 0.9:
+            out.append(f"{self.score.within_10:.0%} of held-out networks within ±10 % (target 90 %): "
+                       "calibrate with more --networks, or use the hybrid device mode with a wider margin")
+        return out
+
+
+def profile_networks(archs: Sequence[str], *, settings: OrtSettings, protocol: Protocol,
+                     profile_runs: int = PROFILE_RUNS, stage: str = "networks",
+                     progress: Progress | None = None) -> tuple[dict[str, NetworkProfile], dict[str, LatencyMeasurement]]:
+    """Time whole networks (one fresh process each) and profile their nodes in context, on this machine.
+
+    Failures are logged and left out.
+    """
+    from iotnas.latency.nodes import arch_onnx, profile_onnx
+
+    profiles: dict[str, NetworkProfile] = {}
+    timed: dict[str, LatencyMeasurement] = {}
+    for i, key in enumerate(archs):
+        try:
+            data = arch_onnx(key)
+            (result,) = measure_many([data], settings=settings, protocol=protocol)
+            if isinstance(result, LatencyError):
+                raise result
+            profiles[key] = profile_onnx(data, settings=settings, runs=profile_runs)
+            timed[key] = dataclasses.replace(result, target=key)
+        except IotnasError as exc:
+            log.warning("could not time %s: %s", key, exc)
         if progress is not None:
-            progress(i + 1, len(rows))
-    info = {"source": "released results_RaspPi.json (Raspberry Pi 3B+, torch eager, mean of 5 runs)",
-            "runtime": "torch"}
-    return CostModelPredictor.fit(networks, info=info, seed=seed)
+            progress(stage, i + 1, len(archs))
+    return profiles, timed
 
 
-def cross_validate_released(networks: Sequence[tuple[Sequence[Kernel], float, float]], *, folds: int = 5,
-                            seed: int = 0) -> dict[str, Any]:
-    """Cross-validated predictions of the cost model and of the FLOPs line on released timings.
+def _stratum(key: str) -> str:
+    return key.rsplit("/", 1)[0]  # "space/law"
+
+
+def _draw(counts: dict[str, int], *, seed: int, exclude: set[str]) -> list[str]:
+    """``counts[space/law]`` new architecture keys per law, none of ``exclude``."""
+    out: list[str] = []
+    for i, (law_ref, n) in enumerate(sorted(counts.items())):
+        if n > 0:
+            space, law = law_ref.split("/")
+            out += sample_archs(n, seed=seed * 7919 + i, exclude=exclude | set(out), families=(space,),
+                                laws={space: (law,)})
+    return out
+
+
+def _allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """``total`` draws split over laws in proportion to ``weights`` (largest remainders)."""
+    norm = sum(weights.values()) or 1.0
+    shares = {k: total * w / norm for k, w in weights.items()}
+    counts = {k: int(v) for k, v in shares.items()}
+    for k in sorted(shares, key=lambda k: counts[k] - shares[k])[: total - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int = 40, rounds: int = 3,
+                    settings: OrtSettings | None = None, protocol: Protocol | None = None,
+                    profile_runs: int = PROFILE_RUNS, statistic: str = "median_ms", seed: int = 0,
+                    progress: Progress | None = None) -> tuple[NodePredictor, NodeCalibration]:
+    """Profile and time networks drawn from ``laws`` on this machine, adaptively, and fit a node predictor.
+
+    The first round spreads half the networks evenly over the laws; each later
+    round draws the next share where the cross-validated error is highest (as
+    nn-Meter samples more where its predictor is weak). ``held_out`` other
+    networks, drawn evenly, are timed and scored at the end and never fitted on.
 
     Args:
-        networks: ``(kernels, measured ms, released FLOPs)`` per network.
+        laws: ``space/law`` names, e.g. a study's laws expanded.
+        networks: calibration networks in all rounds together.
+        statistic: ``median_ms`` or ``cpu_median_ms`` (see :data:`STATISTICS`).
+
+    Raises:
+        LatencyError: too few networks could be timed, or a bad statistic.
+    """
+    if statistic not in STATISTICS:
+        raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    if not laws:
+        raise LatencyError("calibration needs at least one space/law to draw networks from")
+    settings, protocol = settings or OrtSettings(), protocol or Protocol()
+    start = time.perf_counter()
+    rounds = max(1, rounds)
+    sizes = [networks] if rounds == 1 else [networks // 2] + _split(networks - networks // 2, rounds - 1)
+    profiles: dict[str, NetworkProfile] = {}
+    timed: dict[str, LatencyMeasurement] = {}
+    added: list[tuple[str, ...]] = []
+    weights = dict.fromkeys(laws, 1.0)
+    for r, size in enumerate(sizes):
+        keys = _draw(_allocate(size, weights), seed=seed + r, exclude=set(timed))
+        p, t = profile_networks(keys, settings=settings, protocol=protocol, profile_runs=profile_runs,
+                                stage=f"calibration round {r + 1}/{len(sizes)}", progress=progress)
+        profiles.update(p)
+        timed.update(t)
+        added.append(tuple(t))
+        data = [(profiles[k], getattr(timed[k], statistic)) for k in timed]
+        if r + 1 < len(sizes) and len(data) >= MIN_ADAPTIVE_NETWORKS:  # else the next round stays even
+            weights = _law_errors(list(timed), [p for p, _ in data], [m for _, m in data], laws=laws, seed=seed)
+    data = [(profiles[k], getattr(timed[k], statistic)) for k in timed]
+    predictor = NodePredictor.fit(data, runtime="onnxruntime", settings=settings.to_dict(), seed=seed)
+    held = _draw(_allocate(held_out, dict.fromkeys(laws, 1.0)), seed=seed + 10_000, exclude=set(timed))
+    held_scores: dict[str, tuple[float, float]] = {}
+    result_score = None
+    if held:
+        p, t = profile_networks(held, settings=settings, protocol=protocol, profile_runs=0, stage="held-out",
+                                progress=progress)
+        keys = list(t)
+        if keys:
+            predicted = predictor.predict_graphs([p[k].nodes for k in keys])
+            held_scores = {k: (ms, getattr(t[k], statistic)) for k, ms in zip(keys, predicted)}
+            result_score = score(predicted, [getattr(t[k], statistic) for k in keys])
+    seconds = time.perf_counter() - start
+    env = environment()
+    predictor.info.update({"environment": env, "statistic": statistic, "calibration_s": seconds,
+                           "calibration_archs": list(timed), "laws": list(laws),
+                           "held_out": None if result_score is None else result_score.to_dict()})
+    return predictor, NodeCalibration(profiles=profiles, networks=timed, rounds=tuple(added), held_out=held_scores,
+                                      score=result_score, seconds=seconds)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _law_errors(keys: Sequence[str], profiles: Sequence[NetworkProfile], measured: Sequence[float], *,
+                laws: Sequence[str], seed: int) -> dict[str, float]:
+    """Each law's cross-validated mean absolute relative error (with a floor, so no law is starved)."""
+    import numpy as np
+
+    m = np.asarray(measured, dtype=float)
+    rel = np.abs(NodePredictor.cross_validated(list(zip(profiles, m)), seed=seed) - m) / m
+    errors = {law: [] for law in laws}
+    for key, e in zip(keys, rel):
+        errors.setdefault(_stratum(key), []).append(float(e))
+    overall = float(rel.mean()) if rel.size else 1.0
+    return {law: max(float(np.mean(v)) if v else overall, 0.25 * overall, 1e-3) for law, v in errors.items()
+            if law in laws}
+
+
+def fit_released(path: str | Path, *, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> OperatorCostPredictor:
+    """Fit the operator-cost model on every released Raspberry Pi timing (torch eager, mean of 5 runs).
+
+    Each mean is weighted by how much its 5 runs agree (:attr:`ReleasedTiming.weight`).
+    """
+    records = released_records(path)
+    networks = []
+    for i, r in enumerate(records):
+        networks.append((r.key, arch_kernels(r.key), r.mean_ms))
+        if progress is not None:
+            progress(i + 1, len(records))
+    info = {"source": "released results_RaspPi.json (Raspberry Pi 3B+, torch eager, mean of 5 runs)",
+            "runtime": "torch"}
+    return OperatorCostPredictor.fit(networks, weights=[r.weight for r in records], info=info, seed=seed)
+
+
+def cross_validate_released(networks: Sequence[tuple[ReleasedTiming, Sequence[Kernel]]], *, folds: int = 5,
+                            seed: int = 0) -> dict[str, Any]:
+    """Cross-validated predictions of the operator-cost model, the earlier cost-feature trees and the FLOPs line.
+
+    Args:
+        networks: each released record with its traced kernels.
 
     Returns:
-        ``{"cost": predictions, "flops": predictions, "measured": values}``, in input order.
+        ``{"ops": predictions, "cost": predictions, "flops": predictions, "measured": values}``, in input order.
     """
     import numpy as np
     from sklearn.model_selection import KFold
 
     from iotnas.latency.predictor import FlopsPredictor
 
-    measured = np.array([ms for _, ms, _ in networks])
-    cost_pred, flops_pred = np.empty_like(measured), np.empty_like(measured)
+    measured = np.array([r.mean_ms for r, _ in networks])
+    out = {name: np.empty_like(measured) for name in ("ops", "cost", "flops")}
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(measured):
-        model = CostModelPredictor.fit([(networks[i][0], networks[i][1]) for i in train], seed=seed)
-        cost_pred[test] = [model.predict_kernels(networks[i][0]) for i in test]
-        line = FlopsPredictor.fit([networks[i][2] for i in train], measured[train])
-        flops_pred[test] = [line.predict_flops(networks[i][2]) for i in test]
-    return {"cost": cost_pred.tolist(), "flops": flops_pred.tolist(), "measured": measured.tolist()}
+        ops = OperatorCostPredictor.fit([(networks[i][0].key, networks[i][1], measured[i]) for i in train],
+                                        weights=[networks[i][0].weight for i in train], seed=seed)
+        out["ops"][test] = [ops.predict_network(networks[i][0].key, networks[i][1]) for i in test]
+        cost_model = CostModelPredictor.fit([(networks[i][1], measured[i]) for i in train], seed=seed)
+        out["cost"][test] = [cost_model.predict_kernels(networks[i][1]) for i in test]
+        line = FlopsPredictor.fit([networks[i][0].flops for i in train], measured[train])
+        out["flops"][test] = [line.predict_flops(networks[i][0].flops) for i in test]
+    return {**{name: values.tolist() for name, values in out.items()}, "measured": measured.tolist()}

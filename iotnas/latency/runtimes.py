@@ -15,7 +15,7 @@ import io
 import logging
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iotnas.errors import ExportError, LatencyError
 from iotnas.latency.measure import (
@@ -32,6 +32,7 @@ from iotnas.latency.measure import (
 from iotnas.registry import Registry
 
 if TYPE_CHECKING:
+    import onnxruntime
     from torch import nn
 
 log = logging.getLogger(__name__)
@@ -77,17 +78,8 @@ def onnx_target(onnx_bytes: bytes) -> str:
     return "onnx:" + hashlib.sha256(onnx_bytes).hexdigest()[:16]
 
 
-def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], object], tuple[int, ...]]:
-    """Open an ONNX Runtime session with explicit settings and a fixed random input.
-
-    Returns:
-        ``run_once`` and the input shape (dynamic dimensions set to 1: batch 1).
-
-    Raises:
-        LatencyError: the bytes are not a graph ONNX Runtime can load, or it has
-            more than one input.
-    """
-    import numpy as np
+def session_options(settings: OrtSettings) -> onnxruntime.SessionOptions:
+    """ONNX Runtime session options with every setting that changes timings made explicit."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -102,8 +94,28 @@ def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], o
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[settings.graph_optimization]
     options.log_severity_level = 3  # errors only
+    return options
+
+
+def open_session(
+    onnx_bytes: bytes, settings: OrtSettings, *, options: onnxruntime.SessionOptions | None = None
+) -> tuple[onnxruntime.InferenceSession, dict[str, Any]]:
+    """An ONNX Runtime session with explicit settings, and a fixed random input for it (batch 1).
+
+    Args:
+        options: session options built by :func:`session_options` and then
+            extended (profiling, say); by default built from ``settings``.
+
+    Raises:
+        LatencyError: the bytes are not a graph ONNX Runtime can load, or it has
+            more than one input, or one that is not float32.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
     try:
-        session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(onnx_bytes, sess_options=options or session_options(settings),
+                                       providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own untyped errors for bad graphs
         raise LatencyError(f"ONNX Runtime cannot load the graph: {str(exc).splitlines()[0][:300]}") from exc
     inputs = session.get_inputs()
@@ -112,13 +124,23 @@ def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], o
     shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inputs[0].shape)
     if inputs[0].type != "tensor(float)":
         raise LatencyError(f"the graph input must be float32, got {inputs[0].type}")
-    feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    return session, {inputs[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+
+
+def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], object], tuple[int, ...]]:
+    """Open an ONNX Runtime session (:func:`open_session`) and wrap one inference as ``run_once``.
+
+    Returns:
+        ``run_once`` and the input shape (dynamic dimensions set to 1: batch 1).
+    """
+    session, feed = open_session(onnx_bytes, settings)
     outputs = [o.name for o in session.get_outputs()]
+    (x,) = feed.values()
 
     def run_once() -> object:
         return session.run(outputs, feed)
 
-    return run_once, shape
+    return run_once, tuple(x.shape)
 
 
 @RUNTIMES.register("onnxruntime")

@@ -45,7 +45,7 @@ class ReportData:
     limits: Limits
     study: Study | None  # None for a store that never recorded one
     counts: dict[str, int]  # candidates by status
-    devices: dict[str, dict[str, Any]]  # latency device key -> {"source", "models", "detail"}
+    devices: dict[str, dict[str, Any]]  # latency device key -> {"sources": {source: models}, "models", "detail"}
     provenance: dict[str, str] = field(default_factory=dict)
     skipped: list[SkippedFormat] = field(default_factory=list)  # formats the precision stage did not evaluate
 
@@ -87,8 +87,9 @@ def collect(store: Store) -> ReportData:
         counts[c.status] = counts.get(c.status, 0) + 1
     devices: dict[str, dict[str, Any]] = {}
     for lat in store.latencies().values():
-        entry = devices.setdefault(lat.device_key, {"source": lat.source, "models": 0, "detail": lat.detail})
+        entry = devices.setdefault(lat.device_key, {"sources": {}, "models": 0, "detail": lat.detail})
         entry["models"] += 1
+        entry["sources"][lat.source] = entry["sources"].get(lat.source, 0) + 1  # measured vs predicted
     return ReportData(
         study_name=meta.get("study_name") or (study.name if study is not None else "study"),
         points=points, fronts=fronts,

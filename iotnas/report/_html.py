@@ -75,13 +75,22 @@ def _family_cell(space: str) -> str:
     return f'<span class="swatch" style="background:{color}"></span>{_e(space)}'
 
 
+def _latency_cell(p: ModelPoint) -> str:
+    """The latency, marked "(pred.)" when a predictor gave it rather than the device."""
+    if p.latency_ms is None:
+        return "–"
+    if p.latency_source == "predicted":
+        return f'<span title="predicted, not measured">{p.latency_ms:.4g} (pred.)</span>'
+    return f'<span title="{_e(p.latency_source or "measured")}">{p.latency_ms:.4g}</span>'
+
+
 def _front_table(points: Sequence[ModelPoint], mask: np.ndarray, table_id: str) -> str:
     chosen = sorted((points[i] for i in np.flatnonzero(mask)), key=lambda p: (-p.accuracy, p.weight_bytes, p.key))
     rows = [
         (
             _e(p.key), _family_cell(p.space), _e(p.format_name), _accuracy_cell(p),
             f'<span title="{p.weight_bytes:,} bytes">{human_bytes(p.weight_bytes)}</span>',
-            "–" if p.latency_ms is None else f"{p.latency_ms:.4g}",
+            _latency_cell(p),
             human_count(p.n_values), human_count(p.macs), human_bytes(p.peak_activation_bytes), f"{p.epochs:g}",
             "yes" if p.feasible else f'<span class="bad" title="{_e(p.reason)}">no</span>',
         )
@@ -141,7 +150,9 @@ def _settings(data: ReportData) -> str:
     study = data.study.to_dict() if data.study is not None else {}
     rows = [(key, _plain(value)) for key, value in _flat(_every_setting(data.study)) if key != "name"]
     for device, info in sorted(data.devices.items()):
-        rows.append((f"latency: {device}", f"{info['source']}, {info['models']:,} models"))
+        counts = sorted(info["sources"].items())
+        split = f" ({', '.join(f'{source} {n:,}' for source, n in counts)})" if len(counts) > 1 else ""
+        rows.append((f"latency: {device}", f"{', '.join(s for s, _ in counts)}, {info['models']:,} models{split}"))
         rows += [(f"latency: {device} · {key}", _plain(value)) for key, value in _flat(info["detail"])]
     kv = _table(("Setting", "Value"), [(_e(k), _e(v)) for k, v in rows])
     raw = _e(json.dumps(study, indent=2, sort_keys=True, default=str))

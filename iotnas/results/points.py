@@ -48,6 +48,7 @@ class ModelPoint:
     def ranked(self) -> bool:
         """Whether the point may be on a front or win: feasible and better than guessing."""
         return self.feasible and not self.chance_level
+    latency_source: str | None = None  # "measured", "predicted" or "released": how latency_ms was found
 
     def value(self, objective: str) -> float:
         v = getattr(self, objective)
@@ -116,6 +117,7 @@ def study_points(store: Store, *, limits: Limits | None = None, finetuned: bool 
             finetuned=f.finetuned, feasible=True, reason=None, from_precision=f.from_precision,
             chance_level=is_chance_level(f.accuracy, classes), test_images=f.test_images,
             full_accuracy=f.full_accuracy,
+            latency_source=None if lat is None else lat.source,
         )
         why = limits.violations(point)
         if why:

@@ -1,4 +1,14 @@
-"""Train mode's latency sources: timing on this machine or a device agent, or a calibrated predictor."""
+"""Train mode's latency sources: timing on this machine or a device agent, a calibrated predictor, or both.
+
+The hybrid source (a measuring device with a predictor) screens the whole pool
+with the predictor and sends to the device only the candidates the prediction
+cannot decide: a prediction is trusted within a relative ``margin``, so a
+candidate is surely fast enough when ``predicted * (1 + margin) <= limit``,
+surely too slow when ``predicted * (1 - margin) > limit``, and undecided in
+between (or, with ``measure = "every"``, whenever it is not surely too slow).
+The workflow asks :meth:`HybridLatency.undecided` before it rejects or trains a
+candidate on a prediction, and measures those with :meth:`HybridLatency.measure`.
+"""
 
 from __future__ import annotations
 
@@ -50,11 +60,51 @@ class PredictedLatency:
                        median_ms=float(self._predictor.predict(arch)), detail={})
 
 
+#: The hybrid mode's trusted relative error of a prediction, unless the study sets ``[device] margin``.
+DEFAULT_MARGIN = 0.15
+
+
+class HybridLatency:
+    """Predicts the whole pool, then measures on the device what the prediction cannot decide."""
+
+    cheap = True
+
+    def __init__(self, study: Study, dataset: Dataset):
+        self._device = MeasuredLatency(study, dataset)
+        self._predictor = PredictedLatency(study)
+        self.key = self._device.key  # a measurement replaces the prediction stored under the same device
+        self.margin = DEFAULT_MARGIN if study.device.margin is None else study.device.margin
+        self.measure_every = study.device.measure == "every"
+        self.limit_ms = study.constraints.max_latency_ms
+
+    def latency(self, arch: Arch) -> Latency:
+        """The prediction (cheap), stored under the device's key and marked as predicted."""
+        predicted = self._predictor.latency(arch)
+        return Latency(arch_key=arch.key, device_key=self.key, source="predicted", median_ms=predicted.median_ms,
+                       detail={"predictor": self._predictor.key, "margin": self.margin})
+
+    def undecided(self, latency: Latency) -> bool:
+        """Whether a figure is a prediction the device must settle before the candidate is rejected or trained."""
+        if latency.source != "predicted":
+            return False
+        surely_too_slow = self.limit_ms is not None and latency.median_ms * (1 - self.margin) > self.limit_ms
+        if self.measure_every:
+            return not surely_too_slow
+        surely_fast = self.limit_ms is None or latency.median_ms * (1 + self.margin) <= self.limit_ms
+        return not (surely_fast or surely_too_slow)
+
+    def measure(self, arch: Arch) -> Latency:
+        """Time the candidate on the device (about a second)."""
+        return self._device.latency(arch)
+
+
 def make_latency_source(study: Study, dataset: Dataset):
     """The study's source; :func:`iotnas.study.parse_study` has refused kinds train mode cannot time."""
     if study.device.kind == "predictor":
         return PredictedLatency(study)
+    if study.device.hybrid:
+        return HybridLatency(study, dataset)
     return MeasuredLatency(study, dataset)
 
 
-__all__ = ["MeasuredLatency", "PredictedLatency", "make_latency_source"]
+__all__ = ["DEFAULT_MARGIN", "HybridLatency", "MeasuredLatency", "PredictedLatency", "make_latency_source"]

@@ -197,7 +197,8 @@ class Workflow:
         self._latency.update({f.arch_key: f for f in figures})
         too_slow = {}
         for c in self._candidates.values():
-            why = self._too_slow(self._latency[c.key]) if c.status == POOLED and c.key in self._latency else None
+            settled = c.status == POOLED and c.key in self._latency and not _undecided(source, self._latency[c.key])
+            why = self._too_slow(self._latency[c.key]) if settled else None
             if why is not None:
                 too_slow[c.key] = (Reason.LATENCY.status, why)
         self.store.set_statuses(too_slow)
@@ -215,6 +216,12 @@ class Workflow:
             self._emit("latency", f"timing {candidate.key}")
             latency = source.latency(Arch.from_json(candidate.arch_json))
             self.store.add_latency(latency)
+            self._latency[candidate.key] = latency
+        if _undecided(source, latency):  # hybrid mode: a prediction too close to the limit to trust
+            timed = True
+            self._emit("latency", f"measuring {candidate.key} (predicted {latency.median_ms:.3f} ms)")
+            latency = source.measure(Arch.from_json(candidate.arch_json))
+            self.store.add_latency(latency)  # replaces the prediction
             self._latency[candidate.key] = latency
         why = self._too_slow(latency)
         if timed:
@@ -462,3 +469,9 @@ def _workdir(study: Study, store: Store) -> Path:
     if store.path is not None:
         return store.path.parent / f"{store.path.stem}-runs"
     return study.resolve(f"{study.name}-runs")
+
+
+def _undecided(source: object, latency: Latency) -> bool:
+    """Whether the source wants a stored figure settled on the device first (the hybrid mode)."""
+    check = getattr(source, "undecided", None)
+    return check is not None and check(latency)

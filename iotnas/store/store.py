@@ -531,7 +531,8 @@ class Store:
         self.add_latencies([latency])
 
     def add_latencies(self, latencies: Sequence[Latency]) -> None:
-        """Store latency figures; a figure already stored for (model, device) is kept."""
+        """Store latency figures; a figure already stored for (model, device) is kept, unless it was
+        predicted and the new one measured (a measurement settles a prediction)."""
         if not latencies:
             return
         try:
@@ -543,16 +544,19 @@ class Store:
         with self._session() as s:
             keys = [lat.arch_key for lat in latencies]
             existing = {
-                (arch_key, device_key)
-                for arch_key, device_key in s.execute(
-                    select(LatencyRow.arch_key, LatencyRow.device_key).where(LatencyRow.arch_key.in_(keys))
-                )
+                (row.arch_key, row.device_key): row
+                for row in s.scalars(select(LatencyRow).where(LatencyRow.arch_key.in_(keys)))
             }
             now = _now()
             for lat in latencies:
-                if (lat.arch_key, lat.device_key) in existing:
+                row = existing.get((lat.arch_key, lat.device_key))
+                if row is not None and row.source == "predicted" and lat.source == "measured":
+                    row.source, row.median_ms = lat.source, lat.median_ms
+                    row.detail_json, row.created_at = json.dumps(lat.detail, sort_keys=True), now
                     continue
-                existing.add((lat.arch_key, lat.device_key))
+                if row is not None or (lat.arch_key, lat.device_key) in existing:
+                    continue
+                existing[(lat.arch_key, lat.device_key)] = None
                 s.add(LatencyRow(
                     arch_key=lat.arch_key, device_key=lat.device_key, source=lat.source, median_ms=lat.median_ms,
                     detail_json=json.dumps(lat.detail, sort_keys=True), created_at=now,

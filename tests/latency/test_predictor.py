@@ -10,7 +10,7 @@ import pytest
 
 from iotnas.errors import LatencyError
 from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
-from iotnas.latency.calibrate import calibrate, released_timings, sample_archs
+from iotnas.latency.calibrate import calibrate, released_records, released_timings, sample_archs
 from iotnas.latency.kernels import Kernel, arch_kernels, trace_kernels
 from iotnas.latency.predictor import (
     PREDICTORS,
@@ -18,10 +18,13 @@ from iotnas.latency.predictor import (
     FlopsPredictor,
     KernelPredictor,
     LatencyPredictor,
+    NodePredictor,
+    OperatorCostPredictor,
     score,
 )
 
 from .conftest import FAST, tiny_module
+from .test_nodes import synthetic_node_networks
 
 ONE_PER_FAMILY = ["densenet/s3/1", "mobilenetv2/s4/39", "googlenet/s3/2", "pnasnet/s3/4", "resnext/s3/35"]
 
@@ -115,6 +118,18 @@ def test_cost_model_and_flops_line_on_released_timings(released_dir, tmp_path):
     baseline = score([line.predict_flops(f) for _, _, f in subset], [ms for _, ms, _ in subset])
     assert fitted.rmspe < baseline.rmspe
     assert FlopsPredictor.fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.0]).predict_flops(4.0) == pytest.approx(9.0)
+    # The operator-cost model, each mean weighted by how much its 5 runs agree.
+    records = released_records(released_dir / "results_RaspPi.json")[::40]
+    assert [r.key for r in records] == [key for key, _, _ in subset]
+    noisy, steady = max(records, key=lambda r: r.std_ms / r.mean_ms), min(records, key=lambda r: r.std_ms / r.mean_ms)
+    assert noisy.weight < steady.weight
+    ops = OperatorCostPredictor.fit([(r.key, ks, r.mean_ms) for r, (ks, _) in zip(records, networks)],
+                                    weights=[r.weight for r in records])
+    ops.save(tmp_path / "o.json")
+    loaded_ops = LatencyPredictor.load(tmp_path / "o.json")
+    predicted = [ops.predict_network(r.key, ks) for r, (ks, _) in zip(records, networks)]
+    assert [loaded_ops.predict_network(r.key, ks) for r, (ks, _) in zip(records, networks)] == predicted
+    assert score(predicted, [r.mean_ms for r in records]).rmspe < baseline.rmspe
 
 
 @pytest.mark.parametrize(
@@ -146,6 +161,10 @@ FITTERS = {
         kernel_ms={k.key: _synthetic_kernel_ms(k) for ks, _ in networks for k in ks}, networks=networks,
         runtime="onnxruntime", settings={}),
     "cost": CostModelPredictor.fit,
+    "ops": lambda networks: OperatorCostPredictor.fit(
+        [(f"mobilenetv2/s{1 + i % 2}/{i}", ks, ms) for i, (ks, ms) in enumerate(networks)]),
+    # Node predictors learn from profiled graphs, not kernels: real optimised graphs with made-up node costs.
+    "nodes": lambda _: NodePredictor.fit(synthetic_node_networks(), runtime="onnxruntime", settings={}),
     "flops": lambda networks: FlopsPredictor.fit([sum(k.flops for k in ks) for ks, _ in networks],
                                                  [ms for _, ms in networks]),
 }

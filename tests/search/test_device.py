@@ -47,7 +47,9 @@ def test_example_fingerprints_are_unchanged():
         ({"device": {**AGENT, "runtime": "torch"}}, "device.runtime"),
         ({"device": {"kind": "local", "url": "http://127.0.0.1:8765"}}, "device.url"),
         ({"device": {"kind": "predictor", "predictor": "p.json", "url": "http://127.0.0.1:8765"}}, "device.url"),
-        ({"device": {**AGENT, "predictor": "p.json"}}, "device.predictor"),
+        ({"device": {"kind": "local", "measure": "every"}}, "device.measure"),  # hybrid keys need a predictor
+        ({"device": {"kind": "predictor", "predictor": "p.json", "margin": 0.2}}, "device.margin"),
+        ({"device": {"kind": "local", "predictor": "p.json", "measure": "some"}}, "device.measure"),
         ({"device": {"kind": "local", "token_file": "token"}}, "device.token_file"),
         ({"device": {"kind": "predictor", "predictor": "p.json", "token_file": "token"}}, "device.token_file"),
         ({"device": {"kind": "released"}}, "device.kind"),  # released timings in train mode

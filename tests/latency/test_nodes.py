@@ -1,0 +1,112 @@
+"""Optimised-graph nodes timed in context, the node predictor, its calibration and `latency explain`."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+from iotnas.errors import LatencyError
+from iotnas.latency.calibrate import _allocate, calibrate_nodes
+from iotnas.latency.nodes import NetworkProfile, Node, profile_onnx
+from iotnas.latency.predictor import LatencyPredictor, NodePredictor
+from iotnas.latency.runtimes import export_onnx
+
+from .conftest import FAST, tiny_module
+
+
+def test_the_profile_names_fused_nodes_with_their_shapes_and_times(tiny_onnx):
+    profile = profile_onnx(tiny_onnx, runs=3, warmup_runs=1)
+    assert len(profile.node_us) == len(profile.nodes) and profile.runs == 3
+    assert all(t > 0 for t in profile.node_us)
+    convs = [n for n in profile.nodes if n.is_conv]
+    first = convs[0]
+    # Conv + BatchNorm + ReLU run as one node: the activation is an attribute, BatchNorm is folded away.
+    assert first.attr.get("activation") == "Relu" and not any(n.op.endswith("BatchNormalization") for n in profile.nodes)
+    assert first.out_shape == (1, 8, 32, 32) and first.flops == 2 * 8 * 32 * 32 * 3 * 9
+    depthwise = convs[1]
+    assert depthwise.attr["group"] == 8 and depthwise.features()[11] == 1.0  # the depthwise flag
+    assert NetworkProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+    assert profile_onnx(tiny_onnx, runs=0).nodes == profile.nodes  # reading the graph needs no timing
+
+
+def test_a_malformed_node_or_profile_is_refused():
+    with pytest.raises(LatencyError, match="malformed graph node"):
+        Node.from_list(["only", "two"])
+    with pytest.raises(LatencyError, match="malformed network profile"):
+        NetworkProfile.from_dict({"nodes": []})
+
+
+@functools.cache
+def synthetic_node_networks() -> list[tuple[NetworkProfile, float]]:
+    """Real optimised graphs of small modules with made-up node costs: 1 us + 0.1 ns per FLOP, sum + 10 us."""
+    out = []
+    for channels in range(4, 16):
+        nodes = profile_onnx(export_onnx(tiny_module(channels), input_shape=(1, 3, 32, 32)), runs=0).nodes
+        us = tuple(1.0 + 1e-4 * n.flops for n in nodes)
+        out.append((NetworkProfile(nodes=nodes, node_us=us, runs=1), sum(us) / 1000 + 0.01))
+    return out
+
+
+def test_node_predictor_files_round_trip_as_plain_json(tmp_path):
+    predictor = NodePredictor.fit(synthetic_node_networks(), runtime="onnxruntime", settings={})
+    path = tmp_path / "nodes.json"
+    predictor.save(path)
+    data = json.loads(path.read_text())  # plain JSON: nothing is unpickled or executed on load
+    assert data["kind"] == "nodes" and set(data["trees"]) >= {"*"}
+    loaded = LatencyPredictor.load(path)
+    graphs = [p.nodes for p, _ in synthetic_node_networks()]
+    assert loaded.predict_graphs(graphs) == predictor.predict_graphs(graphs)
+    # The network term learned the sum: in-sample predictions land near the made-up latencies.
+    measured = [ms for _, ms in synthetic_node_networks()]
+    assert np.allclose(predictor.predict_graphs(graphs), measured, rtol=0.2)
+    a, b, c = predictor.network
+    assert min(a, b, c) >= 0
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d["trees"]["*"].update(trees="not a list"), "malformed"),
+        (lambda d: d.update(network=[1.0]), "3 network coefficients"),
+        (lambda d: d["trees"].pop("*"), "shared regressor"),
+        (lambda d: d.pop("settings"), "malformed nodes predictor"),
+    ],
+)
+def test_a_corrupted_node_predictor_is_one_clear_error(tmp_path, cli, damage, message):
+    data = NodePredictor.fit(synthetic_node_networks(), runtime="onnxruntime", settings={}).to_dict()
+    damage(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LatencyError, match=message):
+        LatencyPredictor.load(path).predict_graphs([synthetic_node_networks()[0][0].nodes])
+    code, out, err = cli("latency", "explain", str(path), "mobilenetv2/s6/1")
+    assert code == 2 and out == "" and err.startswith("iotnas: error:") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_adaptive_rounds_draw_more_where_the_error_is_high():
+    assert _allocate(10, {"a/s1": 3.0, "b/s1": 1.0}) == {"a/s1": 8, "b/s1": 2}
+    assert sum(_allocate(7, {"a/s1": 1.0, "b/s1": 1.0, "c/s1": 1.0}).values()) == 7
+
+
+def test_calibrate_profiles_real_networks_and_scores_held_out_ones(tmp_path, cli):
+    """Small and fast: real timings on this machine, too few to trust, so the warnings say so."""
+    predictor, calibration = calibrate_nodes(["mobilenetv2/s6", "resnext/s3"], networks=6, held_out=2, rounds=1,
+                                             protocol=FAST, profile_runs=3)
+    assert len(calibration.networks) == 6 and set(calibration.profiles) == set(calibration.networks)
+    assert calibration.score is not None and calibration.score.n == len(calibration.held_out) == 2
+    assert not set(calibration.held_out) & set(calibration.networks)
+    assert {k.rsplit("/", 1)[0] for k in calibration.networks} == {"mobilenetv2/s6", "resnext/s3"}
+    assert len(calibration.warnings()) >= 2 and calibration.seconds > 0
+    assert predictor.info["calibration_archs"] == list(calibration.networks)
+    path = tmp_path / "p.json"
+    predictor.save(path)
+    key = next(iter(calibration.held_out))
+    code, out, err = cli("latency", "explain", str(path), key, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["latency_ms"] == pytest.approx(calibration.held_out[key][0])
+    assert shown["latency_ms"] == pytest.approx(sum(n["ms"] for n in shown["nodes"]) + shown["overhead_ms"])

@@ -1,0 +1,94 @@
+"""The hybrid device mode: a predictor screens the pool, the device measures what it cannot decide."""
+
+from __future__ import annotations
+
+import pytest
+
+from iotnas.arch import Arch
+from iotnas.cost import cost
+from iotnas.latency.api import measure_many
+from iotnas.latency.measure import Protocol
+from iotnas.latency.predictor import FlopsPredictor
+from iotnas.search import run_search
+from iotnas.store import Store
+from iotnas.study import parse_study
+
+LAW = "probenet/s2"
+POOL = 6
+#: Short, still the real protocol: the test checks decisions, never speed.
+FAST = Protocol(warmup_runs=2, warmup_s=0.0, min_runs=10, min_s=0.0, max_s=2.0)
+
+
+def _study(folder, *, limit_ms: float, measure: str, margin: float, name: str) -> dict:
+    return {
+        "name": name, "seed": 0, "store": str(folder / f"{name}.db"),
+        "data": {"dataset": "digits", "limit": 512},
+        "device": {"kind": "local", "predictor": str(folder / "flops.json"), "measure": measure, "margin": margin},
+        "constraints": {"max_latency_ms": limit_ms},
+        "space": {"laws": [LAW], "pool_per_law": POOL},
+        "strategy": {"name": "laws"},
+        "budget": {"trainings": 3, "epochs": [3]},  # enough to learn: chance-level models are on no front
+        "training": {"batch_size": 64},
+    }
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory):
+    """A FLOPs line fitted on the pool's own networks, timed on this machine; its predictions for the pool."""
+    folder = tmp_path_factory.mktemp("hybrid")
+    keys = [f"{LAW}/{i}" for i in range(POOL)]
+    timed = measure_many(keys, protocol=FAST, in_channels=1)
+    flops = [cost(key, num_classes=10, in_channels=1).flops for key in keys]
+    line = FlopsPredictor.fit(flops, [m.median_ms for m in timed])
+    line.save(folder / "flops.json")
+    return folder, {key: line.predict(Arch.parse(key)) for key in keys}
+
+
+def _search(folder, **options):
+    study = parse_study(_study(folder, **options))
+    run_search(study)
+    with Store.open(study.store, create=False) as store:
+        latencies = store.latencies()
+        trained = {t.arch_key for t in store.trainings(status="done")}
+    return latencies, trained
+
+
+def _report(folder, name: str) -> str:
+    from iotnas.report import render_report
+
+    with Store.open(str(folder / f"{name}.db"), create=False) as store:
+        return render_report(store)
+
+
+def test_a_confident_predictor_measures_fewer_candidates_than_measuring_every_proposal(predicted):
+    folder, predictions = predicted
+    limit = 20 * max(predictions.values())  # far above every prediction: the predictor decides them all
+    undecided, trained_u = _search(folder, limit_ms=limit, measure="undecided", margin=0.2, name="confident")
+    every, trained_e = _search(folder, limit_ms=limit, measure="every", margin=0.2, name="every")
+    measured_u = {k for k, lat in undecided.items() if lat.source == "measured"}
+    measured_e = {k for k, lat in every.items() if lat.source == "measured"}
+    assert trained_u and trained_e
+    assert measured_u == set() and trained_e <= measured_e  # every proposal measured before training
+    assert len(measured_u) < len(measured_e)
+    assert {lat.source for k, lat in undecided.items() if k not in measured_u} == {"predicted"}
+    # The report tells predicted latencies from measured ones.
+    assert "(pred.)" in _report(folder, "confident") and "(pred.)" not in _report(folder, "every")
+
+
+def test_the_hybrid_mode_never_trains_a_candidate_measured_over_the_limit(predicted):
+    folder, predictions = predicted
+    ordered = sorted(predictions.values())
+    limit = ordered[len(ordered) // 2]  # the middle prediction: several candidates near the limit
+    margin = 0.5
+    latencies, trained = _search(folder, limit_ms=limit, measure="undecided", margin=margin, name="near")
+    assert trained
+    for key in trained:
+        lat = latencies[key]
+        if lat.source == "measured":
+            assert lat.median_ms <= limit, key
+        else:  # trained on a prediction only when it is surely fast enough
+            assert lat.source == "predicted" and lat.median_ms * (1 + margin) <= limit, key
+    measured = {k for k, lat in latencies.items() if lat.source == "measured"}
+    assert measured, "no candidate was close enough to the limit to be measured"
+    band = {k for k, ms in predictions.items() if limit / (1 + margin) < ms < limit / (1 - margin)}
+    assert measured <= band
