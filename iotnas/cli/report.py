@@ -43,6 +43,8 @@ def export_command(
         None, "--check-data", help="Check the export on this other dataset (same classes and channels) instead."),
     images: int = typer.Option(256, "--images", help="Test images the ONNX model is checked on."),
     force: bool = typer.Option(False, "--force", help="Export a model over the study's limits or at chance level."),
+    tflite: bool = typer.Option(True, "--tflite/--no-tflite", help="Also write model_int8.tflite, the full-integer "
+                                "int8 TFLite model, checked in the LiteRT interpreter."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained model: ONNX with the weights in their format, packed weights, a C header and a model card."""
@@ -51,7 +53,7 @@ def export_command(
 
     with Store.open(store, read_only=True) as s:
         result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_dataset=check_data,
-                              check_images=images, force=force)
+                              check_images=images, force=force, tflite=tflite)
     if json_out:
         print_json(result.to_dict())
         return
@@ -64,3 +66,7 @@ def export_command(
                   f"model.onnx {result.onnx_bytes:,} bytes ({result.onnx_overhead_bytes:,} of graph and tables)")
     console.print(f"  ONNX vs PyTorch on {result.onnx_check.images} test images: max |difference| "
                   f"{result.onnx_check.max_abs_diff:.2e}, same class for {result.onnx_check.agreement:.2%}")
+    if result.tflite is not None:
+        check = result.tflite.check
+        console.print(f"  model_int8.tflite in LiteRT on {check.images} test images: accuracy {check.accuracy:.2%} "
+                      f"(int8-emulated {check.int8_accuracy:.2%}), same class for {check.agreement:.2%}")
