@@ -44,6 +44,8 @@ def export_command(
     images: int = typer.Option(256, "--images", help="Test images the ONNX model is checked on."),
     force: bool = typer.Option(False, "--force", help="Export a model over the study's limits or at chance level."),
     c: bool = typer.Option(False, "--c", help="Also write a standalone C99 library (c/) for microcontrollers."),
+    tflite: bool = typer.Option(True, "--tflite/--no-tflite", help="Also write model_int8.tflite, the full-integer "
+                                "int8 TFLite model, checked in the LiteRT interpreter."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained model: ONNX with the weights in their format, packed weights, a C header and a model card."""
@@ -52,7 +54,7 @@ def export_command(
 
     with Store.open(store, read_only=True) as s:
         result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_dataset=check_data,
-                              check_images=images, force=force, c=c)
+                              check_images=images, force=force, c=c, tflite=tflite)
     if json_out:
         print_json(result.to_dict())
         return
@@ -71,3 +73,7 @@ def export_command(
                       f"arena {lib.arena_bytes:,} bytes")
         if budget is not None:
             console.print(f"  {budget.target}: flash {budget.flash_bytes:,} bytes, RAM {budget.ram_bytes:,} bytes")
+    if result.tflite is not None:
+        check = result.tflite.check
+        console.print(f"  model_int8.tflite in LiteRT on {check.images} test images: accuracy {check.accuracy:.2%} "
+                      f"(int8-emulated {check.int8_accuracy:.2%}), same class for {check.agreement:.2%}")

@@ -9,6 +9,8 @@ place at the end, so a failed export leaves nothing behind:
 * ``weights.bin`` + ``weights.json``: the packed weights, exactly
   ``ceil(n_values * bits / 8)`` bytes (plus scales for integer formats), and their header;
   :func:`load_packed` restores the model with outputs equal to the emulated ones bit for bit;
+* ``model_int8.tflite``: the full-integer int8 TFLite model (what TensorFlow Lite Micro runs),
+  activations calibrated on training images, checked in the LiteRT interpreter on real test images;
 * ``model.h``: the same packed arrays and the format's constants for C projects;
 * ``MODEL_CARD.md``: architecture, figures, training, format, device, date.
 """
@@ -25,11 +27,26 @@ from iotnas.export._model import (
     OPSET,
     ExportResult,
     OnnxCheck,
+    TfliteExport,
     export_model,
 )
 from iotnas.export._packed import load_packed, promised_bytes, read_packed
+from iotnas.export._tflite import (
+    CALIBRATION_IMAGES,
+    TensorQuantization,
+    TfliteFile,
+    int8_tflite,
+)
+from iotnas.export._tflite_check import (
+    MIN_AGREEMENT,
+    TfliteCheck,
+    check_tflite,
+    run_tflite,
+)
 
 __all__ = [
+    "CALIBRATION_IMAGES",
+    "MIN_AGREEMENT",
     "ONNX_TOLERANCE",
     "OPSET",
     "ChannelAffine",
@@ -37,10 +54,17 @@ __all__ = [
     "DeployedTensor",
     "ExportResult",
     "OnnxCheck",
+    "TensorQuantization",
+    "TfliteCheck",
+    "TfliteExport",
+    "TfliteFile",
+    "check_tflite",
     "deploy",
     "export_model",
     "fold_batchnorm",
+    "int8_tflite",
     "load_packed",
     "promised_bytes",
     "read_packed",
+    "run_tflite",
 ]

@@ -31,6 +31,7 @@ def model_card(info: dict[str, Any]) -> str:
         ("`model.onnx`", (f"{info['files']['model.onnx']:,} bytes = {info['onnx_weight_bytes']:,} bytes of stored "
                          f"weights + {info['onnx_overhead_bytes']:,} bytes of graph, names, shapes and decoding "
                          f"tables ({info['onnx_table_bytes']:,} of them tables)")),
+        *([("`model_int8.tflite`", _tflite_row(info["tflite"]))] if info.get("tflite") else []),
         ("Accuracy", _accuracy(info)),
         ("Training", f"{info['epochs']:g} epochs" + (f", {info['train_seconds']:.0f} s" if info.get("train_seconds") else "")
                      + f"; dataset {info['dataset_name']}"),
@@ -74,7 +75,7 @@ Class {'labels in order: ' + ', '.join(f"{i} = {n}" for i, n in enumerate(info['
   {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:.0e} × max(1, |logit|)), same predicted class for
   {check['agreement']:.2%} of images. Both run the deployed weights in {h['format']}.
 - The packed weights, loaded back, give logits identical to the deployed model on the same images.
-{_c_section(info)}"""
+{_c_section(info)}{_tflite_check(info["tflite"]) if info.get("tflite") else ""}"""
 
 
 _DESCRIBE = {
@@ -83,11 +84,11 @@ _DESCRIBE = {
     "weights.json": "header of the packed weights: format, tensor names, shapes, offsets",
     "model.h": "C header: packed arrays, tensor table, format constants, decoding functions",
     "MODEL_CARD.md": "this file",
-    "model.tflite": "full-integer int8 TensorFlow Lite model (int8 weights and activations, int32 biases)",
     "c/iotnas_model.c": "C library: packed weights, their decoder, the static arena, the layer sequence",
     "c/iotnas_model.h": "C library: iotnas_run() and the input/output sizes",
     "c/iotnas_ops.c": "C library: the kernels (convolution, pooling, BatchNorm, addition, linear)",
     "c/iotnas_ops.h": "C library: kernel declarations and the float-format decoder",
+    "model_int8.tflite": "full-integer int8 TensorFlow Lite model (int8 weights and activations, int32 biases)",
 }
 
 
@@ -134,3 +135,21 @@ def _accuracy(info: dict[str, Any]) -> str:
     if info.get("accuracy_format") is not None and info["header"]["format"] != "float32":
         parts.append(f"{info['accuracy_format']:.2%} in {info['header']['format']}")
     return "; ".join(parts) or "not recorded"
+
+
+def _tflite_row(t: dict[str, Any]) -> str:
+    i, o = t["input"], t["output"]
+    operators = ", ".join(f"{name} × {n}" for name, n in t["operators"].items())
+    return (f"{t['file_bytes']:,} bytes, full-integer int8 (per-channel int8 weights of the int8 deployed network, "
+            f"int32 biases, int8 activations calibrated on {t['calibration_images']} training images); input "
+            f"{i['dtype']} {'×'.join(map(str, i['shape']))} NHWC, q = round(x / {i['scale']:.6g}) + {i['zero_point']} "
+            f"with x preprocessed as below; output {o['dtype']} logits = {o['scale']:.6g} × (q − {o['zero_point']}); "
+            f"operators: {operators}")
+
+
+def _tflite_check(t: dict[str, Any]) -> str:
+    c = t["check"]
+    return (f"- `model_int8.tflite` in the LiteRT interpreter on {c['images']} real test images: accuracy "
+            f"{c['accuracy']:.2%} against {c['int8_accuracy']:.2%} for the int8-emulated model (int8 weights, float32\n"
+            f"  activations); same predicted class for {c['agreement']:.2%} of images (at least "
+            f"{c['min_agreement']:.0%} required); largest logit difference {c['max_abs_diff']:.3g}.\n")

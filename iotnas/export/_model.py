@@ -18,10 +18,12 @@ from iotnas.errors import ArchError, CheckpointError, ConfigError, ExportError
 from iotnas.export._card import model_card
 from iotnas.export._cheader import c_header
 from iotnas.export._choose import choose, refusals
-from iotnas.export._deploy import deploy
+from iotnas.export._deploy import DeployedModel, deploy
 from iotnas.export._onnx import check_exportable, format_onnx
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
 from iotnas.export.c import CLibrary, export_c
+from iotnas.export._tflite import CALIBRATION_IMAGES, TensorQuantization, int8_tflite
+from iotnas.export._tflite_check import TfliteCheck, check_tflite
 from iotnas.files import check_folder, move_into_place
 from iotnas.formats import parse_format
 from iotnas.latency.runtimes import OPSET
@@ -32,6 +34,7 @@ from iotnas.train import load_trained
 #: folding and a different summation order change float32 results in the last bits only.
 ONNX_TOLERANCE = 1e-4
 IMAGE_SIZE = 32
+TFLITE_FILE = "model_int8.tflite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,18 @@ class OnnxCheck:
     max_abs_diff: float  # largest |ONNX Runtime - PyTorch| over all logits
     agreement: float  # fraction of images with the same predicted class
     tolerance: float  # allowed |difference| as a fraction of max(1, |logit|)
+
+
+@dataclass(frozen=True, slots=True)
+class TfliteExport:
+    """``model_int8.tflite``: its size, its int8 input and output, its operators and its check."""
+
+    file_bytes: int
+    input: TensorQuantization  # NHWC int8: q = round(x / scale) + zero_point, x preprocessed as in training
+    output: TensorQuantization  # int8 logits: logit = scale * (q - zero_point)
+    operators: dict[str, int]  # TFLite operator -> how many
+    calibration_images: int  # training images the activation ranges come from
+    check: TfliteCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,7 @@ class ExportResult:
     opset: int
     forced: tuple[str, ...] = ()  # refusals overridden with force=True
     c_library: CLibrary | None = None  # with --c: the C library's checks and device budget
+    tflite: TfliteExport | None = None  # None: exported without model_int8.tflite
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,7 +86,7 @@ class ExportResult:
 def export_model(
     store: Store, model_key: str | None = None, *, format_name: str | None = None, out_dir: str | Path,
     dataset: str | Dataset | None = None, check_dataset: str | Dataset | None = None, check_images: int = 256,
-    force: bool = False, c: bool = False,
+    force: bool = False, c: bool = False, tflite: bool = True,
 ) -> ExportResult:
     """Export a trained model of ``store`` into the new folder ``out_dir``.
 
@@ -89,12 +105,14 @@ def export_model(
         c: also write ``c/``, a standalone C99 library (:mod:`iotnas.export.c`), checked with
             the host's gcc on the same images and measured for a Cortex-M4 when the Arm
             toolchain is installed.
+        tflite: also write ``model_int8.tflite``, the full-integer int8 model (int8 weights whatever
+            ``format_name``), calibrated on training images and checked in the LiteRT interpreter.
 
     Raises:
         ExportError: unknown model, no trained model or checkpoint, a model over the limits or
-            at chance level (without ``force``), a format ``model.onnx`` cannot store, a dataset
-            other than the model's, an output folder that exists or cannot be written, or an
-            export that fails its checks.
+            at chance level (without ``force``), a format ``model.onnx`` cannot store, a layer the
+            int8 TFLite converter cannot emit, a dataset other than the model's, an output folder
+            that exists or cannot be written, or an export that fails its checks.
         FormatError: unknown format.  DataError: the check images cannot be loaded.
     """
     if isinstance(check_images, bool) or not isinstance(check_images, int) or not 1 <= check_images <= 100_000:
@@ -135,6 +153,9 @@ def export_model(
     with torch.no_grad():
         reference = deployed.module(images)
     onnx_file = format_onnx(deployed, input_shape=input_shape)
+    int8_file = tflite_check = None
+    if tflite:
+        int8_file, tflite_check = _int8_tflite(model, deployed, check_data, info_ds, images, key)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     except OSError as exc:
@@ -142,6 +163,8 @@ def export_model(
     try:
         header = write_packed(tmp, deployed.module.state_dict(), fmt, meta=header_meta)
         (tmp / "model.onnx").write_bytes(onnx_file.data)
+        if int8_file is not None:
+            (tmp / TFLITE_FILE).write_bytes(int8_file.data)
         check = _check_onnx(onnx_file.data, images, reference)
         _check_packed(tmp, images, reference, key)
         blob = (tmp / "weights.bin").read_bytes()
@@ -151,12 +174,16 @@ def export_model(
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         files |= {f"c/{name}": size for name, size in (c_library.files if c_library else {}).items()}
         files["MODEL_CARD.md"] = 0
+        tflite_export = None if int8_file is None else TfliteExport(
+            file_bytes=len(int8_file.data), input=int8_file.input, output=int8_file.output,
+            operators=int8_file.operators, calibration_images=int8_file.calibration_images, check=tflite_check)
         info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name,
                           class_names=check_data.class_names)
         info.update(promised_bytes=deployed.promised_bytes, onnx_weight_bytes=onnx_file.weight_bytes,
                     onnx_overhead_bytes=onnx_file.overhead_bytes, onnx_table_bytes=onnx_file.table_bytes,
                     forced=list(refused), preprocessing=preprocessing(check_data),
-                    c_library=None if c_library is None else c_library.to_dict())
+                    c_library=None if c_library is None else c_library.to_dict(),
+                    tflite=None if tflite_export is None else asdict(tflite_export))
         files["MODEL_CARD.md"] = _write_card(tmp, info)
         os.chmod(tmp, 0o755)
         move_into_place(tmp, out_dir, what="export folder", error=ExportError)
@@ -166,7 +193,7 @@ def export_model(
         model_key=key, format_name=fmt.name, bits=fmt.bits, n_values=header["n_values"],
         promised_bytes=deployed.promised_bytes, weight_bytes=promised_bytes(header), onnx_bytes=len(onnx_file.data),
         onnx_overhead_bytes=onnx_file.overhead_bytes, out_dir=out_dir, files=files, onnx_check=check, opset=OPSET,
-        forced=refused, c_library=c_library,
+        forced=refused, c_library=c_library, tflite=tflite_export,
     )
 
 
@@ -267,10 +294,31 @@ def _same_geometry(dataset: Dataset, info: dict) -> Dataset:
 
 def _check_images(dataset: Dataset, info: dict, n: int) -> torch.Tensor:
     """The first ``n`` test images, normalised as in training."""
-    x = dataset.test_images[: max(1, n)].float()
+    return _normalised(dataset.test_images[: max(1, n)], info)
+
+
+def _calibration_images(dataset: Dataset, info: dict) -> torch.Tensor:
+    """:data:`CALIBRATION_IMAGES` training images the model was trained on, evenly spaced, normalised as in training."""
+    n_train = min(int(info.get("n_train") or len(dataset.train_labels)), len(dataset.train_labels))  # data.limit
+    index = torch.linspace(0, n_train - 1, min(CALIBRATION_IMAGES, n_train)).round().long()
+    return _normalised(dataset.train_images[index], info)
+
+
+def _normalised(images: torch.Tensor, info: dict) -> torch.Tensor:
+    x = images.float()
     mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
     return (x - mean) * (1.0 / std)  # as iotnas.train normalises
+
+
+def _int8_tflite(model: torch.nn.Module, deployed: DeployedModel, dataset: Dataset, info: dict,
+                 images: torch.Tensor, key: str):
+    """``model_int8.tflite`` from the int8 deployed network, and its check against that network on ``images``."""
+    int8 = deployed if deployed.format.name == "int8" else deploy(model, "int8")
+    file = int8_tflite(int8, _calibration_images(dataset, info), description=f"iotnas {key}, full-integer int8")
+    with torch.no_grad():
+        emulated = int8.module(images)
+    return file, check_tflite(file, images, dataset.test_labels[:len(images)], emulated)
 
 
 def _check_onnx(onnx_bytes: bytes, images: torch.Tensor, reference: torch.Tensor) -> OnnxCheck:

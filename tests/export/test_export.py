@@ -54,15 +54,18 @@ def exports(trained_store: Path, cifar_small, tmp_path_factory) -> dict[str, Pat
     out = tmp_path_factory.mktemp("exports")
     with Store.open(str(trained_store), create=False) as store:
         for fmt in FORMATS:
-            export_model(store, MODEL, format_name=fmt, out_dir=out / fmt, dataset=cifar_small, check_images=32)
+            # model_int8.tflite is the same file whatever the format: build and check it once.
+            export_model(store, MODEL, format_name=fmt, out_dir=out / fmt, dataset=cifar_small, check_images=32,
+                         tflite=fmt == "int8")
     return {fmt: out / fmt for fmt in FORMATS}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_packed_size_is_the_deployed_bytes_within_the_promise(exports, trained_store, fmt):
     folder = exports[fmt]
+    tflite = ["model_int8.tflite"] if fmt == "int8" else []
     assert sorted(p.name for p in folder.iterdir()) == [
-        "MODEL_CARD.md", "model.h", "model.onnx", "weights.bin", "weights.json"]
+        "MODEL_CARD.md", "model.h", "model.onnx", *tflite, "weights.bin", "weights.json"]
     header = json.loads((folder / "weights.json").read_text())
     model = _trained_model(trained_store)
     deployed = deploy(model, fmt)
@@ -130,8 +133,10 @@ def test_model_card_states_the_figures(exports):
     assert "| Classes | 10: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck |" in card
     assert "zero-padded" in card and "*before* normalising" in card and "RGB order" in card
     assert "0 = airplane" in card
-    for name in sorted(p.name for p in exports["e4m3"].iterdir()):  # every file with its bytes
-        assert f"| `{name}` | {(exports['e4m3'] / name).stat().st_size:,} |" in card
+    for fmt in ("e4m3", "int8"):  # every file with its bytes
+        card = (exports[fmt] / "MODEL_CARD.md").read_text()
+        for name in sorted(p.name for p in exports[fmt].iterdir()):
+            assert f"| `{name}` | {(exports[fmt] / name).stat().st_size:,} |" in card
 
 
 C_PROGRAM = r"""
@@ -175,7 +180,7 @@ def test_c_header_decodes_the_same_values(exports, tmp_path, fmt):
 
 def test_cli_export_prints_sizes(cli, trained_store, tmp_path, shared_data):
     code, out, err = cli("export", str(trained_store), MODEL, "--format", "e5m2", "--out", str(tmp_path / "x"),
-                         "--images", "32", "--json")
+                         "--images", "32", "--no-tflite", "--json")  # model_int8.tflite: test_tflite.py
     assert code == 0, err
     result = json.loads(out)
     assert result["files"]["weights.bin"] == result["weight_bytes"] == math.ceil(result["n_values"] * 8 / 8)
@@ -190,7 +195,7 @@ def test_export_after_the_study_folder_moved(cli, trained_store, tmp_path):
     original.rename(original.with_name(original.name + "-away"))  # nothing may still point at the old place
     try:
         code, out, err = cli("export", str(moved / trained_store.name), MODEL, "--out", str(tmp_path / "x"),
-                             "--images", "8", "--json")
+                             "--images", "8", "--no-tflite", "--json")
     finally:
         original.with_name(original.name + "-away").rename(original)
     assert code == 0, err
@@ -261,12 +266,13 @@ def test_same_name_other_images_need_check_data(trained_store, cifar_small, tmp_
         with pytest.raises(ExportError, match="n_train, mean, std differ.*--check-data"):
             export_model(store, MODEL, out_dir=tmp_path / "a", dataset=other, check_images=8)
         assert not (tmp_path / "a").exists()
-        result = export_model(store, MODEL, out_dir=tmp_path / "b", check_dataset=other, check_images=8)
+        result = export_model(store, MODEL, out_dir=tmp_path / "b", check_dataset=other, check_images=8, tflite=False)
     assert result.onnx_check.images == 8
 
 
 def test_no_key_exports_the_winner_in_its_format(cli, trained_store, tmp_path):
-    code, out, err = cli("export", str(trained_store), "--out", str(tmp_path / "w"), "--images", "8", "--json")
+    code, out, err = cli("export", str(trained_store), "--out", str(tmp_path / "w"), "--images", "8", "--no-tflite",
+                         "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["model_key"] == MODEL and result["format_name"] == "float32"  # no precision stage: float32
@@ -289,7 +295,8 @@ def test_over_budget_or_chance_level_needs_force(cli, trained_store, tmp_path, s
     db = _edited_copy(trained_store, tmp_path, statement)
     err = _export_fails(cli, db, tmp_path / "x")
     assert needle in err and "--force" in err
-    code, out, err = cli("export", str(db), MODEL, "--out", str(tmp_path / "x"), "--images", "8", "--force", "--json")
+    code, out, err = cli("export", str(db), MODEL, "--out", str(tmp_path / "x"), "--images", "8", "--force",
+                         "--no-tflite", "--json")
     assert code == 0, err
     assert any(needle.split(" (")[0] in why for why in json.loads(out)["forced"])
     assert "exported with --force" in (tmp_path / "x" / "MODEL_CARD.md").read_text()
