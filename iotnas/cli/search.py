@@ -88,7 +88,7 @@ def search_command(
 
     study = load_study(study_file, token_file=token_file)
     if workers > 1 or executor != "local":
-        _search_with_workers(study, study_file, store, top=top, workers=workers, executor=executor,
+        _search_with_workers(study, store, top=top, workers=workers, executor=executor,
                              address=ray_address, cpus=cpus_per_worker, gpus=gpus_per_worker)
         return
     with _progress_view() as on_event:
@@ -98,7 +98,7 @@ def search_command(
         console.print("no feasible model was trained; see 'iotnas status' for the stage counts")
 
 
-def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: int, workers: int, executor: str,
+def _search_with_workers(study, store: Optional[str], *, top: int, workers: int, executor: str,
                          address: Optional[str], cpus: float, gpus: float) -> None:
     """Prepare the pool here, then let ``workers`` workers share the training; poll the store meanwhile."""
     import threading
@@ -117,7 +117,7 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
 
         def target() -> None:
             try:
-                outcome["results"] = runner.run(study_file, url, workers=workers)
+                outcome["results"] = runner.run(study, url, workers=workers)
             except BaseException as exc:  # handed to the main thread, which raises it
                 outcome["error"] = exc
 

@@ -104,6 +104,8 @@ class Workflow:
     def prepare(self) -> None:
         """The stages before any training: record the study, draw and cost the pool, cheap latency."""
         self.store.set_study(self.study)
+        if self.components.latency is not None and self.components.latency.identity is not None:
+            self.store.record_device(self.components.latency.identity)
         self.pool_stage()
         self.latency_stage()
 

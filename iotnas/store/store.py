@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, func, insert, inspect, or_, select, text, update
@@ -416,6 +416,29 @@ class Store:
         with self._session() as s:
             s.merge(MetaRow(key="study", value=json.dumps(recorded, sort_keys=True)))
             s.merge(MetaRow(key="study_base_dir", value=study.base_dir))
+
+    def record_device(self, identity: Mapping[str, Any]) -> None:
+        """Record the device the study's latencies are timed on, or refuse another one.
+
+        The device is known by what it reports (hostname, CPU, runtime versions), not by its
+        address: a board reached under a new URL is the same board, another board is not.
+
+        Raises:
+            StoreError: the study was timed on a device with another identity; names what differs.
+        """
+        given = {key: identity[key] for key in sorted(identity)}
+        recorded = self.meta().get("device_identity")
+        if recorded is None:
+            self.set_meta("device_identity", json.dumps(given, sort_keys=True))
+            return
+        old = json.loads(recorded)
+        changes = [f"{key} {old.get(key)!r} -> {given.get(key)!r}"
+                   for key in sorted(set(old) | set(given)) if old.get(key) != given.get(key)]
+        if changes:
+            raise StoreError(
+                f"store {self.url}: its study's latencies were timed on another device ({'; '.join(changes)}); "
+                "point [device] url at that device, or use a new store path for this one"
+            )
 
     def study(self) -> Study | None:
         """The study recorded by :meth:`set_study` (None before a search has started).
