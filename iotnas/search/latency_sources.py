@@ -31,6 +31,8 @@ class MeasuredLatency:
             # The device, not its address, names the figures: a board whose URL changed keeps them.
             self.identity = self._client.identity()
             self.key = f"agent:{identity_key(self.identity)}:{study.device.runtime}:t{study.device.threads}"
+        if dataset.in_channels != 3:  # another first layer, another figure (RGB keys stay as they always were)
+            self.key += f":in{dataset.in_channels}"
 
     def latency(self, arch: Arch) -> Latency:
         from iotnas.latency import measure_latency
