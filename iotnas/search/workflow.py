@@ -404,5 +404,5 @@ def _feature_width() -> int:
 def _workdir(study: Study, store: Store) -> Path:
     """Checkpoints live beside a SQLite store, or in ``<study name>-runs`` for a server or in-memory store."""
     if store.path is not None:
-        return store.path.parent / f"{store.path.stem}-runs"
+        return store.path.parent / store.runs_name  # one folder per study of the store
     return study.resolve(f"{study.name}-runs")

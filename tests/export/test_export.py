@@ -254,7 +254,7 @@ def test_a_checkpoint_path_pointing_elsewhere_is_one_clear_line(cli, trained_sto
 
 
 @pytest.mark.parametrize("statement, needle", [
-    ("UPDATE iotnas_meta SET value = '{not json' WHERE key = 'study'", "the recorded study cannot be read"),
+    ("UPDATE iotnas_study_meta SET value = '{not json' WHERE key = 'study'", "the recorded study cannot be read"),
     ("UPDATE iotnas_trainings SET accuracy = 'high'", f"accuracy of {MODEL} is 'high', not a number"),
 ], ids=["study", "accuracy"])
 def test_an_edited_value_in_the_store_is_one_clear_line(cli, trained_store, tmp_path, statement, needle):

@@ -37,10 +37,14 @@ def _assert_migrated(url: str, snapshot, study_file: Path) -> None:
     rows = snapshot(url)
     assert rows["iotnas_alembic_version"] == [(migrations.head(),)]
     assert {name: len(rows[name]) for name in ROWS} == ROWS
-    assert sum(1 for row in rows["iotnas_precision"] if row[7]) == FINETUNED  # the finetuned column
-    meta = dict(rows["iotnas_meta"])
-    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["study_name"] == "store-v1"
-    assert meta["study_base_dir"] == BASE_DIR and "weight_bits" not in meta
+    assert sum(1 for row in rows["iotnas_precision"] if row[8]) == FINETUNED  # the finetuned column
+    study_ids = {row[0 if name == "iotnas_candidates" else 1] for name in ROWS for row in rows[name]}
+    assert study_ids == {1}  # every row is study 1's
+    assert [(study_id, name) for study_id, name, _ in rows["iotnas_studies"]] == [(1, "store-v1")]
+    assert set(dict(rows["iotnas_meta"])) == {"schema_version", "created_at", "iotnas_version"}
+    assert dict(rows["iotnas_meta"])["schema_version"] == str(SCHEMA_VERSION)
+    meta = {key: value for study_id, key, value in rows["iotnas_study_meta"]}
+    assert meta["study_base_dir"] == BASE_DIR and "weight_bits" not in meta and "study_fingerprint" in meta
     study = json.loads(meta["study"])
     assert study["space"] == {"laws": ["mobilenetv2/s5", "probenet/s2"], "pool_per_law": 15}
     assert not {"laws", "pool_per_law", "base_dir"} & set(study)
@@ -65,7 +69,7 @@ def test_migrated_store_is_reported_by_the_cli(old_store, cli):
         assert "older iotnas (schema revision 0001" in err and "iotnas upgrade" in err
     assert _sha(old_store) == before
     code, out, err = cli("upgrade", str(old_store))
-    assert code == 0 and "schema 2" in out, err
+    assert code == 0 and f"schema {SCHEMA_VERSION}" in out, err
     code, out, err = cli("upgrade", str(old_store))  # once is enough
     assert code == 0 and "already" in out, err
     code, out, err = cli("status", str(old_store))
@@ -97,7 +101,7 @@ def test_store_of_a_newer_iotnas_is_refused_untouched(old_store, sql):
 def test_failed_migration_leaves_the_store_as_it_was(old_store, sql, snapshot):
     sql(str(old_store), "UPDATE iotnas_meta SET value = 'not json' WHERE key = 'study'")
     before, rows = _sha(old_store), snapshot(str(old_store))
-    with pytest.raises(StoreError, match="cannot migrate .* from schema revision 0001 to 0002: JSONDecodeError"):
+    with pytest.raises(StoreError, match="cannot migrate .* from schema revision 0001 to 0003: JSONDecodeError"):
         Store.open(str(old_store), create=False)
     assert _sha(old_store) == before and snapshot(str(old_store)) == rows  # no iotnas_alembic_version table either
 
