@@ -132,6 +132,8 @@ def test_schema_1_store_on_postgresql_is_migrated(old_store, postgres_url, snaps
     with Store.open(postgres_url, study_name="store-v1", create=False) as store:
         assert store.claim_training("probenet/s2/12", 2.0, worker="test", stale_before=datetime.min)  # the migrated store takes new rows
         assert len(store.trainings()) == ROWS["iotnas_trainings"] + 1
+    with Store.open(postgres_url, study_name="second") as store:  # a new study draws the next id, past the migrated one
+        assert store.trainings() == [] and Store.study_names(postgres_url) == ["store-v1", "second"]
 
 
 def test_revisions_build_exactly_the_models_tables(store_url):
