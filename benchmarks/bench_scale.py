@@ -54,7 +54,7 @@ def study_wall_time(executor: str, workers: int) -> float:
         url = f"sqlite:///{Path(folder) / 'scale.db'}"
         prepare_search(study, store_url=url)  # pool and costs, outside the timing
         started = time.perf_counter()
-        make_executor(executor).run(study_file, url, workers=workers)
+        make_executor(executor).run(study, url, workers=workers)
         return time.perf_counter() - started
 
 

@@ -3,8 +3,9 @@
 Workers do not talk to each other: they cooperate through the study store
 (claims and heartbeats, see :mod:`iotnas.search.workers`), which is why a
 worker can die at any point without losing anything but the epoch in progress.
-What a worker receives is the study file's TOML text and the store URL, both
-plain strings; what it returns is JSON.
+What a worker receives is the study as loaded here (the tables of its file, as JSON,
+with what the command line changed, such as ``--token-file``), its folder and the store
+URL, all plain strings; what it returns is JSON.
 """
 
 from __future__ import annotations
@@ -13,29 +14,36 @@ import abc
 import json
 import multiprocessing
 import os
-import tomllib
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iotnas.errors import ConfigError, IotnasError
 
+if TYPE_CHECKING:
+    from iotnas.study import Study
 
-def run_worker(study_text: str, base_dir: str, store_url: str, threads: int | None = None) -> str:
+
+
+def run_worker(study_json: str, base_dir: str, store_url: str, threads: int | None = None) -> str:
     """One worker: run the study to the end of its budget; returns the summary as JSON.
 
-    ``threads``: torch threads of this worker's trainings, unless the study's ``[training]`` sets them.
+    ``threads``: torch threads of this worker's trainings, unless the study's ``[workers]`` sets them.
     """
     from dataclasses import replace
 
     from iotnas.search import run_search
     from iotnas.study import parse_study
 
-    study = parse_study(tomllib.loads(study_text), base_dir=base_dir)
+    study = parse_study(json.loads(study_json), base_dir=base_dir)
     if threads is not None and study.workers.threads is None:
         study = replace(study, workers=replace(study.workers, threads=threads))
     summary = run_search(study, store_url=store_url)
     return json.dumps(asdict(summary), default=str)
+
+
+def _as_text(study: Study) -> tuple[str, str]:
+    """What a worker gets: the study's tables as JSON (as loaded, overrides included) and its folder."""
+    return json.dumps(study.to_dict(), sort_keys=True), study.base_dir
 
 
 def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, queue) -> None:
@@ -54,8 +62,8 @@ class Executor(abc.ABC):
     """Starts ``n`` workers on a study and waits for them."""
 
     @abc.abstractmethod
-    def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
-        """Run the workers; returns each worker's summary (a dict)."""
+    def run(self, study: Study, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+        """Run the workers on ``study`` as loaded (command-line overrides included); each one's summary."""
 
     @abc.abstractmethod
     def check(self, workers: int) -> None:
@@ -80,9 +88,9 @@ class LocalExecutor(Executor):
             raise ConfigError(f"--workers: {workers} local workers on {most // self.PER_CORE} core(s); give 1 to "
                               f"{most} ({self.PER_CORE} per core), or spread them over machines with --executor ray")
 
-    def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+    def run(self, study: Study, store_url: str, *, workers: int) -> list[dict[str, Any]]:
         self.check(workers)
-        text, base = _read(study_file)
+        text, base = _as_text(study)
         if workers == 1:
             return [json.loads(run_worker(text, base, store_url))]
         context = multiprocessing.get_context("spawn")  # no state forked from this process
@@ -125,13 +133,13 @@ class RayExecutor(Executor):
         if not 1 <= workers <= self.MOST:
             raise ConfigError(f"--workers: {workers} Ray workers; give 1 to {self.MOST:,}")
 
-    def run(self, study_file: Path, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+    def run(self, study: Study, store_url: str, *, workers: int) -> list[dict[str, Any]]:
         self.check(workers)
         try:
             import ray
         except ImportError:
             raise ConfigError("the ray executor needs Ray: pip install 'iotnas[ray]'") from None
-        text, base = _read(study_file)
+        text, base = _as_text(study)
         started_here = not ray.is_initialized()
         if started_here:
             try:
@@ -178,10 +186,3 @@ def parse_workers(text: str, executor: Executor) -> int:
         raise ConfigError(f"--workers: {text!r} is not a number of workers; give one (e.g. 2) or auto") from None
     executor.check(workers)
     return workers
-
-
-def _read(study_file: Path) -> tuple[str, str]:
-    try:
-        return study_file.read_text(encoding="utf-8"), str(study_file.resolve().parent)
-    except OSError as exc:
-        raise ConfigError(f"cannot read study file {study_file}: {exc.strerror}") from None

@@ -1,4 +1,4 @@
-"""Shared pieces of the CLI: consoles and JSON output."""
+"""Shared pieces of the CLI: consoles, JSON output, the options several commands share."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import json
 import sys
 from typing import Any
 
+import typer
 from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)
+
+#: Commands that read a store name the study to read where the store holds several.
+STUDY = typer.Option(None, "--study", help="The study to read, where the store holds several ('iotnas studies STORE').")
 
 
 def print_json(payload: Any) -> None:

@@ -23,6 +23,8 @@ app.add_typer(agent_app, name="agent")
 DEVICE = typer.Option(None, "--device", help="Device agent URL (http://HOST:PORT); default: this machine.")
 TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the agent token (else $IOTNAS_AGENT_TOKEN).")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+NUM_CLASSES = typer.Option(10, "--num-classes", min=1, help="Classifier width (the dataset's classes).")
+IN_CHANNELS = typer.Option(3, "--in-channels", min=1, help="Image channels (1 for MNIST-like data).")
 
 
 def _arch_key(space: str, law: str, id: int) -> str:
@@ -72,6 +74,8 @@ def measure(
     min_s: float = typer.Option(1.0, "--min-s", min=0.0, help="Seconds of timed runs, at least (and >= 50 runs)."),
     device: Optional[str] = DEVICE,
     token_file: Optional[Path] = TOKEN_FILE,
+    num_classes: int = NUM_CLASSES,
+    in_channels: int = IN_CHANNELS,
     as_json: bool = JSON,
 ) -> None:
     """Time one architecture per the protocol (median, p90, IQR, CV) on this machine or a device."""
@@ -80,7 +84,8 @@ def measure(
     check_threads(threads, field="--threads", remote=device is not None)
     protocol = Protocol(min_s=min_s, max_s=max(30.0, min_s))
     m = measure_latency(_arch_key(space, law, id), runtime=runtime, threads=threads,
-                        device=_client(device, token_file), protocol=protocol)
+                        device=_client(device, token_file), protocol=protocol,
+                        num_classes=num_classes, in_channels=in_channels)
     if as_json:
         print_json(m.to_dict())
         return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from iotnas.cli._common import console, print_json
+from iotnas.cli._common import STUDY, console, print_json
 from iotnas.cli.main import app
 
 
@@ -16,12 +16,13 @@ def report_command(
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."),
     static: Path | None = typer.Option(None, "--static", help="Also write PNG and SVG figures into this folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report and figure files."),
+    study_name: str | None = STUDY,
 ) -> None:
     """Write an HTML report: interactive trade-off plots, Pareto fronts, settings and provenance."""
     from iotnas.report import write_report
     from iotnas.store import Store
 
-    with Store.open(store, read_only=True) as s:
+    with Store.open(store, study_name=study_name, read_only=True) as s:
         files = write_report(s, out, static_dir=static, overwrite=overwrite)
     console.print(f"wrote {files.html} ({files.n_points:,} model points)")
     for path in files.static:
@@ -47,12 +48,13 @@ def export_command(
     tflite: bool = typer.Option(True, "--tflite/--no-tflite", help="Also write model_int8.tflite, the full-integer "
                                 "int8 TFLite model, checked in the LiteRT interpreter."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    study_name: str | None = STUDY,
 ) -> None:
     """Export a trained model: ONNX with the weights in their format, packed weights, a C header and a model card."""
     from iotnas.export import export_model
     from iotnas.store import Store
 
-    with Store.open(store, read_only=True) as s:
+    with Store.open(store, study_name=study_name, read_only=True) as s:
         result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_dataset=check_data,
                               check_images=images, force=force, c=c, tflite=tflite)
     if json_out:

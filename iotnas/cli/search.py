@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iotnas.cli._common import console, print_json
+from iotnas.cli._common import STUDY, console, print_json
 from iotnas.cli.main import app
 
 EXAMPLE_STUDY = '''\
@@ -135,7 +135,7 @@ def search_command(
                            gpus_per_worker=gpus_per_worker)
     count = parse_workers(workers, runner)
     if count > 1 or executor != "local":
-        _search_with_workers(study, study_file, store, top=top, workers=count, executor=executor, runner=runner)
+        _search_with_workers(study, store, top=top, workers=count, executor=executor, runner=runner)
         return
     with _progress_view() as on_event:
         summary = run_search(study, store_url=store, callbacks=[on_event])
@@ -144,8 +144,7 @@ def search_command(
         console.print("no feasible model was trained; see 'iotnas status' for the stage counts")
 
 
-def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: int, workers: int, executor: str,
-                         runner) -> None:
+def _search_with_workers(study, store: Optional[str], *, top: int, workers: int, executor: str, runner) -> None:
     """Prepare the pool here, then let ``workers`` workers share the training; poll the store meanwhile."""
     import threading
 
@@ -161,13 +160,13 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
 
         def target() -> None:
             try:
-                outcome["results"] = runner.run(study_file, url, workers=workers)
+                outcome["results"] = runner.run(study, url, workers=workers)
             except BaseException as exc:  # handed to the main thread, which raises it
                 outcome["error"] = exc
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        with Store.open(url, create=False) as s:
+        with Store.open(url, study_name=study.name, create=False) as s:
             while thread.is_alive():
                 summary = summarize(s, study, top=top)
                 running = sum(not abandoned(t, study.workers) for t in s.trainings(status="running"))
@@ -176,7 +175,7 @@ def _search_with_workers(study, study_file: Path, store: Optional[str], *, top: 
                 time.sleep(1.0)
     if "error" in outcome:
         raise outcome["error"]
-    with Store.open(url, create=False) as s:
+    with Store.open(url, study_name=study.name, create=False) as s:
         summary = summarize(s, study, top=top)
     console.print(_summary_table(summary, top=top, title=f"{study.name}: best feasible models"))
 
@@ -354,20 +353,42 @@ def _summary_table(summary, *, top: int, title: str) -> Table:
 @app.command("upgrade")
 def upgrade_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
     """Migrate a store written by an older iotnas to this version's schema (a search does it too)."""
-    from iotnas.errors import OlderSchemaError
     from iotnas.store import SCHEMA_VERSION, Store
 
-    try:
-        Store.open(store, create=False, read_only=True).close()
-    except OlderSchemaError:
-        Store.open(store, create=False).close()  # migrates, in one transaction
+    if Store.upgrade(store):
         console.print(f"migrated {store} to schema {SCHEMA_VERSION}")
         return
     console.print(f"{store} is already at schema {SCHEMA_VERSION}")
 
 
+@app.command("studies")
+def studies_command(
+    store: str = typer.Argument(..., help="Store URL or SQLite file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The studies a store holds: stage counts and best feasible accuracy of each."""
+    from iotnas.results.studies import study_overviews
+
+    overviews = study_overviews(store)
+    if as_json:
+        print_json([o.to_dict() for o in overviews])
+        return
+    table = Table(title=f"studies in {store}")
+    for column in ("study", "candidates", "trainings done", "best feasible", "accuracy"):
+        table.add_column(column, justify="right" if column in ("candidates", "trainings done", "accuracy") else "left")
+    for o in overviews:
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(o.counts.items())) or "0"
+        best = "-" if o.best_key is None else f"{o.best_key} ({o.best_format})"
+        table.add_row(o.name, counts, str(o.trainings), best,
+                      "-" if o.best_accuracy is None else f"{o.best_accuracy:.2%}")
+    console.print(table)
+    if not overviews:
+        console.print("no study yet; run: iotnas search STUDY.toml --store STORE")
+
+
 @app.command("status")
-def status_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
+def status_command(store: str = typer.Argument(..., help="Store URL or SQLite file."),
+                   study_name: str | None = STUDY) -> None:
     """Stage counts, trainings running or interrupted, best feasible model and time spent."""
     from iotnas.errors import StoreError
     from iotnas.search import summarize
@@ -375,7 +396,7 @@ def status_command(store: str = typer.Argument(..., help="Store URL or SQLite fi
     from iotnas.store import Store
     from iotnas.study import WorkerSettings
 
-    with Store.open(store, read_only=True) as s:
+    with Store.open(store, study_name=study_name, read_only=True) as s:
         summary = summarize(s, top=1)
         meta = s.meta()
         seconds = sum(t.seconds or 0.0 for t in s.trainings(status="done"))
@@ -422,12 +443,13 @@ def show_command(
     store: str = typer.Argument(..., help="Store URL or SQLite file."),
     top: int = typer.Option(10, "--top", min=1, help="How many models to list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    study_name: str | None = STUDY,
 ) -> None:
     """The best feasible models of a study."""
     from iotnas.search import summarize
     from iotnas.store import Store
 
-    with Store.open(store, read_only=True) as s:
+    with Store.open(store, study_name=study_name, read_only=True) as s:
         summary = summarize(s, top=top)
         skipped = s.skipped_formats()
     if as_json:

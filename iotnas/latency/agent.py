@@ -11,7 +11,8 @@ and each timing process's run time and memory. Timings run one at a time, so
 concurrent requests never disturb each other. The agent logs one line per
 request (client, method, path, status, duration), never a header.
 
-Endpoints: ``GET /health`` (the device's environment) and ``POST /measure``
+Endpoints: ``GET /health`` (the device's environment and its stable identity, see
+:func:`device_identity`) and ``POST /measure``
 (``{"protocol": {...}, "isolate": bool, "jobs": [{"onnx_b64": ..., "target": ...,
 "settings": {...}}]}`` -> ``{"results": [{"measurement": {...}} | {"error": ...}]}``).
 """
@@ -22,6 +23,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import http.client
 import io
@@ -149,6 +151,26 @@ def read_token(token_file: str | Path | None = None) -> str | None:
     return check_token(token, source=f"${TOKEN_ENV}") if token else None
 
 
+#: What makes a device the same device for timing: a board whose address changed keeps these;
+#: another board, CPU or ONNX Runtime version does not (its timings would not compare).
+IDENTITY_FIELDS = ("hostname", "cpu", "machine", "cpu_count", "runtime", "onnxruntime")
+
+
+def device_identity(env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """This device's stable identity: hostname, CPU model, architecture, cores, runtime and its version.
+
+    Not the governor, OS or Python version: they may change without making timings another device's.
+    """
+    env = environment() if env is None else env
+    return {name: ("onnxruntime" if name == "runtime" else env.get(name)) for name in IDENTITY_FIELDS}
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """A short stable digest of an identity, for latency keys: the same board under any URL."""
+    text = json.dumps({name: identity.get(name) for name in IDENTITY_FIELDS}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class _Refused(Exception):
     """A request the agent answers with an HTTP error status."""
 
@@ -199,7 +221,9 @@ class AgentServer:
         self._httpd.shutdown()
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "iotnas": __version__, "runtimes": ["onnxruntime"], "environment": environment()}
+        env = environment()
+        return {"status": "ok", "iotnas": __version__, "runtimes": ["onnxruntime"], "environment": env,
+                "identity": device_identity(env)}
 
     def measure(self, request: Any) -> dict[str, Any]:
         """Check a /measure request, then time its jobs in fresh processes, one request at a time."""
@@ -489,6 +513,18 @@ class AgentClient:
     def health(self) -> dict[str, Any]:
         """The agent's status and its device's environment."""
         return self._call("GET", "/health")
+
+    def identity(self) -> dict[str, Any]:
+        """The device's stable identity (see :func:`device_identity`), as the agent reports it.
+
+        Raises:
+            AgentError: the agent cannot be reached, or reports no identity (an older iotnas there).
+        """
+        identity = self.health().get("identity")
+        if not isinstance(identity, dict) or any(name not in identity for name in IDENTITY_FIELDS):
+            raise AgentError(f"agent at {self.url} reports no device identity; "
+                             "install this iotnas version on the device and restart the agent")
+        return {name: identity[name] for name in IDENTITY_FIELDS}
 
     def measure_onnx(
         self,

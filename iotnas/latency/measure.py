@@ -199,9 +199,14 @@ class LatencyMeasurement:
 
     @property
     def key(self) -> str:
-        """Stable identity: target, runtime and settings (not the environment)."""
+        """Stable identity: target, runtime, settings and input image (not the environment).
+
+        The image's channels and size count: a 1-channel model differs from its RGB twin in its
+        first layer, so its timing is not the RGB one's.
+        """
         settings = ",".join(f"{k}={v}" for k, v in self.settings)
-        return f"{self.target}|{self.runtime}|{settings}"
+        image = "x".join(str(n) for n in self.input_shape[1:])
+        return f"{self.target}|{self.runtime}|{settings}|{image}"
 
     @property
     def latency_ms(self) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from iotnas.arch import Arch
 from iotnas.cost import Cost, cost
@@ -40,6 +40,7 @@ class LatencySource(Protocol):
 
     key: str  # identity of the figure: device + runtime + settings
     cheap: bool  # True: answer for the whole pool up front (prediction, lookup)
+    identity: Mapping[str, Any] | None  # the device's, where it reports one (an agent): a study keeps to it
 
     def latency(self, arch: Arch) -> Latency: ...
 

@@ -57,6 +57,7 @@ class ReleasedLatency:
 
     key = RELEASED_DEVICE_KEY
     cheap = True
+    identity = None
 
     def __init__(self, released: ReleasedSet):
         self._released = released

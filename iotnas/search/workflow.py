@@ -123,6 +123,8 @@ class Workflow:
     def prepare(self) -> None:
         """The stages before any training: record the study, draw and cost the pool, cheap latency."""
         self.store.set_study(self.study)
+        if self.components.latency is not None and self.components.latency.identity is not None:
+            self.store.record_device(self.components.latency.identity)
         self.pool_stage()
         self.latency_stage()
 
@@ -467,7 +469,7 @@ def _feature_width() -> int:
 def _workdir(study: Study, store: Store) -> Path:
     """Checkpoints live beside a SQLite store, or in ``<study name>-runs`` for a server or in-memory store."""
     if store.path is not None:
-        return store.path.parent / f"{store.path.stem}-runs"
+        return store.path.parent / store.runs_name  # one folder per study of the store
     return study.resolve(f"{study.name}-runs")
 
 

@@ -1,6 +1,8 @@
 """The study store: everything a stage learns, written before the next stage reads it.
 
-SQLite (a file, WAL journal) by default, PostgreSQL by URL. Methods return frozen
+SQLite (a file, WAL journal) by default, PostgreSQL by URL. One database holds any number
+of studies, keyed by name (as an Optuna storage does); a :class:`Store` works on one of
+them, chosen when it is opened, and each resumes on its own. Methods return frozen
 values, never ORM rows; writes are keyed on the architecture key, so repeating
 one is harmless. A store opened ``read_only`` is never changed, nor is a database
 that is not an iotnas store: it is refused before anything is written to it.
@@ -16,7 +18,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, func, insert, inspect, or_, select, text, update
@@ -36,6 +38,8 @@ from iotnas.store.models import (
     MetaRow,
     PrecisionRow,
     SkippedFormatRow,
+    StudyMetaRow,
+    StudyRow,
     TrainingRow,
 )
 from iotnas.store.records import (
@@ -125,6 +129,8 @@ def _read_only_postgresql(engine: Engine) -> None:
         dbapi_connection.commit()  # a SET inside a transaction that is rolled back is undone
 
 
+_NO_STUDY = "\0"  # a study name no study file can give: open the store without choosing a study
+
 _SCHEMA_LOCK_KEY = 0x696F746E6173  # "iotnas": PostgreSQL advisory lock taken while creating or migrating
 
 
@@ -145,6 +151,9 @@ class Store:
         self.path: Path | None = _sqlite_file(url)  # the SQLite file; None for a server or in-memory store
         # Files a study writes beside its SQLite store are recorded relative to it, so the folder can move.
         self.folder: Path | None = self.path.parent if self.path is not None else None
+        self.study_name: str | None = None  # the study this store object works on (None: the store has none yet)
+        self._study_id: int | None = None
+        self._first_study = True  # the store's first study keeps the run folder stores had before they held several
 
     def _stored_path(self, path: str | None) -> str | None:
         """``path`` as recorded: relative to the store's folder when it lies inside it.
@@ -185,16 +194,19 @@ class Store:
         """Open (and with ``create``, initialise) a store; one written by an older iotnas is migrated first.
 
         Args:
-            study_name, fingerprint: when given, the store must belong to this study;
-                an empty store is stamped with them.
+            study_name, fingerprint: the study to work on, created (with ``create``) when the store
+                does not hold it yet; a study already there must have this fingerprint. Without a
+                name, the store's only study is chosen.
             study: gives both; a refusal then names the settings that changed since the recorded study.
             create: create the schema when the store is new; otherwise refuse an empty store.
             read_only: never change the store (nor create or migrate it): for commands that only read.
 
         Raises:
-            StoreError: the location cannot be opened or written, is empty when it must not be, is not
-                an iotnas store, belongs to another study, needs a migration it may not have (read-only),
-                or its migration failed (it is then left as it was).
+            StoreError: the location cannot be opened or written (a PostgreSQL database that does not
+                exist is named with the command that creates it), is empty when it must not be, is not
+                an iotnas store, holds no such study, holds several and none was named, holds the study
+                with other settings, needs a migration it may not have (read-only), or its migration
+                failed (it is then left as it was).
             SchemaVersionError: the store was written by a newer iotnas, is damaged, or is too old to migrate.
         """
         if study is not None:
@@ -252,19 +264,15 @@ class Store:
                 with self._schema_lock() as connection:
                     at = self._schema_revision(connection, create=create)  # another opener may have done it
                     if at is None:
-                        self._create_schema(connection, study_name=study_name, fingerprint=fingerprint)
+                        self._create_schema(connection)
                     elif at != migrations.head():
                         self._migrate(connection, at)
             if self.path is not None and not read_only:
                 self._use_wal()
         except (OperationalError, DBAPIError) as exc:
-            raise StoreError(f"cannot open store {self.url}: {_db_message(exc)}") from None
+            raise StoreError(f"cannot open store {self.url}: {_db_message(exc)}{_createdb_hint(self._url, exc)}") from None
+        self._choose_study(study_name, fingerprint=fingerprint, create=create)
         meta = self.meta()
-        if study_name is not None and meta.get("study_name") not in (None, study_name):
-            raise StoreError(
-                f"store {self.url} belongs to study {meta['study_name']!r}, not {study_name!r}; "
-                "use another store path (study key 'store' or --store)"
-            )
         if fingerprint is not None and meta.get("study_fingerprint") not in (None, fingerprint):
             try:
                 recorded = self.study()
@@ -278,6 +286,90 @@ class Store:
                     f"store {self.url} was created by a different version of study {study_name!r} "
                     f"(its settings changed{named}); use a new store path, or restore the original settings"
                 )
+
+    def _choose_study(self, name: str | None, *, fingerprint: str | None, create: bool) -> None:
+        """Work on study ``name`` (created with ``create``), or on the store's only study when None."""
+        with self._session() as s:
+            studies = dict(s.execute(select(StudyRow.name, StudyRow.id).order_by(StudyRow.id)).all())
+        listing = ", ".join(repr(n) for n in studies)
+        if name == _NO_STUDY:
+            return
+        if name is None:
+            if len(studies) > 1:
+                raise StoreError(f"store {self.url} holds {len(studies)} studies ({listing}); "
+                                 "choose one with --study NAME")
+            if studies:
+                self._use_study(*next(iter(studies.items())), first=True)
+            return
+        if name not in studies:
+            if not create:
+                held = f"; it holds {listing}" if studies else "; it holds no study yet"
+                raise StoreError(f"store {self.url} holds no study named {name!r}{held}")
+            self._add_study(name, fingerprint=fingerprint)
+            with self._session() as s:
+                studies = dict(s.execute(select(StudyRow.name, StudyRow.id).order_by(StudyRow.id)).all())
+        self._use_study(name, studies[name], first=studies[name] == min(studies.values()))
+
+    @classmethod
+    def study_names(cls, url_or_path: str) -> list[str]:
+        """The names of the studies a store holds, oldest first (it is opened read-only).
+
+        Raises:
+            StoreError, SchemaVersionError: as :meth:`open` with ``read_only``.
+        """
+        with cls.open(url_or_path, study_name=_NO_STUDY, read_only=True) as store, store._session() as s:
+            return list(s.scalars(select(StudyRow.name).order_by(StudyRow.id)))
+
+    @classmethod
+    def upgrade(cls, url_or_path: str) -> bool:
+        """Migrate a store written by an older iotnas to this one's schema, every study in it at once.
+
+        Returns whether it was migrated (False: it was already at this schema).
+
+        Raises:
+            StoreError, SchemaVersionError: as :meth:`open`.
+        """
+        try:
+            cls.open(url_or_path, study_name=_NO_STUDY, create=False, read_only=True).close()
+            return False
+        except OlderSchemaError:
+            cls.open(url_or_path, study_name=_NO_STUDY, create=False).close()  # in one transaction
+            return True
+
+    def _add_study(self, name: str, *, fingerprint: str | None) -> None:
+        try:
+            with self._session() as s:
+                row = StudyRow(name=name, created_at=_now())
+                s.add(row)
+                s.flush()
+                if fingerprint is not None:
+                    s.add(StudyMetaRow(study_id=row.id, key="study_fingerprint", value=fingerprint))
+        except IntegrityError:
+            pass  # another worker created it first
+
+    def _use_study(self, name: str, study_id: int, *, first: bool) -> None:
+        self.study_name, self._study_id, self._first_study = name, study_id, first
+
+    @property
+    def runs_name(self) -> str:
+        """The folder, beside a SQLite store, that holds its study's checkpoints.
+
+        ``<stem>-runs`` for the store's first study (as before stores held several), and
+        ``<stem>-<study>-runs`` for each other one, so studies never share a checkpoint.
+        """
+        stem = self.path.stem if self.path is not None else "store"
+        return f"{stem}-runs" if self._first_study else f"{stem}-{self.study_name}-runs"
+
+    def _mine(self, row_class: type) -> Any:
+        """A condition selecting ``row_class``'s rows of this store's study (none, before it has one)."""
+        return row_class.study_id == (-1 if self._study_id is None else self._study_id)
+
+    def _sid(self) -> int:
+        """The id of the study this store works on; a store without one gets its default study, "study"."""
+        if self._study_id is None:
+            self._choose_study("study", fingerprint=None, create=True)
+        assert self._study_id is not None
+        return self._study_id
 
     def _schema_revision(self, connection: Connection, *, create: bool) -> str | None:
         """The schema revision the store is at (schema 1 stores predate revisions: "0001"); None when new.
@@ -355,12 +447,11 @@ class Store:
             if engine is not self._engine:
                 engine.dispose()
 
-    def _create_schema(self, connection: Connection, *, study_name: str | None, fingerprint: str | None) -> None:
-        """A new store: every revision from the first (the same path old stores take), then the meta rows."""
+    def _create_schema(self, connection: Connection) -> None:
+        """A new store: every revision from the first (the same path old stores take), then the store's facts."""
         migrations.upgrade(connection)
-        facts = {"schema_version": str(SCHEMA_VERSION), "created_at": _now().isoformat(), "iotnas_version": __version__,
-                 "study_name": study_name, "study_fingerprint": fingerprint}
-        connection.execute(insert(MetaRow), [{"key": k, "value": v} for k, v in facts.items() if v is not None])
+        facts = {"schema_version": str(SCHEMA_VERSION), "created_at": _now().isoformat(), "iotnas_version": __version__}
+        connection.execute(insert(MetaRow), [{"key": k, "value": v} for k, v in facts.items()])
 
     def _migrate(self, connection: Connection, at: str) -> None:
         """Upgrade the store from revision ``at`` to this code's, or raise StoreError and change nothing."""
@@ -413,19 +504,57 @@ class Store:
     # ------------------------------------------------------------------ meta
 
     def meta(self) -> dict[str, str]:
+        """The store's facts, then its study's (``study_name``, ``study_fingerprint``, ``study``, ...)."""
         with self._session() as s:
-            return {row.key: row.value for row in s.scalars(select(MetaRow))}
+            facts = {row.key: row.value for row in s.scalars(select(MetaRow))}
+            if self._study_id is None:
+                return facts
+            facts["study_name"] = self.study_name
+            created = s.scalar(select(StudyRow.created_at).where(StudyRow.id == self._study_id))
+            facts["created_at"] = created.isoformat() if created is not None else facts.get("created_at")
+            rows = s.scalars(select(StudyMetaRow).where(StudyMetaRow.study_id == self._study_id))
+            return {**facts, **{row.key: row.value for row in rows}}
 
     def set_meta(self, key: str, value: str) -> None:
+        """Record a fact of the study this store works on."""
+        sid = self._sid()
         with self._session() as s:
-            s.merge(MetaRow(key=key, value=value))
+            s.merge(StudyMetaRow(study_id=sid, key=key, value=value))
 
     def set_study(self, study: Study) -> None:
         """Record the study this store belongs to, in the form :meth:`study` reads back."""
+        if self._study_id is None:
+            self._choose_study(study.name, fingerprint=study.fingerprint, create=True)
+        elif self.study_name != study.name:
+            raise StoreError(f"store {self.url} was opened for study {self.study_name!r}, not {study.name!r}")
         recorded = {**study.to_dict(), "store": display_url(study.store)}  # a password is never stored
+        sid = self._sid()
         with self._session() as s:
-            s.merge(MetaRow(key="study", value=json.dumps(recorded, sort_keys=True)))
-            s.merge(MetaRow(key="study_base_dir", value=study.base_dir))
+            s.merge(StudyMetaRow(study_id=sid, key="study", value=json.dumps(recorded, sort_keys=True)))
+            s.merge(StudyMetaRow(study_id=sid, key="study_base_dir", value=study.base_dir))
+
+    def record_device(self, identity: Mapping[str, Any]) -> None:
+        """Record the device the study's latencies are timed on, or refuse another one.
+
+        The device is known by what it reports (hostname, CPU, runtime versions), not by its
+        address: a board reached under a new URL is the same board, another board is not.
+
+        Raises:
+            StoreError: the study was timed on a device with another identity; names what differs.
+        """
+        given = {key: identity[key] for key in sorted(identity)}
+        recorded = self.meta().get("device_identity")
+        if recorded is None:
+            self.set_meta("device_identity", json.dumps(given, sort_keys=True))
+            return
+        old = json.loads(recorded)
+        changes = [f"{key} {old.get(key)!r} -> {given.get(key)!r}"
+                   for key in sorted(set(old) | set(given)) if old.get(key) != given.get(key)]
+        if changes:
+            raise StoreError(
+                f"store {self.url}: its study's latencies were timed on another device ({'; '.join(changes)}); "
+                "point [device] url at that device, or use a new store path for this one"
+            )
 
     def study(self) -> Study | None:
         """The study recorded by :meth:`set_study` (None before a search has started).
@@ -454,16 +583,18 @@ class Store:
             return self._add_candidates(candidates)
 
     def _add_candidates(self, candidates: Sequence[Candidate]) -> int:
+        sid = self._sid()
         with self._session() as s:
-            known = set(s.scalars(select(CandidateRow.key).where(CandidateRow.key.in_([c.key for c in candidates]))))
+            known = set(s.scalars(select(CandidateRow.key).where(
+                CandidateRow.study_id == sid, CandidateRow.key.in_([c.key for c in candidates]))))
             new = [c for c in candidates if c.key not in known]
             now = _now()
-            s.add_all([CandidateRow(**record_fields(c), created_at=now) for c in new])
+            s.add_all([CandidateRow(**record_fields(c), study_id=sid, created_at=now) for c in new])
             return len(new)
 
     def candidates(self, *, status: str | None = None, proposed: bool | None = None) -> list[Candidate]:
         with self._session() as s:
-            query = select(CandidateRow)
+            query = select(CandidateRow).where(self._mine(CandidateRow))
             if status is not None:
                 query = query.where(CandidateRow.status == status)
             if proposed is not None:
@@ -473,14 +604,14 @@ class Store:
 
     def candidate(self, key: str) -> Candidate | None:
         with self._session() as s:
-            row = s.get(CandidateRow, key)
+            row = s.get(CandidateRow, (self._study_id, key)) if self._study_id is not None else None
             return None if row is None else candidate_from_row(row)
 
     def update_candidate(
         self, key: str, *, status: str | None = None, reason: str | None = None, proposed_index: int | None = None
     ) -> None:
         with self._session() as s:
-            row = s.get(CandidateRow, key)
+            row = s.get(CandidateRow, (self._study_id, key)) if self._study_id is not None else None
             if row is None:
                 raise StoreError(f"candidate {key} is not in store {self.url}")
             if status is not None:
@@ -494,7 +625,8 @@ class Store:
         if not statuses:
             return
         with self._session() as s:
-            for row in s.scalars(select(CandidateRow).where(CandidateRow.key.in_(list(statuses)))):
+            for row in s.scalars(select(CandidateRow).where(self._mine(CandidateRow),
+                                                             CandidateRow.key.in_(list(statuses)))):
                 row.status, row.reason = statuses[row.key]
 
     def claim_proposal(self, key: str) -> int | None:
@@ -505,11 +637,12 @@ class Store:
         for _ in range(20):  # another worker may take the same index first: try the next one
             try:
                 with self._session() as s:
-                    last = s.scalar(select(func.max(CandidateRow.proposed_index)))
+                    last = s.scalar(select(func.max(CandidateRow.proposed_index)).where(self._mine(CandidateRow)))
                     index = 0 if last is None else last + 1
                     result = s.execute(
                         update(CandidateRow)
-                        .where(CandidateRow.key == key, CandidateRow.proposed_index.is_(None))
+                        .where(self._mine(CandidateRow), CandidateRow.key == key,
+                               CandidateRow.proposed_index.is_(None))
                         .values(proposed_index=index)
                     )
                     return index if result.rowcount == 1 else None
@@ -521,7 +654,8 @@ class Store:
         """Candidates the strategy proposed, in the order it proposed them."""
         with self._session() as s:
             rows = s.scalars(
-                select(CandidateRow).where(CandidateRow.proposed_index.is_not(None)).order_by(CandidateRow.proposed_index)
+                select(CandidateRow).where(self._mine(CandidateRow), CandidateRow.proposed_index.is_not(None))
+                .order_by(CandidateRow.proposed_index)
             )
             return [candidate_from_row(r) for r in rows]
 
@@ -541,11 +675,13 @@ class Store:
             self._add_latencies(latencies)
 
     def _add_latencies(self, latencies: Sequence[Latency]) -> None:
+        sid = self._sid()
         with self._session() as s:
             keys = [lat.arch_key for lat in latencies]
             existing = {
                 (row.arch_key, row.device_key): row
-                for row in s.scalars(select(LatencyRow).where(LatencyRow.arch_key.in_(keys)))
+                for row in s.scalars(select(LatencyRow).where(LatencyRow.study_id == sid,
+                                                              LatencyRow.arch_key.in_(keys)))
             }
             now = _now()
             for lat in latencies:
@@ -558,14 +694,14 @@ class Store:
                     continue
                 existing[(lat.arch_key, lat.device_key)] = None
                 s.add(LatencyRow(
-                    arch_key=lat.arch_key, device_key=lat.device_key, source=lat.source, median_ms=lat.median_ms,
+                    study_id=sid, arch_key=lat.arch_key, device_key=lat.device_key, source=lat.source, median_ms=lat.median_ms,
                     detail_json=json.dumps(lat.detail, sort_keys=True), created_at=now,
                 ))
 
     def latencies(self, device_key: str | None = None) -> dict[str, Latency]:
         """Latency figures by architecture key (for one device, or all)."""
         with self._session() as s:
-            query = select(LatencyRow)
+            query = select(LatencyRow).where(self._mine(LatencyRow))
             if device_key is not None:
                 query = query.where(LatencyRow.device_key == device_key)
             return {r.arch_key: latency_from_row(r) for r in s.scalars(query)}
@@ -585,12 +721,14 @@ class Store:
                 are taken over at once.
         """
         now = _now()
+        sid = self._sid()
         try:
             with self._session() as s:
-                exists = s.scalar(select(TrainingRow.id).where(TrainingRow.arch_key == arch_key,
+                exists = s.scalar(select(TrainingRow.id).where(TrainingRow.study_id == sid,
+                                                               TrainingRow.arch_key == arch_key,
                                                                TrainingRow.epochs == epochs))
                 if exists is None:
-                    s.add(TrainingRow(arch_key=arch_key, epochs=epochs, status=TrainingStatus.RUNNING, worker=worker,
+                    s.add(TrainingRow(study_id=sid, arch_key=arch_key, epochs=epochs, status=TrainingStatus.RUNNING, worker=worker,
                                       heartbeat_at=now, started_at=now))
                     return True
                 takeable = or_(
@@ -611,7 +749,7 @@ class Store:
         with self._session() as s:
             result = s.execute(
                 update(TrainingRow)
-                .where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
+                .where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
                        TrainingRow.worker == worker, TrainingRow.status == TrainingStatus.RUNNING)
                 .values(heartbeat_at=_now())
             )
@@ -620,7 +758,8 @@ class Store:
     def fail_training(self, arch_key: str, epochs: float) -> None:
         """Mark a training to be done again (its checkpoint is gone); any worker may claim it."""
         with self._session() as s:
-            s.execute(update(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs)
+            s.execute(update(TrainingRow).where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key,
+                                                TrainingRow.epochs == epochs)
                       .values(status=TrainingStatus.FAILED))
 
     def finish_training(
@@ -628,7 +767,8 @@ class Store:
         resumed_from_epochs: float | None = None,
     ) -> None:
         with self._session() as s:
-            row = s.scalar(select(TrainingRow).where(TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs))
+            row = s.scalar(select(TrainingRow).where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key,
+                                                     TrainingRow.epochs == epochs))
             if row is None:
                 raise StoreError(f"training of {arch_key} at {epochs} epochs was never started in {self.url}")
             if row.status == TrainingStatus.DONE:
@@ -638,7 +778,7 @@ class Store:
 
     def trainings(self, *, status: str | None = None) -> list[Training]:
         with self._session() as s:
-            query = select(TrainingRow)
+            query = select(TrainingRow).where(self._mine(TrainingRow))
             if status is not None:
                 query = query.where(TrainingRow.status == status)
             rows = s.scalars(query.order_by(TrainingRow.id))
@@ -654,18 +794,19 @@ class Store:
             pass  # another worker stored the same result first
 
     def _add_precision(self, result: PrecisionResult) -> None:
+        sid = self._sid()
         with self._session() as s:
             existing = s.scalar(select(PrecisionRow).where(
-                PrecisionRow.arch_key == result.arch_key, PrecisionRow.epochs == result.epochs,
+                PrecisionRow.study_id == sid, PrecisionRow.arch_key == result.arch_key, PrecisionRow.epochs == result.epochs,
                 PrecisionRow.format_name == result.format_name, PrecisionRow.finetuned == result.finetuned,
             ))
             if existing is None:
                 fields = {**record_fields(result), "checkpoint": self._stored_path(result.checkpoint)}
-                s.add(PrecisionRow(**fields, created_at=_now()))
+                s.add(PrecisionRow(**fields, study_id=sid, created_at=_now()))
 
     def precision_results(self) -> list[PrecisionResult]:
         with self._session() as s:
-            rows = s.scalars(select(PrecisionRow).order_by(PrecisionRow.id))
+            rows = s.scalars(select(PrecisionRow).where(self._mine(PrecisionRow)).order_by(PrecisionRow.id))
             return [precision_from_row(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
 
     def set_full_accuracy(self, arch_key: str, epochs: float, format_name: str, *, finetuned: bool,
@@ -673,26 +814,38 @@ class Store:
         """Record a result's accuracy on the whole test split beside the one it was ranked by (on a subset)."""
         with self._session() as s:
             s.execute(update(PrecisionRow).where(
-                PrecisionRow.arch_key == arch_key, PrecisionRow.epochs == epochs,
+                self._mine(PrecisionRow), PrecisionRow.arch_key == arch_key, PrecisionRow.epochs == epochs,
                 PrecisionRow.format_name == format_name, PrecisionRow.finetuned == finetuned,
             ).values(full_accuracy=accuracy))
 
     def add_skipped(self, skipped: SkippedFormat) -> None:
         """Record a format the precision stage did not evaluate; one already recorded is kept."""
+        sid = self._sid()
         try:
             with self._session() as s:
                 existing = s.scalar(select(SkippedFormatRow.id).where(
-                    SkippedFormatRow.arch_key == skipped.arch_key, SkippedFormatRow.epochs == skipped.epochs,
-                    SkippedFormatRow.format_name == skipped.format_name,
+                    SkippedFormatRow.study_id == sid, SkippedFormatRow.arch_key == skipped.arch_key,
+                    SkippedFormatRow.epochs == skipped.epochs, SkippedFormatRow.format_name == skipped.format_name,
                 ))
                 if existing is None:
-                    s.add(SkippedFormatRow(**record_fields(skipped), created_at=_now()))
+                    s.add(SkippedFormatRow(**record_fields(skipped), study_id=sid, created_at=_now()))
         except IntegrityError:
             pass  # another worker recorded it first
 
     def skipped_formats(self) -> list[SkippedFormat]:
         with self._session() as s:
-            return [skipped_from_row(r) for r in s.scalars(select(SkippedFormatRow).order_by(SkippedFormatRow.id))]
+            rows = s.scalars(select(SkippedFormatRow).where(self._mine(SkippedFormatRow)).order_by(SkippedFormatRow.id))
+            return [skipped_from_row(r) for r in rows]
+
+
+def _createdb_hint(url: str, exc: SQLAlchemyError) -> str:
+    """For a PostgreSQL database that does not exist: the command that creates it (servers never do it themselves)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not re.search(r'database ".*" does not exist', str(exc)):
+        return ""
+    options = [f"{flag} {value}" for flag, value in (("-h", parsed.host), ("-p", parsed.port), ("-U", parsed.username))
+               if value]
+    return f"; create it first: createdb {' '.join([*options, parsed.database or ''])}"
 
 
 def _db_message(exc: SQLAlchemyError) -> str:

@@ -9,9 +9,9 @@ import pytest
 MODEL = "mobilenetv2/s6/3"  # the model of the one_model_store fixture
 
 EDITS = {
-    "study-not-json": ("UPDATE iotnas_meta SET value = '{not json' WHERE key = 'study'",
+    "study-not-json": ("UPDATE iotnas_study_meta SET value = '{not json' WHERE key = 'study'",
                        "the recorded study cannot be read"),
-    "study-not-a-table": ("UPDATE iotnas_meta SET value = '[1, 2]' WHERE key = 'study'",
+    "study-not-a-table": ("UPDATE iotnas_study_meta SET value = '[1, 2]' WHERE key = 'study'",
                           "the recorded study cannot be read"),
     "accuracy-text": ("UPDATE iotnas_trainings SET accuracy = 'high'",
                       f"iotnas_trainings.accuracy of {MODEL} is 'high', not a number"),

@@ -1,6 +1,7 @@
 """`iotnas init | search | status | show` as a user runs them."""
 
 import json
+import shutil
 
 import pytest
 
@@ -177,12 +178,18 @@ def test_unwritable_store_path(tmp_path, cli, released_dir):
     assert "does not exist" in err or "cannot" in err
 
 
-def test_store_of_another_study(searched, tmp_path, cli, released_dir):
+def test_another_study_joins_the_store_and_reads_name_it(searched, tmp_path, cli, released_dir):
     other = tmp_path / "other.toml"
     other.write_text(STUDY.format(released=released_dir).replace('name = "cli"', 'name = "other"'))
-    code, _, err = cli("search", str(other), "--store", str(searched.parent / "cli.db"))
+    store = str(tmp_path / "joined.db")
+    shutil.copy(searched.parent / "cli.db", store)
+    code, _, err = cli("search", str(other), "--store", store)
+    assert code == 0, err
+    code, _, err = cli("status", store)
     _one_clean_line(code, err)
-    assert "belongs to study 'cli'" in err
+    assert "holds 2 studies ('cli', 'other'); choose one with --study NAME" in err
+    code, out, err = cli("status", store, "--study", "other")
+    assert code == 0 and "study other" in out, err
 
 
 def test_status_of_missing_store(tmp_path, cli):

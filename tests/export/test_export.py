@@ -287,7 +287,7 @@ def test_a_format_model_onnx_cannot_store_is_refused(cli, trained_store, tmp_pat
 
 
 @pytest.mark.parametrize("statement, needle", [
-    ("UPDATE iotnas_meta SET value = json_set(value, '$.constraints.max_weight_bytes', 100) WHERE key = 'study'",
+    ("UPDATE iotnas_study_meta SET value = json_set(value, '$.constraints.max_weight_bytes', 100) WHERE key = 'study'",
      "over the study's limits (4480 weight bytes > 100)"),
     ("UPDATE iotnas_trainings SET accuracy = 0.1", "at chance level (10.0% on 10 classes)"),
 ], ids=["over-budget", "chance-level"])
@@ -332,7 +332,7 @@ def test_a_checkpoint_path_pointing_elsewhere_is_one_clear_line(cli, trained_sto
 
 
 @pytest.mark.parametrize("statement, needle", [
-    ("UPDATE iotnas_meta SET value = '{not json' WHERE key = 'study'", "the recorded study cannot be read"),
+    ("UPDATE iotnas_study_meta SET value = '{not json' WHERE key = 'study'", "the recorded study cannot be read"),
     ("UPDATE iotnas_trainings SET accuracy = 'high'", f"accuracy of {MODEL} is 'high', not a number"),
 ], ids=["study", "accuracy"])
 def test_an_edited_value_in_the_store_is_one_clear_line(cli, trained_store, tmp_path, statement, needle):

@@ -32,6 +32,10 @@ def test_health_reports_the_device_environment(agent):
     health = AgentClient(agent.url, token=TOKEN).health()
     assert health["status"] == "ok" and health["runtimes"] == ["onnxruntime"]
     assert health["environment"]["cpu"] and health["environment"]["onnxruntime"]
+    identity = AgentClient(agent.url, token=TOKEN).identity()
+    assert identity == {"hostname": socket.gethostname(), "cpu": health["environment"]["cpu"],
+                        "machine": health["environment"]["machine"], "cpu_count": health["environment"]["cpu_count"],
+                        "runtime": "onnxruntime", "onnxruntime": health["environment"]["onnxruntime"]}
 
 
 def test_round_trip_times_a_graph_on_the_agent(agent, tiny_onnx):
@@ -40,6 +44,8 @@ def test_round_trip_times_a_graph_on_the_agent(agent, tiny_onnx):
     assert isinstance(m, LatencyMeasurement)
     assert m.target == "tiny" and m.runtime == "onnxruntime" and m.n_runs >= FAST.min_runs
     assert 0 < m.min_ms <= m.median_ms <= m.p90_ms
+    assert "POST /measure 200" in agent.log()
+    assert base64.b64encode(tiny_onnx).decode()[:64] not in agent.log()  # one line per request, never the payload
     # The front door takes the agent as `device`, here by URL with the token from the environment.
     import os
 

@@ -90,7 +90,7 @@ def test_runtime_and_settings_are_part_of_the_identity(tiny_onnx):
 def test_torch_eager_on_a_module_and_on_an_architecture():
     m = measure_latency(tiny_module(), runtime="torch", threads=1, protocol=FAST)
     _check_structure(m, FAST)
-    assert m.key.endswith("|torch|interop_threads=1,threads=1")
+    assert m.key.endswith("|torch|interop_threads=1,threads=1|3x32x32")
     a = measure_latency("mobilenetv2/s4/39", runtime="torch", protocol=FAST)  # built in a fresh process
     assert a.target == "mobilenetv2/s4/39" and a.n_runs >= FAST.min_runs
 

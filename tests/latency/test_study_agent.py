@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -70,7 +72,8 @@ def test_the_study_token_file_reaches_the_agent(tmp_path, roomy_agent):
     source = make_latency_source(study, SimpleNamespace(num_classes=10, in_channels=1))
     before = _measures(roomy_agent)
     latency = source.latency(Arch.parse("mobilenetv2/s6/0"))
-    assert latency.source == "measured" and latency.median_ms > 0 and latency.device_key == study.device.key
+    assert latency.source == "measured" and latency.median_ms > 0 and latency.device_key == source.key
+    assert source.key.startswith("agent:") and roomy_agent.url not in source.key  # the device, not its address
     assert _measures(roomy_agent) == before + 1
 
 
@@ -110,3 +113,53 @@ def test_a_wrong_token_is_refused_without_being_shown(tmp_path, roomy_agent, cli
     code, out, err = cli("search", str(_study(tmp_path, roomy_agent.url, 'token_file = "token"')))
     _one_clean_line(code, err)
     assert "refused" in err and "a-wrong-token-value" not in out + err
+
+
+def test_the_command_line_token_file_reaches_every_worker(tmp_path, roomy_agent, cli):
+    given = tmp_path / "given"
+    given.write_text(TOKEN + "\n")
+    study = _study(tmp_path, roomy_agent.url)  # no token in the file nor in the environment
+    before = {status: len(re.findall(f"GET /health {status}", roomy_agent.log())) for status in (200, 401)}
+    code, out, err = cli("search", str(study), "--token-file", str(given), "--workers", "2")
+    assert code == 0, err
+    # Here and in two spawned workers, the latency source asks the agent who it is: with the token.
+    log = roomy_agent.log()
+    assert len(re.findall("GET /health 200", log)) == before[200] + 3
+    assert len(re.findall("GET /health 401", log)) == before[401]
+
+
+def _search_twice(tmp_path, cli, first_url: str, second_url: str, *, between=None):
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    study = _study(tmp_path, first_url, 'token_file = "token"')
+    assert cli("search", str(study))[0] == 0
+    if between is not None:
+        between(tmp_path / "remote.db")
+    study.write_text(study.read_text().replace(first_url, second_url))
+    return cli("search", str(study))
+
+
+def test_the_same_device_under_another_url_is_accepted_and_keeps_its_timings(tmp_path, roomy_agent, cli):
+    from iotnas.store import Store
+
+    before = _measures(roomy_agent)
+    code, out, err = _search_twice(tmp_path, cli, roomy_agent.url, roomy_agent.url.replace("127.0.0.1", "localhost"))
+    assert code == 0, err
+    assert _measures(roomy_agent) - before == 2  # the second search found both figures under the device's key
+    with Store.open(str(tmp_path / "remote.db"), read_only=True) as store:
+        (key,) = {lat.device_key for lat in store.latencies().values()}
+        identity = json.loads(store.meta()["device_identity"])
+    assert "127.0.0.1" not in key and identity["hostname"] == socket.gethostname()
+    assert identity["runtime"] == "onnxruntime" and identity["onnxruntime"] and identity["cpu"]
+
+
+def test_another_device_is_refused_naming_what_differs(tmp_path, roomy_agent, cli):
+    from iotnas.store import Store
+
+    def timed_on_a_board(path):  # the study's first search ran on another device
+        with Store.open(str(path)) as store:
+            identity = json.loads(store.meta()["device_identity"])
+            store.set_meta("device_identity", json.dumps({**identity, "cpu": "ARMv7 Processor rev 4 (v7l)"}))
+
+    code, out, err = _search_twice(tmp_path, cli, roomy_agent.url, roomy_agent.url, between=timed_on_a_board)
+    _one_clean_line(code, err)
+    assert "another device" in err and "cpu 'ARMv7 Processor rev 4 (v7l)' ->" in err

@@ -37,10 +37,14 @@ def _assert_migrated(url: str, snapshot, study_file: Path) -> None:
     rows = snapshot(url)
     assert rows["iotnas_alembic_version"] == [(migrations.head(),)]
     assert {name: len(rows[name]) for name in ROWS} == ROWS
-    assert sum(1 for row in rows["iotnas_precision"] if row[7]) == FINETUNED  # the finetuned column
-    meta = dict(rows["iotnas_meta"])
-    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["study_name"] == "store-v1"
-    assert meta["study_base_dir"] == BASE_DIR and "weight_bits" not in meta
+    assert sum(1 for row in rows["iotnas_precision"] if row[8]) == FINETUNED  # the finetuned column
+    study_ids = {row[0 if name == "iotnas_candidates" else 1] for name in ROWS for row in rows[name]}
+    assert study_ids == {1}  # every row is study 1's
+    assert [(study_id, name) for study_id, name, _ in rows["iotnas_studies"]] == [(1, "store-v1")]
+    assert set(dict(rows["iotnas_meta"])) == {"schema_version", "created_at", "iotnas_version"}
+    assert dict(rows["iotnas_meta"])["schema_version"] == str(SCHEMA_VERSION)
+    meta = {key: value for study_id, key, value in rows["iotnas_study_meta"]}
+    assert meta["study_base_dir"] == BASE_DIR and "weight_bits" not in meta and "study_fingerprint" in meta
     study = json.loads(meta["study"])
     assert study["space"] == {"laws": ["mobilenetv2/s5", "probenet/s2"], "pool_per_law": 15}
     assert not {"laws", "pool_per_law", "base_dir"} & set(study)
@@ -128,6 +132,8 @@ def test_schema_1_store_on_postgresql_is_migrated(old_store, postgres_url, snaps
     with Store.open(postgres_url, study_name="store-v1", create=False) as store:
         assert store.claim_training("probenet/s2/12", 2.0, worker="test", stale_before=datetime.min)  # the migrated store takes new rows
         assert len(store.trainings()) == ROWS["iotnas_trainings"] + 1
+    with Store.open(postgres_url, study_name="second") as store:  # a new study draws the next id, past the migrated one
+        assert store.trainings() == [] and Store.study_names(postgres_url) == ["store-v1", "second"]
 
 
 def test_revisions_build_exactly_the_models_tables(store_url):

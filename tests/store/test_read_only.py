@@ -216,8 +216,8 @@ def test_a_password_in_the_url_is_never_shown_nor_recorded(postgres_url, snapsho
         assert secret not in store.url and "***" in store.url
         assert store.connect_url == url  # what another program (the optuna strategy) connects with
     with pytest.raises(StoreError) as refused:
-        Store.open(url, study_name="b")
-    assert "belongs to study 'a'" in str(refused.value) and secret not in str(refused.value)
+        Store.open(url, study_name="b", create=False)
+    assert "holds no study named 'b'" in str(refused.value) and secret not in str(refused.value)
     assert secret not in json.dumps(snapshot(postgres_url), default=str)  # in no row of any table
     for command in (("status", url), ("show", url), ("report", url, "--out", "/nonexistent/r.html")):
         code, out, err = cli(*command)

@@ -60,13 +60,23 @@ def test_files_beside_the_store_are_found_after_the_folder_moves(tmp_path):
     assert sqlite3.connect(moved / "s.db").execute("SELECT checkpoint FROM iotnas_trainings").fetchone()[0] == "s-runs/c.pt"
 
 
-def test_store_of_another_study_is_refused(store_url):
-    path = store_url
-    Store.open(path, study_name="a", fingerprint="f1").close()
-    with pytest.raises(StoreError, match="belongs to study 'a'"):
-        Store.open(path, study_name="b", fingerprint="f1")
+def test_studies_share_a_store_each_with_its_own_rows_and_settings(store_url):
+    with Store.open(store_url, study_name="a", fingerprint="f1") as a:
+        a.add_candidates([_candidate()])
+        assert a.claim_proposal("densenet/s3/1") == 0
+    with Store.open(store_url, study_name="b", fingerprint="f2") as b:  # another study: its own, empty, rows
+        assert b.candidates() == [] and b.meta()["study_name"] == "b"
+        b.add_candidates([_candidate()])  # the same architecture, in study b
+        assert b.claim_proposal("densenet/s3/1") == 0  # proposal indices count per study
+        b.add_latency(Latency(arch_key="densenet/s3/1", device_key="d", source="measured", median_ms=2.0, detail={}))
+    with Store.open(store_url, study_name="a", fingerprint="f1") as a:
+        assert [c.proposed_index for c in a.candidates()] == [0] and a.latencies() == {}
     with pytest.raises(StoreError, match="settings changed"):
-        Store.open(path, study_name="a", fingerprint="f2")
+        Store.open(store_url, study_name="a", fingerprint="f2")
+    with pytest.raises(StoreError, match=r"holds 2 studies \('a', 'b'\); choose one with --study NAME"):
+        Store.open(store_url, read_only=True)
+    with pytest.raises(StoreError, match=r"holds no study named 'c'; it holds 'a', 'b'"):
+        Store.open(store_url, study_name="c", read_only=True)
 
 
 def test_older_known_schema_migrated_newer_and_unknown_refused_without_damage(store_url, snapshot, sql):
@@ -83,7 +93,8 @@ def test_older_known_schema_migrated_newer_and_unknown_refused_without_damage(st
         assert snapshot(store_url) == before
         sql(store_url, "DELETE FROM iotnas_alembic_version", f"INSERT INTO iotnas_alembic_version VALUES ('{head()}')",
              f"UPDATE iotnas_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'")
-    # (a real schema-1 store is migrated: the frozen fixture's tests in test_migration.py)
+    Store.open(store_url, study_name="a").close()
+    assert snapshot(store_url) == at_head  # (schema 1 stores, which predate revisions, are migrated: test_migration)
     # schema 0 never existed, and a store without any version record is damaged
     sql(store_url, "DROP TABLE iotnas_alembic_version", "UPDATE iotnas_meta SET value = '0' WHERE key = 'schema_version'")
     before = snapshot(store_url)
