@@ -83,6 +83,7 @@ class HybridLatency:
         self._device = MeasuredLatency(study, dataset)
         self._predictor = PredictedLatency(study)
         self.key = self._device.key  # a measurement replaces the prediction stored under the same device
+        self.identity = self._device.identity  # the device's: a study keeps to it
         self.margin = DEFAULT_MARGIN if study.device.margin is None else study.device.margin
         self.measure_every = study.device.measure == "every"
         self.limit_ms = study.constraints.max_latency_ms
