@@ -1,15 +1,11 @@
 """The final stage: the chosen models trained on to [final] epochs, precision on their final weights,
 a kill -9 in the middle resumed without retraining what is done; chance-level models never promoted."""
 
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from search_process import kill_when, rows, start_search
 
 from iotnas.errors import ConfigError
 from iotnas.results.points import study_points
@@ -116,17 +112,6 @@ def test_chance_level_models_are_never_promoted(tmp_path):
 
 # ------------------------------------------------------------------ kill -9 during the final stage
 
-def _rows(db: Path, query: str) -> list[tuple]:
-    with sqlite3.connect(db) as con:
-        return con.execute(query).fetchall()
-
-
-def _search(study: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
 def _write(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "final.toml").write_text(
@@ -139,41 +124,37 @@ def _write(folder: Path) -> Path:
 
 
 def _done(db: Path) -> list[tuple]:
-    return _rows(db, "SELECT arch_key, epochs, accuracy FROM iotnas_trainings WHERE status = 'done' "
+    return rows(db, "SELECT arch_key, epochs, accuracy FROM iotnas_trainings WHERE status = 'done' "
                      "ORDER BY arch_key, epochs")
 
 
 def test_a_killed_final_stage_resumes_without_retraining_what_is_done(tmp_path):
     reference = _write(tmp_path / "reference")
-    proc = _search(reference)
+    proc = start_search(reference, "--workers", "1")
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     expected = _done(reference.parent / "final.db")
     assert [e for _, e, _ in expected].count(40.0) == 1
 
     study = _write(tmp_path / "killed")
     db = study.parent / "final.db"
-    proc = _search(study)
-    deadline, killed = time.monotonic() + 600, False
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            final_running = _rows(db, "SELECT count(*) FROM iotnas_trainings WHERE status='running' AND epochs=40")
-        except sqlite3.OperationalError:
-            final_running = [(0,)]
-        if final_running[0][0]:
-            time.sleep(0.3)  # let it write a checkpoint or two past the rung
-            os.kill(proc.pid, signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert killed, "the search finished before its final stage could be interrupted"
-    rung_done = _rows(db, "SELECT arch_key, seconds FROM iotnas_trainings WHERE status='done' AND epochs=2")
+    proc = start_search(study, "--workers", "1")
 
-    proc = _search(study)
+    def final_running() -> bool:
+        found = rows(db, "SELECT count(*) FROM iotnas_trainings WHERE status='running' AND epochs=40")
+        if not found or not found[0][0]:
+            return False
+        time.sleep(0.3)  # let it write a checkpoint or two past the rung
+        return True
+
+    killed = kill_when(proc, final_running)
+    assert killed, "the search finished before its final stage could be interrupted"
+    rung_done = rows(db, "SELECT arch_key, seconds FROM iotnas_trainings WHERE status='done' AND epochs=2")
+
+    proc = start_search(study, "--workers", "1")
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     assert _done(db) == expected  # the same models, the same accuracies: resumed exactly
-    assert _rows(db, "SELECT arch_key, seconds FROM iotnas_trainings WHERE epochs=2") == rung_done  # not retrained
-    assert _rows(db, "SELECT count(*) FROM iotnas_precision WHERE epochs=40")[0][0] >= 2
+    assert rows(db, "SELECT arch_key, seconds FROM iotnas_trainings WHERE epochs=2") == rung_done  # not retrained
+    assert rows(db, "SELECT count(*) FROM iotnas_precision WHERE epochs=40")[0][0] >= 2
 
 
 # ------------------------------------------------------------------ --workers auto
