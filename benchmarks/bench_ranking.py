@@ -6,7 +6,9 @@ previous recipe (a fixed one-epoch warm-up) and under the current one (a warm-up
 fraction of the budget), and for ``--final`` epochs under the current recipe: the reference
 ranking. Prints Spearman's rho (SciPy) of each rung against the reference, over the same models.
 Every training is kept in ``--results`` (JSON) and skipped when the command is run again, so a
-long run spans sessions.
+long run spans sessions. Trainings run where :func:`iotnas.train.train` puts them (a GPU when
+present); ``--shard K/N`` runs every N-th training only, so N processes can share one machine,
+each with its own results file, and ``--merge`` joins those files before the table is printed.
 
     python benchmarks/bench_ranking.py --models 12 --images 10000 --rung 1 --final 8 \
         --results runs/ranking.json
@@ -63,19 +65,25 @@ def main() -> None:
     parser.add_argument("--max-values", type=int, default=40_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", default="runs/ranking.json")
+    parser.add_argument("--shard", default="0/1", help="K/N: run only the trainings j with j %% N == K")
+    parser.add_argument("--merge", nargs="*", default=[], help="results files of shards, joined into --results")
     args = parser.parse_args()
+    shard, shards = (int(x) for x in args.shard.split("/"))
     dataset = load_dataset(args.data, verify=False).subset(train=args.images)
     results_file = Path(args.results)
     results_file.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    for part in args.merge:
+        done.update(json.loads(Path(part).read_text()))
     keys = pick_models(args.models, args.min_values, args.max_values)
     load = os.getloadavg()[0]
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{args.threads} CPU thread(s)"
     print(f"Ranking, {len(keys)} models, {args.images} CIFAR-10 train images, full test split; "
-          f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), load {load:.1f}\n", flush=True)
+          f"{platform.machine()}, torch {torch.__version__}, {where}, load {load:.1f}\n", flush=True)
     jobs = [(key, name, args.rung) for key in keys for name in RECIPES] + [(key, "current", args.final) for key in keys]
-    for key, name, epochs in jobs:
+    for j, (key, name, epochs) in enumerate(jobs):
         cell = f"{key} | {name} | {epochs:g}"
-        if cell in done:
+        if cell in done or j % shards != shard:
             continue
         torch.manual_seed(0)
         model = build(Arch.parse(key), num_classes=10, in_channels=3, seed=0)
@@ -84,6 +92,11 @@ def main() -> None:
         done[cell] = {"accuracy": result.test_accuracy, "minutes": result.seconds / 60, "load": os.getloadavg()[0]}
         results_file.write_text(json.dumps(done, indent=1))
         print(f"{cell}: {result.test_accuracy:.2%} ({result.seconds / 60:.1f} min)", flush=True)
+    if args.merge:
+        results_file.write_text(json.dumps(done, indent=1))
+    if any(f"{key} | {name} | {epochs:g}" not in done for key, name, epochs in jobs):
+        print("\n(some trainings belong to other shards; run with --merge to print the table)")
+        return
     final = [done[f"{k} | current | {args.final:g}"]["accuracy"] for k in keys]
     print(f"\n| model | previous, {args.rung:g} ep | current, {args.rung:g} ep | current, {args.final:g} ep |")
     print("| --- | ---: | ---: | ---: |")

@@ -41,6 +41,9 @@ MAX_NAME = 100
 DEVICE_KINDS = ("local", "agent", "predictor", "released")
 #: What the hybrid device mode measures: the candidates its predictor cannot decide, or every proposal.
 HYBRID_MEASURE = ("undecided", "every")
+#: How successive halving promotes: the best 1/eta of all models, or of each storage tier (the models
+#: whose widest fitting listed format is float32, half, int8...), so that every format keeps contenders.
+PROMOTE = ("overall", "per_format")
 # Settings that never change a result, left out of the fingerprint and of study_changes: where the
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
 # whose DHCP address changed is the same board; kind, runtime and threads are its identity).
@@ -48,7 +51,8 @@ _VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
 # Settings added after stores were made, hashed only when set to something else than their default
 # (a whole table where the key has no dot), so that a store made before they existed keeps its fingerprint.
 _ADDED_LATER: dict[str, Any] = {"precision.winner": "fewest_bytes", "precision.test_images": None,
-                                "device.measure": None, "device.margin": None, "final": {"epochs": 0.0, "top": 0}}
+                                "device.measure": None, "device.margin": None, "final": {"epochs": 0.0, "top": 0},
+                                "budget.promote": "overall"}
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -103,6 +107,7 @@ class Budget:
     trainings: int = 20  # most models trained at the lowest fidelity
     epochs: tuple[float, ...] = (1.0,)  # training fidelities, ascending (successive halving)
     eta: int = 3  # keep the best 1/eta at each fidelity step
+    promote: str = "overall"  # "overall": the best 1/eta of all; "per_format": of each storage tier (see PROMOTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +388,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         trainings=bud_t.int("trainings", d.trainings, minimum=1, maximum=MAX_TRAININGS),
         epochs=epochs,
         eta=bud_t.int("eta", d.eta, minimum=2, maximum=MAX_ETA),
+        promote=bud_t.choice("promote", PROMOTE, d.promote),
     )
     bud_t.done()
     if not epochs or any(e <= 0 or e > MAX_EPOCHS for e in epochs) or list(epochs) != sorted(set(epochs)):

@@ -59,6 +59,7 @@ pool_per_law = 40              # ids 0..N-1 of each law form the candidate pool 
 trainings = 6                  # most models trained at the lowest fidelity (default 20)
 epochs = [2, 6]                # fidelities (default [1]); the best 1/eta of each go on to the next
 # eta = 3
+# promote = "overall"          # or "per_format": the best 1/eta of each storage tier (float32-sized, half-sized...)
 
 [training]                     # the recipe (see docs/training.md)
 # batch_size = 128

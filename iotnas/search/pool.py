@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from iotnas.arch import Arch
-from iotnas.cost import Cost, cost
+from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import ConfigError
 from iotnas.formats import parse_format
 from iotnas.results.limits import Limits, Reason, Violation
@@ -110,6 +110,17 @@ def draw_open_pool(laws: Sequence[LawRef], *, per_law: int, total: int) -> list[
 def narrowest_bits(study: Study) -> int:
     """Bits per value of the narrowest allowed format: a model fits if it fits in *some* format."""
     return min(parse_format(name).bits for name in study.formats)
+
+
+def storage_tier(n_values: int, study: Study) -> int:
+    """Bits per value of the widest listed format a model of ``n_values`` fits in (its storage tier).
+
+    A float32-sized model also fits in half and int8; its tier is 32. Without a weight limit every
+    model is in the widest format's tier.
+    """
+    limit = study.constraints.max_weight_bytes
+    widths = sorted({parse_format(name).bits for name in study.formats}, reverse=True)
+    return next((b for b in widths if limit is None or weight_bytes(n_values, b) <= limit), widths[-1])
 
 
 def cost_candidates(

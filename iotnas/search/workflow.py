@@ -371,8 +371,7 @@ class Workflow:
                     continue
                 results = sorted(((acc, key) for (key, e), acc in self.workers.done.items() if e == lower),
                                  key=lambda r: (-r[0], r[1]))
-                learned = [key for acc, key in results if not self._at_chance(acc)]  # chance: never promoted
-                keep = learned[: max(1, math.ceil(len(results) / self.study.budget.eta))]
+                keep = self._promoted(results)
                 if not keep:
                     if results:
                         self._emit("promote", f"every one of the {len(results)} models at {lower:g} epochs ended "
@@ -386,6 +385,24 @@ class Workflow:
                 takeable = [key for key in todo if self.workers.can_take(key, higher)]
                 if not takeable or self._train(self._candidates[takeable[0]], higher, of=len(keep)) is None:
                     self._wait()
+
+    def _promoted(self, results: list[tuple[float, str]]) -> list[str]:
+        """The keys that go on from ``results`` (most accurate first): the best 1/eta, of all or per storage tier.
+
+        Chance-level trainings count in the 1/eta but are never promoted.
+        """
+        from iotnas.search.pool import storage_tier
+
+        eta = self.study.budget.eta
+        groups: dict[int, list[tuple[float, str]]] = {}
+        for acc, key in results:
+            tier = storage_tier(self._candidates[key].n_values, self.study) if self.study.budget.promote == "per_format" else 0
+            groups.setdefault(tier, []).append((acc, key))
+        keep = []
+        for group in groups.values():
+            learned = [key for acc, key in group if not self._at_chance(acc)]
+            keep += learned[: max(1, math.ceil(len(group) / eta))]
+        return [key for _, key in results if key in keep]
 
     def precision_stage(self, *, epochs: float | None = None, finetune: bool = True) -> None:
         """Each model at fidelity ``epochs`` (default: the top one) in every format of the study.
