@@ -185,21 +185,25 @@ def test_a_bad_worker_count_is_one_line_and_exit_2(tmp_path, cli, given):
 
 def test_per_format_promotion_keeps_the_best_of_each_storage_tier(tmp_path):
     """With promote = "per_format", a float32-sized model goes on beside the int8-sized ones that beat it."""
+    from iotnas.results.chance import is_chance_level
     from iotnas.search.pool import storage_tier
 
     study = parse_study({**STUDY, "store": str(tmp_path / "t.db"), "formats": ["float32", "int8"], "final": {},
-                         "space": {"laws": ["probenet/s2"], "pool_per_law": 12},
-                         "budget": {"trainings": 6, "epochs": [1, 2], "eta": 6, "promote": "per_format"}})
+                         "data": {"dataset": "digits"},
+                         "constraints": {"max_weight_bytes": 32768},  # float32 up to 8,192 values, int8 32,768
+                         "space": {"laws": ["probenet/s1"], "pool_per_law": 12},  # 5,200 to 29,460 values
+                         "budget": {"trainings": 6, "epochs": [2, 3], "eta": 6, "promote": "per_format"}})
     run_search(study)
     with Store.open(str(tmp_path / "t.db"), create=False) as store:
         values = {c.key: c.n_values for c in store.candidates()}
         done = store.trainings(status="done")
-    rung = sorted(((t.accuracy, t.arch_key) for t in done if t.epochs == 1.0), key=lambda r: (-r[0], r[1]))
-    tiers = {}
+    rung = sorted(((t.accuracy, t.arch_key) for t in done if t.epochs == 2.0), key=lambda r: (-r[0], r[1]))
+    best_of_tier: dict[int, str] = {}
     for acc, key in rung:
-        tiers.setdefault(storage_tier(values[key], study), []).append(key)
-    assert set(tiers) == {32, 8}, tiers  # the pool holds both tiers, so the rule is exercised
-    assert {t.arch_key for t in done if t.epochs == 2.0} == {keys[0] for keys in tiers.values()}
+        if not is_chance_level(acc, 10):
+            best_of_tier.setdefault(storage_tier(values[key], study), key)
+    assert set(best_of_tier) == {32, 8}, rung  # both tiers learned something, so the rule is exercised
+    assert {t.arch_key for t in done if t.epochs == 3.0} == set(best_of_tier.values())
 
 
 def test_promote_is_checked_and_its_default_leaves_the_fingerprint_alone():
