@@ -16,6 +16,7 @@ from typing import Any
 
 from iotnas.arch import Arch
 from iotnas.data import Dataset
+from iotnas.errors import ConfigError
 from iotnas.store import Latency
 from iotnas.study import Study
 
@@ -54,16 +55,30 @@ class MeasuredLatency:
 
 
 class PredictedLatency:
-    """Latency from a predictor calibrated on the device: cheap, so the whole pool is screened first."""
+    """Latency from a predictor calibrated on the device: cheap, so the whole pool is screened first.
+
+    The networks it predicts are built for the study's data: its classes, and its channels,
+    which must be those the predictor was calibrated for (a first layer it never saw is refused).
+    """
 
     cheap = True
     identity = None
 
-    def __init__(self, study: Study):
+    def __init__(self, study: Study, dataset: Dataset):
+        import dataclasses
+
         from iotnas.latency import LatencyPredictor
 
         self.key = study.device.key
-        self._predictor = LatencyPredictor.load(study.resolve(study.device.predictor))
+        path = study.resolve(study.device.predictor)
+        predictor = LatencyPredictor.load(path)
+        calibrated = predictor.input_shape
+        if calibrated.channels != dataset.in_channels:
+            raise ConfigError(
+                f"device.predictor: {path.name} was calibrated for {calibrated.channels}-channel images but the "
+                f"study's data ({dataset.name}) has {dataset.in_channels}-channel images; calibrate one for it "
+                "with `iotnas latency calibrate --study STUDY.toml`")
+        self._predictor = predictor.with_input(dataclasses.replace(calibrated, classes=dataset.num_classes))
 
     def latency(self, arch: Arch) -> Latency:
         return Latency(arch_key=arch.key, device_key=self.key, source="predicted",
@@ -81,7 +96,7 @@ class HybridLatency:
 
     def __init__(self, study: Study, dataset: Dataset):
         self._device = MeasuredLatency(study, dataset)
-        self._predictor = PredictedLatency(study)
+        self._predictor = PredictedLatency(study, dataset)
         self.key = self._device.key  # a measurement replaces the prediction stored under the same device
         self.identity = self._device.identity  # the device's: a study keeps to it
         self.margin = DEFAULT_MARGIN if study.device.margin is None else study.device.margin
@@ -112,7 +127,7 @@ class HybridLatency:
 def make_latency_source(study: Study, dataset: Dataset):
     """The study's source; :func:`iotnas.study.parse_study` has refused kinds train mode cannot time."""
     if study.device.kind == "predictor":
-        return PredictedLatency(study)
+        return PredictedLatency(study, dataset)
     if study.device.hybrid:
         return HybridLatency(study, dataset)
     return MeasuredLatency(study, dataset)

@@ -21,9 +21,11 @@ their ``kind`` names a class in :data:`PREDICTORS`.
 from __future__ import annotations
 
 from iotnas.latency.predictor._base import (
+    DEFAULT_INPUT,
     FORMAT_VERSION,
     PREDICTORS,
     TOLERANCE,
+    InputShape,
     LatencyPredictor,
     Score,
     score,
@@ -42,6 +44,7 @@ from iotnas.latency.predictor._whole_network import (
 )
 
 __all__ = [
+    "DEFAULT_INPUT",
     "FORMAT_VERSION",
     "OP_GROUPS",
     "OP_TERMS",
@@ -49,6 +52,7 @@ __all__ = [
     "TOLERANCE",
     "CostModelPredictor",
     "FlopsPredictor",
+    "InputShape",
     "KernelPredictor",
     "LatencyPredictor",
     "NodeCost",

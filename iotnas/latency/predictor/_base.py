@@ -17,11 +17,58 @@ from typing import Any, ClassVar
 import numpy as np
 
 from iotnas.errors import LatencyError
+from iotnas.latency.kernels import Kernel, arch_kernels
 from iotnas.registry import Registry
 
 FORMAT_VERSION = 1
 #: A prediction within this fraction of the measured median counts as a hit.
 TOLERANCE = 0.10
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InputShape:
+    """The images a predictor's networks take, and their classes: the first and last layers depend on them.
+
+    A predictor records the shape it was calibrated for and builds the networks
+    it predicts with it; files written before the shape was recorded read as RGB
+    32x32 CIFAR-10 (3 channels, 10 classes), the only shape there was.
+    """
+
+    channels: int = 3
+    size: int = 32  # height = width, pixels
+    classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "size", "classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LatencyError(f"input shape: {name} must be a positive integer, got {value!r}")
+
+    @property
+    def build_options(self) -> dict[str, int]:
+        """The keywords every network builder takes (``build``, ``arch_kernels``, ``to_onnx``)."""
+        return {"in_channels": self.channels, "input_size": self.size, "num_classes": self.classes}
+
+    def describe(self) -> str:
+        return f"{self.channels}x{self.size}x{self.size} images, {self.classes} classes"
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InputShape:
+        """Read :meth:`to_dict` output; a missing key keeps its default (older files).
+
+        Raises:
+            LatencyError: not a mapping, an unknown key, or a value that is not a positive integer.
+        """
+        if not isinstance(data, Mapping) or set(data) - {"channels", "size", "classes"}:
+            raise LatencyError(f"malformed input shape {data!r}: expected channels, size and classes")
+        return cls(**data)
+
+
+#: RGB 32x32 images of 10 classes (CIFAR-10): the default, and what a file without a shape was calibrated for.
+DEFAULT_INPUT = InputShape()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,6 +109,8 @@ class LatencyPredictor(abc.ABC):
 
     #: Set by :data:`PREDICTORS` on registration.
     kind: ClassVar[str]
+    #: The images the predicted networks take (set from the file, or by :meth:`with_input`).
+    input_shape: InputShape = DEFAULT_INPUT
 
     @abc.abstractmethod
     def predict(self, arch: Any) -> float:
@@ -69,6 +118,14 @@ class LatencyPredictor(abc.ABC):
 
     def predict_many(self, archs: Sequence[Any], *, progress: Callable[[int, int], None] | None = None) -> list[float]:
         return each(self.predict, archs, progress)
+
+    def with_input(self, shape: InputShape) -> LatencyPredictor:
+        """The same predictor, predicting networks built for ``shape`` (a 1-channel study, another class count)."""
+        return self.from_dict({**self.to_dict(), "input": shape.to_dict()})
+
+    def kernels_of(self, arch: Any) -> list[Kernel]:
+        """The kernels of an architecture built for this predictor's input shape."""
+        return arch_kernels(arch, **self.input_shape.build_options)
 
     @abc.abstractmethod
     def _payload(self) -> dict[str, Any]:
@@ -80,14 +137,17 @@ class LatencyPredictor(abc.ABC):
         """Rebuild from :meth:`_payload` output."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "iotnas-latency-predictor", "version": FORMAT_VERSION, "kind": self.kind, **self._payload()}
+        return {"format": "iotnas-latency-predictor", "version": FORMAT_VERSION, "kind": self.kind,
+                "input": self.input_shape.to_dict(), **self._payload()}
 
     @classmethod
     def from_dict(cls, data: Any) -> LatencyPredictor:
         """Rebuild any predictor from :meth:`to_dict` output.
 
+        A file without an ``input`` shape predates it and reads as 3 channels, 32x32, 10 classes.
+
         Raises:
-            LatencyError: not a predictor, another format version, or an unknown kind.
+            LatencyError: not a predictor, another format version, an unknown kind, or a malformed field.
         """
         if not isinstance(data, Mapping) or data.get("format") != "iotnas-latency-predictor":
             raise LatencyError("not an iotnas latency predictor (missing format marker)")
@@ -96,9 +156,11 @@ class LatencyPredictor(abc.ABC):
         kind = data.get("kind")
         predictor = PREDICTORS.get(kind)
         try:
-            return predictor._from_payload(data)
+            rebuilt = predictor._from_payload(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencyError(f"malformed {kind} predictor: {exc}") from exc
+        rebuilt.input_shape = InputShape.from_dict(data.get("input", {}))
+        return rebuilt
 
     def save(self, path: str | Path) -> None:
         """Write the predictor as JSON."""

@@ -24,7 +24,8 @@ class FlopsPredictor(LatencyPredictor):
     def predict(self, arch: Any) -> float:
         from iotnas.cost import cost
 
-        return self.predict_flops(cost(arch).flops)
+        shape = self.input_shape  # cost() counts 32x32 images, the only size a network is built for
+        return self.predict_flops(cost(arch, in_channels=shape.channels, num_classes=shape.classes).flops)
 
     @classmethod
     def fit(cls, flops: Sequence[float], measured_ms: Sequence[float], *,

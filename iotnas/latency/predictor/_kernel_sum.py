@@ -16,7 +16,7 @@ import numpy as np
 
 from iotnas.errors import LatencyError
 from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
-from iotnas.latency.kernels import Kernel, arch_kernels
+from iotnas.latency.kernels import Kernel
 from iotnas.latency.predictor._base import (
     PREDICTORS,
     LatencyPredictor,
@@ -59,11 +59,11 @@ class KernelPredictor(LatencyPredictor):
         return self._corrected(float(self.kernel_ms(kernels).sum()), len(kernels))
 
     def predict(self, arch: Any) -> float:
-        return self.predict_kernels(arch_kernels(arch))
+        return self.predict_kernels(self.kernels_of(arch))
 
     def predict_many(self, archs: Sequence[Any], *, progress: Callable[[int, int], None] | None = None) -> list[float]:
         """Like :meth:`predict` per architecture, with one batched regression over all their kernels."""
-        return batched_totals(each(arch_kernels, archs, progress), self.kernel_ms, self._corrected)
+        return batched_totals(each(self.kernels_of, archs, progress), self.kernel_ms, self._corrected)
 
     @classmethod
     def fit(cls, *, kernel_ms: Mapping[str, float], networks: Sequence[tuple[Sequence[Kernel], float]],

@@ -73,11 +73,11 @@ class NodePredictor(LatencyPredictor):
         return self._network_ms(float(self.node_ms(nodes).sum()), len(nodes))
 
     def nodes_of(self, arch: Any) -> tuple[Any, ...]:
-        """The optimised nodes of an architecture, with this predictor's ONNX Runtime settings."""
+        """The optimised nodes of an architecture built for this predictor's input, with its ONNX Runtime settings."""
         from iotnas.latency.nodes import arch_nodes
         from iotnas.latency.runtimes import OrtSettings
 
-        return arch_nodes(arch, settings=OrtSettings.from_dict(self.settings))
+        return arch_nodes(arch, settings=OrtSettings.from_dict(self.settings), **self.input_shape.build_options)
 
     def predict(self, arch: Any) -> float:
         return self.predict_nodes(self.nodes_of(arch))

@@ -17,7 +17,7 @@ import numpy as np
 
 from iotnas.errors import LatencyError
 from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
-from iotnas.latency.kernels import KINDS, Kernel, arch_kernels
+from iotnas.latency.kernels import KINDS, Kernel
 from iotnas.latency.predictor._base import PREDICTORS, LatencyPredictor
 
 
@@ -47,7 +47,7 @@ class CostModelPredictor(LatencyPredictor):
         return float(np.exp(predict_boosted_trees(self.trees, np.array([network_features(kernels)])))[0])
 
     def predict(self, arch: Any) -> float:
-        return self.predict_kernels(arch_kernels(arch))
+        return self.predict_kernels(self.kernels_of(arch))
 
     @classmethod
     def fit(cls, networks: Sequence[tuple[Sequence[Kernel], float]], *, info: Mapping[str, Any] | None = None,
@@ -137,7 +137,7 @@ class OperatorCostPredictor(LatencyPredictor):
         from iotnas.arch import Arch
 
         key = Arch.parse(arch).key if isinstance(arch, str) else arch.key
-        return self.predict_network(key, arch_kernels(key))
+        return self.predict_network(key, self.kernels_of(key))
 
     @classmethod
     def fit(cls, networks: Sequence[tuple[str, Sequence[Kernel], float]], *, weights: Sequence[float] | None = None,
