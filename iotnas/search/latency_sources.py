@@ -8,6 +8,8 @@ surely too slow when ``predicted * (1 - margin) > limit``, and undecided in
 between (or, with ``measure = "every"``, whenever it is not surely too slow).
 The workflow asks :meth:`HybridLatency.undecided` before it rejects or trains a
 candidate on a prediction, and measures those with :meth:`HybridLatency.measure`.
+:meth:`HybridLatency.rank` orders the candidates a strategy ranks equally: those the
+prediction settles first, then the undecided ones, likeliest to pass first.
 """
 
 from __future__ import annotations
@@ -113,11 +115,24 @@ class HybridLatency:
         """Whether a figure is a prediction the device must settle before the candidate is rejected or trained."""
         if latency.source != "predicted":
             return False
-        surely_too_slow = self.limit_ms is not None and latency.median_ms * (1 - self.margin) > self.limit_ms
         if self.measure_every:
-            return not surely_too_slow
-        surely_fast = self.limit_ms is None or latency.median_ms * (1 + self.margin) <= self.limit_ms
-        return not (surely_fast or surely_too_slow)
+            return not self._surely_too_slow(latency)
+        return not (self._surely_fast(latency) or self._surely_too_slow(latency))
+
+    def rank(self, latency: Latency) -> float:
+        """A candidate's place among those a strategy ranks equally: 0 when its figure settles it, else its
+        predicted share of the limit, so the device measures the likeliest to pass first and only when
+        the settled ones are spent. With ``measure = "every"`` every proposal is measured: all rank 0.
+        """
+        if self.measure_every or not self.undecided(latency):
+            return 0.0
+        return latency.median_ms / self.limit_ms  # undecided: there is a limit
+
+    def _surely_fast(self, latency: Latency) -> bool:
+        return self.limit_ms is None or latency.median_ms * (1 + self.margin) <= self.limit_ms
+
+    def _surely_too_slow(self, latency: Latency) -> bool:
+        return self.limit_ms is not None and latency.median_ms * (1 - self.margin) > self.limit_ms
 
     def measure(self, arch: Arch) -> Latency:
         """Time the candidate on the device (about a second)."""

@@ -84,7 +84,10 @@ def test_the_hybrid_mode_never_trains_a_candidate_measured_over_the_limit(predic
     ordered = sorted(predictions.values())
     limit = ordered[len(ordered) // 2]  # the middle prediction: several candidates near the limit
     margin = 0.5
-    latencies, trained, _ = _search(folder, limit_ms=limit, measure="undecided", margin=margin, name="near")
+    surely_fast = sum(ms * (1 + margin) <= limit for ms in predictions.values())
+    # One training more than the prediction settles: the settled come first, then the device must decide.
+    latencies, trained, _ = _search(folder, limit_ms=limit, measure="undecided", margin=margin, name="near",
+                                    trainings=surely_fast + 1)
     assert trained
     for key in trained:
         lat = latencies[key]
@@ -96,6 +99,31 @@ def test_the_hybrid_mode_never_trains_a_candidate_measured_over_the_limit(predic
     assert measured, "no candidate was close enough to the limit to be measured"
     band = {k for k, ms in predictions.items() if limit / (1 + margin) < ms < limit / (1 - margin)}
     assert measured <= band
+
+
+def test_what_the_prediction_settles_is_proposed_before_what_the_device_must_measure(predicted):
+    """The ids of a law are exchangeable draws: the laws strategy takes the settled ones first."""
+    folder, predictions = predicted
+    by_id = sorted(predictions, key=lambda key: int(key.rsplit("/", 1)[1]))
+    by_prediction = sorted(predictions, key=predictions.get)
+
+    def setting(k: int) -> tuple[float, float, list[str]]:
+        """The k fastest surely fast, the next one at the limit; and the id order of what is not surely too slow."""
+        limit = predictions[by_prediction[k]]
+        margin = 0.99 * (limit / predictions[by_prediction[k - 1]] - 1)
+        return limit, margin, [key for key in by_id if predictions[key] * (1 - margin) <= limit]
+
+    # The fewest fastest candidates that id order would not propose first (it would measure one).
+    k = next(k for k in range(1, POOL - 1) if set(by_prediction[:k]) != set(setting(k)[2][:k]))
+    limit, margin, id_order = setting(k)
+    assert 0 < margin < 1
+    options = {"limit_ms": limit, "margin": margin, "trainings": k}
+    latencies, trained, proposed = _search(folder, measure="undecided", name="ranked", **options)
+    assert set(proposed) == trained == set(by_prediction[:k])
+    assert {latencies[key].source for key in predictions} == {"predicted"}  # nothing needed the device
+    every, _, proposed_every = _search(folder, measure="every", name="unranked", **options)
+    assert proposed_every[:k] == id_order[:k] and set(id_order[:k]) != trained  # measuring all: no order is cheaper
+    assert {key for key, lat in every.items() if lat.source == "measured"} >= set(proposed_every)
 
 
 def test_a_predictor_calibrated_for_other_channels_is_refused_before_anything_is_stored(predicted):
