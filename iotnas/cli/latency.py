@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import (
@@ -46,7 +45,7 @@ def _arch_key(space: str, law: str, id: int) -> str:
     return Arch.parse(f"{space}/{law}/{id}").key
 
 
-def _client(device: Optional[str], token_file: Optional[Path]):
+def _client(device: str | None, token_file: Path | None):
     if device is None:
         if token_file is not None:
             raise ConfigError("--token-file needs --device")
@@ -56,7 +55,7 @@ def _client(device: Optional[str], token_file: Optional[Path]):
     return AgentClient.connect(device, token_file=token_file)
 
 
-def _shaped(predictor, in_channels: Optional[int], num_classes: Optional[int]):
+def _shaped(predictor, in_channels: int | None, num_classes: int | None):
     """The predictor, predicting networks with the asked channels and classes (default: those it was calibrated for)."""
     shape = predictor.input_shape
     asked = dataclasses.replace(shape, channels=shape.channels if in_channels is None else in_channels,
@@ -64,7 +63,7 @@ def _shaped(predictor, in_channels: Optional[int], num_classes: Optional[int]):
     return predictor if asked == shape else predictor.with_input(asked)
 
 
-def _released_shape(in_channels: Optional[int], num_classes: Optional[int]) -> None:
+def _released_shape(in_channels: int | None, num_classes: int | None) -> None:
     """Refuse another shape for the released timings, which are of RGB CIFAR-10 networks."""
     from iotnas.latency.predictor import DEFAULT_INPUT
 
@@ -102,8 +101,8 @@ def measure(
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch (eager; local only)."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads, 1 to the cores of the machine that times."),
     min_s: float = typer.Option(1.0, "--min-s", min=0.0, help="Seconds of timed runs, at least (and >= 50 runs)."),
-    device: Optional[str] = DEVICE,
-    token_file: Optional[Path] = TOKEN_FILE,
+    device: str | None = DEVICE,
+    token_file: Path | None = TOKEN_FILE,
     num_classes: int = NUM_CLASSES,
     in_channels: int = IN_CHANNELS,
     as_json: bool = JSON,
@@ -133,26 +132,26 @@ def calibrate(
     kind: str = typer.Option(
         "nodes", "--kind", help="nodes (optimised-graph nodes timed in context; this machine) or kernels."
     ),
-    study: Optional[Path] = typer.Option(
+    study: Path | None = typer.Option(
         None, "--study", help="Draw calibration networks from this study's laws (default: the five families)."
     ),
-    device: Optional[str] = DEVICE,
-    token_file: Optional[Path] = TOKEN_FILE,
+    device: str | None = DEVICE,
+    token_file: Path | None = TOKEN_FILE,
     networks: int = typer.Option(120, "--networks", min=5, help="Calibration networks (nodes: over all rounds)."),
     held_out: int = typer.Option(40, "--held-out", min=0, help="nodes: other networks timed to score the fit."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="nodes: rounds; later ones sample where the error is high."),
-    max_kernels: Optional[int] = typer.Option(None, "--max-kernels", min=20, help="kernels: time at most this many."),
+    max_kernels: int | None = typer.Option(None, "--max-kernels", min=20, help="kernels: time at most this many."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration networks."),
     statistic: str = typer.Option(
         "median_ms", "--statistic", help="median_ms (wall clock) or cpu_median_ms (thread CPU time; shared machines)."
     ),
-    released: Optional[Path] = typer.Option(
+    released: Path | None = typer.Option(
         None, "--released", help="Instead, fit the whole-network model on released results_RaspPi.json."
     ),
-    in_channels: Optional[int] = typer.Option(
+    in_channels: int | None = typer.Option(
         None, "--in-channels", min=1, help="Image channels of the networks (default: the study's data, else 3)."
     ),
-    num_classes: Optional[int] = typer.Option(
+    num_classes: int | None = typer.Option(
         None, "--num-classes", min=1, help="Classifier width of the networks (default: the study's data, else 10)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor file."),
@@ -200,7 +199,7 @@ def calibrate(
         err_console.print(f"warning: {line}")
 
 
-def _calibration_plan(study: Optional[Path], *, in_channels: Optional[int], num_classes: Optional[int]):
+def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classes: int | None):
     """``space/law`` names and the input shape to calibrate for: a study's laws and data, or the five
     families of the released timings with the given shape (default: RGB, 10 classes).
 
@@ -236,8 +235,8 @@ def predict(
     space: str = typer.Argument(...),
     law: str = typer.Argument(...),
     id: int = typer.Argument(...),  # noqa: A002
-    in_channels: Optional[int] = PREDICTED_CHANNELS,
-    num_classes: Optional[int] = PREDICTED_CLASSES,
+    in_channels: int | None = PREDICTED_CHANNELS,
+    num_classes: int | None = PREDICTED_CLASSES,
     as_json: bool = JSON,
 ) -> None:
     """Predict one architecture's latency (ms), built for the predictor's input shape unless overridden."""
@@ -256,8 +255,8 @@ def predict(
 def explain(
     predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A node predictor file (--kind nodes)."),
     key: str = typer.Argument(..., metavar="KEY", help="Architecture key, e.g. mobilenetv2/s4/39."),
-    in_channels: Optional[int] = PREDICTED_CHANNELS,
-    num_classes: Optional[int] = PREDICTED_CLASSES,
+    in_channels: int | None = PREDICTED_CHANNELS,
+    num_classes: int | None = PREDICTED_CLASSES,
     as_json: bool = JSON,
 ) -> None:
     """Per-node predicted time of one architecture: where its latency goes."""
@@ -291,13 +290,13 @@ def explain(
 @latency_app.command("score")
 def score_cmd(
     predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A predictor file."),
-    device: Optional[str] = DEVICE,
-    token_file: Optional[Path] = TOKEN_FILE,
+    device: str | None = DEVICE,
+    token_file: Path | None = TOKEN_FILE,
     networks: int = typer.Option(20, "--networks", min=1, help="Held-out networks to time and predict."),
     seed: int = typer.Option(1, "--seed", help="Seed for the held-out networks."),
-    released: Optional[Path] = typer.Option(None, "--released", help="Score against released Pi timings instead."),
-    in_channels: Optional[int] = PREDICTED_CHANNELS,
-    num_classes: Optional[int] = PREDICTED_CLASSES,
+    released: Path | None = typer.Option(None, "--released", help="Score against released Pi timings instead."),
+    in_channels: int | None = PREDICTED_CHANNELS,
+    num_classes: int | None = PREDICTED_CLASSES,
     as_json: bool = JSON,
 ) -> None:
     """Share of held-out networks predicted within +-10 % of their measured median, and RMSPE."""
@@ -340,7 +339,7 @@ def serve(
     token_file: Path = typer.Option(..., "--token-file", help="File holding the secret clients must send."),
     max_request_mb: float = typer.Option(128.0, "--max-request-mb", help="Largest request accepted (MiB)."),
     time_limit_s: float = typer.Option(300.0, "--time-limit-s", help="Time limit per timing process."),
-    memory_limit_mb: Optional[int] = typer.Option(
+    memory_limit_mb: int | None = typer.Option(
         None, "--memory-limit-mb", help="Address-space limit per timing process (MiB); default: half the RAM, 1-4 GiB."
     ),
     read_deadline_s: float = typer.Option(30.0, "--read-deadline-s", help="Seconds a client has to send a request."),
