@@ -186,7 +186,11 @@ def calibrate(
                 seed=seed, progress=update)
             warnings, held_score = calibration.warnings(), calibration.score
         else:
-            archs = cal.sample_archs(networks, seed=seed)
+            by_family: dict[str, list[str]] = {}
+            for ref in laws:  # the study's laws (else every law of the five families), evenly over families
+                space, law = ref.split("/")
+                by_family.setdefault(space, []).append(law)
+            archs = cal.sample_archs(networks, seed=seed, families=tuple(by_family), laws=by_family)
             predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
                                          statistic=statistic, shape=shape, seed=seed, progress=update)
     write_new(out, json.dumps(predictor.to_dict()), what="predictor", overwrite=overwrite)

@@ -14,6 +14,7 @@ prediction settles first, then the undecided ones, likeliest to pass first.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from iotnas.arch import Arch
@@ -67,8 +68,6 @@ class PredictedLatency:
     identity = None
 
     def __init__(self, study: Study, dataset: Dataset):
-        import dataclasses
-
         from iotnas.latency import LatencyPredictor
 
         self.key = study.device.key
