@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from iotnas.cli._common import console, err_console, print_json
@@ -25,6 +31,12 @@ TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the agent tok
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 NUM_CLASSES = typer.Option(10, "--num-classes", min=1, help="Classifier width (the dataset's classes).")
 IN_CHANNELS = typer.Option(3, "--in-channels", min=1, help="Image channels (1 for MNIST-like data).")
+PREDICTED_CHANNELS = typer.Option(
+    None, "--in-channels", min=1, help="Image channels of the predicted network (default: the predictor's)."
+)
+PREDICTED_CLASSES = typer.Option(
+    None, "--num-classes", min=1, help="Classifier width of the predicted network (default: the predictor's)."
+)
 
 
 def _arch_key(space: str, law: str, id: int) -> str:
@@ -33,7 +45,7 @@ def _arch_key(space: str, law: str, id: int) -> str:
     return Arch.parse(f"{space}/{law}/{id}").key
 
 
-def _client(device: Optional[str], token_file: Optional[Path]):
+def _client(device: str | None, token_file: Path | None):
     if device is None:
         if token_file is not None:
             raise ConfigError("--token-file needs --device")
@@ -41,6 +53,23 @@ def _client(device: Optional[str], token_file: Optional[Path]):
     from iotnas.latency.agent import AgentClient
 
     return AgentClient.connect(device, token_file=token_file)
+
+
+def _shaped(predictor, in_channels: int | None, num_classes: int | None):
+    """The predictor, predicting networks with the asked channels and classes (default: those it was calibrated for)."""
+    shape = predictor.input_shape
+    asked = dataclasses.replace(shape, channels=shape.channels if in_channels is None else in_channels,
+                                classes=shape.classes if num_classes is None else num_classes)
+    return predictor if asked == shape else predictor.with_input(asked)
+
+
+def _released_shape(in_channels: int | None, num_classes: int | None) -> None:
+    """Refuse another shape for the released timings, which are of RGB CIFAR-10 networks."""
+    from iotnas.latency.predictor import DEFAULT_INPUT
+
+    if in_channels not in (None, DEFAULT_INPUT.channels) or num_classes not in (None, DEFAULT_INPUT.classes):
+        raise ConfigError(f"--released: the released timings are of networks for {DEFAULT_INPUT.describe()}; "
+                          "leave out --in-channels and --num-classes")
 
 
 @contextlib.contextmanager
@@ -72,8 +101,8 @@ def measure(
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch (eager; local only)."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads, 1 to the cores of the machine that times."),
     min_s: float = typer.Option(1.0, "--min-s", min=0.0, help="Seconds of timed runs, at least (and >= 50 runs)."),
-    device: Optional[str] = DEVICE,
-    token_file: Optional[Path] = TOKEN_FILE,
+    device: str | None = DEVICE,
+    token_file: Path | None = TOKEN_FILE,
     num_classes: int = NUM_CLASSES,
     in_channels: int = IN_CHANNELS,
     as_json: bool = JSON,
@@ -103,21 +132,27 @@ def calibrate(
     kind: str = typer.Option(
         "nodes", "--kind", help="nodes (optimised-graph nodes timed in context; this machine) or kernels."
     ),
-    study: Optional[Path] = typer.Option(
+    study: Path | None = typer.Option(
         None, "--study", help="Draw calibration networks from this study's laws (default: the five families)."
     ),
-    device: Optional[str] = DEVICE,
-    token_file: Optional[Path] = TOKEN_FILE,
+    device: str | None = DEVICE,
+    token_file: Path | None = TOKEN_FILE,
     networks: int = typer.Option(120, "--networks", min=5, help="Calibration networks (nodes: over all rounds)."),
     held_out: int = typer.Option(40, "--held-out", min=0, help="nodes: other networks timed to score the fit."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="nodes: rounds; later ones sample where the error is high."),
-    max_kernels: Optional[int] = typer.Option(None, "--max-kernels", min=20, help="kernels: time at most this many."),
+    max_kernels: int | None = typer.Option(None, "--max-kernels", min=20, help="kernels: time at most this many."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration networks."),
     statistic: str = typer.Option(
         "median_ms", "--statistic", help="median_ms (wall clock) or cpu_median_ms (thread CPU time; shared machines)."
     ),
-    released: Optional[Path] = typer.Option(
+    released: Path | None = typer.Option(
         None, "--released", help="Instead, fit the whole-network model on released results_RaspPi.json."
+    ),
+    in_channels: int | None = typer.Option(
+        None, "--in-channels", min=1, help="Image channels of the networks (default: the study's data, else 3)."
+    ),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1, help="Classifier width of the networks (default: the study's data, else 10)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor file."),
 ) -> None:
@@ -136,22 +171,31 @@ def calibrate(
     start = time.perf_counter()
     warnings: list[str] = []
     held_score = None
+    if released is not None:
+        if device is not None:
+            raise ConfigError("--released fits on stored timings; leave out --device")
+        _released_shape(in_channels, num_classes)
+    else:
+        laws, shape = _calibration_plan(study, in_channels=in_channels, num_classes=num_classes)
     with _progress() as update:
         if released is not None:
-            if device is not None:
-                raise ConfigError("--released fits on stored timings; leave out --device")
             predictor = cal.fit_released(released, seed=seed, progress=lambda i, n: update("tracing", i, n))
         elif kind == "nodes":
             predictor, calibration = cal.calibrate_nodes(
-                _study_laws(study), networks=networks, held_out=held_out, rounds=rounds, statistic=statistic,
+                laws, networks=networks, held_out=held_out, rounds=rounds, statistic=statistic, shape=shape,
                 seed=seed, progress=update)
             warnings, held_score = calibration.warnings(), calibration.score
         else:
-            archs = cal.sample_archs(networks, seed=seed)
+            by_family: dict[str, list[str]] = {}
+            for ref in laws:  # the study's laws (else every law of the five families), evenly over families
+                space, law = ref.split("/")
+                by_family.setdefault(space, []).append(law)
+            archs = cal.sample_archs(networks, seed=seed, families=tuple(by_family), laws=by_family)
             predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
-                                         statistic=statistic, seed=seed, progress=update)
+                                         statistic=statistic, shape=shape, seed=seed, progress=update)
     write_new(out, json.dumps(predictor.to_dict()), what="predictor", overwrite=overwrite)
-    console.print(f"wrote {predictor.kind} predictor to {out} in {time.perf_counter() - start:.0f} s")
+    console.print(f"wrote {predictor.kind} predictor for {predictor.input_shape.describe()} to {out} "
+                  f"in {time.perf_counter() - start:.0f} s")
     if held_score is not None:
         console.print(f"held-out: {held_score.n} networks, {held_score.within_10:.1%} within ±10 %, "
                       f"RMSPE {held_score.rmspe:.1%}, median error {held_score.median_ape:.1%}")
@@ -159,14 +203,34 @@ def calibrate(
         err_console.print(f"warning: {line}")
 
 
-def _study_laws(study: Optional[Path]) -> list[str]:
-    """``space/law`` names: a study's laws, or every law of the five families of the released timings."""
+def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classes: int | None):
+    """``space/law`` names and the input shape to calibrate for: a study's laws and data, or the five
+    families of the released timings with the given shape (default: RGB, 10 classes).
+
+    Raises:
+        ConfigError: an option contradicts the study's data.
+    """
     from iotnas.latency.calibrate import RELEASED_FAMILIES
+    from iotnas.latency.predictor import DEFAULT_INPUT
     from iotnas.search.pool import expand_laws
     from iotnas.study import load_study
 
-    entries = load_study(study).laws if study is not None else list(RELEASED_FAMILIES)
-    return [str(ref) for ref in expand_laws(entries)]
+    if study is None:
+        laws = [str(ref) for ref in expand_laws(list(RELEASED_FAMILIES))]
+        return laws, dataclasses.replace(
+            DEFAULT_INPUT, channels=DEFAULT_INPUT.channels if in_channels is None else in_channels,
+            classes=DEFAULT_INPUT.classes if num_classes is None else num_classes)
+    from iotnas.search.training import load_study_dataset
+
+    loaded = load_study(study)
+    dataset = load_study_dataset(loaded)  # the channels and classes its networks are built for
+    for option, given, found in (("--in-channels", in_channels, dataset.in_channels),
+                                 ("--num-classes", num_classes, dataset.num_classes)):
+        if given is not None and given != found:
+            raise ConfigError(f"{option} {given} contradicts the study's data ({dataset.describe()}); "
+                              "leave it out to calibrate for the study's data")
+    shape = dataclasses.replace(DEFAULT_INPUT, channels=dataset.in_channels, classes=dataset.num_classes)
+    return [str(ref) for ref in expand_laws(loaded.laws)], shape
 
 
 @latency_app.command("predict")
@@ -175,23 +239,28 @@ def predict(
     space: str = typer.Argument(...),
     law: str = typer.Argument(...),
     id: int = typer.Argument(...),  # noqa: A002
+    in_channels: int | None = PREDICTED_CHANNELS,
+    num_classes: int | None = PREDICTED_CLASSES,
     as_json: bool = JSON,
 ) -> None:
-    """Predict one architecture's latency (ms)."""
+    """Predict one architecture's latency (ms), built for the predictor's input shape unless overridden."""
     from iotnas.latency.predictor import LatencyPredictor
 
     key = _arch_key(space, law, id)
-    ms = LatencyPredictor.load(predictor_path).predict(key)
+    predictor = _shaped(LatencyPredictor.load(predictor_path), in_channels, num_classes)
+    ms = predictor.predict(key)
     if as_json:
-        print_json({"arch": key, "latency_ms": ms})
+        print_json({"arch": key, "latency_ms": ms, "input": predictor.input_shape.to_dict()})
     else:
-        console.print(f"{key}: {ms:.4f} ms (predicted)")
+        console.print(f"{key}: {ms:.4f} ms (predicted, {predictor.input_shape.describe()})")
 
 
 @latency_app.command("explain")
 def explain(
     predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A node predictor file (--kind nodes)."),
     key: str = typer.Argument(..., metavar="KEY", help="Architecture key, e.g. mobilenetv2/s4/39."),
+    in_channels: int | None = PREDICTED_CHANNELS,
+    num_classes: int | None = PREDICTED_CLASSES,
     as_json: bool = JSON,
 ) -> None:
     """Per-node predicted time of one architecture: where its latency goes."""
@@ -204,10 +273,12 @@ def explain(
         raise LatencyError(f"{predictor_path} is a {predictor.kind} predictor; explain needs a nodes predictor "
                            "(iotnas latency calibrate --kind nodes)")
     arch_key = Arch.parse(key).key
+    predictor = _shaped(predictor, in_channels, num_classes)
     costs, overhead_ms = predictor.explain(arch_key)
     total = sum(c.ms for c in costs) + overhead_ms
     if as_json:
         print_json({"arch": arch_key, "latency_ms": total, "overhead_ms": overhead_ms,
+                    "input": predictor.input_shape.to_dict(),
                     "nodes": [{"name": c.name, "op": c.op, "out_shape": list(c.out_shape), "ms": c.ms}
                               for c in costs]})
         return
@@ -223,20 +294,27 @@ def explain(
 @latency_app.command("score")
 def score_cmd(
     predictor_path: Path = typer.Argument(..., metavar="PREDICTOR", help="A predictor file."),
-    device: Optional[str] = DEVICE,
-    token_file: Optional[Path] = TOKEN_FILE,
+    device: str | None = DEVICE,
+    token_file: Path | None = TOKEN_FILE,
     networks: int = typer.Option(20, "--networks", min=1, help="Held-out networks to time and predict."),
     seed: int = typer.Option(1, "--seed", help="Seed for the held-out networks."),
-    released: Optional[Path] = typer.Option(None, "--released", help="Score against released Pi timings instead."),
+    released: Path | None = typer.Option(None, "--released", help="Score against released Pi timings instead."),
+    in_channels: int | None = PREDICTED_CHANNELS,
+    num_classes: int | None = PREDICTED_CLASSES,
     as_json: bool = JSON,
 ) -> None:
     """Share of held-out networks predicted within +-10 % of their measured median, and RMSPE."""
     from iotnas.latency import calibrate as cal
     from iotnas.latency.measure import Protocol
-    from iotnas.latency.predictor import LatencyPredictor, score
+    from iotnas.latency.predictor import DEFAULT_INPUT, LatencyPredictor, score
     from iotnas.latency.runtimes import OrtSettings
 
     predictor = LatencyPredictor.load(predictor_path)
+    if released is not None:  # the released timings are of RGB CIFAR-10 networks, whatever the predictor's shape
+        _released_shape(in_channels, num_classes)
+        predictor = predictor.with_input(DEFAULT_INPUT)
+    else:
+        predictor = _shaped(predictor, in_channels, num_classes)
     with _progress() as update:
         if released is not None:
             rows = cal.released_timings(released)
@@ -246,7 +324,7 @@ def score_cmd(
             keys = cal.sample_archs(networks, seed=seed, exclude=exclude)
             settings = OrtSettings.from_dict(getattr(predictor, "settings", {}) or {})
             timed = cal.time_networks(keys, device=_client(device, token_file), settings=settings,
-                                      protocol=Protocol(), progress=update)
+                                      protocol=Protocol(), shape=predictor.input_shape, progress=update)
             statistic = getattr(predictor, "info", {}).get("statistic", "median_ms")
             keys, measured = list(timed), [getattr(m, statistic) for m in timed.values()]
         predicted = predictor.predict_many(keys, progress=lambda i, n: update("predicting", i, n))
@@ -265,7 +343,7 @@ def serve(
     token_file: Path = typer.Option(..., "--token-file", help="File holding the secret clients must send."),
     max_request_mb: float = typer.Option(128.0, "--max-request-mb", help="Largest request accepted (MiB)."),
     time_limit_s: float = typer.Option(300.0, "--time-limit-s", help="Time limit per timing process."),
-    memory_limit_mb: Optional[int] = typer.Option(
+    memory_limit_mb: int | None = typer.Option(
         None, "--memory-limit-mb", help="Address-space limit per timing process (MiB); default: half the RAM, 1-4 GiB."
     ),
     read_deadline_s: float = typer.Option(30.0, "--read-deadline-s", help="Seconds a client has to send a request."),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from iotnas.latency.agent import AgentClient, AgentLimits, AgentServer
     from iotnas.latency.api import measure_latency, measure_many, to_onnx
     from iotnas.latency.measure import MAX_THREADS, LatencyMeasurement, Protocol, check_threads, usable_cores
-    from iotnas.latency.predictor import LatencyPredictor, Score, score
+    from iotnas.latency.predictor import InputShape, LatencyPredictor, Score, score
     from iotnas.latency.runtimes import OrtSettings
 
 _HOMES = {
@@ -34,6 +34,7 @@ _HOMES = {
     "Protocol": "measure",
     "check_threads": "measure",
     "usable_cores": "measure",
+    "InputShape": "predictor",
     "LatencyPredictor": "predictor",
     "Score": "predictor",
     "score": "predictor",

@@ -28,7 +28,9 @@ from iotnas.latency.kernels import Kernel, arch_kernels
 from iotnas.latency.measure import LatencyMeasurement, Protocol, environment
 from iotnas.latency.nodes import NetworkProfile
 from iotnas.latency.predictor import (
+    DEFAULT_INPUT,
     CostModelPredictor,
+    InputShape,
     KernelPredictor,
     NodePredictor,
     OperatorCostPredictor,
@@ -135,11 +137,12 @@ def sample_archs(n: int, *, seed: int, exclude: set[str] = frozenset(), families
 
 
 def time_networks(archs: Sequence[str], *, device: AgentClient | None, settings: OrtSettings, protocol: Protocol,
+                  shape: InputShape = DEFAULT_INPUT,
                   progress: Progress | None = None) -> dict[str, LatencyMeasurement]:
-    """Time whole networks, one fresh process each; failures are logged and left out."""
+    """Time whole networks built for ``shape``, one fresh process each; failures are logged and left out."""
     out: dict[str, LatencyMeasurement] = {}
     for i, key in enumerate(archs):
-        (result,) = measure_many([key], device=device, settings=settings, protocol=protocol)
+        (result,) = measure_many([key], device=device, settings=settings, protocol=protocol, **shape.build_options)
         if isinstance(result, LatencyError):
             log.warning("could not time %s: %s", key, result)
         else:
@@ -168,16 +171,19 @@ def time_kernels(kernels: Sequence[Kernel], *, device: AgentClient | None, setti
     return out
 
 
-def calibrate(archs: Sequence[str], *, device: AgentClient | None = None, settings: OrtSettings = OrtSettings(),
-              network_protocol: Protocol = Protocol(), kernel_protocol: Protocol = KERNEL_PROTOCOL,
-              max_kernels: int | None = None, statistic: str = "median_ms", seed: int = 0,
-              progress: Progress | None = None) -> tuple[KernelPredictor, Calibration]:
+def calibrate(archs: Sequence[str], *, device: AgentClient | None = None, settings: OrtSettings | None = None,
+              network_protocol: Protocol | None = None, kernel_protocol: Protocol = KERNEL_PROTOCOL,
+              max_kernels: int | None = None, statistic: str = "median_ms", shape: InputShape = DEFAULT_INPUT,
+              seed: int = 0, progress: Progress | None = None) -> tuple[KernelPredictor, Calibration]:
     """Time the calibration networks and their kernels on the device, and fit a kernel predictor.
 
     Args:
         archs: calibration architectures (keys); see :func:`sample_archs`.
+        settings, network_protocol: ONNX Runtime settings and the networks' timing protocol (defaults: one
+            thread, every optimisation; :class:`~iotnas.latency.measure.Protocol`'s defaults).
         max_kernels: time at most this many distinct kernels (a random subset); all by default.
         statistic: ``median_ms`` or ``cpu_median_ms`` (see :data:`STATISTICS`).
+        shape: the images (channels, size) and classes the networks are built for; the predictor records it.
 
     Raises:
         LatencyError: too few kernels or networks could be timed.
@@ -185,25 +191,28 @@ def calibrate(archs: Sequence[str], *, device: AgentClient | None = None, settin
     """
     if statistic not in STATISTICS:
         raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    settings, network_protocol = settings or OrtSettings(), network_protocol or Protocol()
     start = time.perf_counter()
-    traced = {key: arch_kernels(key) for key in archs}
+    traced = {key: arch_kernels(key, **shape.build_options) for key in archs}
     unique = {k.key: k for ks in traced.values() for k in ks}
     chosen = list(unique.values())
     if max_kernels is not None and len(chosen) > max_kernels:
         chosen = random.Random(seed).sample(chosen, max_kernels)
     kernels = time_kernels(chosen, device=device, settings=settings, protocol=kernel_protocol, progress=progress)
-    networks = time_networks(archs, device=device, settings=settings, protocol=network_protocol, progress=progress)
+    networks = time_networks(archs, device=device, settings=settings, protocol=network_protocol, shape=shape,
+                             progress=progress)
     seconds = time.perf_counter() - start
     env = (device.health()["environment"] if device is not None else environment())
     calibration = Calibration(kernels=kernels, networks=networks, seconds=seconds)
     predictor = fit_kernel_predictor(calibration, traced, settings=settings, environment=env, statistic=statistic,
-                                     seed=seed)
+                                     shape=shape, seed=seed)
     return predictor, calibration
 
 
 def fit_kernel_predictor(calibration: Calibration, traced: dict[str, list[Kernel]], *, settings: OrtSettings,
-                         environment: dict[str, Any], statistic: str = "median_ms", seed: int = 0) -> KernelPredictor:
-    """Fit a kernel predictor on a calibration's timings (``traced``: arch key -> its kernels)."""
+                         environment: dict[str, Any], statistic: str = "median_ms", shape: InputShape = DEFAULT_INPUT,
+                         seed: int = 0) -> KernelPredictor:
+    """Fit a kernel predictor on a calibration's timings (``traced``: arch key -> its kernels, built for ``shape``)."""
     if statistic not in STATISTICS:
         raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     networks = calibration.networks
@@ -215,7 +224,7 @@ def fit_kernel_predictor(calibration: Calibration, traced: dict[str, list[Kernel
         info={"environment": environment, "statistic": statistic, "calibration_s": calibration.seconds,
               "calibration_archs": list(networks)},
         seed=seed,
-    )
+    ).with_input(shape)
 
 
 #: Below this many calibration networks, or held-out networks, a predictor's score is not to be trusted.
@@ -255,9 +264,9 @@ class NodeCalibration:
 
 
 def profile_networks(archs: Sequence[str], *, settings: OrtSettings, protocol: Protocol,
-                     profile_runs: int = PROFILE_RUNS, stage: str = "networks",
+                     profile_runs: int = PROFILE_RUNS, shape: InputShape = DEFAULT_INPUT, stage: str = "networks",
                      progress: Progress | None = None) -> tuple[dict[str, NetworkProfile], dict[str, LatencyMeasurement]]:
-    """Time whole networks (one fresh process each) and profile their nodes in context, on this machine.
+    """Time whole networks built for ``shape`` (one fresh process each) and profile their nodes in context, here.
 
     Failures are logged and left out.
     """
@@ -267,7 +276,7 @@ def profile_networks(archs: Sequence[str], *, settings: OrtSettings, protocol: P
     timed: dict[str, LatencyMeasurement] = {}
     for i, key in enumerate(archs):
         try:
-            data = arch_onnx(key)
+            data = arch_onnx(key, **shape.build_options)
             (result,) = measure_many([data], settings=settings, protocol=protocol)
             if isinstance(result, LatencyError):
                 raise result
@@ -307,8 +316,8 @@ def _allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
 
 def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int = 40, rounds: int = 3,
                     settings: OrtSettings | None = None, protocol: Protocol | None = None,
-                    profile_runs: int = PROFILE_RUNS, statistic: str = "median_ms", seed: int = 0,
-                    progress: Progress | None = None) -> tuple[NodePredictor, NodeCalibration]:
+                    profile_runs: int = PROFILE_RUNS, statistic: str = "median_ms", shape: InputShape = DEFAULT_INPUT,
+                    seed: int = 0, progress: Progress | None = None) -> tuple[NodePredictor, NodeCalibration]:
     """Profile and time networks drawn from ``laws`` on this machine, adaptively, and fit a node predictor.
 
     The first round spreads half the networks evenly over the laws; each later
@@ -320,6 +329,8 @@ def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int =
         laws: ``space/law`` names, e.g. a study's laws expanded.
         networks: calibration networks in all rounds together.
         statistic: ``median_ms`` or ``cpu_median_ms`` (see :data:`STATISTICS`).
+        shape: the images (channels, size) and classes the networks are built for (a study's data);
+            the predictor records it and predicts networks built for it.
 
     Raises:
         LatencyError: too few networks could be timed, or a bad statistic.
@@ -338,7 +349,7 @@ def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int =
     weights = dict.fromkeys(laws, 1.0)
     for r, size in enumerate(sizes):
         keys = _draw(_allocate(size, weights), seed=seed + r, exclude=set(timed))
-        p, t = profile_networks(keys, settings=settings, protocol=protocol, profile_runs=profile_runs,
+        p, t = profile_networks(keys, settings=settings, protocol=protocol, profile_runs=profile_runs, shape=shape,
                                 stage=f"calibration round {r + 1}/{len(sizes)}", progress=progress)
         profiles.update(p)
         timed.update(t)
@@ -347,13 +358,13 @@ def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int =
         if r + 1 < len(sizes) and len(data) >= MIN_ADAPTIVE_NETWORKS:  # else the next round stays even
             weights = _law_errors(list(timed), [p for p, _ in data], [m for _, m in data], laws=laws, seed=seed)
     data = [(profiles[k], getattr(timed[k], statistic)) for k in timed]
-    predictor = NodePredictor.fit(data, runtime="onnxruntime", settings=settings.to_dict(), seed=seed)
+    predictor = NodePredictor.fit(data, runtime="onnxruntime", settings=settings.to_dict(), seed=seed).with_input(shape)
     held = _draw(_allocate(held_out, dict.fromkeys(laws, 1.0)), seed=seed + 10_000, exclude=set(timed))
     held_scores: dict[str, tuple[float, float]] = {}
     result_score = None
     if held:
-        p, t = profile_networks(held, settings=settings, protocol=protocol, profile_runs=0, stage="held-out",
-                                progress=progress)
+        p, t = profile_networks(held, settings=settings, protocol=protocol, profile_runs=0, shape=shape,
+                                stage="held-out", progress=progress)
         keys = list(t)
         if keys:
             predicted = predictor.predict_graphs([p[k].nodes for k in keys])

@@ -238,6 +238,6 @@ def arch_kernels(arch: Any, *, num_classes: int = 10, in_channels: int = 3, inpu
 
     arch = Arch.parse(arch) if isinstance(arch, str) else arch
     with torch.device("meta"):
-        model = build(arch, num_classes=num_classes, in_channels=in_channels)
+        model = build(arch, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     model.to_empty(device="cpu")  # uninitialised: the trace reads shapes, never values
     return trace_kernels(model, input_shape=(in_channels, input_size, input_size))

@@ -8,14 +8,18 @@ surely too slow when ``predicted * (1 - margin) > limit``, and undecided in
 between (or, with ``measure = "every"``, whenever it is not surely too slow).
 The workflow asks :meth:`HybridLatency.undecided` before it rejects or trains a
 candidate on a prediction, and measures those with :meth:`HybridLatency.measure`.
+:meth:`HybridLatency.rank` orders the candidates a strategy ranks equally: those the
+prediction settles first, then the undecided ones, likeliest to pass first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from iotnas.arch import Arch
 from iotnas.data import Dataset
+from iotnas.errors import ConfigError
 from iotnas.store import Latency
 from iotnas.study import Study
 
@@ -54,16 +58,28 @@ class MeasuredLatency:
 
 
 class PredictedLatency:
-    """Latency from a predictor calibrated on the device: cheap, so the whole pool is screened first."""
+    """Latency from a predictor calibrated on the device: cheap, so the whole pool is screened first.
+
+    The networks it predicts are built for the study's data: its classes, and its channels,
+    which must be those the predictor was calibrated for (a first layer it never saw is refused).
+    """
 
     cheap = True
     identity = None
 
-    def __init__(self, study: Study):
+    def __init__(self, study: Study, dataset: Dataset):
         from iotnas.latency import LatencyPredictor
 
         self.key = study.device.key
-        self._predictor = LatencyPredictor.load(study.resolve(study.device.predictor))
+        path = study.resolve(study.device.predictor)
+        predictor = LatencyPredictor.load(path)
+        calibrated = predictor.input_shape
+        if calibrated.channels != dataset.in_channels:
+            raise ConfigError(
+                f"device.predictor: {path.name} was calibrated for {calibrated.channels}-channel images but the "
+                f"study's data ({dataset.name}) has {dataset.in_channels}-channel images; calibrate one for it "
+                "with `iotnas latency calibrate --study STUDY.toml`")
+        self._predictor = predictor.with_input(dataclasses.replace(calibrated, classes=dataset.num_classes))
 
     def latency(self, arch: Arch) -> Latency:
         return Latency(arch_key=arch.key, device_key=self.key, source="predicted",
@@ -81,7 +97,7 @@ class HybridLatency:
 
     def __init__(self, study: Study, dataset: Dataset):
         self._device = MeasuredLatency(study, dataset)
-        self._predictor = PredictedLatency(study)
+        self._predictor = PredictedLatency(study, dataset)
         self.key = self._device.key  # a measurement replaces the prediction stored under the same device
         self.identity = self._device.identity  # the device's: a study keeps to it
         self.margin = DEFAULT_MARGIN if study.device.margin is None else study.device.margin
@@ -98,11 +114,24 @@ class HybridLatency:
         """Whether a figure is a prediction the device must settle before the candidate is rejected or trained."""
         if latency.source != "predicted":
             return False
-        surely_too_slow = self.limit_ms is not None and latency.median_ms * (1 - self.margin) > self.limit_ms
         if self.measure_every:
-            return not surely_too_slow
-        surely_fast = self.limit_ms is None or latency.median_ms * (1 + self.margin) <= self.limit_ms
-        return not (surely_fast or surely_too_slow)
+            return not self._surely_too_slow(latency)
+        return not (self._surely_fast(latency) or self._surely_too_slow(latency))
+
+    def rank(self, latency: Latency) -> float:
+        """A candidate's place among those a strategy ranks equally: 0 when its figure settles it, else its
+        predicted share of the limit, so the device measures the likeliest to pass first and only when
+        the settled ones are spent. With ``measure = "every"`` every proposal is measured: all rank 0.
+        """
+        if self.measure_every or not self.undecided(latency):
+            return 0.0
+        return latency.median_ms / self.limit_ms  # undecided: there is a limit
+
+    def _surely_fast(self, latency: Latency) -> bool:
+        return self.limit_ms is None or latency.median_ms * (1 + self.margin) <= self.limit_ms
+
+    def _surely_too_slow(self, latency: Latency) -> bool:
+        return self.limit_ms is not None and latency.median_ms * (1 - self.margin) > self.limit_ms
 
     def measure(self, arch: Arch) -> Latency:
         """Time the candidate on the device (about a second)."""
@@ -112,7 +141,7 @@ class HybridLatency:
 def make_latency_source(study: Study, dataset: Dataset):
     """The study's source; :func:`iotnas.study.parse_study` has refused kinds train mode cannot time."""
     if study.device.kind == "predictor":
-        return PredictedLatency(study)
+        return PredictedLatency(study, dataset)
     if study.device.hybrid:
         return HybridLatency(study, dataset)
     return MeasuredLatency(study, dataset)

@@ -458,6 +458,9 @@ class Workflow:
 
     def _view(self) -> PoolView:
         available = [c for c in self._candidates.values() if c.status == POOLED and c.proposed_index is None]
+        ranks = [_rank(self.components.latency, self._latency.get(c.key)) for c in available]
+        order = sorted(range(len(available)), key=ranks.__getitem__)  # stable: ties keep the pool's order
+        available, ranks = [available[i] for i in order], [ranks[i] for i in order]
         features = [self._features(c) for c in available]
         return PoolView(
             keys=tuple(c.key for c in available),
@@ -465,6 +468,7 @@ class Workflow:
             laws=tuple(f"{c.space}/{c.law}" for c in available),
             ids=tuple(c.arch_id if c.arch_id is not None else -1 for c in available),
             features=np.stack(features) if features else np.zeros((0, _feature_width())),
+            rank=tuple(ranks) if any(ranks) else (),
         )
 
     def _features(self, candidate: Candidate) -> np.ndarray:
@@ -494,3 +498,9 @@ def _undecided(source: object, latency: Latency) -> bool:
     """Whether the source wants a stored figure settled on the device first (the hybrid mode)."""
     check = getattr(source, "undecided", None)
     return check is not None and check(latency)
+
+
+def _rank(source: object, latency: Latency | None) -> float:
+    """A candidate's place among those a strategy ranks equally (lowest first): the hybrid mode's, else 0."""
+    rank = getattr(source, "rank", None)
+    return 0.0 if rank is None or latency is None else float(rank(latency))

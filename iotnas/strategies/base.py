@@ -44,6 +44,10 @@ class PoolView:
     laws: tuple[str, ...]
     ids: tuple[int, ...]
     features: np.ndarray  # shape (len(keys), n_features), see iotnas.strategies.features
+    #: Per key, the latency source's order among candidates the strategy ranks equally (lowest first);
+    #: empty when the source has none. The hybrid device mode puts candidates its predictor settles
+    #: before those the device must measure.
+    rank: tuple[float, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)

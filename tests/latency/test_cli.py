@@ -42,6 +42,28 @@ def test_user_mistakes_are_one_clean_line(cli, tmp_path):
         assert code == 2 and err.startswith("iotnas: error:") and len(err.strip().splitlines()) == 1, (args, err)
 
 
+def test_calibrate_for_a_study_builds_networks_for_its_data(cli, tmp_path):
+    """digits is grey: the predictor is calibrated for 1-channel images of 10 classes, from the study's laws."""
+    study = tmp_path / "grey.toml"
+    study.write_text('name = "grey"\nstore = "grey.db"\n[data]\ndataset = "digits"\n'
+                     '[space]\nlaws = ["probenet/s2"]\n')
+    out_path = tmp_path / "p.json"
+    code, out, err = cli("latency", "calibrate", "--study", str(study), "--in-channels", "3", "--out", str(out_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--in-channels 3" in err and "1x32x32" in err, err
+    assert not out_path.exists()
+    code, out, err = cli("latency", "calibrate", "--study", str(study), "--networks", "5", "--held-out", "0",
+                         "--rounds", "1", "--out", str(out_path))
+    assert code == 0, err
+    saved = json.loads(out_path.read_text())
+    assert saved["input"] == {"channels": 1, "size": 32, "classes": 10}
+    assert {key.rsplit("/", 1)[0] for key in saved["info"]["calibration_archs"]} == {"probenet/s2"}
+    assert "1x32x32 images, 10 classes" in out
+    # The released timings are of RGB CIFAR-10 networks: another shape is refused before any work.
+    code, out, err = cli("latency", "calibrate", "--out", str(tmp_path / "r.json"), "--released",
+                         str(tmp_path / "results_RaspPi.json"), "--in-channels", "1")
+    assert code == 2 and "--released" in err and "--in-channels" in err and len(err.strip().splitlines()) == 1
+
+
 def test_agent_serve_command_round_trip(tmp_path, tiny_onnx):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)

@@ -56,3 +56,37 @@ def test_in_channels_1_latency_times_the_trained_models_graph(grey_model, cli):
     assert rgb.input_shape == (1, 3, 32, 32)
     one = measure_latency(grey_model.arch, in_channels=1)
     assert one.key.endswith("|1x32x32") and rgb.key.endswith("|3x32x32") and one.key != rgb.key
+
+
+def test_in_channels_1_predictions_are_of_the_trained_models_graph(grey_model, cli, tmp_path):
+    """A predictor calibrated for grey images predicts the graph a 1-channel training built, and says so."""
+    from iotnas.latency.calibrate import calibrate_nodes
+    from iotnas.latency.nodes import profile_onnx
+    from iotnas.latency.predictor import InputShape
+    from iotnas.latency.runtimes import export_onnx
+
+    from .conftest import FAST
+
+    predictor, calibration = calibrate_nodes(["mobilenetv2/s6"], networks=5, held_out=0, rounds=1, protocol=FAST,
+                                             profile_runs=3, shape=InputShape(channels=1))
+    assert {p.nodes[0].in_shapes[0] for p in calibration.profiles.values()} == {(1, 1, 32, 32)}
+    path = tmp_path / "grey.json"
+    predictor.save(path)
+    assert json.loads(path.read_text())["input"] == {"channels": 1, "size": 32, "classes": 10}
+
+    def graph(nodes):
+        return [(n.op, n.in_shapes, n.out_shape, n.attrs) for n in nodes]
+
+    trained = profile_onnx(export_onnx(grey_model.model, input_shape=(1, 1, 32, 32)), runs=0).nodes
+    assert graph(predictor.nodes_of(grey_model.arch)) == graph(trained)
+    code, out, err = cli("latency", "predict", str(path), *ARCH, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["input"]["channels"] == 1
+    assert shown["latency_ms"] == pytest.approx(predictor.predict_graphs([trained])[0], rel=1e-9)
+    # --in-channels overrides the recorded shape: the RGB twin is another graph.
+    code, out, err = cli("latency", "predict", str(path), *ARCH, "--in-channels", "3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["input"]["channels"] == 3
+    rgb = predictor.with_input(InputShape(channels=3)).nodes_of(grey_model.arch)
+    assert rgb[0].in_shapes[0] == (1, 3, 32, 32) and graph(rgb) != graph(trained)

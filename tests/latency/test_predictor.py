@@ -13,9 +13,11 @@ from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
 from iotnas.latency.calibrate import calibrate, released_records, released_timings, sample_archs
 from iotnas.latency.kernels import Kernel, arch_kernels, trace_kernels
 from iotnas.latency.predictor import (
+    DEFAULT_INPUT,
     PREDICTORS,
     CostModelPredictor,
     FlopsPredictor,
+    InputShape,
     KernelPredictor,
     LatencyPredictor,
     NodePredictor,
@@ -151,6 +153,27 @@ def test_load_refuses_what_is_not_a_predictor(tmp_path, content, message):
         LatencyPredictor.load(tmp_path / "missing.json")
 
 
+def test_the_input_shape_builds_the_predicted_networks_and_older_files_read_as_rgb(tmp_path):
+    from iotnas.cost import cost
+
+    key = "mobilenetv2/s4/39"
+    line = FlopsPredictor(slope=1e-6, intercept=0.5, info={})
+    line.with_input(InputShape(channels=1, classes=7)).save(tmp_path / "grey.json")
+    grey = LatencyPredictor.load(tmp_path / "grey.json")
+    assert grey.input_shape == InputShape(channels=1, size=32, classes=7)
+    assert grey.predict(key) == 1e-6 * cost(key, in_channels=1, num_classes=7).flops + 0.5
+    assert line.predict(key) == 1e-6 * cost(key).flops + 0.5 != grey.predict(key)
+    kernels = grey.kernels_of(key)
+    assert kernels[0].in_shapes[0] == (1, 32, 32) and kernels[-1].out_shape == (7,)
+    # Written before the shape was recorded: RGB 32x32 images of 10 classes, the only shape there was.
+    older = line.to_dict()
+    del older["input"]
+    assert LatencyPredictor.from_dict(older).input_shape == DEFAULT_INPUT == InputShape(channels=3, size=32, classes=10)
+    for bad in ({"channels": 0}, {"chanels": 1}, [1, 32, 10], {"classes": "ten"}):
+        with pytest.raises(LatencyError, match="input shape"):
+            LatencyPredictor.from_dict({**older, "input": bad})
+
+
 def _synthetic_kernel_ms(kernel: Kernel) -> float:
     return 1e-3 + 1e-7 * kernel.flops
 
@@ -189,6 +212,12 @@ def test_every_predictor_kind_fits_saves_loads_and_predicts_the_same(kind, synth
     held_out = ["mobilenetv2/s4/39", "resnext/s3/35"]
     predicted = predictor.predict_many(held_out)
     assert loaded.predict_many(held_out) == predicted and all(np.isfinite(predicted))
+    # Asked for grey images, it predicts networks built for them, and its file says so.
+    grey = predictor.with_input(InputShape(channels=1))
+    grey.save(tmp_path / "grey.json")
+    reloaded = LatencyPredictor.load(tmp_path / "grey.json")
+    assert reloaded.input_shape == InputShape(channels=1, size=32, classes=10) and loaded.input_shape == DEFAULT_INPUT
+    assert reloaded.predict_many(held_out) == grey.predict_many(held_out)
 
 
 def test_sampled_calibration_archs_cover_the_families():

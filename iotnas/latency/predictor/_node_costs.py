@@ -1,0 +1,206 @@
+"""The node predictor (in the spirit of nn-Meter and LitePred): ONNX Runtime's optimised nodes, costed in context.
+
+Each node of the optimised graph is costed by a boosted-tree regressor of its
+fused type, fitted on node times profiled inside whole networks
+(:mod:`iotnas.latency.nodes`), plus a non-negative whole-network term for what
+no node's profile shows (per-call overhead, reorders, scheduling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from iotnas.errors import LatencyError
+from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
+from iotnas.latency.predictor._base import (
+    PREDICTORS,
+    LatencyPredictor,
+    batched_totals,
+    each,
+)
+
+#: A fused node type needs this many profiled nodes for a regressor of its own; rarer ones share one.
+MIN_NODES_PER_TYPE = 40
+#: The regressor group of node types too rare for their own.
+SHARED = "*"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeCost:
+    """One node's share of a prediction (``latency explain``)."""
+
+    name: str
+    op: str
+    out_shape: tuple[int, ...]
+    ms: float
+
+
+@PREDICTORS.register("nodes")
+class NodePredictor(LatencyPredictor):
+    """Nodes of ONNX Runtime's optimised graph, each costed by the regressor of its fused type, plus a network term.
+
+    ``latency_ms = a * sum(node ms) + b * n_nodes + c`` with a, b, c >= 0 (per-call
+    overhead, reorders and scheduling that no node's profile shows). Node
+    regressors are boosted trees on log microseconds, one per fused node type
+    (``nchwc.Conv``, ``ms.FusedConv``, ``nchwc.ReorderOutput``, ...), fitted on
+    node times profiled inside whole networks (:mod:`iotnas.latency.nodes`).
+    """
+
+    def __init__(self, *, trees: Mapping[str, Any], network: Sequence[float], runtime: str,
+                 settings: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        if len(network) != 3 or SHARED not in trees:
+            raise LatencyError("a node predictor needs 3 network coefficients and a shared regressor")
+        self.trees, self.network = dict(trees), tuple(float(c) for c in network)
+        self.runtime, self.settings, self.info = runtime, dict(settings), dict(info)
+
+    # ---------------------------------------------------------------- prediction
+
+    def node_ms(self, nodes: Sequence[Any]) -> np.ndarray:
+        """Each node's predicted time in context (ms), one batched regression per node type."""
+        return _node_ms(self.trees, nodes)
+
+    def _network_ms(self, node_sum_ms: float, n_nodes: int) -> float:
+        a, b, c = self.network
+        return a * node_sum_ms + b * n_nodes + c
+
+    def predict_nodes(self, nodes: Sequence[Any]) -> float:
+        if not nodes:
+            raise LatencyError("a graph with no nodes has no latency to predict")
+        return self._network_ms(float(self.node_ms(nodes).sum()), len(nodes))
+
+    def nodes_of(self, arch: Any) -> tuple[Any, ...]:
+        """The optimised nodes of an architecture built for this predictor's input, with its ONNX Runtime settings."""
+        from iotnas.latency.nodes import arch_nodes
+        from iotnas.latency.runtimes import OrtSettings
+
+        return arch_nodes(arch, settings=OrtSettings.from_dict(self.settings), **self.input_shape.build_options)
+
+    def predict(self, arch: Any) -> float:
+        return self.predict_nodes(self.nodes_of(arch))
+
+    def predict_many(self, archs: Sequence[Any], *, progress: Callable[[int, int], None] | None = None) -> list[float]:
+        """Like :meth:`predict` per architecture, with one batched regression over all their nodes."""
+        return self.predict_graphs(each(self.nodes_of, archs, progress))
+
+    def predict_graphs(self, graphs: Sequence[Sequence[Any]]) -> list[float]:
+        """Predictions for graphs already read (:func:`~iotnas.latency.nodes.arch_nodes`)."""
+        return batched_totals(graphs, self.node_ms, self._network_ms)
+
+    def explain(self, arch: Any) -> tuple[list[NodeCost], float]:
+        """Per-node predicted times (ms, network term applied to each) and the per-network overhead (ms)."""
+        nodes = self.nodes_of(arch)
+        a, b, c = self.network
+        costs = [NodeCost(name=n.name, op=n.op, out_shape=n.out_shape, ms=a * float(ms) + b)
+                 for n, ms in zip(nodes, self.node_ms(nodes))]
+        return costs, c
+
+    # ---------------------------------------------------------------- fitting
+
+    @classmethod
+    def fit(cls, networks: Sequence[tuple[Any, float]], *, runtime: str, settings: Mapping[str, Any],
+            info: Mapping[str, Any] | None = None, seed: int = 0) -> NodePredictor:
+        """Fit from profiled networks: ``(NetworkProfile, measured ms)`` pairs.
+
+        The network term is fitted on node sums from out-of-fold regressor
+        predictions (folds by network), so it sees the regressors' real error.
+
+        Raises:
+            LatencyError: fewer than 5 networks, or a profile without node times.
+        """
+        if len(networks) < 5:
+            raise LatencyError(f"need >= 5 profiled networks to fit a node predictor, got {len(networks)}")
+        if any(not p.node_us or len(p.node_us) != len(p.nodes) for p, _ in networks):
+            raise LatencyError("every calibration network needs a timed profile (node times)")
+        trees = _fit_node_trees([n for p, _ in networks for n in p.nodes],
+                                np.log([t for p, _ in networks for t in p.node_us]), seed=seed)
+        sums = _out_of_fold_node_sums([p for p, _ in networks], seed=seed)
+        counts = np.array([len(p.nodes) for p, _ in networks], dtype=float)
+        measured = np.array([ms for _, ms in networks], dtype=float)
+        network = _fit_network_term(sums, counts, measured)
+        types = sorted(t for t in trees if t != SHARED)
+        info = {"n_networks": len(networks), "n_nodes": int(counts.sum()), "node_types": types, **(info or {})}
+        return cls(trees=trees, network=network, runtime=runtime, settings=settings, info=info)
+
+    @staticmethod
+    def cross_validated(networks: Sequence[tuple[Any, float]], *, seed: int = 0) -> np.ndarray:
+        """Each network's prediction (ms) by node regressors fitted without it (5 folds by network)."""
+        sums = _out_of_fold_node_sums([p for p, _ in networks], seed=seed)
+        counts = np.array([len(p.nodes) for p, _ in networks], dtype=float)
+        a, b, c = _fit_network_term(sums, counts, np.array([ms for _, ms in networks], dtype=float))
+        return a * sums + b * counts + c
+
+    def _payload(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "settings": self.settings, "info": self.info,
+                "network": list(self.network), "trees": self.trees}
+
+    @classmethod
+    def _from_payload(cls, data: Mapping[str, Any]) -> NodePredictor:
+        return cls(trees=data["trees"], network=data["network"], runtime=data["runtime"],
+                   settings=data["settings"], info=data["info"])
+
+
+def _group(op: str, trees: Mapping[str, Any]) -> str:
+    return op if op in trees else SHARED
+
+
+def _shared_features(node: Any, ops: Sequence[str]) -> list[float]:
+    """A node's features with its type one-hot, for the regressor the rare types share."""
+    return [1.0 if node.op == op else 0.0 for op in ops] + node.features()
+
+
+def _node_ms(trees: Mapping[str, Any], nodes: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(nodes))
+    groups: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        groups.setdefault(_group(n.op, trees), []).append(i)
+    for group, rows in groups.items():
+        if group == SHARED:
+            ops = trees[SHARED]["ops"]
+            x = np.array([_shared_features(nodes[i], ops) for i in rows])
+        else:
+            x = np.array([nodes[i].features() for i in rows])
+        out[rows] = np.exp(predict_boosted_trees(trees[group], x)) / 1000.0  # us -> ms
+    return out
+
+
+def _fit_node_trees(nodes: Sequence[Any], log_us: np.ndarray, *, seed: int) -> dict[str, Any]:
+    """One boosted-tree regressor per frequent node type, one shared (type one-hot) for all of them."""
+    by_op: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        by_op.setdefault(n.op, []).append(i)
+    trees: dict[str, Any] = {}
+    for op, rows in sorted(by_op.items()):
+        if len(rows) >= MIN_NODES_PER_TYPE:
+            x = np.array([nodes[i].features() for i in rows])
+            trees[op] = fit_boosted_trees(x, log_us[rows], seed=seed, n_estimators=300, max_depth=4)
+    ops = sorted(by_op)
+    shared = fit_boosted_trees(np.array([_shared_features(n, ops) for n in nodes]), log_us, seed=seed,
+                               n_estimators=300, max_depth=4)
+    trees[SHARED] = {**shared, "ops": ops}
+    return trees
+
+
+def _out_of_fold_node_sums(profiles: Sequence[Any], *, seed: int, folds: int = 5) -> np.ndarray:
+    """Each network's node-time sum (ms) predicted by regressors fitted without it."""
+    from sklearn.model_selection import KFold
+
+    sums = np.empty(len(profiles))
+    for train, test in KFold(min(folds, len(profiles)), shuffle=True, random_state=seed).split(profiles):
+        nodes = [n for i in train for n in profiles[i].nodes]
+        trees = _fit_node_trees(nodes, np.log([t for i in train for t in profiles[i].node_us]), seed=seed)
+        for i in test:
+            sums[i] = float(_node_ms(trees, profiles[i].nodes).sum())
+    return sums
+
+
+def _fit_network_term(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray) -> list[float]:
+    """``measured ~ a * sum + b * count + c`` with a, b, c >= 0, least squares on relative error."""
+    from scipy.optimize import nnls
+
+    design = np.column_stack([sums, counts, np.ones_like(sums)]) / measured[:, None]
+    coef, _ = nnls(design, np.ones_like(measured))
+    return coef.tolist()
