@@ -6,12 +6,13 @@
 ``memory``: the same search (two short trainings of compact models, all 50,000 training and 10,000
 test images) runs twice with 2 local workers, as ``iotnas search --workers 2`` does it: first with
 each worker loading its own copy of the dataset (the baseline), then with the launcher's one copy
-in shared memory. Every 0.2 s the script reads ``/proc/PID/smaps_rollup`` of the launcher and of
-each worker: USS (private pages: what the process alone costs), PSS (shared pages divided among
-the processes that map them) and RSS; the table gives each figure's peak, and the peak over time of
-the summed PSS, which is what the search costs the machine.
+in shared memory. Every 0.2 s the script reads the memory of the launcher and of each worker
+(psutil, from ``/proc/PID/smaps_rollup``): USS (private pages: what the process alone costs) and
+PSS (shared pages split among the processes that map them). The table gives the medians while
+every worker is alive, each worker's peak USS, and the summed PSS (what the
+search costs the machine): its median while the workers run, and its peak.
 
-``throughput``: one study (compact and probenet models under 32 KiB, CIFAR-10, the default recipe,
+``throughput``: one study (compact and probenet models under 64 KiB, CIFAR-10, the default recipe,
 ``--trainings`` trainings of ``--steps`` steps each, the same models in both runs) searched with
 ``iotnas search --workers 1`` (the default: one in-process worker whose trainings use every core)
 and then ``--workers auto`` (one single-threaded worker per core), each into a fresh store whose
@@ -23,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 TRAIN_IMAGES = 50_000  # CIFAR-10's train split
@@ -45,7 +49,7 @@ dataset = "{data}"
 [device]
 kind = "local"
 [constraints]
-max_weight_bytes = 32768
+max_weight_bytes = 65536
 [space]
 laws = {laws}
 pool_per_law = 16
@@ -73,75 +77,75 @@ def _load() -> str:
 
 
 @dataclass
-class Peaks:
-    """Peak memory figures of one process, in bytes."""
+class Memory:
+    """Samples of one process's memory (bytes): USS (private pages), PSS (shared pages split among
+    the processes that map them), RSS; and those taken while every worker was alive."""
 
-    uss: int = 0
-    pss: int = 0
-    rss: int = 0
+    uss: list[int] = field(default_factory=list)
+    pss: list[int] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    running_uss: list[int] = field(default_factory=list)
 
-    def update(self, figures: dict[str, int]) -> None:
-        self.uss = max(self.uss, figures["Private_Clean"] + figures["Private_Dirty"])
-        self.pss = max(self.pss, figures["Pss"])
-        self.rss = max(self.rss, figures["Rss"])
-
-
-def _rollup(pid: int) -> dict[str, int] | None:
-    """``/proc/PID/smaps_rollup`` in bytes; None once the process has ended."""
-    try:
-        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
-    except OSError:
-        return None
-    figures = {}
-    for line in lines:
-        name, value, *_ = line.split()
-        figures[name.rstrip(":")] = int(value) * 1024
-    return figures or None
+    def add(self, info, *, running: bool) -> None:
+        self.uss.append(info.uss)
+        self.pss.append(info.pss)
+        self.rss.append(info.rss)
+        if running:
+            self.running_uss.append(info.uss)
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+@dataclass(frozen=True)
+class Footprint:
+    """The memory of one search: its launcher's, each worker's, and the PSS of them all."""
+
+    launcher: Memory
+    workers: list[Memory]
+    totals: list[int]  # summed PSS of each sample
+    running_totals: list[int]  # summed PSS of the samples taken while every worker was alive
+    wall_s: float
+
+
+def _sample(processes: list[psutil.Process]) -> dict[psutil.Process, object]:
+    found = {}
+    for process in processes:
         try:
-            found |= {int(c) for c in (task / "children").read_text().split()}
-        except OSError:
+            found[process] = process.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
 
 
-def _is_worker(pid: int) -> bool:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return False
-    return "spawn_main" in command  # not multiprocessing's resource tracker
-
-
-def _search_memory(study: Path, *, workers: int, share: bool) -> tuple[Peaks, dict[int, Peaks], int, float]:
-    """Run the search in a child process; peaks of the launcher and of each worker, peak summed PSS, wall s."""
+def _search_memory(study: Path, *, workers: int, share: bool) -> Footprint:
+    """Run the search in a child process, sampling the memory of it and of its workers."""
     command = [sys.executable, __file__, "_search", str(study), "--workers", str(workers)]
     if not share:
         command.append("--copy-per-worker")
     started = time.perf_counter()
     proc = subprocess.Popen(command)
-    launcher, per_worker, total = Peaks(), {}, 0
+    launcher = psutil.Process(proc.pid)
+    memory: dict[int, Memory] = {}
+    totals, running_totals = [], []
     while proc.poll() is None:
-        summed = 0
-        for pid, peaks in [(proc.pid, launcher)] + [(c, None) for c in _children(proc.pid) if _is_worker(c)]:
-            figures = _rollup(pid)
-            if figures is None:
-                continue
-            (peaks or per_worker.setdefault(pid, Peaks())).update(figures)
-            summed += figures["Pss"]
-        total = max(total, summed)
+        try:
+            spawned = [c for c in launcher.children() if "spawn_main" in " ".join(c.cmdline())]  # not the tracker
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            break
+        infos = _sample([launcher, *spawned])
+        running = sum(p is not launcher for p in infos) == workers
+        for process, info in infos.items():
+            memory.setdefault(process.pid, Memory()).add(info, running=running)
+        totals.append(sum(info.pss for info in infos.values()))
+        if running:
+            running_totals.append(totals[-1])
         time.sleep(SAMPLE_S)
-    if proc.returncode != 0:
+    if proc.wait() != 0:
         raise SystemExit(f"the search failed (exit {proc.returncode})")
-    return launcher, per_worker, total, time.perf_counter() - started
+    return Footprint(memory.pop(proc.pid, Memory()), list(memory.values()), totals, running_totals,
+                     time.perf_counter() - started)
 
 
-def _each(peaks: list[Peaks], figure: str) -> str:
-    return ", ".join(f"{getattr(p, figure) / MIB:.0f}" for p in peaks)
+def _mib(values: list[int], pick=max) -> str:
+    return f"{pick(values) / MIB:.0f}" if values else "-"
 
 
 def _search(study_file: str, workers: int, copy_per_worker: bool) -> None:
@@ -166,23 +170,25 @@ def memory(args: argparse.Namespace) -> None:
     print(f"machine: {os.cpu_count()} cores; {_load()}; dataset {args.data}: {data_bytes / MIB:.1f} MiB of "
           f"uint8 images and int64 labels; {args.workers} local workers, {args.workers} trainings of {args.steps} "
           f"steps\n", flush=True)
-    print("| dataset | launcher PSS MiB | worker USS MiB (each) | worker PSS MiB (each) | worker RSS MiB (each) "
-          "| peak total PSS MiB | wall s |")
+    print("| dataset | launcher USS MiB, workers running (median) | worker USS MiB, workers running (median, each) "
+          "| worker USS MiB (peak, each) | total PSS MiB, workers running (median) | total PSS MiB (peak) | wall s |")
     print("|---|---|---|---|---|---|---|")
-    totals = {}
+    found = {}
     for share in (False, True):
         with tempfile.TemporaryDirectory() as folder:
             study = _study(Path(folder), data=args.data, laws=["compact/s2"], trainings=args.workers,
                            steps=args.steps)
-            launcher, workers, total, wall = _search_memory(study, workers=args.workers, share=share)
+            found[share] = run = _search_memory(study, workers=args.workers, share=share)
         name = "shared by the launcher" if share else "a copy per worker (baseline)"
-        each = sorted(workers.values(), key=lambda p: p.uss)
-        totals[share] = total
-        print(f"| {name} | {launcher.pss / MIB:.0f} | {_each(each, 'uss')} | {_each(each, 'pss')} | {_each(each, 'rss')} "
-              f"| {total / MIB:.0f} | {wall:.1f} |", flush=True)
-    saved = totals[False] - totals[True]
-    print(f"\nshared / copy per worker, peak total PSS: {totals[True] / totals[False]:.2f} "
-          f"({saved / MIB:.0f} MiB less); {_load()}")
+        median = statistics.median
+        print(f"| {name} | {_mib(run.launcher.running_uss, median)} "
+              f"| {', '.join(_mib(w.running_uss, median) for w in run.workers)} "
+              f"| {', '.join(_mib(w.uss) for w in run.workers)} | {_mib(run.running_totals, median)} "
+              f"| {_mib(run.totals)} | {run.wall_s:.1f} |", flush=True)
+    copy, shared = (statistics.median(found[s].running_totals) for s in (False, True))
+    peaks = max(found[True].totals) / max(found[False].totals)
+    print(f"\nshared / copy per worker: total PSS while the workers run {shared / copy:.2f} "
+          f"({(copy - shared) / MIB:.0f} MiB less), at its peak {peaks:.2f}; {_load()}")
 
 
 # --------------------------------------------------------------------------- throughput

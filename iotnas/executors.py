@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 from dataclasses import asdict
 from queue import Empty
 from typing import TYPE_CHECKING, Any
@@ -105,9 +106,10 @@ class LocalExecutor(Executor):
     """Workers as fresh processes on this machine (one worker runs in-process).
 
     The processes map one copy of the study's dataset, loaded here (:func:`shared_study_dataset`;
-    ``share_data=False``: each loads its own). A worker killed by a signal (say, the kernel's
+    ``share_data=False``: each loads its own). A worker killed with SIGKILL (say, by the kernel's
     out-of-memory killer) is replaced, at most ``RESTARTS_PER_WORKER`` times per worker on average;
-    the replacement takes over the training its predecessor held, from its last checkpoint.
+    the replacement takes over the training its predecessor held, from its last checkpoint. Other
+    signals (SIGTERM, SIGINT: a stop was asked for) and crashes are not retried.
     """
 
     PER_CORE = 4  # more worker processes than this per core only slow each other down and fill memory
@@ -149,9 +151,9 @@ class LocalExecutor(Executor):
             messages += _drain(queue)  # a worker cannot exit while its summary is stuck in a full pipe
             for process in [p for p in running if p.exitcode is not None]:
                 running.remove(process)
-                if process.exitcode < 0 and restarts > 0:  # killed by a signal: its training is taken over
+                if process.exitcode == -signal.SIGKILL and restarts > 0:  # its training is taken over
                     restarts -= 1
-                    log.warning("worker %d was killed (signal %d); starting another", process.pid, -process.exitcode)
+                    log.warning("worker %d was killed (SIGKILL); starting another", process.pid)
                     running.append(start())
                 elif process.exitcode != 0:
                     died.append(process.exitcode)

@@ -27,10 +27,10 @@ limit = 512
 [device]
 kind = "local"
 [constraints]
-max_weight_bytes = 16384
+max_weight_bytes = 8192
 [space]
-laws = ["probenet/s2", "mobilenetv2/s6"]
-pool_per_law = 8
+laws = ["probenet/s2"]
+pool_per_law = 12
 [strategy]
 name = "random"
 [budget]
