@@ -16,6 +16,8 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
+import multiprocessing.queues
 import os
 import signal
 from dataclasses import asdict
@@ -138,7 +140,7 @@ class LocalExecutor(Executor):
         queue = context.Queue()
         threads = max(1, cores() // workers)  # the cores shared out: threads of one training wait on each other
 
-        def start():
+        def start() -> multiprocessing.process.BaseProcess:
             process = context.Process(target=_process_main, args=(text, base, store_url, threads, dataset, queue),
                                       daemon=False)
             process.start()
@@ -167,7 +169,7 @@ class LocalExecutor(Executor):
         return [json.loads(payload) for _, payload in messages]
 
 
-def _drain(queue) -> list[tuple[str, str]]:
+def _drain(queue: multiprocessing.queues.Queue) -> list[tuple[str, str]]:
     """Every message the workers have put so far."""
     messages = []
     while True:
