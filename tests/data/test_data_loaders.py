@@ -36,7 +36,8 @@ def test_fashion_mnist_real_files_padded_to_32(shared_data: Path):
     assert (ds.name, ds.in_channels, ds.flip_ok) == ("fashion-mnist", 1, True)
     assert ds.train_images.shape == (60_000, 1, 32, 32) and ds.test_images.shape == (10_000, 1, 32, 32)
     assert torch.bincount(ds.train_labels).tolist() == [6000] * 10
-    raw = gzip.open(shared_data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").read()
+    with gzip.open(shared_data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        raw = f.read()
     first = np.frombuffer(raw, dtype=np.uint8, offset=16, count=28 * 28).reshape(28, 28)
     assert np.array_equal(ds.test_images[0, 0, 2:30, 2:30].numpy(), first)
     border = ds.train_images.clone()
