@@ -5,39 +5,51 @@ Workers do not talk to each other: they cooperate through the study store
 worker can die at any point without losing anything but the epoch in progress.
 What a worker receives is the study as loaded here (the tables of its file, as JSON,
 with what the command line changed, such as ``--token-file``), its folder and the store
-URL, all plain strings; what it returns is JSON.
+URL, all plain strings; what it returns is JSON. Local workers also get the study's dataset,
+loaded once by the launcher and mapped by every process from shared memory.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import multiprocessing.queues
 import os
+import signal
 from dataclasses import asdict
+from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from iotnas.errors import ConfigError, IotnasError
 
 if TYPE_CHECKING:
+    from iotnas.data import Dataset
     from iotnas.study import Study
 
+log = logging.getLogger(__name__)
 
 
-def run_worker(study_json: str, base_dir: str, store_url: str, threads: int | None = None) -> str:
+def run_worker(study_json: str, base_dir: str, store_url: str, threads: int | None = None,
+               dataset: Dataset | None = None) -> str:
     """One worker: run the study to the end of its budget; returns the summary as JSON.
 
     ``threads``: torch threads of this worker's trainings, unless the study's ``[workers]`` sets them.
+    ``dataset``: the study's dataset as the launcher loaded it (in shared memory); default: load it here.
     """
     from dataclasses import replace
 
-    from iotnas.search import run_search
+    from iotnas.search import build_components, run_search
     from iotnas.study import parse_study
 
     study = parse_study(json.loads(study_json), base_dir=base_dir)
     if threads is not None and study.workers.threads is None:
         study = replace(study, workers=replace(study.workers, threads=threads))
-    summary = run_search(study, store_url=store_url)
+    components = None if dataset is None else build_components(study, dataset=dataset)
+    summary = run_search(study, store_url=store_url, components=components)
     return json.dumps(asdict(summary), default=str)
 
 
@@ -46,11 +58,29 @@ def _as_text(study: Study) -> tuple[str, str]:
     return json.dumps(study.to_dict(), sort_keys=True), study.base_dir
 
 
-def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, queue) -> None:
+def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, dataset: Dataset | None,
+                  queue) -> None:
     try:
-        queue.put(("ok", run_worker(study_text, base_dir, store_url, threads)))
+        queue.put(("ok", run_worker(study_text, base_dir, store_url, threads, dataset)))
     except IotnasError as exc:
         queue.put(("error", str(exc)))
+
+
+def shared_study_dataset(study: Study) -> Dataset | None:
+    """The study's dataset, loaded once and put in shared memory for the local workers to map.
+
+    ``None`` when there is nothing to share (tabular mode) or this host cannot share it; each
+    worker then loads its own copy.
+
+    Raises:
+        ConfigError, DataError: the study's dataset cannot be loaded (before any worker starts).
+    """
+    if study.mode != "train":
+        return None
+    from iotnas.data import share_dataset
+    from iotnas.search.training import load_study_dataset
+
+    return share_dataset(load_study_dataset(study))
 
 
 def cores() -> int:
@@ -75,9 +105,21 @@ class Executor(abc.ABC):
 
 
 class LocalExecutor(Executor):
-    """Workers as fresh processes on this machine (one worker runs in-process)."""
+    """Workers as fresh processes on this machine (one worker runs in-process).
+
+    The processes map one copy of the study's dataset, loaded here (:func:`shared_study_dataset`;
+    ``share_data=False``: each loads its own). A worker killed with SIGKILL (say, by the kernel's
+    out-of-memory killer) is replaced, at most ``RESTARTS_PER_WORKER`` times per worker on average;
+    the replacement takes over the training its predecessor held, from its last checkpoint. Other
+    signals (SIGTERM, SIGINT: a stop was asked for) and crashes are not retried.
+    """
 
     PER_CORE = 4  # more worker processes than this per core only slow each other down and fill memory
+    RESTARTS_PER_WORKER = 1  # beyond this, a worker that keeps dying is a fault to report, not to retry
+    POLL_S = 0.5  # seconds between looks at the workers' results while they run
+
+    def __init__(self, *, share_data: bool = True):
+        self.share_data = share_data
 
     def auto_workers(self) -> int:
         return cores()
@@ -93,26 +135,48 @@ class LocalExecutor(Executor):
         text, base = _as_text(study)
         if workers == 1:
             return [json.loads(run_worker(text, base, store_url))]
+        dataset = shared_study_dataset(study) if self.share_data else None
         context = multiprocessing.get_context("spawn")  # no state forked from this process
         queue = context.Queue()
         threads = max(1, cores() // workers)  # the cores shared out: threads of one training wait on each other
-        procs = [context.Process(target=_process_main, args=(text, base, store_url, threads, queue), daemon=False)
-                 for _ in range(workers)]
-        for p in procs:
-            p.start()
-        results = []
-        for p in procs:
-            p.join()
-        while not queue.empty():
-            status, payload = queue.get()
-            if status == "error":
-                raise IotnasError(f"a worker failed: {payload}")
-            results.append(json.loads(payload))
-        if len(results) < workers:
-            codes = [p.exitcode for p in procs]
-            raise IotnasError(f"{workers - len(results)} worker(s) died (exit codes {codes}); "
+
+        def start() -> multiprocessing.process.BaseProcess:
+            process = context.Process(target=_process_main, args=(text, base, store_url, threads, dataset, queue),
+                                      daemon=False)
+            process.start()
+            return process
+
+        running = [start() for _ in range(workers)]
+        restarts, died, messages = self.RESTARTS_PER_WORKER * workers, [], []
+        while running:
+            multiprocessing.connection.wait([p.sentinel for p in running], timeout=self.POLL_S)
+            messages += _drain(queue)  # a worker cannot exit while its summary is stuck in a full pipe
+            for process in [p for p in running if p.exitcode is not None]:
+                running.remove(process)
+                if process.exitcode == -signal.SIGKILL and restarts > 0:  # its training is taken over
+                    restarts -= 1
+                    log.warning("worker %d was killed (SIGKILL); starting another", process.pid)
+                    running.append(start())
+                elif process.exitcode != 0:
+                    died.append(process.exitcode)
+        messages += _drain(queue)
+        errors = [payload for status, payload in messages if status == "error"]
+        if errors:
+            raise IotnasError(f"a worker failed: {errors[0]}")
+        if died:
+            raise IotnasError(f"{len(died)} worker(s) died (exit codes {died}); "
                               "run the same command again to resume the study")
-        return results
+        return [json.loads(payload) for _, payload in messages]
+
+
+def _drain(queue: multiprocessing.queues.Queue) -> list[tuple[str, str]]:
+    """Every message the workers have put so far."""
+    messages = []
+    while True:
+        try:
+            messages.append(queue.get_nowait())
+        except Empty:
+            return messages
 
 
 class RayExecutor(Executor):

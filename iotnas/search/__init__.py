@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from iotnas.cost import cost
 from iotnas.results.winners import SearchSummary, summarize
@@ -13,9 +14,15 @@ from iotnas.search.workflow import Callback, SearchEvent, Workflow
 from iotnas.store import Store, normalize_url
 from iotnas.study import Study
 
+if TYPE_CHECKING:
+    from iotnas.data import Dataset
 
-def build_components(study: Study) -> Components:
+
+def build_components(study: Study, *, dataset: Dataset | None = None) -> Components:
     """The pool, evaluator and latency source a study asks for.
+
+    ``dataset``: the study's dataset as already loaded (say, shared by the launcher of local
+    workers); default: loaded here.
 
     Raises:
         ConfigError, DataError, LatencyError: the study names something that cannot be used.
@@ -32,7 +39,7 @@ def build_components(study: Study) -> Components:
     from iotnas.search.latency_sources import make_latency_source
     from iotnas.search.training import TrainingEvaluator, load_study_dataset
 
-    dataset = load_study_dataset(study)
+    dataset = dataset if dataset is not None else load_study_dataset(study)
     geometry = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     laws = resolve_laws(study, **geometry)
     pool = draw_open_pool(laws, per_law=study.pool_per_law, total=study.budget.candidates)

@@ -36,7 +36,8 @@ def test_fashion_mnist_real_files_padded_to_32(shared_data: Path):
     assert (ds.name, ds.in_channels, ds.flip_ok) == ("fashion-mnist", 1, True)
     assert ds.train_images.shape == (60_000, 1, 32, 32) and ds.test_images.shape == (10_000, 1, 32, 32)
     assert torch.bincount(ds.train_labels).tolist() == [6000] * 10
-    raw = gzip.open(shared_data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").read()
+    with gzip.open(shared_data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        raw = f.read()
     first = np.frombuffer(raw, dtype=np.uint8, offset=16, count=28 * 28).reshape(28, 28)
     assert np.array_equal(ds.test_images[0, 0, 2:30, 2:30].numpy(), first)
     border = ds.train_images.clone()
@@ -140,3 +141,19 @@ def test_fashion_mnist_identified_by_digest_whatever_the_folder_name(tmp_path: P
     for f in (shared_data / "fashion-mnist").iterdir():
         shutil.copy(f, target / f.name)
     assert load_dataset(target).name == "fashion-mnist"  # identified by the official digests
+
+
+def test_channel_statistics_are_exact_over_several_chunks():
+    from iotnas.data import Dataset
+    from iotnas.data._dataset import STATS_CHUNK
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (2 * STATS_CHUNK + 7, 3, 32, 32), dtype=np.uint8))
+    images[:, 2] = 77  # a constant channel: its std is taken as 1, not 0 (no division by zero)
+    labels = torch.zeros(len(images), dtype=torch.int64)
+    ds = Dataset(name="chunks", train_images=images, train_labels=labels, test_images=images[:2],
+                 test_labels=labels[:2], class_names=("only",), flip_ok=True)
+    exact = images.double()
+    assert torch.equal(ds.channel_mean, exact.mean(dim=(0, 2, 3)).float())
+    assert torch.allclose(ds.channel_std[:2], exact.std(dim=(0, 2, 3))[:2].float(), rtol=1e-6, atol=0)
+    assert ds.channel_std[2] == 1.0 and ds.channel_mean.dtype == ds.channel_std.dtype == torch.float32

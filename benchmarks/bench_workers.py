@@ -1,0 +1,249 @@
+"""Local workers on CIFAR-10: memory with a shared dataset, and search-level trainings per hour.
+
+    python benchmarks/bench_workers.py memory [--workers 2] [--steps 20] [--data DIR]
+    python benchmarks/bench_workers.py throughput [--trainings 8] [--steps 300] [--data DIR]
+
+``memory``: the same search (two short trainings of compact models, all 50,000 training and 10,000
+test images) runs twice with 2 local workers, as ``iotnas search --workers 2`` does it: first with
+each worker loading its own copy of the dataset (the baseline), then with the launcher's one copy
+in shared memory. Every 0.2 s the script reads the memory of the launcher and of each worker
+(psutil, from ``/proc/PID/smaps_rollup``): USS (private pages: what the process alone costs) and
+PSS (shared pages split among the processes that map them). The table gives the medians while
+every worker is alive, each worker's peak USS, and the summed PSS (what the
+search costs the machine): its median while the workers run, and its peak.
+
+``throughput``: one study (compact and probenet models under 64 KiB, CIFAR-10, the default recipe,
+``--trainings`` trainings of ``--steps`` steps each, the same models in both runs) searched with
+``iotnas search --workers 1`` (the default: one in-process worker whose trainings use every core)
+and then ``--workers auto`` (one single-threaded worker per core), each into a fresh store whose
+pool is prepared beforehand; the table gives trainings per hour of the search command's wall time
+and their ratio. Meant for an idle machine: run nothing else meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+TRAIN_IMAGES = 50_000  # CIFAR-10's train split
+BATCH = 128  # the default recipe's batch size (TrainConfig.batch_size)
+MIB = 1 << 20
+SAMPLE_S = 0.2  # seconds between memory samples
+
+STUDY = """\
+name = "workers"
+seed = 4
+store = "workers.db"
+[data]
+dataset = "{data}"
+[device]
+kind = "local"
+[constraints]
+max_weight_bytes = 65536
+[space]
+laws = {laws}
+pool_per_law = 16
+[strategy]
+name = "random"
+[budget]
+trainings = {trainings}
+epochs = [{epochs}]
+"""
+
+
+def _study(folder: Path, *, data: Path, laws: list[str], trainings: int, steps: int) -> Path:
+    epochs = steps * BATCH / TRAIN_IMAGES
+    path = folder / "workers.toml"
+    path.write_text(STUDY.format(data=data.resolve(), laws=str(laws).replace("'", '"'), trainings=trainings,
+                                 epochs=f"{epochs:.6f}"))
+    return path
+
+
+def _load() -> str:
+    return "load average " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass
+class Memory:
+    """Samples of one process's memory (bytes): USS (private pages), PSS (shared pages split among
+    the processes that map them), RSS; and those taken while every worker was alive."""
+
+    uss: list[int] = field(default_factory=list)
+    pss: list[int] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    running_uss: list[int] = field(default_factory=list)
+
+    def add(self, info, *, running: bool) -> None:
+        self.uss.append(info.uss)
+        self.pss.append(info.pss)
+        self.rss.append(info.rss)
+        if running:
+            self.running_uss.append(info.uss)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The memory of one search: its launcher's, each worker's, and the PSS of them all."""
+
+    launcher: Memory
+    workers: list[Memory]
+    totals: list[int]  # summed PSS of each sample
+    running_totals: list[int]  # summed PSS of the samples taken while every worker was alive
+    wall_s: float
+
+
+def _sample(processes: list[psutil.Process]) -> dict[psutil.Process, object]:
+    found = {}
+    for process in processes:
+        try:
+            found[process] = process.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def _search_memory(study: Path, *, workers: int, share: bool) -> Footprint:
+    """Run the search in a child process, sampling the memory of it and of its workers."""
+    command = [sys.executable, __file__, "_search", str(study), "--workers", str(workers)]
+    if not share:
+        command.append("--copy-per-worker")
+    started = time.perf_counter()
+    proc = subprocess.Popen(command)
+    launcher = psutil.Process(proc.pid)
+    memory: dict[int, Memory] = {}
+    totals, running_totals = [], []
+    while proc.poll() is None:
+        try:
+            spawned = [c for c in launcher.children() if "spawn_main" in " ".join(c.cmdline())]  # not the tracker
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            break
+        infos = _sample([launcher, *spawned])
+        running = sum(p is not launcher for p in infos) == workers
+        for process, info in infos.items():
+            memory.setdefault(process.pid, Memory()).add(info, running=running)
+        totals.append(sum(info.pss for info in infos.values()))
+        if running:
+            running_totals.append(totals[-1])
+        time.sleep(SAMPLE_S)
+    if proc.wait() != 0:
+        raise SystemExit(f"the search failed (exit {proc.returncode})")
+    return Footprint(memory.pop(proc.pid, Memory()), list(memory.values()), totals, running_totals,
+                     time.perf_counter() - started)
+
+
+def _mib(values: list[int], pick=max) -> str:
+    return f"{pick(values) / MIB:.0f}" if values else "-"
+
+
+def _search(study_file: str, workers: int, copy_per_worker: bool) -> None:
+    """What ``iotnas search --workers N`` does (prepare here, then the local workers), with the sharing switch."""
+    from iotnas.executors import LocalExecutor
+    from iotnas.search import prepare_search, store_location
+    from iotnas.study import load_study
+
+    study = load_study(Path(study_file))
+    url = store_location(study)
+    prepare_search(study, store_url=url)
+    LocalExecutor(share_data=not copy_per_worker).run(study, url, workers=workers)
+
+
+def memory(args: argparse.Namespace) -> None:
+    from iotnas.data import load_dataset
+
+    dataset = load_dataset(args.data, verify=False)
+    data_bytes = sum(t.nbytes for t in (dataset.train_images, dataset.train_labels, dataset.test_images,
+                                        dataset.test_labels))
+    del dataset
+    print(f"machine: {os.cpu_count()} cores; {_load()}; dataset {args.data}: {data_bytes / MIB:.1f} MiB of "
+          f"uint8 images and int64 labels; {args.workers} local workers, {args.workers} trainings of {args.steps} "
+          f"steps\n", flush=True)
+    print("| dataset | launcher USS MiB, workers running (median) | worker USS MiB, workers running (median, each) "
+          "| worker USS MiB (peak, each) | total PSS MiB, workers running (median) | total PSS MiB (peak) | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    found = {}
+    for share in (False, True):
+        with tempfile.TemporaryDirectory() as folder:
+            study = _study(Path(folder), data=args.data, laws=["compact/s2"], trainings=args.workers,
+                           steps=args.steps)
+            found[share] = run = _search_memory(study, workers=args.workers, share=share)
+        name = "shared by the launcher" if share else "a copy per worker (baseline)"
+        median = statistics.median
+        print(f"| {name} | {_mib(run.launcher.running_uss, median)} "
+              f"| {', '.join(_mib(w.running_uss, median) for w in run.workers)} "
+              f"| {', '.join(_mib(w.uss) for w in run.workers)} | {_mib(run.running_totals, median)} "
+              f"| {_mib(run.totals)} | {run.wall_s:.1f} |", flush=True)
+    copy, shared = (statistics.median(found[s].running_totals) for s in (False, True))
+    peaks = max(found[True].totals) / max(found[False].totals)
+    print(f"\nshared / copy per worker: total PSS while the workers run {shared / copy:.2f} "
+          f"({(copy - shared) / MIB:.0f} MiB less), at its peak {peaks:.2f}; {_load()}")
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def throughput(args: argparse.Namespace) -> None:
+    from iotnas.executors import cores
+    from iotnas.search import prepare_search
+    from iotnas.study import load_study
+
+    print(f"machine: {os.cpu_count()} cores ({cores()} usable); {_load()}; {args.trainings} trainings of "
+          f"{args.steps} steps ({args.steps * BATCH / TRAIN_IMAGES:.3f} epochs) on {args.data}\n", flush=True)
+    print("| --workers | workers | wall s | trainings per hour | vs --workers 1 |")
+    print("|---|---|---|---|---|")
+    base = None
+    for given in ("1", "auto"):
+        with tempfile.TemporaryDirectory() as folder:
+            study = _study(Path(folder), data=args.data, laws=args.laws, trainings=args.trainings, steps=args.steps)
+            prepare_search(load_study(study))  # pool and costs, outside the timing
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "iotnas", "search", str(study), "--workers", given], check=True,
+                           stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - started
+        per_hour = args.trainings * 3600 / wall
+        base = base or per_hour
+        count = 1 if given == "1" else cores()
+        print(f"| {given} | {count} | {wall:.1f} | {per_hour:.1f} | {per_hour / base:.2f} |", flush=True)
+    print(f"\n{_load()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    mem = commands.add_parser("memory", help="resident memory of a 2-worker search, copy per worker vs shared")
+    mem.add_argument("--workers", type=int, default=2)
+    mem.add_argument("--steps", type=int, default=20, help="training steps per training")
+    mem.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    thr = commands.add_parser("throughput", help="search-level trainings per hour, --workers auto vs 1")
+    thr.add_argument("--trainings", type=int, default=8)
+    thr.add_argument("--steps", type=int, default=300, help="training steps per training")
+    thr.add_argument("--laws", nargs="+", default=["compact/s2", "probenet/s2"])
+    thr.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    inner = commands.add_parser("_search")  # the measured search process of `memory`
+    inner.add_argument("study")
+    inner.add_argument("--workers", type=int, required=True)
+    inner.add_argument("--copy-per-worker", action="store_true")
+    args = parser.parse_args()
+    if args.command == "_search":
+        _search(args.study, args.workers, args.copy_per_worker)
+    elif args.command == "memory":
+        memory(args)
+    else:
+        throughput(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
