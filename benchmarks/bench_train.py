@@ -64,15 +64,20 @@ class _PerImage(TorchDataset):
 def textbook_images_per_s(model: torch.nn.Module, dataset, n: int) -> float:
     loader = DataLoader(_PerImage(dataset.train_images[:n], dataset.train_labels[:n], dataset.channel_mean,
                                   dataset.channel_std, 0), batch_size=128, shuffle=True, num_workers=0)  # fmt: skip
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where iotnas.train trains too
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
     seen, start = 0, time.perf_counter()
     for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad()
         criterion(model(x), y).backward()
         optimizer.step()
         seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return seen / (time.perf_counter() - start)
 
 
@@ -84,6 +89,8 @@ def _fresh(key: str, seed: int = 0) -> torch.nn.Module:
 def _machine(threads: int | None) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     chosen = f"{threads} torch thread(s)" if threads else "torch threads chosen by iotnas"
+    if torch.cuda.is_available():
+        chosen += f", training on {torch.cuda.get_device_name()}"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{chosen}, load average at start {load:.1f}")  # fmt: skip
 
