@@ -31,42 +31,69 @@ static window_t window_at(const iotnas_geometry_t *g, int32_t oy, int32_t ox) {
     return w;
 }
 
+/* A pointwise convolution: one dot product over the channels per output, no window to clip.
+ * The parameters are read into locals once: an int8 store may alias them, which would make the
+ * compiler reload them after every output. */
+static void pointwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
+    const iotnas_requant_t q = p->q;
+    const int32_t pixels = p->g.hout * p->g.wout, cin = p->cin, cout = p->cout, stride = p->in_stride;
+    const int8_t *x = in + p->in_offset, *const filter = p->filter;
+    for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
+        for (int32_t oc = 0; oc < cout; ++oc) {
+            const int8_t *f = filter + oc * cin;
+            int32_t acc = 0;
+            for (int32_t ic = 0; ic < cin; ++ic) acc += ((int32_t)x[ic] - q.in_zp) * (int32_t)f[ic];
+            out[oc] = requantize_channel(&q, oc, acc);
+        }
+    }
+}
+
 void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
-    const iotnas_geometry_t *g = &p->g;
-    const int32_t zp = p->q.in_zp;
+    const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
+    const iotnas_requant_t q = p->q;
+    const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
+    const int8_t *const filter = p->filter;
+    const int32_t zp = q.in_zp;
+    if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
+        pointwise(p, in, out);
+        return;
+    }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
-        int8_t *o = out + pixel * p->cout;
-        for (int32_t oc = 0; oc < p->cout; ++oc) {
+        int8_t *o = out + pixel * cout;
+        for (int32_t oc = 0; oc < cout; ++oc) {
             int32_t acc = 0;
             for (int32_t ky = w.ky0; ky < w.ky1; ++ky) {
                 for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
-                    const int8_t *x = in + ((w.y0 + ky) * g->win + w.x0 + kx) * p->in_stride + p->in_offset;
-                    const int8_t *f = p->filter + ((oc * g->kh + ky) * g->kw + kx) * p->cin;
-                    for (int32_t ic = 0; ic < p->cin; ++ic) acc += ((int32_t)x[ic] - zp) * (int32_t)f[ic];
+                    const int8_t *x = in + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride + in_offset;
+                    const int8_t *f = filter + ((oc * g->kh + ky) * g->kw + kx) * cin;
+                    for (int32_t ic = 0; ic < cin; ++ic) acc += ((int32_t)x[ic] - zp) * (int32_t)f[ic];
                 }
             }
-            o[oc] = requantize_channel(&p->q, oc, acc);
+            o[oc] = requantize_channel(&q, oc, acc);
         }
     }
 }
 
 void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
-    const iotnas_geometry_t *g = &p->g;
-    const int32_t zp = p->q.in_zp, multiplier = p->cout / p->cin;
+    const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
+    const iotnas_requant_t q = p->q;
+    const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
+    const int8_t *const filter = p->filter;
+    const int32_t zp = q.in_zp, multiplier = cout / cin;
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
-        int8_t *o = out + pixel * p->cout;
-        for (int32_t oc = 0; oc < p->cout; ++oc) {
+        int8_t *o = out + pixel * cout;
+        for (int32_t oc = 0; oc < cout; ++oc) {
             const int32_t ic = oc / multiplier;
             int32_t acc = 0;
             for (int32_t ky = w.ky0; ky < w.ky1; ++ky) {
-                const int8_t *x = in + (w.y0 + ky) * g->win * p->in_stride + p->in_offset + ic;
-                const int8_t *f = p->filter + ky * g->kw * p->cout + oc;
+                const int8_t *x = in + (w.y0 + ky) * g->win * in_stride + in_offset + ic;
+                const int8_t *f = filter + ky * g->kw * cout + oc;
                 for (int32_t kx = w.kx0; kx < w.kx1; ++kx)
-                    acc += ((int32_t)x[(w.x0 + kx) * p->in_stride] - zp) * (int32_t)f[kx * p->cout];
+                    acc += ((int32_t)x[(w.x0 + kx) * in_stride] - zp) * (int32_t)f[kx * cout];
             }
-            o[oc] = requantize_channel(&p->q, oc, acc);
+            o[oc] = requantize_channel(&q, oc, acc);
         }
     }
 }
