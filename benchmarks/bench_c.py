@@ -85,12 +85,12 @@ int main(void) {
 """
 
 
-def time_c(c_dir: Path, work: Path) -> tuple[float, float]:
-    """(wall, CPU) median ms per call of the host build (gcc -O2)."""
+def time_c(c_dir: Path, work: Path, *, flags: tuple[str, ...] = ("-O2",)) -> tuple[float, float]:
+    """(wall, CPU) median ms per call of the host build (gcc ``flags``, -O2 by default)."""
     (work / "timer.c").write_text(TIMER_C, encoding="utf-8")
     program = work / "timer"
     sources = [str(p) for p in sorted(c_dir.glob("*.c"))]
-    subprocess.run(["gcc", "-std=c99", "-O2", f"-I{c_dir}", "-o", str(program), *sources, str(work / "timer.c")],
+    subprocess.run(["gcc", "-std=c99", *flags, f"-I{c_dir}", "-o", str(program), *sources, str(work / "timer.c")],
                    check=True)
     lines = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout.split()
     wall, cpu = [float(v) for v in lines[0::2]], [float(v) for v in lines[1::2]]
@@ -101,7 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", default="int8,e4m3", help="comma-separated format names")
     parser.add_argument("--families", default=",".join(MODELS), help="comma-separated families")
+    parser.add_argument("--cflags", default="-O2", help="host compiler flags of the timed build (e.g. '-O3 "
+                        "-march=native' for this machine's vector units)")
     args = parser.parse_args()
+    print(f"host build: gcc -std=c99 {args.cflags}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; onnxruntime {ort.__version__}; "
           f"torch {torch.__version__}")
@@ -127,7 +130,7 @@ def main() -> None:
                 header, _ = deployed_stream(deployed, meta)
                 build_host(work / "c", work / "check")  # the strict build must pass too
                 budget = device_budget(work / "c", target)
-                c_wall, c_cpu = time_c(work / "c", work)
+                c_wall, c_cpu = time_c(work / "c", work, flags=tuple(args.cflags.split()))
             onnx_bytes = export_onnx(deployed.module, input_shape=(1, 3, 32, 32))
             ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
             deployed_bytes = header["codes_bytes"] + header["scales_bytes"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tflite
+import torch
+from torch import nn
 
 from iotnas.arch import Arch
 from iotnas.errors import ExportError
@@ -77,6 +79,28 @@ def test_every_family_matches_litert_reference_kernels(family, cifar_small, tmp_
     want = run_tflite(model, normalised(pixels, cifar_small), reference_kernels=True)
     steps = np.rint(np.abs(got - want) / model.output.scale)
     assert (steps > 0).mean() <= 0.02  # of all logits: the rare ties of the two roundings
+
+
+def test_lowerings_beyond_the_families(cifar_small, tmp_path):
+    """Depthwise with a channel multiplier, a grouped convolution after an explicit pad (SPLIT of a
+    PAD), max pooling padded with -128 (PADV2) and by SAME, a ReLU between two scales, ReLU6 fused,
+    average pooling that counts its padding: each as LiteRT computes it."""
+    require("gcc")
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8),  # depthwise, 2 outputs per input channel
+        nn.MaxPool2d(3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=4),
+        nn.AvgPool2d(3, stride=1, padding=1),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
+    model = int8_tflite(deploy(model, "int8"), normalised(cifar_small.train_images[-N_CALIBRATION:], cifar_small))
+    assert {"DEPTHWISE_CONV_2D", "SPLIT", "PAD", "PADV2", "RELU", "AVERAGE_POOL_2D"} <= set(model.operators)
+    pixels = cifar_small.test_images[:N_IMAGES]
+    write_int8_c_library(tmp_path / "c", model, header_meta("probenet/s2/39", cifar_small))
+    check = check_int8_c_library(tmp_path / "c", model, hwc(pixels), normalised(pixels, cifar_small))
+    assert check.max_abs_diff <= check.allowed_abs_diff and check.agreement >= 0.99
 
 
 def test_close_to_litert_default_kernels(small, cifar_small, tmp_path):

@@ -31,13 +31,10 @@ static window_t window_at(const iotnas_geometry_t *g, int32_t oy, int32_t ox) {
     return w;
 }
 
-/* A pointwise convolution: one dot product over the channels per output, no window to clip.
- * The parameters are read into locals once: an int8 store may alias them, which would make the
- * compiler reload them after every output. */
-static void pointwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
-    const iotnas_requant_t q = p->q;
-    const int32_t pixels = p->g.hout * p->g.wout, cin = p->cin, cout = p->cout, stride = p->in_stride;
-    const int8_t *x = in + p->in_offset, *const filter = p->filter;
+/* A pointwise convolution: one dot product over the cin channels (of stride) per output, no
+ * window to clip. */
+static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
+                      const int8_t *x, const int8_t *filter, int8_t *out) {
     for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
         for (int32_t oc = 0; oc < cout; ++oc) {
             const int8_t *f = filter + oc * cin;
@@ -55,7 +52,7 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp;
     if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
-        pointwise(p, in, out);
+        pointwise(q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
         return;
     }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
@@ -64,10 +61,14 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         for (int32_t oc = 0; oc < cout; ++oc) {
             int32_t acc = 0;
             for (int32_t ky = w.ky0; ky < w.ky1; ++ky) {
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
-                    const int8_t *x = in + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride + in_offset;
-                    const int8_t *f = filter + ((oc * g->kh + ky) * g->kw + kx) * cin;
-                    for (int32_t ic = 0; ic < cin; ++ic) acc += ((int32_t)x[ic] - zp) * (int32_t)f[ic];
+                const int8_t *x = in + ((w.y0 + ky) * g->win + w.x0 + w.kx0) * in_stride + in_offset;
+                const int8_t *f = filter + ((oc * g->kh + ky) * g->kw + w.kx0) * cin;
+                if (in_stride == cin) { /* the window's row is one run of input and of filter */
+                    const int32_t n = (w.kx1 - w.kx0) * cin;
+                    for (int32_t i = 0; i < n; ++i) acc += ((int32_t)x[i] - zp) * (int32_t)f[i];
+                } else {
+                    for (int32_t kx = w.kx0; kx < w.kx1; ++kx, x += in_stride, f += cin)
+                        for (int32_t ic = 0; ic < cin; ++ic) acc += ((int32_t)x[ic] - zp) * (int32_t)f[ic];
                 }
             }
             o[oc] = requantize_channel(&q, oc, acc);
@@ -75,25 +76,34 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     }
 }
 
+#define IOTNAS_DEPTHWISE_BLOCK 32 /* channels summed side by side: a fixed frame, a vectorisable loop */
+
 void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
     const iotnas_requant_t q = p->q;
     const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp, multiplier = cout / cin;
+    int32_t acc[IOTNAS_DEPTHWISE_BLOCK];
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
         int8_t *o = out + pixel * cout;
-        for (int32_t oc = 0; oc < cout; ++oc) {
-            const int32_t ic = oc / multiplier;
-            int32_t acc = 0;
+        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_DEPTHWISE_BLOCK) {
+            const int32_t n = cout - c0 < IOTNAS_DEPTHWISE_BLOCK ? cout - c0 : IOTNAS_DEPTHWISE_BLOCK;
+            for (int32_t i = 0; i < n; ++i) acc[i] = 0;
             for (int32_t ky = w.ky0; ky < w.ky1; ++ky) {
-                const int8_t *x = in + (w.y0 + ky) * g->win * in_stride + in_offset + ic;
-                const int8_t *f = filter + ky * g->kw * cout + oc;
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx)
-                    acc += ((int32_t)x[(w.x0 + kx) * in_stride] - zp) * (int32_t)f[kx * cout];
+                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
+                    const int8_t *x = in + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride + in_offset;
+                    const int8_t *f = filter + (ky * g->kw + kx) * cout + c0;
+                    if (multiplier == 1) {
+                        x += c0;
+                        for (int32_t i = 0; i < n; ++i) acc[i] += ((int32_t)x[i] - zp) * (int32_t)f[i];
+                    } else { /* output channel c reads input channel c / multiplier */
+                        for (int32_t i = 0; i < n; ++i) acc[i] += ((int32_t)x[(c0 + i) / multiplier] - zp) * (int32_t)f[i];
+                    }
+                }
             }
-            o[oc] = requantize_channel(&q, oc, acc);
+            for (int32_t i = 0; i < n; ++i) o[c0 + i] = requantize_channel(&q, c0 + i, acc[i]);
         }
     }
 }
