@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from iotnas.arch import Arch
+from iotnas.errors import ExportError
 from iotnas.export._deploy import deploy
 from iotnas.export._tflite import int8_tflite
 from iotnas.export.c._build import TARGETS, DeviceBudget, device_budget, tool
@@ -31,8 +32,6 @@ def require_toolchain(what: str) -> None:
     Raises:
         ExportError: ``arm-none-eabi-gcc`` or ``arm-none-eabi-size`` not installed.
     """
-    from iotnas.errors import ExportError
-
     try:
         tool("arm-none-eabi-gcc")
         tool("arm-none-eabi-size")
