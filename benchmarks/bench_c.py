@@ -7,7 +7,9 @@ For each model (the smallest-MAC model of its family whose weights take at most 
 8 bits, found with `iotnas.cost`) and format, the table gives the promised weight bytes,
 the Cortex-M4 flash and RAM of the library read from its ELF (arm-none-eabi-gcc -O2), and
 the batch-1 latency on this machine of the host build (gcc -O2) against ONNX Runtime (one
-intra-op thread, all graph optimisations) running the same deployed network, with the
+intra-op thread, all graph optimisations) running the same deployed network (in int8: the C
+library computes in integers, from the int8 TFLite model calibrated on random images; ONNX
+Runtime runs the int8-valued network in float), with the
 ratio C / ONNX Runtime from the same run. Latencies are medians of per-call thread CPU time
 (immune to being descheduled on a shared machine) and, beside them, of wall time; each side
 warms up for >= 10 runs and 0.25 s, then times >= 50 runs and >= 1 s.
@@ -28,7 +30,14 @@ import torch
 
 from iotnas.arch import Arch
 from iotnas.export import deploy
-from iotnas.export.c import TARGETS, build_host, device_budget, write_c_library
+from iotnas.export._tflite import int8_tflite
+from iotnas.export.c import (
+    TARGETS,
+    build_host,
+    device_budget,
+    write_c_library,
+    write_int8_c_library,
+)
 from iotnas.export.c._emit import deployed_stream
 from iotnas.latency.measure import Protocol
 from iotnas.latency.runtimes import OrtSettings, export_onnx, time_onnx
@@ -76,12 +85,13 @@ int main(void) {
 """
 
 
-def time_c(c_dir: Path, work: Path) -> tuple[float, float]:
-    """(wall, CPU) median ms per call of the host build (gcc -O2)."""
+def time_c(c_dir: Path, work: Path, *, flags: tuple[str, ...] = ("-O2",)) -> tuple[float, float]:
+    """(wall, CPU) median ms per call of the host build (gcc ``flags``, -O2 by default)."""
     (work / "timer.c").write_text(TIMER_C, encoding="utf-8")
     program = work / "timer"
-    subprocess.run(["gcc", "-std=c99", "-O2", f"-I{c_dir}", "-o", str(program), str(c_dir / "iotnas_model.c"),
-                    str(c_dir / "iotnas_ops.c"), str(work / "timer.c")], check=True)
+    sources = [str(p) for p in sorted(c_dir.glob("*.c"))]
+    subprocess.run(["gcc", "-std=c99", *flags, f"-I{c_dir}", "-o", str(program), *sources, str(work / "timer.c")],
+                   check=True)
     lines = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout.split()
     wall, cpu = [float(v) for v in lines[0::2]], [float(v) for v in lines[1::2]]
     return statistics.median(wall) / 1e6, statistics.median(cpu) / 1e6
@@ -91,7 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", default="int8,e4m3", help="comma-separated format names")
     parser.add_argument("--families", default=",".join(MODELS), help="comma-separated families")
+    parser.add_argument("--cflags", default="-O2", help="host compiler flags of the timed build (e.g. '-O3 "
+                        "-march=native' for this machine's vector units)")
     args = parser.parse_args()
+    print(f"host build: gcc -std=c99 {args.cflags}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; onnxruntime {ort.__version__}; "
           f"torch {torch.__version__}")
@@ -104,16 +117,20 @@ def main() -> None:
         key = MODELS[family]
         torch.manual_seed(0)
         model = build(Arch.parse(key)).eval()
+        calibration = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # untrained: any range
         for fmt in args.formats.split(","):
             deployed = deploy(model, fmt)
             meta = {"model_key": key, **META}
             with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
                 work = Path(tmp)
-                _, plan = write_c_library(work / "c", deployed, meta)
+                if fmt == "int8":  # integer arithmetic, from the int8 TFLite model (as the export does)
+                    _, plan = write_int8_c_library(work / "c", int8_tflite(deployed, calibration), meta)
+                else:
+                    _, plan = write_c_library(work / "c", deployed, meta)
                 header, _ = deployed_stream(deployed, meta)
                 build_host(work / "c", work / "check")  # the strict build must pass too
                 budget = device_budget(work / "c", target)
-                c_wall, c_cpu = time_c(work / "c", work)
+                c_wall, c_cpu = time_c(work / "c", work, flags=tuple(args.cflags.split()))
             onnx_bytes = export_onnx(deployed.module, input_shape=(1, 3, 32, 32))
             ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
             deployed_bytes = header["codes_bytes"] + header["scales_bytes"]

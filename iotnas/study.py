@@ -11,9 +11,10 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from iotnas.errors import ConfigError
 from iotnas.results.limits import Limits
@@ -52,7 +53,8 @@ _VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
 # (a whole table where the key has no dot), so that a store made before they existed keeps its fingerprint.
 _ADDED_LATER: dict[str, Any] = {"precision.winner": "fewest_bytes", "precision.test_images": None,
                                 "device.measure": None, "device.margin": None, "final": {"epochs": 0.0, "top": 0},
-                                "budget.promote": "overall"}
+                                "budget.promote": "overall",
+                                "constraints.max_flash_bytes": None, "constraints.max_ram_bytes": None}
 
 
 def _runtimes() -> tuple[str, ...]:
@@ -333,6 +335,8 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         max_weight_bytes=con_t.int("max_weight_bytes", None, minimum=1, maximum=MAX_BYTES),
         max_latency_ms=con_t.float("max_latency_ms", None, positive=True, maximum=MAX_LATENCY_MS),
         max_activation_bytes=con_t.int("max_activation_bytes", None, minimum=1, maximum=MAX_BYTES),
+        max_flash_bytes=con_t.int("max_flash_bytes", None, minimum=1, maximum=MAX_BYTES),
+        max_ram_bytes=con_t.int("max_ram_bytes", None, minimum=1, maximum=MAX_BYTES),
     )
     con_t.done()
 
@@ -533,7 +537,7 @@ class _Table:
     def _name(self, key: str) -> str:
         return f"{self._prefix}{key}"
 
-    def table(self, key: str) -> "_Table":
+    def table(self, key: str) -> _Table:
         value = self._get(key)
         return _Table({} if value is None else value, f"{self._name(key)}.")
 

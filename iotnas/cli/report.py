@@ -71,8 +71,8 @@ def export_command(
                   f"{result.onnx_check.max_abs_diff:.2e}, same class for {result.onnx_check.agreement:.2%}")
     if result.c_library is not None:
         lib, budget = result.c_library, result.c_library.budget
-        console.print(f"  C vs PyTorch on {lib.check.images} test images: max |difference| {lib.check.max_abs_diff:.2e}; "
-                      f"arena {lib.arena_bytes:,} bytes")
+        console.print(f"  C ({lib.arithmetic}) vs {lib.check.reference} on {lib.check.images} test images: max "
+                      f"|difference| {lib.check.max_abs_diff:.2e}; arena {lib.arena_bytes:,} bytes")
         if budget is not None:
             console.print(f"  {budget.target}: flash {budget.flash_bytes:,} bytes, RAM {budget.ram_bytes:,} bytes")
     if result.tflite is not None:

@@ -45,6 +45,7 @@ dataset = "digits"             # "digits" (embedded, no files), or a path to CIF
 max_weight_bytes = 32768       # 32 KiB of weights, in the format the model is stored in
 max_latency_ms = 5.0           # on the device above, batch 1
 # max_activation_bytes = ...   # peak activation memory, batch 1, float32
+# max_flash_bytes = ...        # the C library on a Cortex-M4F (needs arm-none-eabi-gcc); max_ram_bytes too
 
 [space]
 laws = ["mobilenetv2/s5", "mobilenetv2/s6", "densenet/s3"]   # "space/law", "space", or "all" (the default)

@@ -88,8 +88,14 @@ _DESCRIBE = {
     "c/iotnas_model.h": "C library: iotnas_run() and the input/output sizes",
     "c/iotnas_ops.c": "C library: the kernels (convolution, pooling, BatchNorm, addition, linear)",
     "c/iotnas_ops.h": "C library: kernel declarations and the float-format decoder",
+    "c/iotnas_int8.c": "C library: the int8 kernels (TensorFlow Lite's integer arithmetic, per-channel requantisation)",
+    "c/iotnas_int8.h": "C library: int8 kernel declarations and the fixed-point requantisation",
     "model_int8.tflite": "full-integer int8 TensorFlow Lite model (int8 weights and activations, int32 biases)",
 }
+
+
+_ARITHMETIC = {"float32": "weights decoded to float32, float32 activations",
+               "int8": "int8 activations, TensorFlow Lite's integer arithmetic"}
 
 
 def _c_section(info: dict[str, Any]) -> str:
@@ -99,9 +105,10 @@ def _c_section(info: dict[str, Any]) -> str:
         return ""
     check, budget = lib["check"], lib["budget"]
     lines = [
-        ("- The C library (`c/`), built with `gcc -std=c99 -O2 -Wall -Wextra -Werror`, against the emulated model on "
-         f"{check['images']} real test images: largest absolute difference {check['max_abs_diff']:.2e} (tolerance "
-         f"{check['tolerance']:.0e} × max(1, |logit|)), same class for {check['agreement']:.2%}."),
+        (f"- The C library (`c/`, {_ARITHMETIC[lib['arithmetic']]}), built with `gcc -std=c99 -O2 -Wall -Wextra "
+         f"-Werror`, against {check['reference']} on {check['images']} real test images: largest absolute difference "
+         f"{check['max_abs_diff']:.2e} (allowed {check['allowed_abs_diff']:.2e}), same class for "
+         f"{check['agreement']:.2%}."),
         "",
         "## On a microcontroller (`c/`)",
         "",

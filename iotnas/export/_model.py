@@ -21,9 +21,9 @@ from iotnas.export._choose import choose, refusals
 from iotnas.export._deploy import DeployedModel, deploy
 from iotnas.export._onnx import check_exportable, format_onnx
 from iotnas.export._packed import load_packed, promised_bytes, write_packed
-from iotnas.export.c import CLibrary, export_c
 from iotnas.export._tflite import CALIBRATION_IMAGES, TensorQuantization, int8_tflite
 from iotnas.export._tflite_check import TfliteCheck, check_tflite
+from iotnas.export.c import CLibrary, export_c
 from iotnas.files import check_folder, move_into_place
 from iotnas.formats import parse_format
 from iotnas.latency.runtimes import OPSET
@@ -104,7 +104,8 @@ def export_model(
         force: export a model over the study's limits or at chance level all the same.
         c: also write ``c/``, a standalone C99 library (:mod:`iotnas.export.c`), checked with
             the host's gcc on the same images and measured for a Cortex-M4 when the Arm
-            toolchain is installed.
+            toolchain is installed. In int8 it runs the int8 TFLite model's integer arithmetic
+            (built for it even without ``tflite``).
         tflite: also write ``model_int8.tflite``, the full-integer int8 model (int8 weights whatever
             ``format_name``), calibrated on training images and checked in the LiteRT interpreter.
 
@@ -154,7 +155,8 @@ def export_model(
         reference = deployed.module(images)
     onnx_file = format_onnx(deployed, input_shape=input_shape)
     int8_file = tflite_check = None
-    if tflite:
+    integer_c = c and fmt.name == "int8"  # the int8 C library runs the int8 TFLite model's arithmetic
+    if tflite or integer_c:
         int8_file, tflite_check = _int8_tflite(model, deployed, check_data, info_ds, images, key)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -163,18 +165,19 @@ def export_model(
     try:
         header = write_packed(tmp, deployed.module.state_dict(), fmt, meta=header_meta)
         (tmp / "model.onnx").write_bytes(onnx_file.data)
-        if int8_file is not None:
+        if tflite:
             (tmp / TFLITE_FILE).write_bytes(int8_file.data)
         check = _check_onnx(onnx_file.data, images, reference)
         _check_packed(tmp, images, reference, key)
         blob = (tmp / "weights.bin").read_bytes()
         (tmp / "model.h").write_text(c_header(header, blob), encoding="utf-8")
         c_library = None if not c else export_c(
-            tmp / "c", deployed, header_meta, pixels=check_data.test_images[:check_images], images=images)
+            tmp / "c", deployed, header_meta, pixels=check_data.test_images[:check_images], images=images,
+            int8_model=int8_file if integer_c else None)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         files |= {f"c/{name}": size for name, size in (c_library.files if c_library else {}).items()}
         files["MODEL_CARD.md"] = 0
-        tflite_export = None if int8_file is None else TfliteExport(
+        tflite_export = None if not tflite else TfliteExport(
             file_bytes=len(int8_file.data), input=int8_file.input, output=int8_file.output,
             operators=int8_file.operators, calibration_images=int8_file.calibration_images, check=tflite_check)
         info = _card_info(store, meta, key, candidate, training, arch, ckpt, header, check, files, fmt.name,

@@ -32,12 +32,18 @@ class TfliteCheck:
     min_agreement: float  # the export fails below this agreement
 
 
-def run_tflite(model: TfliteFile, images: torch.Tensor) -> np.ndarray:
-    """Dequantized logits of ``model`` in the LiteRT interpreter, one NCHW float32 image at a time."""
-    from ai_edge_litert.interpreter import Interpreter
+def run_tflite(model: TfliteFile, images: torch.Tensor, *, reference_kernels: bool = False) -> np.ndarray:
+    """Dequantized logits of ``model`` in the LiteRT interpreter, one NCHW float32 image at a time.
 
+    ``reference_kernels``: TensorFlow Lite's reference kernels (the arithmetic TensorFlow Lite
+    Micro runs) instead of the optimised ones and the XNNPACK delegate, whose requantisation may
+    round differently.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
     try:
-        interpreter = Interpreter(model_content=model.data, num_threads=1)
+        interpreter = Interpreter(model_content=model.data, num_threads=1, experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         raise ExportError(f"the LiteRT interpreter refuses model_int8.tflite: {exc}") from None

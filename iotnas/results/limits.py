@@ -20,6 +20,8 @@ class Reason(StrEnum):
 
     MEMORY = "memory"  # weights over max_weight_bytes
     ACTIVATIONS = "activations"  # peak activations over max_activation_bytes
+    FLASH = "flash"  # the C library's Cortex-M4 flash over max_flash_bytes
+    RAM = "ram"  # the C library's Cortex-M4 RAM over max_ram_bytes
     LATENCY = "latency"  # slower than max_latency_ms
     UNTIMED = "untimed"  # a latency limit is set but the model has no latency figure
 
@@ -39,7 +41,11 @@ class Violation:
 
 
 class Figures(Protocol):
-    """What feasibility reads of a model in a format (a ModelPoint has them; None: not known)."""
+    """What feasibility reads of a model in a format (a ModelPoint has them; None: not known).
+
+    A point may also carry ``flash_bytes`` and ``ram_bytes`` (its C library on a Cortex-M4):
+    only the pool measures them, so points without them break no device limit.
+    """
 
     weight_bytes: int | None
     latency_ms: float | None
@@ -53,6 +59,8 @@ class Measured:
     weight_bytes: int | None = None
     latency_ms: float | None = None
     peak_activation_bytes: int | None = None
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
 
 
 EVERY_REASON = frozenset(Reason)
@@ -65,6 +73,13 @@ class Limits:
     max_weight_bytes: int | None = None
     max_latency_ms: float | None = None
     max_activation_bytes: int | None = None
+    max_flash_bytes: int | None = None  # the C library's flash on a Cortex-M4 (text + rodata + data)
+    max_ram_bytes: int | None = None  # its RAM (data + bss + worst-case stack)
+
+    @property
+    def device(self) -> bool:
+        """Whether a limit needs the C library built for the device (flash or RAM)."""
+        return self.max_flash_bytes is not None or self.max_ram_bytes is not None
 
     def violations(self, point: Figures, *, checks: Collection[Reason] = EVERY_REASON) -> list[Violation]:
         """Why ``point`` breaks the limits (empty: feasible), looking only at ``checks``.
@@ -85,6 +100,11 @@ class Limits:
         if (Reason.ACTIVATIONS in checks and None not in (self.max_activation_bytes, peak)
                 and peak > self.max_activation_bytes):
             out.append(Violation(Reason.ACTIVATIONS, f"{peak} peak activation bytes > {self.max_activation_bytes}"))
+        flash, ram = getattr(point, "flash_bytes", None), getattr(point, "ram_bytes", None)
+        if Reason.FLASH in checks and None not in (self.max_flash_bytes, flash) and flash > self.max_flash_bytes:
+            out.append(Violation(Reason.FLASH, f"{flash} flash bytes > {self.max_flash_bytes}"))
+        if Reason.RAM in checks and None not in (self.max_ram_bytes, ram) and ram > self.max_ram_bytes:
+            out.append(Violation(Reason.RAM, f"{ram} RAM bytes > {self.max_ram_bytes}"))
         return out
 
     def first_violation(self, point: Figures, *, checks: Collection[Reason] = EVERY_REASON) -> Violation | None:

@@ -46,7 +46,14 @@ def build_components(study: Study, *, dataset: Dataset | None = None) -> Compone
     return Components(pool=pool, evaluator=TrainingEvaluator(study, dataset),
                       latency=make_latency_source(study, dataset), precision=PrecisionRunner(study, dataset),
                       cost=functools.partial(cost, **geometry),  # the dataset's channels and classes
-                      num_classes=dataset.num_classes)
+                      num_classes=dataset.num_classes, device=functools.partial(_device_budget, **geometry))
+
+
+def _device_budget(arch, format_name: str, *, num_classes: int, in_channels: int):
+    """:func:`iotnas.export.c.arch_device_budget`, imported on use (the export is slow to import)."""
+    from iotnas.export.c import arch_device_budget
+
+    return arch_device_budget(arch, format_name, num_classes=num_classes, in_channels=in_channels)
 
 
 def store_location(study: Study, store_url: str | None = None) -> str:

@@ -7,9 +7,10 @@ never import each other, and tabular mode swaps in the released models' answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iotnas.arch import Arch
 from iotnas.cost import Cost, cost
@@ -55,3 +56,5 @@ class Components:
     cost: Callable[[Arch], Cost] = cost  # replaceable by a cache when many studies share one pool
     precision: PrecisionRunner | None = None  # None where there are no weights (tabular mode)
     num_classes: int | None = None  # of the dataset, for the chance-level rule (None: not known)
+    #: (model, format) -> its C library's flash and RAM on the device; None: no networks to build
+    device: Callable[[Arch, str], Any] | None = None

@@ -3,10 +3,16 @@
 Open spaces draw ids ``0, 1, 2, ...`` of each chosen law (the released models are
 ids 0-99 of their laws, so a CIFAR-10 study meets them again); the tabular mode's
 pool is the released model set itself.
+
+With a flash or RAM limit, a candidate that fits the memory limits has its C library built for
+the Cortex-M4F (:func:`iotnas.export.c.arch_device_budget`, the build the export reports) in each
+allowed format of the narrowest width; it stays when one of them fits both limits. The figures
+are kept in the store per (format, model), so a resumed or repeated pool never builds twice.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,11 +21,15 @@ from iotnas.arch import Arch
 from iotnas.cost import Cost, cost, weight_bytes
 from iotnas.errors import ConfigError
 from iotnas.formats import parse_format
-from iotnas.results.limits import Limits, Reason, Violation
+from iotnas.results.limits import Limits, Measured, Reason, Violation
 from iotnas.spaces import get_space, list_spaces, runnable
 from iotnas.spaces.yields import YIELD_IDS, law_yield, pool_figures
-from iotnas.store import INVALID, POOLED, Candidate
+from iotnas.store import INVALID, POOLED, Candidate, Store
 from iotnas.study import Study
+
+#: (model, format name) -> its C library's figures on the device: ``flash_bytes`` and ``ram_bytes``.
+DeviceFigures = Callable[[Arch, str], Measured]
+_BUDGET_KEY = "device_budget"  # store meta: device_budget/<target>/<format>/<model key> -> JSON figures
 
 #: The ``space.laws`` entry that picks every law with candidates under the study's limits.
 AUTO = "auto"
@@ -123,15 +133,54 @@ def storage_tier(n_values: int, study: Study) -> int:
     return next((b for b in widths if limit is None or weight_bytes(n_values, b) <= limit), widths[-1])
 
 
+def narrowest_formats(study: Study) -> list[str]:
+    """The allowed formats of :func:`narrowest_bits` width, in the study's order."""
+    bits = narrowest_bits(study)
+    return [name for name in study.formats if parse_format(name).bits == bits]
+
+
+def stored_device_figures(store: Store, measure: Callable[[Arch, str], object], *, target: str) -> DeviceFigures:
+    """``measure`` (returning an object with ``flash_bytes`` and ``ram_bytes``) behind a cache in
+    the store's study facts, keyed by target, format and model."""
+    prefix = f"{_BUDGET_KEY}/{target}/"
+    known = {k[len(prefix):]: json.loads(v) for k, v in store.meta().items() if k.startswith(prefix)}
+
+    def figures(arch: Arch, format_name: str) -> Measured:
+        key = f"{format_name}/{arch.key}"
+        if key not in known:
+            budget = measure(arch, format_name)
+            known[key] = {"flash_bytes": budget.flash_bytes, "ram_bytes": budget.ram_bytes}
+            store.set_meta(prefix + key, json.dumps(known[key]))
+        return Measured(**known[key])
+
+    return figures
+
+
+def _device_violation(arch: Arch, study: Study, device: DeviceFigures) -> Violation | None:
+    """None when the C library fits the flash and RAM limits in some narrowest format; else the
+    first format's violation, naming the format."""
+    first = None
+    for name in narrowest_formats(study):
+        violation = study.constraints.first_violation(device(arch, name), checks=(Reason.FLASH, Reason.RAM))
+        if violation is None:
+            return None
+        first = first or Violation(violation.reason, f"{violation.message} (Cortex-M4, {name})")
+    return first
+
+
 def cost_candidates(
     archs: Iterable[Arch], study: Study, *, known: set[str], progress: Callable[[int], None] | None = None,
-    cost_fn: Callable[[Arch], Cost] = cost,
+    cost_fn: Callable[[Arch], Cost] = cost, device: DeviceFigures | None = None,
 ) -> list[Candidate]:
-    """Cost the archs not stored yet and classify them against the memory limits.
+    """Cost the archs not stored yet and classify them against the memory limits, and against
+    the flash and RAM limits with ``device`` (required when the study sets them).
 
     Latency is not known yet: the latency stage checks it, with the same limits. A draw that
     cannot run is stored as ``invalid`` (counted, never proposed), as the released set skips it.
     """
+    if study.constraints.device and device is None:
+        raise ConfigError("constraints.max_flash_bytes / max_ram_bytes: the pool needs the C library's device "
+                          "figures to apply them")
     bits = narrowest_bits(study)
     out: list[Candidate] = []
     for arch in archs:
@@ -149,6 +198,8 @@ def cost_candidates(
         c = cost_fn(arch)
         figures = pool_figures(c.n_values, c.peak_activation_values, bits=bits)
         violation = study.constraints.first_violation(figures, checks=(Reason.MEMORY, Reason.ACTIVATIONS))
+        if violation is None and device is not None and study.constraints.device:
+            violation = _device_violation(arch, study, device)
         out.append(Candidate(
             key=arch.key, arch_json=arch.to_json(), space=arch.space, law=arch.law, arch_id=arch.id,
             n_values=c.n_values, macs=c.macs, flops=c.flops, peak_activation_bytes=figures.peak_activation_bytes,

@@ -26,19 +26,26 @@ import numpy as np
 
 from iotnas.arch import Arch
 from iotnas.cost import weight_bytes
-from iotnas.errors import SearchError
+from iotnas.errors import ExportError, SearchError
 from iotnas.results.chance import is_chance_level
 from iotnas.results.limits import Measured, Reason
 from iotnas.results.winners import SearchSummary, summarize
 from iotnas.search.components import Components
-from iotnas.search.pool import cost_candidates, narrowest_bits
+from iotnas.search.pool import (
+    DeviceFigures,
+    cost_candidates,
+    narrowest_bits,
+    stored_device_figures,
+)
 from iotnas.search.workers import Coordinator, new_worker_id
 from iotnas.store import (
     FEASIBLE,
     INVALID,
     POOLED,
     REJECTED_ACTIVATIONS,
+    REJECTED_FLASH,
     REJECTED_MEMORY,
+    REJECTED_RAM,
     Candidate,
     Latency,
     Store,
@@ -142,12 +149,30 @@ class Workflow:
             if done % 50 == 0 or done == total:
                 self._emit("pool", "costing candidates", done, total)
 
+        device = self._device_figures() if todo and self.study.constraints.device else None
         for start in range(0, total, POOL_CHUNK):
             self.store.add_candidates(cost_candidates(todo[start:start + POOL_CHUNK], self.study, known=known,
-                                                      progress=tick, cost_fn=self.components.cost))
+                                                      progress=tick, cost_fn=self.components.cost, device=device))
         self._candidates = {c.key: c for c in self.store.candidates()}
         self.workers.refresh()
         self._check_something_fits()
+
+    def _device_figures(self) -> DeviceFigures:
+        """The C library's flash and RAM per (model, format), measured once and kept in the store.
+
+        Raises:
+            SearchError: the Arm toolchain is missing, or the study's mode builds no network.
+        """
+        from iotnas.export.c import BUDGET_TARGET, require_toolchain
+
+        if self.components.device is None:
+            raise SearchError("constraints.max_flash_bytes / max_ram_bytes: this study builds no networks to measure "
+                              "on the device; remove the limits")
+        try:
+            require_toolchain("constraints.max_flash_bytes / max_ram_bytes")
+        except ExportError as exc:
+            raise SearchError(f"{exc}; or remove the limits") from None
+        return stored_device_figures(self.store, self.components.device, target=BUDGET_TARGET)
 
     def _update(self, key: str, *, status: str, reason: str | None = None) -> Candidate:
         """Write a candidate's new status to the store, then to the cache."""
@@ -157,7 +182,8 @@ class Workflow:
 
     def _check_something_fits(self) -> None:
         candidates = list(self._candidates.values())
-        if any(c.status not in (REJECTED_MEMORY, REJECTED_ACTIVATIONS, INVALID) for c in candidates):
+        if any(c.status not in (REJECTED_MEMORY, REJECTED_ACTIVATIONS, REJECTED_FLASH, REJECTED_RAM, INVALID)
+               for c in candidates):
             return
         if not candidates:
             raise SearchError("the study draws no candidates; check space.laws and budget.candidates")
@@ -167,10 +193,13 @@ class Workflow:
                               "choose other laws or draw more ids (space.pool_per_law)")
         smallest = min(runnable, key=lambda c: c.n_values)
         bits = narrowest_bits(self.study)
+        device = [c for c in runnable if c.status in (REJECTED_FLASH, REJECTED_RAM)]
+        on_device = f"; {len(device)} fit in memory but not on the device ({device[0].key}: {device[0].reason})" \
+            if device else ""
         raise SearchError(
             f"no candidate satisfies the memory constraints: the smallest, {smallest.key}, has "
             f"{smallest.n_values} values = {weight_bytes(smallest.n_values, bits)} bytes at {bits} bits and "
-            f"{smallest.peak_activation_bytes} peak activation bytes; raise the limits, allow a narrower "
+            f"{smallest.peak_activation_bytes} peak activation bytes{on_device}; raise the limits, allow a narrower "
             "format, or choose laws with smaller models"
         )
 

@@ -90,6 +90,8 @@ class SkippedFormat:
 POOLED = "pooled"  # drawn and costed, not yet proposed
 REJECTED_MEMORY = Reason.MEMORY.status
 REJECTED_ACTIVATIONS = Reason.ACTIVATIONS.status
+REJECTED_FLASH = Reason.FLASH.status  # its C library over the study's flash limit
+REJECTED_RAM = Reason.RAM.status
 REJECTED_LATENCY = Reason.LATENCY.status
 FEASIBLE = "feasible"  # passed every constraint; trained or about to be
 INVALID = "invalid"  # a draw that cannot run (e.g. a layer with no channels): counted, never proposed

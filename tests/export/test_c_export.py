@@ -18,10 +18,14 @@ def test_cli_export_with_c(cli, trained_store, tmp_path):
     result = json.loads(stdout)
     lib = result["c_library"]
     assert sorted(p.name for p in (out / "c").iterdir()) == [
-        "iotnas_model.c", "iotnas_model.h", "iotnas_ops.c", "iotnas_ops.h"]
+        "iotnas_int8.c", "iotnas_int8.h", "iotnas_model.c", "iotnas_model.h"]
     assert result["files"]["c/iotnas_model.c"] == (out / "c" / "iotnas_model.c").stat().st_size
+    # int8: TensorFlow Lite's integer arithmetic, checked against the exported model_int8.tflite
+    assert lib["arithmetic"] == "int8"
     assert lib["check"]["images"] == 100
-    assert lib["check"]["max_abs_diff"] < 1e-3  # far below any class margin
+    assert "LiteRT" in lib["check"]["reference"]
+    step = result["tflite"]["output"]["scale"]
+    assert lib["check"]["max_abs_diff"] <= lib["check"]["allowed_abs_diff"] < 1.01 * step  # one output step
     assert lib["check"]["agreement"] >= 0.99
     budget = lib["budget"]
     assert budget["target"] == "cortex-m4"
@@ -33,6 +37,21 @@ def test_cli_export_with_c(cli, trained_store, tmp_path):
     assert f"| {budget['flash_bytes']:,} |" in card and f"| {lib['arena_bytes']:,} |" in card
     header = (out / "c" / "iotnas_model.h").read_text()
     assert f"#define IOTNAS_ARENA_BYTES {lib['arena_bytes']}u" in header
+
+
+def test_cli_export_with_c_in_a_float_format(cli, trained_store, tmp_path):
+    require("gcc")
+    out = tmp_path / "x"
+    code, stdout, err = cli("export", str(trained_store), MODEL, "--format", "e4m3", "--out", str(out), "--images",
+                            "16", "--c", "--no-tflite", "--json")
+    assert code == 0, err
+    lib = json.loads(stdout)["c_library"]
+    assert sorted(p.name for p in (out / "c").iterdir()) == [
+        "iotnas_model.c", "iotnas_model.h", "iotnas_ops.c", "iotnas_ops.h"]
+    assert lib["arithmetic"] == "float32"
+    assert lib["check"]["max_abs_diff"] <= lib["check"]["allowed_abs_diff"] < 1e-3  # far below any class margin
+    assert "weights decoded to float32" in (out / "MODEL_CARD.md").read_text()
+    assert not (out / "model_int8.tflite").exists()
 
 
 def test_export_without_c_writes_no_library(cli, trained_store, tmp_path):

@@ -20,7 +20,6 @@ from iotnas.export.c._emit import runtime_source
 
 #: Strict C99 for the library (the checks build with these; users may pick any optimisation).
 C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
-LIBRARY_SOURCES = ("iotnas_model.c", "iotnas_ops.c")
 QEMU_TIMEOUT_S = 300
 
 
@@ -89,7 +88,8 @@ def _run(cmd: list[str], *, cwd: Path, what: str, timeout: float = 600) -> subpr
 
 
 def _sources(src: Path) -> list[str]:
-    return [str(src / name) for name in LIBRARY_SOURCES]
+    """The library's C files: the model and its kernels (float or int8)."""
+    return [str(p) for p in sorted(src.glob("*.c"))]
 
 
 def _harness(work: Path) -> Path:
@@ -161,7 +161,7 @@ def device_budget(src: Path, target: Target) -> DeviceBudget:
         gcc = tool("arm-none-eabi-gcc")
         _run([gcc, *target.flags, *C_FLAGS, "-ffunction-sections", "-fdata-sections", "-fcallgraph-info=su",
               f"-I{src}", "-c", *_sources(src)], cwd=work, what=f"arm-none-eabi-gcc for {target.name}")
-        objects = [str(work / Path(s).with_suffix(".o").name) for s in LIBRARY_SOURCES]
+        objects = [str(work / Path(s).with_suffix(".o").name) for s in _sources(src)]
         _run([gcc, *target.flags, "-nostartfiles", "-Wl,--entry=iotnas_run", "-Wl,--gc-sections",
               "--specs=nano.specs", "--specs=nosys.specs", "-o", "lib.elf", *objects],
              cwd=work, what=f"arm-none-eabi-gcc (link) for {target.name}")

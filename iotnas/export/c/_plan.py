@@ -5,7 +5,8 @@ A tensor is live from the operator that writes it to the last operator that read
 memory). Tensors are placed largest first at the lowest offset that overlaps no tensor
 live at the same time (the greedy-by-size heuristic of TensorFlow Lite's arena planner),
 so the arena is at least the largest set of simultaneously live tensors and usually equal
-to it. The logits go straight to the caller's buffer and take no arena space.
+to it. The logits go straight to the caller's buffer and take no arena space. Sizes count
+values: floats for the float library, bytes for the int8 one.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ FLOAT_BYTES = 4
 
 @dataclass(frozen=True, slots=True)
 class ArenaPlan:
-    offsets: dict[int, int]  # tensor id -> offset in floats
-    arena_values: int  # floats the arena holds
-    live_peak_values: int  # the most floats live at once (a lower bound for any plan)
+    offsets: dict[int, int]  # tensor id -> offset in values
+    arena_values: int  # values the arena holds
+    live_peak_values: int  # the most values live at once (a lower bound for any plan)
+    value_bytes: int = FLOAT_BYTES  # 4: float32 activations; 1: int8
 
     @property
     def arena_bytes(self) -> int:
-        return self.arena_values * FLOAT_BYTES
+        return self.arena_values * self.value_bytes
+
+    @property
+    def live_peak_bytes(self) -> int:
+        return self.live_peak_values * self.value_bytes
 
 
-def plan_arena(graph: Graph) -> ArenaPlan:
+def plan_arena(graph: Graph, *, value_bytes: int = FLOAT_BYTES) -> ArenaPlan:
     """Offsets of every activation of ``graph`` in one arena (see the module docstring)."""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -53,4 +59,4 @@ def plan_arena(graph: Graph) -> ArenaPlan:
     live_peak = max((sum(sizes[t] for t in planned if first[t] <= i <= last[t]) for i in range(len(graph.ops))),
                     default=0)
     arena = max((o + s for o, s, _, _ in placed), default=0)
-    return ArenaPlan(offsets=offsets, arena_values=arena, live_peak_values=live_peak)
+    return ArenaPlan(offsets=offsets, arena_values=arena, live_peak_values=live_peak, value_bytes=value_bytes)

@@ -1,0 +1,102 @@
+/* iotnas int8 kernels: TensorFlow Lite's integer arithmetic (the reference kernels that
+ * TensorFlow Lite Micro runs), on int8 activations in NHWC order.
+ *
+ * A tensor holds q with real = scale * (q - zero_point), one scale and zero point per tensor;
+ * weights are symmetric int8 with one scale per output channel; biases int32. A layer sums
+ * int8 products in int32, adds the bias, and requantises each output channel by a fixed-point
+ * multiplier and shift (gemmlowp's rounding doubling high multiply, then a rounding right
+ * shift), adds the output zero point and saturates to its activation range.
+ * C99, no malloc, no libm, no float arithmetic before the logits. */
+#ifndef IOTNAS_INT8_H
+#define IOTNAS_INT8_H
+
+#include <stdint.h>
+
+/* x * multiplier * 2^shift, multiplier a Q31 number in [0.5, 1): TensorFlow Lite's
+ * MultiplyByQuantizedMultiplier (SaturatingRoundingDoublingHighMul, RoundingDivideByPOT). */
+static inline int32_t iotnas_requantize(int32_t x, int32_t multiplier, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int32_t a = (int32_t)((int64_t)x * ((int64_t)1 << left));
+    int32_t high;
+    if (a == INT32_MIN && multiplier == INT32_MIN) {
+        high = INT32_MAX;
+    } else {
+        const int64_t ab = (int64_t)a * (int64_t)multiplier;
+        const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+        high = (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C99 division truncates toward zero */
+    }
+    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+    const int32_t remainder = high & mask, threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+    return (high >> right) + (remainder > threshold ? 1 : 0);
+}
+
+static inline int8_t iotnas_saturate(int32_t v, int32_t lo, int32_t hi) {
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* Per-output-channel requantisation and the output's zero point and activation range. */
+typedef struct {
+    const int32_t *bias;       /* int32 at scale input_scale * weight_scale[c] */
+    const int32_t *multiplier; /* Q31 */
+    const int8_t *shift;       /* power of two */
+    int32_t in_zp, out_zp, act_min, act_max;
+} iotnas_requant_t;
+
+/* Where a window operator's kernel lies: an input of hin x win pixels, an output of hout x wout,
+ * kernel kh x kw, strides, and the padding above (pt) and left (pl); below and right follow from
+ * the output size. */
+typedef struct {
+    int32_t hin, win, hout, wout, kh, kw, sh, sw, pt, pl;
+} iotnas_geometry_t;
+
+/* A convolution, or a depthwise one (filter [kh][kw][cout], cout = cin x multiplier). The input
+ * pixels have in_stride channels, of which the layer reads cin from in_offset (one group of a
+ * grouped convolution). Padded inputs equal the input zero point, so they add nothing. */
+typedef struct {
+    iotnas_geometry_t g;
+    int32_t in_stride, in_offset, cin, cout;
+    const int8_t *filter; /* convolution: [cout][kh][kw][cin] */
+    iotnas_requant_t q;
+} iotnas_qconv_t;
+
+typedef struct {
+    int32_t in, out;
+    const int8_t *filter; /* [out][in] */
+    iotnas_requant_t q;
+} iotnas_qlinear_t;
+
+/* a + b, each input rescaled to twice the larger input scale over 2^20, then to the output's. */
+typedef struct {
+    int32_t n;
+    int32_t a_zp, a_multiplier, a_shift, b_zp, b_multiplier, b_shift;
+    int32_t out_zp, out_multiplier, out_shift, act_min, act_max;
+} iotnas_qadd_t;
+
+/* Pooling keeps its input's scale and zero point. count_pad: the padding is an explicit pad of
+ * value pad_value counted in every window (an average pooling with PyTorch's count_include_pad). */
+typedef struct {
+    iotnas_geometry_t g;
+    int32_t c, count_pad, pad_value, act_min, act_max;
+} iotnas_qpool_t;
+
+/* A ReLU (or ReLU6) between two scales: out = out_zp + requantize(q - in_zp), clamped. */
+typedef struct {
+    int32_t n, in_zp, multiplier, shift, out_zp, act_min, act_max;
+} iotnas_qrelu_t;
+
+/* Raw pixels (height x width x channels, 0-255) through a per-channel table of 256 codes:
+ * normalisation and input quantisation in one lookup. */
+void iotnas_qinput(const uint8_t *image, uint32_t pixels, uint32_t c, const int8_t *table, int8_t *out);
+void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out);
+void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out);
+void iotnas_qlinear(const iotnas_qlinear_t *p, const int8_t *in, int8_t *out);
+void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out);
+void iotnas_qavgpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out);
+void iotnas_qrelu(const iotnas_qrelu_t *p, const int8_t *in, int8_t *out);
+/* Copy cin channels of each of pixels pixels into an output of cout channels at offset. */
+void iotnas_qconcat(uint32_t pixels, uint32_t cin, const int8_t *in, uint32_t cout, uint32_t offset, int8_t *out);
+/* The logits: real = scale * (q - zero_point). */
+void iotnas_dequantize(uint32_t n, const int8_t *in, int32_t zero_point, float scale, float *out);
+
+#endif /* IOTNAS_INT8_H */

@@ -1,0 +1,179 @@
+"""The int8 C library: TensorFlow Lite's integer arithmetic on the int8 TFLite model, equal to
+LiteRT's reference kernels on real CIFAR-10 test images for a model of every family, on the host
+and on emulated Cortex-M4F and Cortex-M7 boards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tflite
+import torch
+from torch import nn
+
+from iotnas.arch import Arch
+from iotnas.errors import ExportError
+from iotnas.export import deploy
+from iotnas.export._tflite import TensorQuantization, TfliteFile, int8_tflite
+from iotnas.export._tflite_check import run_tflite
+from iotnas.export._tflite_schema import FlatModel, Quantization
+from iotnas.export.c import (
+    INT8_TOLERANCE_STEPS,
+    TARGETS,
+    arch_device_budget,
+    build_host,
+    build_target,
+    check_int8_c_library,
+    device_budget,
+    int8_graph,
+    run_host,
+    run_qemu,
+    write_int8_c_library,
+)
+from iotnas.export.c._int8 import quantize_multiplier
+
+from .c_support import (
+    FAMILY_MODELS,
+    calibrated_model,
+    header_meta,
+    hwc,
+    normalised,
+    require,
+)
+
+KIB = 1024
+N_IMAGES = 128  # every test image of the small CIFAR-10 subset (>= 100)
+N_CALIBRATION = 256  # training images the activation ranges come from
+
+
+def _int8_model(family: str, dataset):
+    key = FAMILY_MODELS[family]
+    model = calibrated_model(key, dataset)
+    calibration = normalised(dataset.train_images[-N_CALIBRATION:], dataset)
+    return key, int8_tflite(deploy(model, "int8"), calibration)
+
+
+@pytest.fixture(scope="module")
+def small(cifar_small, tmp_path_factory):
+    """The int8 library of the smallest family model, written once for the board tests."""
+    key, model = _int8_model("probenet", cifar_small)
+    folder = tmp_path_factory.mktemp("int8") / "c"
+    write_int8_c_library(folder, model, header_meta(key, cifar_small))
+    return folder, model
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
+def test_every_family_matches_litert_reference_kernels(family, cifar_small, tmp_path):
+    """Same integer arithmetic: every layer's codes are LiteRT's, except that LiteRT's reference
+    linear layer requantises in double-precision float where TensorFlow Lite Micro (and this
+    library) use the fixed-point multiplier, which moves a logit by one step on a few images."""
+    require("gcc")
+    key, model = _int8_model(family, cifar_small)
+    pixels = cifar_small.test_images[:N_IMAGES]
+    write_int8_c_library(tmp_path / "c", model, header_meta(key, cifar_small))
+    check = check_int8_c_library(tmp_path / "c", model, hwc(pixels), normalised(pixels, cifar_small))
+    assert check.images == N_IMAGES
+    assert check.allowed_abs_diff == pytest.approx(INT8_TOLERANCE_STEPS * model.output.scale, rel=1e-2)
+    assert check.max_abs_diff <= check.allowed_abs_diff
+    assert check.agreement >= 0.99
+    got = run_host(build_host(tmp_path / "c", tmp_path / "model"), hwc(pixels), num_classes=10)
+    want = run_tflite(model, normalised(pixels, cifar_small), reference_kernels=True)
+    steps = np.rint(np.abs(got - want) / model.output.scale)
+    assert (steps > 0).mean() <= 0.02  # of all logits: the rare ties of the two roundings
+
+
+def test_lowerings_beyond_the_families(cifar_small, tmp_path):
+    """Depthwise with a channel multiplier, a grouped convolution after an explicit pad (SPLIT of a
+    PAD), max pooling padded with -128 (PADV2) and by SAME, a ReLU between two scales, ReLU6 fused,
+    average pooling that counts its padding: each as LiteRT computes it."""
+    require("gcc")
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8),  # depthwise, 2 outputs per input channel
+        nn.MaxPool2d(3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=4),
+        nn.AvgPool2d(3, stride=1, padding=1),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
+    model = int8_tflite(deploy(model, "int8"), normalised(cifar_small.train_images[-N_CALIBRATION:], cifar_small))
+    assert {"DEPTHWISE_CONV_2D", "SPLIT", "PAD", "PADV2", "RELU", "AVERAGE_POOL_2D"} <= set(model.operators)
+    pixels = cifar_small.test_images[:N_IMAGES]
+    write_int8_c_library(tmp_path / "c", model, header_meta("probenet/s2/39", cifar_small))
+    check = check_int8_c_library(tmp_path / "c", model, hwc(pixels), normalised(pixels, cifar_small))
+    assert check.max_abs_diff <= check.allowed_abs_diff and check.agreement >= 0.99
+
+
+def test_close_to_litert_default_kernels(small, cifar_small, tmp_path):
+    """LiteRT's optimised kernels (XNNPACK) requantise in their own way: the same class, logits a
+    few output steps apart at most."""
+    require("gcc")
+    folder, model = small
+    pixels = cifar_small.test_images[:N_IMAGES]
+    got = run_host(build_host(folder, tmp_path / "model"), hwc(pixels), num_classes=10)
+    want = run_tflite(model, normalised(pixels, cifar_small))
+    assert np.abs(got - want).max() <= 4 * model.output.scale
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.97
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m7"])
+def test_qemu_logits_equal_the_host_build(target, small, cifar_small, tmp_path):
+    require("gcc", "arm-none-eabi-gcc", "qemu-system-arm")
+    folder, _ = small
+    pixels = hwc(cifar_small.test_images[:6])  # emulation is slow
+    elf = build_target(folder, tmp_path / f"{target}.elf", TARGETS[target])
+    on_board = run_qemu(elf, TARGETS[target], pixels, num_classes=10)
+    host = run_host(build_host(folder, tmp_path / "host"), pixels, num_classes=10)
+    np.testing.assert_array_equal(on_board, host)  # integers, then one float multiply per logit
+
+
+def test_device_budget_fits_the_promise(small, cifar_small, tmp_path):
+    """Flash: the int8 filters plus per-channel biases, multipliers and shifts, and the kernels,
+    within the promised weight bytes + 16 KiB; RAM: a byte arena, a quarter of the float one."""
+    require("arm-none-eabi-gcc", "arm-none-eabi-size")
+    folder, model = small
+    key = FAMILY_MODELS["probenet"]
+    deployed = deploy(calibrated_model(key, cifar_small), "int8")
+    budget = device_budget(folder, TARGETS["cortex-m4"])
+    graph = int8_graph(model.data)
+    filters = sum(op.params["filter"].size for op in graph.ops if "filter" in op.params)
+    assert filters <= deployed.n_values  # the deployed codes, one byte each (biases go to int32)
+    assert filters < budget.rodata_bytes
+    assert budget.flash_bytes <= deployed.promised_bytes + 16 * KIB
+    header = (folder / "iotnas_model.h").read_text()
+    arena = int(header.split("#define IOTNAS_ARENA_BYTES ")[1].split("u")[0])
+    assert arena <= budget.bss_bytes <= arena + 64
+    assert 0 < budget.stack_bytes <= 1 * KIB
+
+
+def test_sizing_before_training_gives_the_trained_figures(small, cifar_small):
+    """What a study's flash and RAM limits read (an untrained network calibrated on random images)
+    is what the export of the calibrated network reports: values change no size."""
+    require("arm-none-eabi-gcc", "arm-none-eabi-size")
+    folder, _ = small
+    exported = device_budget(folder, TARGETS["cortex-m4"])
+    sized = arch_device_budget(Arch.parse(FAMILY_MODELS["probenet"]), "int8")
+    assert (sized.flash_bytes, sized.ram_bytes) == (exported.flash_bytes, exported.ram_bytes)
+
+
+def test_unsupported_operator_is_named_and_nothing_is_written(cifar_small, tmp_path):
+    flat = FlatModel()
+    q = Quantization(scale=(0.1,), zero_point=(0,))
+    x = flat.tensor("x", (1, 32, 32, 3), np.int8, quantization=q)
+    y = flat.tensor("y", (1, 32, 32, 3), np.int8, quantization=q)
+    flat.operator(tflite.BuiltinOperator.MUL, [x, x], [y], version=2)
+    flat.inputs, flat.outputs = [x], [y]
+    edge = TensorQuantization(shape=(1, 32, 32, 3), scale=0.1, zero_point=0)
+    model = TfliteFile(data=flat.serialize(description="mul"), input=edge, output=edge, operators={"MUL": 1},
+                       constant_bytes=0, calibration_images=0)
+    with pytest.raises(ExportError, match="operator MUL"):
+        write_int8_c_library(tmp_path / "c", model, header_meta("probenet/s2/39", cifar_small))
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("real", "expected"), [
+    (0.5, (1 << 30, 0)), (1.0, (1 << 30, 1)), (0.75, (3 << 29, 0)), (0.0, (0, 0)),
+    (2.0**-40, (0, 0)),  # below 2^-31 TensorFlow Lite flushes to zero
+    (1.0 - 2.0**-33, (1 << 30, 1)),  # the mantissa rounds up to 1: halved, one more shift
+])
+def test_quantize_multiplier_follows_tensorflow_lite(real, expected):
+    assert quantize_multiplier(real) == expected
