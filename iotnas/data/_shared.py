@@ -46,7 +46,7 @@ def share_dataset(dataset: Dataset) -> Dataset | None:
         log.warning("cannot put the dataset in shared memory (%s); each worker loads its own copy", exc)
         return None
     shared = dataclasses.replace(dataset, **tensors)
-    _ = shared.channel_mean  # computed once here (a pass over the split), not in every worker
+    _ = shared.channel_mean, shared.channel_std  # computed once here (a pass over the split), not in every worker
     return shared
 
 
