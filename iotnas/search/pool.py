@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from iotnas.arch import Arch
-from iotnas.cost import Cost, cost, weight_bytes
+from iotnas.cost import Cost, cost
 from iotnas.errors import ConfigError
 from iotnas.formats import parse_format
 from iotnas.results.limits import Limits, Measured, Reason, Violation
@@ -128,9 +128,12 @@ def storage_tier(n_values: int, study: Study) -> int:
     A float32-sized model also fits in half and int8; its tier is 32. Without a weight limit every
     model is in the widest format's tier.
     """
-    limit = study.constraints.max_weight_bytes
     widths = sorted({parse_format(name).bits for name in study.formats}, reverse=True)
-    return next((b for b in widths if limit is None or weight_bytes(n_values, b) <= limit), widths[-1])
+
+    def fits(bits: int) -> bool:  # the pool's memory rule, at this width
+        return study.constraints.first_violation(pool_figures(n_values, 0, bits=bits), checks=(Reason.MEMORY,)) is None
+
+    return next((b for b in widths if fits(b)), widths[-1])
 
 
 def narrowest_formats(study: Study) -> list[str]:

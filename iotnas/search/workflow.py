@@ -35,6 +35,7 @@ from iotnas.search.pool import (
     DeviceFigures,
     cost_candidates,
     narrowest_bits,
+    storage_tier,
     stored_device_figures,
 )
 from iotnas.search.workers import Coordinator, new_worker_id
@@ -420,17 +421,15 @@ class Workflow:
 
         Chance-level trainings count in the 1/eta but are never promoted.
         """
-        from iotnas.search.pool import storage_tier
-
-        eta = self.study.budget.eta
+        per_format = self.study.budget.promote == "per_format"
         groups: dict[int, list[tuple[float, str]]] = {}
         for acc, key in results:
-            tier = storage_tier(self._candidates[key].n_values, self.study) if self.study.budget.promote == "per_format" else 0
+            tier = storage_tier(self._candidates[key].n_values, self.study) if per_format else 0
             groups.setdefault(tier, []).append((acc, key))
         keep = []
         for group in groups.values():
             learned = [key for acc, key in group if not self._at_chance(acc)]
-            keep += learned[: max(1, math.ceil(len(group) / eta))]
+            keep += learned[: max(1, math.ceil(len(group) / self.study.budget.eta))]
         return [key for _, key in results if key in keep]
 
     def precision_stage(self, *, epochs: float | None = None, finetune: bool = True) -> None:
