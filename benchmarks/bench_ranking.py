@@ -68,7 +68,12 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="K/N: run only the trainings j with j %% N == K")
     parser.add_argument("--merge", nargs="*", default=[], help="results files of shards, joined into --results")
     args = parser.parse_args()
-    shard, shards = (int(x) for x in args.shard.split("/"))
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+    except ValueError:
+        parser.error(f"--shard: expected K/N with 0 <= K < N, e.g. 0/4; got {args.shard!r}")
+    if not 0 <= shard < shards:
+        parser.error(f"--shard: expected K/N with 0 <= K < N, e.g. 0/4; got {args.shard!r}")
     dataset = load_dataset(args.data, verify=False).subset(train=args.images)
     results_file = Path(args.results)
     results_file.parent.mkdir(parents=True, exist_ok=True)
