@@ -67,14 +67,34 @@ class Dataset:
 
     @cached_property
     def channel_mean(self) -> torch.Tensor:
-        """Per-channel mean of the train split on the 0-255 scale, shape ``(C,)`` float32."""
-        return self.train_images.float().mean(dim=(0, 2, 3))
+        """Per-channel mean of the train split on the 0-255 scale, shape ``(C,)`` float32.
+
+        Computed from exact integer sums, so it is the same bit for bit in every process whatever
+        its thread count (a float32 reduction's rounding depends on how it is split across threads).
+        """
+        count, total, _ = self._channel_sums
+        return torch.tensor([t / count for t in total], dtype=torch.float32)
 
     @cached_property
     def channel_std(self) -> torch.Tensor:
-        """Per-channel standard deviation of the train split on the 0-255 scale, ``(C,)`` float32."""
-        std = self.train_images.float().std(dim=(0, 2, 3))
-        return torch.where(std > 0, std, torch.ones_like(std))
+        """Per-channel standard deviation (n - 1 in the denominator) of the train split on the 0-255
+        scale, ``(C,)`` float32; 1 for a constant channel. Exact like :attr:`channel_mean`."""
+        count, total, squares = self._channel_sums
+        if count < 2:
+            return torch.ones(self.in_channels)
+        var = [(count * q - t * t) / (count * (count - 1)) for t, q in zip(total, squares)]
+        return torch.tensor([v ** 0.5 if v > 0 else 1.0 for v in var], dtype=torch.float32)
+
+    @cached_property
+    def _channel_sums(self) -> tuple[int, list[int], list[int]]:
+        """Values per channel, and the exact sums of the values and of their squares per channel."""
+        per_value = torch.arange(256, dtype=torch.int64)
+        total, squares = [], []
+        for c in range(self.in_channels):
+            counts = torch.bincount(self.train_images[:, c].reshape(-1), minlength=256)
+            total.append(int((counts * per_value).sum()))
+            squares.append(int((counts * per_value * per_value).sum()))
+        return self.train_images[:, 0].numel(), total, squares
 
     def subset(self, *, train: int | None = None, test: int | None = None) -> Dataset:
         """The first ``train`` / ``test`` examples of each split (``None`` keeps all), for quick runs."""

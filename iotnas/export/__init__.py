@@ -38,7 +38,7 @@ from iotnas.export._tflite import (
     int8_tflite,
 )
 from iotnas.export._tflite_check import (
-    MIN_AGREEMENT,
+    MIN_CORRELATION,
     TfliteCheck,
     check_tflite,
     run_tflite,
@@ -46,7 +46,7 @@ from iotnas.export._tflite_check import (
 
 __all__ = [
     "CALIBRATION_IMAGES",
-    "MIN_AGREEMENT",
+    "MIN_CORRELATION",
     "ONNX_TOLERANCE",
     "OPSET",
     "ChannelAffine",

@@ -158,5 +158,6 @@ def _tflite_check(t: dict[str, Any]) -> str:
     c = t["check"]
     return (f"- `model_int8.tflite` in the LiteRT interpreter on {c['images']} real test images: accuracy "
             f"{c['accuracy']:.2%} against {c['int8_accuracy']:.2%} for the int8-emulated model (int8 weights, float32\n"
-            f"  activations); same predicted class for {c['agreement']:.2%} of images (at least "
-            f"{c['min_agreement']:.0%} required); largest logit difference {c['max_abs_diff']:.3g}.\n")
+            f"  activations); logit correlation {c['logit_correlation']:.3f} (at least "
+            f"{c['min_correlation']} required), same predicted class for {c['agreement']:.2%} of images; largest logit "
+            f"difference {c['max_abs_diff']:.3g}.\n")

@@ -34,3 +34,27 @@ def test_too_little_room_in_dev_shm_means_a_copy_per_worker(monkeypatch, caplog)
     with caplog.at_level(logging.WARNING, logger="iotnas.data._shared"):
         assert share_dataset(dataset) is None
     assert "each worker loads its own copy" in caplog.text
+
+
+def test_channel_statistics_are_exact_whatever_the_thread_count():
+    # The launcher computes them for its workers with its own thread count; a float32 reduction split
+    # differently would round differently, and every worker would train on slightly different inputs.
+    images = torch.randint(0, 256, (4000, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    dataset = load_dataset("digits")
+    dataset = type(dataset)(name="random", train_images=images, train_labels=torch.zeros(4000, dtype=torch.int64),
+                            test_images=images[:10], test_labels=torch.zeros(10, dtype=torch.int64),
+                            class_names=("a",), flip_ok=True)
+    exact = images.double()
+    assert torch.equal(dataset.channel_mean, exact.mean(dim=(0, 2, 3)).float())
+    assert torch.equal(dataset.channel_std, exact.std(dim=(0, 2, 3)).float())
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            again = type(dataset)(**{k: getattr(dataset, k) for k in
+                                     ("name", "train_images", "train_labels", "test_images", "test_labels",
+                                      "class_names", "flip_ok")})
+            assert torch.equal(again.channel_mean, dataset.channel_mean)
+            assert torch.equal(again.channel_std, dataset.channel_std)
+    finally:
+        torch.set_num_threads(previous)

@@ -12,7 +12,7 @@ import torch
 
 from iotnas.arch import Arch
 from iotnas.export import (
-    MIN_AGREEMENT,
+    MIN_CORRELATION,
     check_tflite,
     deploy,
     export_model,
@@ -134,7 +134,7 @@ def test_cifar10_model_within_one_point_of_the_int8_emulation(cifar_export):
     assert check.images == 500
     assert check.int8_accuracy >= 0.2  # twice chance (four short epochs): the comparison means something
     assert abs(check.accuracy - check.int8_accuracy) <= 0.01
-    assert check.agreement >= MIN_AGREEMENT
+    assert check.logit_correlation >= MIN_CORRELATION and check.agreement >= 0.8
     size = (folder / "model_int8.tflite").stat().st_size
     assert result.files["model_int8.tflite"] == result.tflite.file_bytes == size
     card = (folder / "MODEL_CARD.md").read_text()
@@ -186,3 +186,19 @@ def test_digits_model_within_one_point_of_the_int8_emulation(digits_model):
     assert check.images == len(digits.test_labels)
     assert check.int8_accuracy > 0.5
     assert abs(check.accuracy - check.int8_accuracy) <= 0.01
+    assert check.logit_correlation >= MIN_CORRELATION
+
+
+def test_a_file_that_computes_another_function_is_refused(digits_model):
+    # The same file judged against the emulated logits of other images: the function a wrongly
+    # converted network computes, as far as the check can tell.
+    from iotnas.errors import ExportError
+
+    model, digits = digits_model
+    deployed = deploy(model, "int8")
+    tfl = int8_tflite(deployed, _normalised(digits, digits.train_images[:512]))
+    x = _normalised(digits, digits.test_images[:200])
+    with torch.no_grad():
+        others = deployed.module(x.roll(1, dims=0))
+    with pytest.raises(ExportError, match=r"correlation of only -?0\.\d\d on 200 test images.*conversion is wrong"):
+        check_tflite(tfl, x, digits.test_labels[:200], others)
