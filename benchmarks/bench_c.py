@@ -2,6 +2,7 @@
 
     python benchmarks/bench_c.py                    # int8 and e4m3, every family (about 2 minutes)
     python benchmarks/bench_c.py --formats float32  # other formats
+    python benchmarks/bench_c.py --families pnasnet --profile  # and where the C time goes, by operator
 
 For each model (the smallest-MAC model of its family whose weights take at most 32 KiB in
 8 bits, found with `iotnas.cost`) and format, the table gives the promised weight bytes,
@@ -13,6 +14,10 @@ Runtime runs the int8-valued network in float), with the
 ratio C / ONNX Runtime from the same run. Latencies are medians of per-call thread CPU time
 (immune to being descheduled on a shared machine) and, beside them, of wall time; each side
 warms up for >= 10 runs and 0.25 s, then times >= 50 runs and >= 1 s.
+
+``--profile`` adds, per model, the C time by operator kind from an instrumented copy of the
+host build: every call of ``iotnas_run`` timed on its own (monotonic clock) over 200 runs, the
+median per call summed by kind, beside the uninstrumented median.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import tempfile
@@ -33,6 +39,8 @@ from iotnas.export import deploy
 from iotnas.export._tflite import int8_tflite
 from iotnas.export.c import (
     TARGETS,
+    Graph,
+    Op,
     build_host,
     device_budget,
     write_c_library,
@@ -97,13 +105,100 @@ def time_c(c_dir: Path, work: Path, *, flags: tuple[str, ...] = ("-O2",)) -> tup
     return statistics.median(wall) / 1e6, statistics.median(cpu) / 1e6
 
 
+#: Times each statement of iotnas_run separately (the generated file, rewritten by
+#: ``profiled_model``) over PROFILE_RUNS runs; prints one line of ns per statement per run.
+PROFILE_RUNS = 200
+PROFILE_C = r"""
+#include <stdio.h>
+#define PROFILE_RUNS @RUNS@
+#include "iotnas_model.h"
+
+extern double iotnas_profile_ns[];
+extern const unsigned iotnas_profile_n;
+static uint8_t image[IOTNAS_INPUT_CHANNELS * IOTNAS_INPUT_HEIGHT * IOTNAS_INPUT_WIDTH];
+static float logits[IOTNAS_NUM_CLASSES];
+
+int main(void) {
+    for (unsigned i = 0; i < sizeof image; ++i) image[i] = (uint8_t)(i * 37u);
+    for (int n = 0; n < 20; ++n) iotnas_run(image, logits);
+    for (int n = 0; n < PROFILE_RUNS; ++n) {
+        iotnas_run(image, logits);
+        for (unsigned i = 0; i < iotnas_profile_n; ++i) printf("%.0f ", iotnas_profile_ns[i]);
+        printf("\n");
+    }
+    return logits[0] != logits[0];
+}
+""".replace("@RUNS@", str(PROFILE_RUNS))
+_CALL = re.compile(r"^    (iotnas_\w+)\((&(op_\w+))?.*;$")
+
+
+def profiled_model(model_c: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """``iotnas_model.c`` with every statement of ``iotnas_run`` timed into ``iotnas_profile_ns``;
+    and per statement, (kernel function, operator identifier or None)."""
+    head, body = model_c.split("int iotnas_run(", 1)
+    lines, calls = [], []
+    for line in body.splitlines():
+        m = _CALL.match(line)
+        if m:
+            lines.append(f"    {{ const double t0 = now_ns(); {line.strip()} "
+                         f"iotnas_profile_ns[{len(calls)}] = now_ns() - t0; }}")
+            calls.append((m.group(1), m.group(3)))
+        else:
+            lines.append(line)
+    clock = ("#define _POSIX_C_SOURCE 199309L\n#include <time.h>\n"
+             "static double now_ns(void) {\n    struct timespec t;\n    clock_gettime(CLOCK_MONOTONIC, &t);\n"
+             "    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;\n}\n")
+    table = f"double iotnas_profile_ns[{len(calls)}];\nconst unsigned iotnas_profile_n = {len(calls)}u;\n"
+    return clock + head + table + "int iotnas_run(" + "\n".join(lines) + "\n", calls
+
+
+def _describe(op: Op | None, graph: Graph, fn: str) -> str:
+    """An operator kind with what decides its kernel: kernel size, stride, channels per group."""
+    if op is None or op.kind not in ("conv", "depthwise"):
+        return fn.removeprefix("iotnas_")
+    p = op.params
+    if "groups" in p:  # float library: (C, H, W), groups
+        cin, groups = graph.shapes[op.inputs[0]][0], p["groups"]
+        cout = op.shape[0]
+    else:  # int8 library: one call per group (cin of in_stride channels), or a depthwise call
+        cin, cout = p["in_stride"], p["cout"] * (p["in_stride"] // p["cin"])
+        groups = cin if op.kind == "depthwise" else p["in_stride"] // p["cin"]
+    what = "depthwise" if groups == cin else ("grouped" if groups > 1 else "conv")
+    return f"{what} {p['kh']}x{p['kw']} s{p['sh']} ({cin}->{cout}, {cin // groups}/group)"
+
+
+def profile_c(c_dir: Path, work: Path, graph: Graph, *, flags: tuple[str, ...]) -> list[tuple[str, int, float]]:
+    """(operator kind, calls, median ms per inference summed over its calls), slowest first."""
+    source, calls = profiled_model((c_dir / "iotnas_model.c").read_text(encoding="utf-8"))
+    prof = work / "profiled"
+    prof.mkdir()
+    for path in c_dir.iterdir():
+        (prof / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    (prof / "iotnas_model.c").write_text(source, encoding="utf-8")
+    (work / "profile.c").write_text(PROFILE_C, encoding="utf-8")
+    program = work / "profile"
+    subprocess.run(["gcc", "-std=c99", *flags, f"-I{prof}", "-o", str(program),
+                    *(str(p) for p in sorted(prof.glob("*.c"))), str(work / "profile.c")], check=True)
+    rows = [[float(v) for v in line.split()] for line in
+            subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout.splitlines()]
+    ops = {"op_" + re.sub(r"\W", "_", op.name): op for op in graph.ops}
+    by_kind: dict[str, tuple[int, float]] = {}
+    for i, (fn, ident) in enumerate(calls):
+        kind = _describe(ops.get(ident or ""), graph, fn)
+        n, ms = by_kind.get(kind, (0, 0.0))
+        by_kind[kind] = (n + 1, ms + statistics.median(r[i] for r in rows) / 1e6)
+    return sorted(((k, n, ms) for k, (n, ms) in by_kind.items()), key=lambda r: -r[2])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", default="int8,e4m3", help="comma-separated format names")
     parser.add_argument("--families", default=",".join(MODELS), help="comma-separated families")
     parser.add_argument("--cflags", default="-O2", help="host compiler flags of the timed build (e.g. '-O3 "
                         "-march=native' for this machine's vector units)")
+    parser.add_argument("--profile", action="store_true", help="also print the C time by operator kind")
     args = parser.parse_args()
+    profiles = []
     print(f"host build: gcc -std=c99 {args.cflags}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; onnxruntime {ort.__version__}; "
@@ -124,13 +219,16 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
                 work = Path(tmp)
                 if fmt == "int8":  # integer arithmetic, from the int8 TFLite model (as the export does)
-                    _, plan = write_int8_c_library(work / "c", int8_tflite(deployed, calibration), meta)
+                    graph, plan = write_int8_c_library(work / "c", int8_tflite(deployed, calibration), meta)
                 else:
-                    _, plan = write_c_library(work / "c", deployed, meta)
+                    graph, plan = write_c_library(work / "c", deployed, meta)
                 header, _ = deployed_stream(deployed, meta)
                 build_host(work / "c", work / "check")  # the strict build must pass too
                 budget = device_budget(work / "c", target)
                 c_wall, c_cpu = time_c(work / "c", work, flags=tuple(args.cflags.split()))
+                if args.profile:
+                    profiles.append((key, fmt, c_wall, profile_c(work / "c", work, graph,
+                                                                 flags=tuple(args.cflags.split()))))
             onnx_bytes = export_onnx(deployed.module, input_shape=(1, 3, 32, 32))
             ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
             deployed_bytes = header["codes_bytes"] + header["scales_bytes"]
@@ -139,6 +237,13 @@ def main() -> None:
                   f"({plan.arena_bytes:,} + {budget.stack_bytes:,}) | {c_cpu:.3f} / {c_wall:.3f} | "
                   f"{ort_m.cpu_median_ms:.3f} / {ort_m.median_ms:.3f} | {c_cpu / ort_m.cpu_median_ms:.2f} |",
                   flush=True)
+    for key, fmt, c_wall, rows in profiles:
+        print(f"\n`{key}` {fmt}: C time by operator (instrumented build, median per call; "
+              f"{sum(ms for _, _, ms in rows):.3f} ms in all, {c_wall:.3f} ms uninstrumented wall)\n")
+        print("| operator | calls | ms | share |\n|---|---:|---:|---:|")
+        total = sum(ms for _, _, ms in rows)
+        for kind, n, ms in rows:
+            print(f"| {kind} | {n} | {ms:.4f} | {ms / total:.0%} |")
     print()
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
