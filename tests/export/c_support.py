@@ -86,3 +86,17 @@ def ort_logits(model: torch.nn.Module, fmt: str, dataset, pixels: torch.Tensor) 
 def hwc(pixels: torch.Tensor) -> np.ndarray:
     """Dataset images (n, C, H, W) as the C library takes them: (n, H, W, C)."""
     return np.ascontiguousarray(pixels.numpy().transpose(0, 2, 3, 1))
+
+
+def window_kernels_model() -> torch.nn.Module:
+    """Depthwise 5 x 5 with stride 2 and 7 x 7 with stride 1, a grouped 3 x 3 convolution of 3
+    channels per group with stride 2, a dense 5 x 5 one: borders wider than one tap, and layers
+    fed without a ReLU, so their input zero point is not -128 and the padding's share matters."""
+    torch.manual_seed(1)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 12, 3, padding=1),
+        torch.nn.Conv2d(12, 12, 5, stride=2, padding=2, groups=12),
+        torch.nn.Conv2d(12, 12, 7, padding=3, groups=12), torch.nn.ReLU(),
+        torch.nn.Conv2d(12, 12, 3, stride=2, padding=1, groups=4),
+        torch.nn.Conv2d(12, 8, 5, padding=2),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10)).eval()

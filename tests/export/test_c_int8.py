@@ -38,6 +38,7 @@ from .c_support import (
     hwc,
     normalised,
     require,
+    window_kernels_model,
 )
 
 KIB = 1024
@@ -97,6 +98,22 @@ def test_lowerings_beyond_the_families(cifar_small, tmp_path):
         nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
     model = int8_tflite(deploy(model, "int8"), normalised(cifar_small.train_images[-N_CALIBRATION:], cifar_small))
     assert {"DEPTHWISE_CONV_2D", "SPLIT", "PAD", "PADV2", "RELU", "AVERAGE_POOL_2D"} <= set(model.operators)
+    pixels = cifar_small.test_images[:N_IMAGES]
+    write_int8_c_library(tmp_path / "c", model, header_meta("probenet/s2/39", cifar_small))
+    check = check_int8_c_library(tmp_path / "c", model, hwc(pixels), normalised(pixels, cifar_small))
+    assert check.max_abs_diff <= check.allowed_abs_diff and check.agreement >= 0.99
+
+
+def test_window_kernels_match_litert_reference(cifar_small, tmp_path):
+    """The window kernels (interior without checks, borders reading the zero point, the zero
+    point's share folded into the bias) compute LiteRT's integers."""
+    require("gcc")
+    calibration = normalised(cifar_small.train_images[-N_CALIBRATION:], cifar_small)
+    model = int8_tflite(deploy(window_kernels_model(), "int8"), calibration)
+    assert {"DEPTHWISE_CONV_2D", "SPLIT", "CONV_2D"} <= set(model.operators)
+    graph = int8_graph(model.data)
+    assert {op.params["kh"] for op in graph.ops if op.kind == "depthwise"} == {5, 7}
+    assert any(op.params["in_zp"] != -128 for op in graph.ops if op.kind in ("conv", "depthwise"))
     pixels = cifar_small.test_images[:N_IMAGES]
     write_int8_c_library(tmp_path / "c", model, header_meta("probenet/s2/39", cifar_small))
     check = check_int8_c_library(tmp_path / "c", model, hwc(pixels), normalised(pixels, cifar_small))

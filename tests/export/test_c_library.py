@@ -35,6 +35,7 @@ from .c_support import (
     normalised,
     ort_logits,
     require,
+    window_kernels_model,
 )
 
 N_IMAGES = 128  # every test image of the small CIFAR-10 subset (>= 100)
@@ -73,6 +74,17 @@ def test_every_format_matches_onnx_runtime(fmt, cifar_small, tmp_path):
     c_dir, _ = generate(model, key, fmt, cifar_small, tmp_path / "export")
     got = _host_logits(c_dir, tmp_path, pixels, cifar_small.num_classes)
     _assert_close(got, ort_logits(model, fmt, cifar_small, pixels))
+
+
+def test_window_kernels_match_onnx_runtime(cifar_small, tmp_path):
+    """Depthwise 5 x 5 with stride 2 and 7 x 7, a grouped 3 x 3 of 3 channels per group with
+    stride 2, a dense 5 x 5: the float kernels against ONNX Runtime."""
+    require("gcc")
+    model = window_kernels_model()
+    pixels = cifar_small.test_images[:N_IMAGES]
+    c_dir, _ = generate(model, "probenet/s2/39", "float32", cifar_small, tmp_path / "export")
+    got = _host_logits(c_dir, tmp_path, pixels, cifar_small.num_classes)
+    _assert_close(got, ort_logits(model, "float32", cifar_small, pixels))
 
 
 @pytest.mark.parametrize("fmt", ["e3m2fn", "int4"])

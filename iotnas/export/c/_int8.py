@@ -254,14 +254,29 @@ def int8_graph(data: bytes) -> Graph:
     return Graph(ops=tuple(ops), shapes=shapes, output=logits)
 
 
-def _requant(x: _Tensor, w: _Tensor, bias: _Tensor | None, out: _Tensor, activation: int) -> dict[str, Any]:
+def _requant(x: _Tensor, w: _Tensor, bias: _Tensor | None, out: _Tensor, activation: int, *,
+             channel_axis: int = 0) -> dict[str, Any]:
     """Bias and per-channel multiplier and shift of a convolution or linear layer: the rescale
-    ``input_scale * weight_scale[c] / output_scale`` in double (``PopulateConvolutionQuantizationParams``)."""
+    ``input_scale * weight_scale[c] / output_scale`` in double (``PopulateConvolutionQuantizationParams``).
+
+    The bias holds the input zero point's share too, ``bias[c] - input_zp * sum(w[c])``
+    (``channel_axis``: the filter's output-channel axis): the weights are symmetric, so
+    ``sum((x - zp) * w) + bias = sum(x * w) + that bias``, and the kernels sum plain products
+    (taps in the padding read the zero point).
+
+    Raises:
+        ExportError: that bias does not fit in int32.
+    """
     channels = out.shape[-1]
     scales = np.broadcast_to(w.scale, (channels,))
     pairs = [quantize_multiplier(float(x.scale[0]) * float(s) / float(out.scale[0])) for s in scales]
     act_min, act_max = activation_range(activation, out.s, out.zp)
-    return {"bias": np.zeros(channels, np.int32) if bias is None else bias.data.astype(np.int32),
+    sums = np.moveaxis(w.data.astype(np.int64), channel_axis, 0).reshape(channels, -1).sum(axis=1)
+    folded = (np.zeros(channels, np.int64) if bias is None else bias.data.astype(np.int64)) - x.zp * sums
+    if np.abs(folded).max(initial=0) >= 2**31:
+        raise ExportError("a layer's bias with the input zero point folded in exceeds int32; the int8 model "
+                          "cannot be emitted as C")
+    return {"bias": folded.astype(np.int32),
             "multiplier": np.array([m for m, _ in pairs], np.int32), "shift": np.array([s for _, s in pairs], np.int8),
             "in_zp": x.zp, "out_zp": out.zp, "act_min": act_min, "act_max": act_max}
 
@@ -313,7 +328,7 @@ def _conv(add, name: str, kind: str, op: Any, inputs: list[int], out: int, tenso
         raise ExportError(f"{name}: the filter reads {w.shape[3]} channels of {src.channels}; the model is inconsistent")
     add("conv" if kind == "CONV_2D" else "depthwise", name, (src.base,), out, **geometry,
         in_stride=tensors[src.base].shape[-1], in_offset=src.offset, cin=src.channels, cout=cout, filter=w.data,
-        **_requant(x, w, bias, o, options.FusedActivationFunction()))
+        **_requant(x, w, bias, o, options.FusedActivationFunction(), channel_axis=0 if kind == "CONV_2D" else 3))
 
 
 def _pool(add, name: str, kind: str, op: Any, inputs: list[int], out: int, tensors: list[_Tensor],
