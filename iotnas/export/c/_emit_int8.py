@@ -2,7 +2,8 @@
 with their constants in flash, a byte arena, and the kernels of ``runtime/iotnas_int8.c``.
 
 Flash holds each layer's int8 filter (the int8 deployed network's codes: the TFLite model stores
-them exactly), its int32 biases and its per-channel Q31 multipliers and shifts. The input is
+them exactly), its int32 biases (holding the input zero point's share, see
+:mod:`iotnas.export.c._int8`) and its per-channel Q31 multipliers and shifts. The input is
 normalised and quantised in one step through a per-channel table of the 256 pixel values,
 computed here as the export computes the reference input (``(pixel - mean) * (1 / std)`` in
 float32, then the TFLite input quantisation), so the C input codes are the reference's exactly.

@@ -36,7 +36,7 @@ static inline int8_t iotnas_saturate(int32_t v, int32_t lo, int32_t hi) {
 
 /* Per-output-channel requantisation and the output's zero point and activation range. */
 typedef struct {
-    const int32_t *bias;       /* int32 at scale input_scale * weight_scale[c] */
+    const int32_t *bias;       /* int32 at scale input_scale * weight_scale[c], minus in_zp * sum(w[c]) */
     const int32_t *multiplier; /* Q31 */
     const int8_t *shift;       /* power of two */
     int32_t in_zp, out_zp, act_min, act_max;
@@ -51,7 +51,7 @@ typedef struct {
 
 /* A convolution, or a depthwise one (filter [kh][kw][cout], cout = cin x multiplier). The input
  * pixels have in_stride channels, of which the layer reads cin from in_offset (one group of a
- * grouped convolution). Padded inputs equal the input zero point, so they add nothing. */
+ * grouped convolution). A tap in the padding reads the input zero point. */
 typedef struct {
     iotnas_geometry_t g;
     int32_t in_stride, in_offset, cin, cout;
