@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py throughput [--data DIR] [--images N]
     python benchmarks/bench_train.py accuracy --epochs E [--data DIR]
     python benchmarks/bench_train.py ablate --images N --budgets E1 E2 --models M1 M2 [--results FILE]
+    python benchmarks/bench_train.py compile [--models M1 M2] [--steps N]
 
 ``throughput`` trains each model on the same N CIFAR-10 images twice in one run: with the
 textbook pipeline (torch DataLoader over per-image transforms, float32 NCHW tensors, batch 128,
@@ -13,6 +14,10 @@ augmentation, the default recipe's batch size), with channels-last and NCHW layo
 fixed one-epoch warm-up it replaced), and reports the epochs and minutes at which test accuracy
 first reached 70, 75 and 80 %. Minutes include the per-epoch evaluations.
 ``ablate`` trains each model on a subset under recipe variants, one change at a time, at each budget.
+``compile`` times a training step (forward, loss, backward, SGD step; batch 128, channels-last, one
+thread unless ``--threads``) of each model eagerly and with ``torch.compile`` applied to the model
+(the optimiser step stays eager), in one process: the best of three runs of ``--steps`` steps, in
+process CPU time, after two warm-up steps whose wall time is the compilation time.
 """
 
 from __future__ import annotations
@@ -188,9 +193,49 @@ def ablate(args) -> None:
         print(f"| {name} | {cells} | {mean} |")
 
 
+def _step_images_per_s(model: torch.nn.Module, compiled: bool, steps: int) -> tuple[float, float]:
+    """(images/s of a training step in process CPU time, seconds of the two warm-up steps)."""
+    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(0))
+    model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step() -> None:
+        loss = criterion(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    started = time.perf_counter()
+    step()
+    step()
+    warmup = time.perf_counter() - started
+    best = 0.0
+    for _ in range(3):
+        cpu = time.process_time()
+        for _ in range(steps):
+            step()
+        best = max(best, 128 * steps / (time.process_time() - cpu))
+    return best, warmup
+
+
+def compile_step(args) -> None:
+    threads = args.threads or 1
+    torch.set_num_threads(threads)
+    print(f"Training step, eager vs torch.compile of the model, batch 128; {_machine(threads)}\n")
+    print("| model | eager img/s | compiled img/s | compiled / eager | compilation s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key in args.models:
+        eager, _ = _step_images_per_s(_fresh(key), False, args.steps)
+        compiled, seconds = _step_images_per_s(_fresh(key), True, args.steps)
+        print(f"| {key} | {eager:,.0f} | {compiled:,.0f} | {compiled / eager:.2f} | {seconds:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("throughput", "accuracy", "ablate"))
+    parser.add_argument("part", choices=("throughput", "accuracy", "ablate", "compile"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--images", type=int, default=4096, help="train images per run (throughput, ablate)")
     parser.add_argument("--epochs", type=float, default=10.0)
@@ -200,8 +245,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="ablation variants to run (default: all)")
     parser.add_argument("--budgets", nargs="+", type=float, default=(1.0, 4.0), help="ablate: epochs per cell")
     parser.add_argument("--results", default="ablations.json", help="ablate: cells kept here; a rerun skips them")
+    parser.add_argument("--steps", type=int, default=10, help="compile: timed steps per run")
     args = parser.parse_args()
-    {"throughput": throughput, "accuracy": accuracy, "ablate": ablate}[args.part](args)
+    {"throughput": throughput, "accuracy": accuracy, "ablate": ablate, "compile": compile_step}[args.part](args)
 
 
 if __name__ == "__main__":
