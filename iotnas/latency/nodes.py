@@ -46,8 +46,8 @@ _COST_ATTRS = ("kernel_shape", "strides", "group", "activation", "dilations", "a
 MIN_NODE_US = 0.5
 #: Which of a node's profiled times stands for it. Another process taking the core only adds time,
 #: and on a shared core a node of a few milliseconds is interrupted in most runs, so the median
-#: carries the machine's load; the fastest run can be an outlier the other way (one network ran
-#: at half its usual time once in 30), so a low quantile, not the minimum.
+#: carries the machine's load; the fastest run can be an outlier the other way (a network ran
+#: at half its usual time in a few of 30 runs), so a low quantile, not the minimum.
 NODE_QUANTILE = 0.1
 
 
