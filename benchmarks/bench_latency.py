@@ -2,23 +2,31 @@
 
 Run from the repository root (the acceptance run; idle machine, load average < 1):
 
-    .venv/bin/python benchmarks/bench_latency.py --calib 200 --test 200 --trace-cache /tmp/released-kernels.json
+    .venv/bin/python benchmarks/bench_latency.py --calib 200 --test 200 --trace-cache /tmp/released-kernels.json \
+        --statistic cpu_median_ms
 
 1. Calibration, timed: ``--calib`` networks drawn from the paper's laws (all five
    families), profiled and timed on this machine in adaptive rounds
    (:func:`~iotnas.latency.calibrate.calibrate_nodes`); the earlier kernel-sum
    predictor is calibrated on ``--kernel-calib`` of them (``--max-kernels`` kernels)
    and a FLOPs line on all of them.
-2. ``--test`` held-out networks from the same laws, timed twice, each pass in
-   fresh processes: pass 1 is what predictions are scored against; pass 2 against
-   pass 1 is the noise ceiling (how often the device agrees with itself within ±10 %).
+2. ``--test`` held-out networks from the same laws, timed twice, each time in a
+   fresh process; the passes are interleaved network by network, in alternating
+   order, so a slow period of the machine hits both alike. Pass 1 is what
+   predictions are scored against; pass 2 against pass 1 is the noise ceiling (how
+   often the device agrees with itself within ±10 %), shown for both statistics.
 3. Released Raspberry Pi 3B+ timings (torch eager), 5-fold cross-validation of the
    operator-cost model against the earlier cost-feature trees and a FLOPs line.
    Tracing the 1,617 released networks takes minutes; ``--trace-cache`` keeps the
    traced kernels for the next run.
 
+``--statistic`` is what every timing is summarised by, in calibration and on the
+held-out networks alike: ``median_ms`` (wall clock) or ``cpu_median_ms`` (thread
+CPU time, which waiting for a core shared with other work does not inflate).
+
 Prints Markdown tables; ONNX Runtime, 1 intra-op and 1 inter-op thread. Uses the
-released data in ../shared/data (or $IOTNAS_SHARED_DATA).
+released data in ../shared/data (or $IOTNAS_SHARED_DATA). ``--save`` writes the
+calibration profiles and held-out timings as JSON, for analysis without re-timing.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from iotnas.latency.calibrate import (
     time_networks,
 )
 from iotnas.latency.kernels import Kernel, arch_kernels
-from iotnas.latency.measure import Protocol, environment
+from iotnas.latency.measure import STATISTICS, Protocol, environment
 from iotnas.latency.predictor import FlopsPredictor, score
 from iotnas.latency.runtimes import OrtSettings
 from iotnas.spaces import get_space
@@ -91,6 +99,10 @@ def main() -> int:
     parser.add_argument("--trace-cache", type=Path, default=None, help="Keep the released networks' kernels here.")
     parser.add_argument("--released-limit", type=int, default=None, help="Use only this many released configs (dry run).")
     parser.add_argument("--skip-device", action="store_true", help="Only the released cross-validation.")
+    parser.add_argument("--skip-released", action="store_true", help="Only the predictors on this machine.")
+    parser.add_argument("--statistic", choices=STATISTICS, default="median_ms",
+                        help="What every timing is summarised by, in calibration and held out.")
+    parser.add_argument("--save", type=Path, default=None, help="Write profiles and held-out timings here (JSON).")
     args = parser.parse_args()
     data = Path(os.environ.get("IOTNAS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     settings = OrtSettings(threads=1)
@@ -100,56 +112,70 @@ def main() -> int:
     device_rows: list[tuple[str, object]] = []
     notes: list[str] = []
 
+    stat = args.statistic
     if not args.skip_device:
-        log(f"calibrating the node predictor on {args.calib} networks")
+        log(f"calibrating the node predictor on {args.calib} networks ({stat})")
         predictor, calibration = calibrate_nodes(laws, networks=args.calib, held_out=0, rounds=args.rounds,
-                                                 settings=settings, protocol=NETWORK_PROTOCOL, seed=args.seed,
-                                                 progress=every(25))
+                                                 settings=settings, protocol=NETWORK_PROTOCOL, statistic=stat,
+                                                 seed=args.seed, progress=every(25))
         calib_keys = list(calibration.networks)
         log(f"calibrating the kernel-sum baseline on {args.kernel_calib} of them")
         t0 = time.perf_counter()
-        kernel_model, _ = calibrate(calib_keys[: args.kernel_calib], settings=settings,
+        kernel_model, _ = calibrate(calib_keys[: args.kernel_calib], settings=settings, statistic=stat,
                                     network_protocol=NETWORK_PROTOCOL, max_kernels=args.max_kernels, seed=args.seed)
         kernel_s = time.perf_counter() - t0
         line = FlopsPredictor.fit([cost(k).flops for k in calib_keys],
-                                  [calibration.networks[k].median_ms for k in calib_keys])
+                                  [getattr(calibration.networks[k], stat) for k in calib_keys])
 
         test = sample_archs(args.test, seed=args.seed + 1, exclude=set(calib_keys),
                             laws={f: get_space(f).laws for f in RELEASED_FAMILIES})
-        log(f"timing {len(test)} held-out networks, pass 1")
-        first = time_networks(test, device=None, settings=settings, protocol=NETWORK_PROTOCOL, progress=every(25))
-        log("pass 2 (noise ceiling)")
-        second = time_networks(list(first), device=None, settings=settings, protocol=NETWORK_PROTOCOL,
-                               progress=every(25))
+        log(f"timing {len(test)} held-out networks twice, interleaved")
+        first, second = {}, {}
+        for i, key in enumerate(test):
+            for into in ((first, second) if i % 2 == 0 else (second, first)):
+                into.update(time_networks([key], device=None, settings=settings, protocol=NETWORK_PROTOCOL))
+            every(25)("held-out networks", i + 1, len(test))
         keys = [k for k in first if k in second]
-        measured = [first[k].median_ms for k in keys]
+        measured = [getattr(first[k], stat) for k in keys]
         log("predicting")
         t0 = time.perf_counter()
-        node_pred = predictor.predict_many(keys)
+        graphs = [predictor.nodes_of(k) for k in keys]
+        node_pred = predictor.predict_graphs(graphs)
         node_s = (time.perf_counter() - t0) / max(len(keys), 1)
+        ceiling = {s: score([getattr(second[k], s) for k in keys], [getattr(first[k], s) for k in keys])
+                   for s in STATISTICS}
         device_rows = [
-            ("device itself: pass 2 vs pass 1 (noise ceiling)", score([second[k].median_ms for k in keys], measured)),
-            ("node predictor (this work)", score(node_pred, measured)),
+            *((f"device itself: pass 2 vs pass 1 (noise ceiling, {s})", ceiling[s]) for s in STATISTICS),
+            ("node predictor (optimised-graph nodes in context)", score(node_pred, measured)),
             ("kernel sum + correction (earlier predictor)", score(kernel_model.predict_many(keys), measured)),
             ("FLOPs line (baseline)", score([line.predict_flops(cost(k).flops) for k in keys], measured)),
         ]
+        if args.save is not None:
+            args.save.write_text(json.dumps({
+                "statistic": stat,
+                "calibration": {k: p.to_dict() for k, p in calibration.profiles.items()},
+                "held_out": {k: {"nodes": [n.to_list() for n in g], "first": first[k].to_dict(),
+                                 "second": second[k].to_dict()} for k, g in zip(keys, graphs)},
+            }))
         medians = sorted(measured)
         rounds = ", ".join(str(len(r)) for r in calibration.rounds)
         notes.append(
-            f"Calibration: {len(calib_keys)} networks over {len(laws)} laws in rounds of {rounds}, "
-            f"{calibration.seconds:.0f} s ({calibration.seconds / 60:.1f} min) including fitting; kernel-sum "
-            f"baseline {kernel_s:.0f} s. Held-out: {len(keys)} networks, median latency {medians[0]:.2f}–"
-            f"{medians[-1]:.1f} ms (median {statistics.median(medians):.2f} ms). Node prediction "
+            f"Statistic: {stat}. Calibration: {len(calib_keys)} networks over {len(laws)} laws in rounds of "
+            f"{rounds}, {calibration.seconds:.0f} s ({calibration.seconds / 60:.1f} min) including fitting; "
+            f"kernel-sum baseline {kernel_s:.0f} s. Held-out: {len(keys)} networks, {stat} "
+            f"{medians[0]:.2f}–{medians[-1]:.1f} ms (median {statistics.median(medians):.2f} ms). Node prediction "
             f"{1000 * node_s:.0f} ms per network (export, optimise, regress).")
 
-    log("released Raspberry Pi timings: 5-fold cross-validation")
-    records = released_records(data / "iotnets" / "results_RaspPi.json")
-    if args.released_limit is not None:
-        records = records[:: max(1, len(records) // args.released_limit)]
-    traced = traced_released(records, args.trace_cache if args.released_limit is None else None)
-    t0 = time.perf_counter()
-    cv = cross_validate_released([(r, traced[r.key]) for r in records], seed=args.seed)
-    cv_s = time.perf_counter() - t0
+    cv, cv_s, records = None, 0.0, []
+    if not args.skip_released:
+        log("released Raspberry Pi timings: 5-fold cross-validation")
+        records = released_records(data / "iotnets" / "results_RaspPi.json")
+        if args.released_limit is not None:
+            records = records[:: max(1, len(records) // args.released_limit)]
+        traced = traced_released(records, args.trace_cache if args.released_limit is None else None)
+        t0 = time.perf_counter()
+        cv = cross_validate_released([(r, traced[r.key]) for r in records], seed=args.seed)
+        cv_s = time.perf_counter() - t0
     load_after = os.getloadavg()
 
     env = environment()
@@ -165,6 +191,8 @@ def main() -> int:
         for name, s in device_rows:
             print(f"| {name} | {pct(s.within_10)} | {pct(s.rmspe)} | {pct(s.median_ape)} |")
         print()
+    if cv is None:
+        return 0
     print(f"Released Raspberry Pi 3B+ timings (torch eager, mean of 5 runs), {len(records)} networks, 5-fold "
           f"cross-validation ({cv_s:.0f} s):\n")
     print("| model | within ±10 % | RMSPE | median error |")

@@ -287,7 +287,7 @@ def explain(
         table.add_column(column, justify="right" if column in ("#", "ms", "share") else "left")
     for i, c in enumerate(costs):
         table.add_row(str(i), c.name, c.op, "x".join(map(str, c.out_shape[1:])), f"{c.ms:.4f}", f"{c.ms / total:.1%}")
-    table.add_row("", "per-call overhead", "", "", f"{overhead_ms:.4f}", f"{overhead_ms / total:.1%}")
+    table.add_row("", "rest of the network term", "", "", f"{overhead_ms:.4f}", f"{overhead_ms / total:.1%}")
     console.print(table)
 
 

@@ -25,7 +25,12 @@ from iotnas.errors import DataError, IotnasError, LatencyError
 from iotnas.latency.agent import AgentClient
 from iotnas.latency.api import measure_many
 from iotnas.latency.kernels import Kernel, arch_kernels
-from iotnas.latency.measure import LatencyMeasurement, Protocol, environment
+from iotnas.latency.measure import (
+    LatencyMeasurement,
+    Protocol,
+    check_statistic,
+    environment,
+)
 from iotnas.latency.nodes import NetworkProfile
 from iotnas.latency.predictor import (
     DEFAULT_INPUT,
@@ -43,9 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Kernels are short and many: the run-count rule dominates, and 0.1 s keeps calibration to minutes.
 KERNEL_PROTOCOL = Protocol(warmup_runs=10, warmup_s=0.02, min_runs=50, min_s=0.05, max_s=5.0)
-#: What a predictor learns: the wall-clock median (default), or the median thread CPU time
-#: (steadier on a machine shared with other work; meaningful with one thread).
-STATISTICS = ("median_ms", "cpu_median_ms")
 #: Kernel graphs per timing process (and per agent request, which stays well under its size limit).
 KERNEL_BATCH = 32
 #: The five families of the released Raspberry Pi timings.
@@ -189,8 +191,7 @@ def calibrate(archs: Sequence[str], *, device: AgentClient | None = None, settin
         LatencyError: too few kernels or networks could be timed.
         AgentError: the device agent is unreachable or refuses.
     """
-    if statistic not in STATISTICS:
-        raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    check_statistic(statistic)
     settings, network_protocol = settings or OrtSettings(), network_protocol or Protocol()
     start = time.perf_counter()
     traced = {key: arch_kernels(key, **shape.build_options) for key in archs}
@@ -213,8 +214,7 @@ def fit_kernel_predictor(calibration: Calibration, traced: dict[str, list[Kernel
                          environment: dict[str, Any], statistic: str = "median_ms", shape: InputShape = DEFAULT_INPUT,
                          seed: int = 0) -> KernelPredictor:
     """Fit a kernel predictor on a calibration's timings (``traced``: arch key -> its kernels, built for ``shape``)."""
-    if statistic not in STATISTICS:
-        raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    check_statistic(statistic)
     networks = calibration.networks
     return KernelPredictor.fit(
         kernel_ms={key: getattr(m, statistic) for key, m in calibration.kernels.items()},
@@ -265,28 +265,25 @@ class NodeCalibration:
 
 def profile_networks(archs: Sequence[str], *, settings: OrtSettings, protocol: Protocol,
                      profile_runs: int = PROFILE_RUNS, shape: InputShape = DEFAULT_INPUT, stage: str = "networks",
-                     progress: Progress | None = None) -> tuple[dict[str, NetworkProfile], dict[str, LatencyMeasurement]]:
-    """Time whole networks built for ``shape`` (one fresh process each) and profile their nodes in context, here.
+                     progress: Progress | None = None) -> dict[str, NetworkProfile]:
+    """Profile the nodes of networks built for ``shape`` in context and time each whole network, here.
 
-    Failures are logged and left out.
+    The whole network is timed per ``protocol`` in the process that profiled it, right after
+    (:func:`~iotnas.latency.nodes.profile_onnx`), so node and network times share the machine's
+    state of that minute. Failures are logged and left out.
     """
     from iotnas.latency.nodes import arch_onnx, profile_onnx
 
     profiles: dict[str, NetworkProfile] = {}
-    timed: dict[str, LatencyMeasurement] = {}
     for i, key in enumerate(archs):
         try:
             data = arch_onnx(key, **shape.build_options)
-            (result,) = measure_many([data], settings=settings, protocol=protocol)
-            if isinstance(result, LatencyError):
-                raise result
-            profiles[key] = profile_onnx(data, settings=settings, runs=profile_runs)
-            timed[key] = dataclasses.replace(result, target=key)
+            profiles[key] = profile_onnx(data, settings=settings, runs=profile_runs, protocol=protocol)
         except IotnasError as exc:
             log.warning("could not time %s: %s", key, exc)
         if progress is not None:
             progress(stage, i + 1, len(archs))
-    return profiles, timed
+    return profiles
 
 
 def _stratum(key: str) -> str:
@@ -335,8 +332,7 @@ def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int =
     Raises:
         LatencyError: too few networks could be timed, or a bad statistic.
     """
-    if statistic not in STATISTICS:
-        raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    check_statistic(statistic)
     if not laws:
         raise LatencyError("calibration needs at least one space/law to draw networks from")
     settings, protocol = settings or OrtSettings(), protocol or Protocol()
@@ -344,32 +340,30 @@ def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int =
     rounds = max(1, rounds)
     sizes = [networks] if rounds == 1 else [networks // 2] + _split(networks - networks // 2, rounds - 1)
     profiles: dict[str, NetworkProfile] = {}
-    timed: dict[str, LatencyMeasurement] = {}
     added: list[tuple[str, ...]] = []
     weights = dict.fromkeys(laws, 1.0)
     for r, size in enumerate(sizes):
-        keys = _draw(_allocate(size, weights), seed=seed + r, exclude=set(timed))
-        p, t = profile_networks(keys, settings=settings, protocol=protocol, profile_runs=profile_runs, shape=shape,
-                                stage=f"calibration round {r + 1}/{len(sizes)}", progress=progress)
-        profiles.update(p)
-        timed.update(t)
-        added.append(tuple(t))
-        data = [(profiles[k], getattr(timed[k], statistic)) for k in timed]
-        if r + 1 < len(sizes) and len(data) >= MIN_ADAPTIVE_NETWORKS:  # else the next round stays even
-            weights = _law_errors(list(timed), [p for p, _ in data], [m for _, m in data], laws=laws, seed=seed)
-    data = [(profiles[k], getattr(timed[k], statistic)) for k in timed]
-    predictor = NodePredictor.fit(data, runtime="onnxruntime", settings=settings.to_dict(), seed=seed).with_input(shape)
-    held = _draw(_allocate(held_out, dict.fromkeys(laws, 1.0)), seed=seed + 10_000, exclude=set(timed))
+        keys = _draw(_allocate(size, weights), seed=seed + r, exclude=set(profiles))
+        found = profile_networks(keys, settings=settings, protocol=protocol, profile_runs=profile_runs, shape=shape,
+                                 stage=f"calibration round {r + 1}/{len(sizes)}", progress=progress)
+        profiles.update(found)
+        added.append(tuple(found))
+        if r + 1 < len(sizes) and len(profiles) >= MIN_ADAPTIVE_NETWORKS:  # else the next round stays even
+            weights = _law_errors(list(profiles), list(profiles.values()), statistic=statistic, laws=laws, seed=seed)
+    predictor = NodePredictor.fit(list(profiles.values()), statistic=statistic, runtime="onnxruntime",
+                                  settings=settings.to_dict(), seed=seed).with_input(shape)
+    timed = {k: dataclasses.replace(p.timing, target=k) for k, p in profiles.items() if p.timing is not None}
+    held = _draw(_allocate(held_out, dict.fromkeys(laws, 1.0)), seed=seed + 10_000, exclude=set(profiles))
     held_scores: dict[str, tuple[float, float]] = {}
     result_score = None
-    if held:
-        p, t = profile_networks(held, settings=settings, protocol=protocol, profile_runs=0, shape=shape,
-                                stage="held-out", progress=progress)
-        keys = list(t)
+    if held:  # timed as the measuring mode times them: one fresh process each
+        measured = time_networks(held, device=None, settings=settings, protocol=protocol, shape=shape,
+                                 progress=progress)
+        keys = list(measured)
         if keys:
-            predicted = predictor.predict_graphs([p[k].nodes for k in keys])
-            held_scores = {k: (ms, getattr(t[k], statistic)) for k, ms in zip(keys, predicted)}
-            result_score = score(predicted, [getattr(t[k], statistic) for k in keys])
+            predicted = predictor.predict_many(keys)
+            held_scores = {k: (ms, getattr(measured[k], statistic)) for k, ms in zip(keys, predicted)}
+            result_score = score(predicted, [getattr(measured[k], statistic) for k in keys])
     seconds = time.perf_counter() - start
     env = environment()
     predictor.info.update({"environment": env, "statistic": statistic, "calibration_s": seconds,
@@ -383,13 +377,13 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def _law_errors(keys: Sequence[str], profiles: Sequence[NetworkProfile], measured: Sequence[float], *,
-                laws: Sequence[str], seed: int) -> dict[str, float]:
+def _law_errors(keys: Sequence[str], profiles: Sequence[NetworkProfile], *, statistic: str, laws: Sequence[str],
+                seed: int) -> dict[str, float]:
     """Each law's cross-validated mean absolute relative error (with a floor, so no law is starved)."""
     import numpy as np
 
-    m = np.asarray(measured, dtype=float)
-    rel = np.abs(NodePredictor.cross_validated(list(zip(profiles, m)), seed=seed) - m) / m
+    m = np.array([p.network_ms(statistic) for p in profiles])
+    rel = np.abs(NodePredictor.cross_validated(profiles, statistic=statistic, seed=seed) - m) / m
     errors = {law: [] for law in laws}
     for key, e in zip(keys, rel):
         errors.setdefault(_stratum(key), []).append(float(e))

@@ -34,6 +34,10 @@ MAX_PROTOCOL_S = 3600.0
 #: Most threads any runtime setting may ask for; where the timing happens, the cores it may use bound it further.
 MAX_THREADS = 256
 _NS_PER_MS = 1_000_000
+#: What a timing is summarised by: the wall-clock median, or the median thread CPU time, which time spent
+#: waiting for a core (another process, another tenant of a virtual machine) does not inflate; it is
+#: meaningful with one thread, where the runtime computes in the calling thread.
+STATISTICS = ("median_ms", "cpu_median_ms")
 
 
 def brief(value: Any) -> str:
@@ -63,6 +67,17 @@ def check_number(value: Any, *, field: str, minimum: float, maximum: float) -> f
     if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= maximum:
         raise LatencyError(f"{field} must be a number from {minimum:g} to {maximum:g}, got {brief(value)}")
     return float(value)
+
+
+def check_statistic(statistic: str) -> str:
+    """``statistic`` if it names one of :data:`STATISTICS`.
+
+    Raises:
+        LatencyError: naming the statistics there are.
+    """
+    if statistic not in STATISTICS:
+        raise LatencyError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    return statistic
 
 
 def check_bool(value: Any, *, field: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 
 from iotnas.errors import LatencyError
 from iotnas.latency.calibrate import _allocate, calibrate_nodes
+from iotnas.latency.measure import LatencyMeasurement, make_measurement
 from iotnas.latency.nodes import NetworkProfile, Node, profile_onnx
 from iotnas.latency.predictor import LatencyPredictor, NodePredictor
 from iotnas.latency.runtimes import export_onnx
@@ -18,9 +19,13 @@ from .conftest import FAST, tiny_module
 
 
 def test_the_profile_names_fused_nodes_with_their_shapes_and_times(tiny_onnx):
-    profile = profile_onnx(tiny_onnx, runs=3, warmup_runs=1)
+    profile = profile_onnx(tiny_onnx, runs=3, warmup_runs=1, protocol=FAST)
     assert len(profile.node_us) == len(profile.nodes) and profile.runs == 3
     assert all(t > 0 for t in profile.node_us)
+    # The whole network, timed unprofiled in the same process by both clocks.
+    assert profile.timing is not None and profile.timing.n_runs >= FAST.min_runs
+    assert profile.network_ms("median_ms") == profile.timing.median_ms > 0
+    assert profile.network_ms("cpu_median_ms") == profile.timing.cpu_median_ms > 0
     convs = [n for n in profile.nodes if n.is_conv]
     first = convs[0]
     # Conv + BatchNorm + ReLU run as one node: the activation is an attribute, BatchNorm is folded away.
@@ -29,7 +34,8 @@ def test_the_profile_names_fused_nodes_with_their_shapes_and_times(tiny_onnx):
     depthwise = convs[1]
     assert depthwise.attr["group"] == 8 and depthwise.features()[11] == 1.0  # the depthwise flag
     assert NetworkProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
-    assert profile_onnx(tiny_onnx, runs=0).nodes == profile.nodes  # reading the graph needs no timing
+    read = profile_onnx(tiny_onnx, runs=0)  # reading the graph needs no timing
+    assert read.nodes == profile.nodes and read.timing is None and not read.node_us
 
 
 def test_a_malformed_node_or_profile_is_refused():
@@ -39,14 +45,26 @@ def test_a_malformed_node_or_profile_is_refused():
         NetworkProfile.from_dict({"nodes": []})
 
 
+def _timing(wall_ms: float, cpu_ms: float) -> LatencyMeasurement:
+    """A whole-network timing of one run per clock (the real summariser, made-up durations)."""
+    return make_measurement(target="synthetic", runtime="onnxruntime", settings={}, samples_ns=[round(wall_ms * 1e6)],
+                            cpu_ns=[round(cpu_ms * 1e6)], n_warmup=1, input_shape=(1, 3, 32, 32), environment={})
+
+
 @functools.cache
-def synthetic_node_networks() -> list[tuple[NetworkProfile, float]]:
-    """Real optimised graphs of small modules with made-up node costs: 1 us + 0.1 ns per FLOP, sum + 10 us."""
+def synthetic_node_networks(cpu_factor: float = 1.0, profiler_us: float = 0.0) -> list[NetworkProfile]:
+    """Real optimised graphs of small modules with made-up node costs: 1 us + 0.1 ns per FLOP, sum + 10 us.
+
+    The thread CPU time is ``cpu_factor`` times the wall time (a core shared with other work); the
+    profile shows every node ``profiler_us`` slower than it runs unprofiled.
+    """
     out = []
-    for channels in range(4, 16):
+    for channels in (*range(4, 16), 24, 32, 48, 64):
         nodes = profile_onnx(export_onnx(tiny_module(channels), input_shape=(1, 3, 32, 32)), runs=0).nodes
         us = tuple(1.0 + 1e-4 * n.flops for n in nodes)
-        out.append((NetworkProfile(nodes=nodes, node_us=us, runs=1), sum(us) / 1000 + 0.01))
+        wall_ms = sum(us) / 1000 + 0.01
+        out.append(NetworkProfile(nodes=nodes, node_us=tuple(t + profiler_us for t in us), runs=1,
+                                  timing=_timing(wall_ms, cpu_factor * wall_ms)))
     return out
 
 
@@ -57,13 +75,36 @@ def test_node_predictor_files_round_trip_as_plain_json(tmp_path):
     data = json.loads(path.read_text())  # plain JSON: nothing is unpickled or executed on load
     assert data["kind"] == "nodes" and set(data["trees"]) >= {"*"}
     loaded = LatencyPredictor.load(path)
-    graphs = [p.nodes for p, _ in synthetic_node_networks()]
+    graphs = [p.nodes for p in synthetic_node_networks()]
     assert loaded.predict_graphs(graphs) == predictor.predict_graphs(graphs)
     # The network term learned the sum: in-sample predictions land near the made-up latencies.
-    measured = [ms for _, ms in synthetic_node_networks()]
+    measured = [p.network_ms("median_ms") for p in synthetic_node_networks()]
     assert np.allclose(predictor.predict_graphs(graphs), measured, rtol=0.2)
+
+
+def test_the_network_term_takes_off_what_the_profiler_adds_to_every_node():
+    """Each profiled node 5 us slower than it runs: b comes out near -5 us, and predictions stay close."""
+    networks = synthetic_node_networks(profiler_us=5.0)
+    predictor = NodePredictor.fit(networks, runtime="onnxruntime", settings={})
     a, b, c = predictor.network
-    assert min(a, b, c) >= 0
+    assert a > 0 and c >= 0 and -0.008 < b < -0.002  # ms per node
+    measured = [p.network_ms("median_ms") for p in networks]
+    assert np.allclose(predictor.predict_graphs([p.nodes for p in networks]), measured, rtol=0.2)
+
+
+def test_the_statistic_chooses_which_network_timing_is_learned():
+    """Node times are the same; fitted on thread CPU time (here half the wall time), predictions halve."""
+    graphs = [p.nodes for p in synthetic_node_networks()]
+    wall = NodePredictor.fit(synthetic_node_networks(0.5), statistic="median_ms", runtime="onnxruntime", settings={})
+    cpu = NodePredictor.fit(synthetic_node_networks(0.5), statistic="cpu_median_ms", runtime="onnxruntime",
+                            settings={})
+    assert cpu.info["statistic"] == "cpu_median_ms"
+    ratio = np.array(cpu.predict_graphs(graphs)) / np.array(wall.predict_graphs(graphs))
+    assert np.allclose(ratio, 0.5, rtol=0.05)
+    with pytest.raises(LatencyError, match="statistic must be one of median_ms, cpu_median_ms"):
+        NodePredictor.fit(synthetic_node_networks(), statistic="mean_ms", runtime="onnxruntime", settings={})
+    with pytest.raises(LatencyError, match="no whole-network timing"):
+        NetworkProfile(nodes=graphs[0]).network_ms("median_ms")
 
 
 @pytest.mark.parametrize(
@@ -81,7 +122,7 @@ def test_a_corrupted_node_predictor_is_one_clear_error(tmp_path, cli, damage, me
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(LatencyError, match=message):
-        LatencyPredictor.load(path).predict_graphs([synthetic_node_networks()[0][0].nodes])
+        LatencyPredictor.load(path).predict_graphs([synthetic_node_networks()[0].nodes])
     code, out, err = cli("latency", "explain", str(path), "mobilenetv2/s6/1")
     assert code == 2 and out == "" and err.startswith("iotnas: error:") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err

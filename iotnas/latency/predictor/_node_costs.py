@@ -27,6 +27,8 @@ from iotnas.latency.predictor._base import (
 MIN_NODES_PER_TYPE = 40
 #: The regressor group of node types too rare for their own.
 SHARED = "*"
+#: No network is predicted faster than this per node (the profiler's resolution, 0.5 µs).
+MIN_NODE_MS = 0.0005
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,11 +45,14 @@ class NodeCost:
 class NodePredictor(LatencyPredictor):
     """Nodes of ONNX Runtime's optimised graph, each costed by the regressor of its fused type, plus a network term.
 
-    ``latency_ms = a * sum(node ms) + b * n_nodes + c`` with a, b, c >= 0 (per-call
-    overhead, reorders and scheduling that no node's profile shows). Node
-    regressors are boosted trees on log microseconds, one per fused node type
-    (``nchwc.Conv``, ``ms.FusedConv``, ``nchwc.ReorderOutput``, ...), fitted on
-    node times profiled inside whole networks (:mod:`iotnas.latency.nodes`).
+    ``latency_ms = a * sum(node ms) + b * n_nodes + c`` with a, c >= 0 and b of
+    either sign: the profiler adds a few microseconds to every node it times
+    (b < 0 takes them off again; networks of many small nodes were otherwise
+    predicted at twice their time), and what no node's profile shows (per-call
+    overhead, scheduling) is in c. Node regressors are boosted trees on log
+    microseconds, one per fused node type (``nchwc.Conv``, ``ms.FusedConv``,
+    ``nchwc.ReorderOutput``, ...), fitted on node times profiled inside whole
+    networks (:mod:`iotnas.latency.nodes`).
     """
 
     def __init__(self, *, trees: Mapping[str, Any], network: Sequence[float], runtime: str,
@@ -65,7 +70,7 @@ class NodePredictor(LatencyPredictor):
 
     def _network_ms(self, node_sum_ms: float, n_nodes: int) -> float:
         a, b, c = self.network
-        return a * node_sum_ms + b * n_nodes + c
+        return max(a * node_sum_ms + b * n_nodes + c, n_nodes * MIN_NODE_MS)
 
     def predict_nodes(self, nodes: Sequence[Any]) -> float:
         if not nodes:
@@ -91,47 +96,55 @@ class NodePredictor(LatencyPredictor):
         return batched_totals(graphs, self.node_ms, self._network_ms)
 
     def explain(self, arch: Any) -> tuple[list[NodeCost], float]:
-        """Per-node predicted times (ms, network term applied to each) and the per-network overhead (ms)."""
+        """Per-node predicted times (ms, network term applied to each, none below 0) and the rest (ms).
+
+        The rest is the per-network term, less what the per-node floor added back: the
+        per-node times and the rest add up to :meth:`predict`.
+        """
         nodes = self.nodes_of(arch)
-        a, b, c = self.network
-        costs = [NodeCost(name=n.name, op=n.op, out_shape=n.out_shape, ms=a * float(ms) + b)
-                 for n, ms in zip(nodes, self.node_ms(nodes))]
-        return costs, c
+        a, b, _ = self.network
+        node_ms = self.node_ms(nodes)
+        costs = [NodeCost(name=n.name, op=n.op, out_shape=n.out_shape, ms=max(a * float(ms) + b, 0.0))
+                 for n, ms in zip(nodes, node_ms)]
+        return costs, self._network_ms(float(node_ms.sum()), len(nodes)) - sum(c.ms for c in costs)
 
     # ---------------------------------------------------------------- fitting
 
     @classmethod
-    def fit(cls, networks: Sequence[tuple[Any, float]], *, runtime: str, settings: Mapping[str, Any],
-            info: Mapping[str, Any] | None = None, seed: int = 0) -> NodePredictor:
-        """Fit from profiled networks: ``(NetworkProfile, measured ms)`` pairs.
+    def fit(cls, profiles: Sequence[Any], *, statistic: str = "median_ms", runtime: str,
+            settings: Mapping[str, Any], info: Mapping[str, Any] | None = None, seed: int = 0) -> NodePredictor:
+        """Fit from profiled networks (:class:`~iotnas.latency.nodes.NetworkProfile`, timed).
 
-        The network term is fitted on node sums from out-of-fold regressor
-        predictions (folds by network), so it sees the regressors' real error.
+        Node regressors learn the profiled node times; the network term maps their sum onto each
+        network's own timing by ``statistic``, taken in the same process as its profile. It is
+        fitted on node sums from out-of-fold regressor predictions (folds by network), so it sees
+        the regressors' real error.
 
         Raises:
-            LatencyError: fewer than 5 networks, or a profile without node times.
+            LatencyError: fewer than 5 networks, or a profile without node times or network timing.
         """
-        if len(networks) < 5:
-            raise LatencyError(f"need >= 5 profiled networks to fit a node predictor, got {len(networks)}")
-        if any(not p.node_us or len(p.node_us) != len(p.nodes) for p, _ in networks):
+        if len(profiles) < 5:
+            raise LatencyError(f"need >= 5 profiled networks to fit a node predictor, got {len(profiles)}")
+        if any(not p.node_us or len(p.node_us) != len(p.nodes) for p in profiles):
             raise LatencyError("every calibration network needs a timed profile (node times)")
-        trees = _fit_node_trees([n for p, _ in networks for n in p.nodes],
-                                np.log([t for p, _ in networks for t in p.node_us]), seed=seed)
-        sums = _out_of_fold_node_sums([p for p, _ in networks], seed=seed)
-        counts = np.array([len(p.nodes) for p, _ in networks], dtype=float)
-        measured = np.array([ms for _, ms in networks], dtype=float)
+        measured = np.array([p.network_ms(statistic) for p in profiles])
+        trees = _fit_node_trees([n for p in profiles for n in p.nodes],
+                                np.log([t for p in profiles for t in p.node_us]), seed=seed)
+        sums = _out_of_fold_node_sums(profiles, seed=seed)
+        counts = np.array([len(p.nodes) for p in profiles], dtype=float)
         network = _fit_network_term(sums, counts, measured)
         types = sorted(t for t in trees if t != SHARED)
-        info = {"n_networks": len(networks), "n_nodes": int(counts.sum()), "node_types": types, **(info or {})}
+        info = {"n_networks": len(profiles), "n_nodes": int(counts.sum()), "node_types": types,
+                "statistic": statistic, **(info or {})}
         return cls(trees=trees, network=network, runtime=runtime, settings=settings, info=info)
 
     @staticmethod
-    def cross_validated(networks: Sequence[tuple[Any, float]], *, seed: int = 0) -> np.ndarray:
+    def cross_validated(profiles: Sequence[Any], *, statistic: str = "median_ms", seed: int = 0) -> np.ndarray:
         """Each network's prediction (ms) by node regressors fitted without it (5 folds by network)."""
-        sums = _out_of_fold_node_sums([p for p, _ in networks], seed=seed)
-        counts = np.array([len(p.nodes) for p, _ in networks], dtype=float)
-        a, b, c = _fit_network_term(sums, counts, np.array([ms for _, ms in networks], dtype=float))
-        return a * sums + b * counts + c
+        sums = _out_of_fold_node_sums(profiles, seed=seed)
+        counts = np.array([len(p.nodes) for p in profiles], dtype=float)
+        a, b, c = _fit_network_term(sums, counts, np.array([p.network_ms(statistic) for p in profiles]))
+        return np.maximum(a * sums + b * counts + c, counts * MIN_NODE_MS)
 
     def _payload(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "settings": self.settings, "info": self.info,
@@ -198,9 +211,9 @@ def _out_of_fold_node_sums(profiles: Sequence[Any], *, seed: int, folds: int = 5
 
 
 def _fit_network_term(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray) -> list[float]:
-    """``measured ~ a * sum + b * count + c`` with a, b, c >= 0, least squares on relative error."""
-    from scipy.optimize import nnls
+    """``measured ~ a * sum + b * count + c`` with a, c >= 0 and b free, least squares on relative error."""
+    from scipy.optimize import lsq_linear
 
     design = np.column_stack([sums, counts, np.ones_like(sums)]) / measured[:, None]
-    coef, _ = nnls(design, np.ones_like(measured))
-    return coef.tolist()
+    fit = lsq_linear(design, np.ones_like(measured), bounds=([0.0, -np.inf, 0.0], np.inf))
+    return fit.x.tolist()
