@@ -1,16 +1,20 @@
-"""Local workers on CIFAR-10: memory with a shared dataset, and search-level trainings per hour.
+"""Workers on CIFAR-10: memory with a shared dataset (local and Ray), and search-level trainings per hour.
 
-    python benchmarks/bench_workers.py memory [--workers 2] [--steps 20] [--data DIR]
+    python benchmarks/bench_workers.py memory [--workers 2] [--steps 20] [--executors local,ray] [--data DIR]
     python benchmarks/bench_workers.py throughput [--trainings 8] [--steps 300] [--data DIR]
 
 ``memory``: the same search (two short trainings of compact models, all 50,000 training and 10,000
 test images) runs twice with 2 local workers, as ``iotnas search --workers 2`` does it: first with
 each worker loading its own copy of the dataset (the baseline), then with the launcher's one copy
-in shared memory. Every 0.2 s the script reads the memory of the launcher and of each worker
-(psutil, from ``/proc/PID/smaps_rollup``): USS (private pages: what the process alone costs) and
-PSS (shared pages split among the processes that map them). The table gives the medians while
-every worker is alive, each worker's peak USS, and the summed PSS (what the
-search costs the machine): its median while the workers run, and its peak.
+in shared memory. Then the same pair with 2 Ray tasks on a local Ray (``--executor ray``): each task
+loading its own copy (the baseline), then the driver's one copy in Ray's object store. Every 0.2 s
+the script reads the memory of the launcher and of each worker (psutil, from
+``/proc/PID/smaps_rollup``): USS (private pages: what the process alone costs) and PSS (shared
+pages split among the processes that map them). The table gives the medians while every worker is
+alive, each worker's peak USS, and the summed PSS (what the search costs the machine): its median
+while the workers run, and its peak. With Ray, the launcher is the driver, the workers are the
+processes running a worker task, and the summed PSS also counts Ray's own processes (its store,
+scheduler and idle workers: every process the driver started).
 
 ``throughput``: one study (compact and probenet models under 64 KiB, CIFAR-10, the default recipe,
 ``--trainings`` trainings of ``--steps`` steps each, the same models in both runs) searched with
@@ -39,6 +43,7 @@ TRAIN_IMAGES = 50_000  # CIFAR-10's train split
 BATCH = 128  # the default recipe's batch size (TrainConfig.batch_size)
 MIB = 1 << 20
 SAMPLE_S = 0.2  # seconds between memory samples
+RAY_TASK_TITLE = "ray::_ray_worker"  # Ray titles a process after the task it runs (iotnas.executors._ray_worker)
 
 STUDY = """\
 name = "workers"
@@ -115,9 +120,25 @@ def _sample(processes: list[psutil.Process]) -> dict[psutil.Process, object]:
     return found
 
 
-def _search_memory(study: Path, *, workers: int, share: bool) -> Footprint:
+def _title(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return ""
+
+
+def _processes(launcher: psutil.Process, executor: str) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The launcher's workers now, and the other processes whose memory the search costs."""
+    if executor == "local":
+        return [c for c in launcher.children() if "spawn_main" in _title(c)], []  # not the resource tracker
+    started = launcher.children(recursive=True)  # Ray's processes, and the workers its scheduler started
+    workers = [c for c in started if _title(c).split(" ")[0] == RAY_TASK_TITLE]
+    return workers, [c for c in started if c not in workers]
+
+
+def _search_memory(study: Path, *, workers: int, share: bool, executor: str) -> Footprint:
     """Run the search in a child process, sampling the memory of it and of its workers."""
-    command = [sys.executable, __file__, "_search", str(study), "--workers", str(workers)]
+    command = [sys.executable, __file__, "_search", str(study), "--workers", str(workers), "--executor", executor]
     if not share:
         command.append("--copy-per-worker")
     started = time.perf_counter()
@@ -127,14 +148,14 @@ def _search_memory(study: Path, *, workers: int, share: bool) -> Footprint:
     totals, running_totals = [], []
     while proc.poll() is None:
         try:
-            spawned = [c for c in launcher.children() if "spawn_main" in " ".join(c.cmdline())]  # not the tracker
+            spawned, others = _processes(launcher, executor)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             break
         infos = _sample([launcher, *spawned])
         running = sum(p is not launcher for p in infos) == workers
         for process, info in infos.items():
             memory.setdefault(process.pid, Memory()).add(info, running=running)
-        totals.append(sum(info.pss for info in infos.values()))
+        totals.append(sum(info.pss for info in [*infos.values(), *_sample(others).values()]))
         if running:
             running_totals.append(totals[-1])
         time.sleep(SAMPLE_S)
@@ -148,16 +169,18 @@ def _mib(values: list[int], pick=max) -> str:
     return f"{pick(values) / MIB:.0f}" if values else "-"
 
 
-def _search(study_file: str, workers: int, copy_per_worker: bool) -> None:
-    """What ``iotnas search --workers N`` does (prepare here, then the local workers), with the sharing switch."""
-    from iotnas.executors import LocalExecutor
+def _search(study_file: str, workers: int, executor: str, copy_per_worker: bool) -> None:
+    """What ``iotnas search --workers N --executor E`` does (prepare here, then the workers), with the sharing
+    switch."""
+    from iotnas.executors import LocalExecutor, RayExecutor
     from iotnas.search import prepare_search, store_location
     from iotnas.study import load_study
 
     study = load_study(Path(study_file))
     url = store_location(study)
     prepare_search(study, store_url=url)
-    LocalExecutor(share_data=not copy_per_worker).run(study, url, workers=workers)
+    kind = LocalExecutor if executor == "local" else RayExecutor
+    kind(share_data=not copy_per_worker).run(study, url, workers=workers)
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -167,31 +190,43 @@ def memory(args: argparse.Namespace) -> None:
     data_bytes = sum(t.nbytes for t in (dataset.train_images, dataset.train_labels, dataset.test_images,
                                         dataset.test_labels))
     del dataset
+    executors = [e for e in args.executors.split(",") if e]
+    if not executors or set(executors) - set(SHARED_BY):
+        raise SystemExit(f"--executors: {args.executors!r}; give a comma-separated list of local, ray")
     print(f"machine: {os.cpu_count()} cores; {_load()}; dataset {args.data}: {data_bytes / MIB:.1f} MiB of "
-          f"uint8 images and int64 labels; {args.workers} local workers, {args.workers} trainings of {args.steps} "
-          f"steps\n", flush=True)
-    print("| dataset | launcher USS MiB, workers running (median) | worker USS MiB, workers running (median, each) "
-          "| worker USS MiB (peak, each) | total PSS MiB, workers running (median) | total PSS MiB (peak) | wall s |")
-    print("|---|---|---|---|---|---|---|")
+          f"uint8 images and int64 labels; {args.workers} workers ({', '.join(executors)}), {args.workers} "
+          f"trainings of {args.steps} steps\n", flush=True)
+    print("| executor | dataset | launcher USS MiB, workers running (median) "
+          "| worker USS MiB, workers running (median, each) | worker USS MiB (peak, each) "
+          "| total PSS MiB, workers running (median) | total PSS MiB (peak) | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
     found = {}
-    for share in (False, True):
-        with tempfile.TemporaryDirectory() as folder:
-            study = _study(Path(folder), data=args.data, laws=["compact/s2"], trainings=args.workers,
-                           steps=args.steps)
-            found[share] = run = _search_memory(study, workers=args.workers, share=share)
-        name = "shared by the launcher" if share else "a copy per worker (baseline)"
-        median = statistics.median
-        print(f"| {name} | {_mib(run.launcher.running_uss, median)} "
-              f"| {', '.join(_mib(w.running_uss, median) for w in run.workers)} "
-              f"| {', '.join(_mib(w.uss) for w in run.workers)} | {_mib(run.running_totals, median)} "
-              f"| {_mib(run.totals)} | {run.wall_s:.1f} |", flush=True)
-    copy, shared = (statistics.median(found[s].running_totals) for s in (False, True))
-    peaks = max(found[True].totals) / max(found[False].totals)
-    print(f"\nshared / copy per worker: total PSS while the workers run {shared / copy:.2f} "
-          f"({(copy - shared) / MIB:.0f} MiB less), at its peak {peaks:.2f}; {_load()}")
+    for executor in executors:
+        for share in (False, True):
+            with tempfile.TemporaryDirectory() as folder:
+                study = _study(Path(folder), data=args.data, laws=["compact/s2"], trainings=args.workers,
+                               steps=args.steps)
+                found[executor, share] = run = _search_memory(study, workers=args.workers, share=share,
+                                                              executor=executor)
+            median = statistics.median
+            print(f"| {executor} | {SHARED_BY[executor] if share else 'a copy per worker (baseline)'} "
+                  f"| {_mib(run.launcher.running_uss, median)} "
+                  f"| {', '.join(_mib(w.running_uss, median) for w in run.workers)} "
+                  f"| {', '.join(_mib(w.uss) for w in run.workers)} | {_mib(run.running_totals, median)} "
+                  f"| {_mib(run.totals)} | {run.wall_s:.1f} |", flush=True)
+    print()
+    for executor in executors:
+        copy, shared = (statistics.median(found[executor, s].running_totals) for s in (False, True))
+        peaks = max(found[executor, True].totals) / max(found[executor, False].totals)
+        print(f"{executor}: shared / copy per worker: total PSS while the workers run {shared / copy:.2f} "
+              f"({(copy - shared) / MIB:.0f} MiB less), at its peak {peaks:.2f}")
+    print(_load())
 
 
 # --------------------------------------------------------------------------- throughput
+
+
+SHARED_BY = {"local": "shared by the launcher", "ray": "the driver's copy in the object store"}
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -224,6 +259,7 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     mem = commands.add_parser("memory", help="resident memory of a 2-worker search, copy per worker vs shared")
     mem.add_argument("--workers", type=int, default=2)
+    mem.add_argument("--executors", default="local,ray", help="comma-separated: local, ray")
     mem.add_argument("--steps", type=int, default=20, help="training steps per training")
     mem.add_argument("--data", type=Path, default=DEFAULT_DATA)
     thr = commands.add_parser("throughput", help="search-level trainings per hour, --workers auto vs 1")
@@ -234,10 +270,11 @@ def main() -> int:
     inner = commands.add_parser("_search")  # the measured search process of `memory`
     inner.add_argument("study")
     inner.add_argument("--workers", type=int, required=True)
+    inner.add_argument("--executor", choices=("local", "ray"), default="local")
     inner.add_argument("--copy-per-worker", action="store_true")
     args = parser.parse_args()
     if args.command == "_search":
-        _search(args.study, args.workers, args.copy_per_worker)
+        _search(args.study, args.workers, args.executor, args.copy_per_worker)
     elif args.command == "memory":
         memory(args)
     else:

@@ -5,8 +5,9 @@ Workers do not talk to each other: they cooperate through the study store
 worker can die at any point without losing anything but the epoch in progress.
 What a worker receives is the study as loaded here (the tables of its file, as JSON,
 with what the command line changed, such as ``--token-file``), its folder and the store
-URL, all plain strings; what it returns is JSON. Local workers also get the study's dataset,
-loaded once by the launcher and mapped by every process from shared memory.
+URL, all plain strings; what it returns is JSON. Workers also get the study's dataset, loaded once
+by the launcher: local workers map it from shared memory; Ray tasks read it from Ray's object store,
+one copy per node, as plain NumPy arrays and strings.
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, 
         queue.put(("error", str(exc)))
 
 
+def launcher_dataset(study: Study) -> Dataset | None:
+    """The study's dataset, loaded once by the launcher for all its workers; ``None`` in tabular mode.
+
+    Raises:
+        ConfigError, DataError: the study's dataset cannot be loaded (before any worker starts).
+    """
+    if study.mode != "train":
+        return None
+    from iotnas.search.training import load_study_dataset
+
+    return load_study_dataset(study)
+
+
 def shared_study_dataset(study: Study) -> Dataset | None:
     """The study's dataset, loaded once and put in shared memory for the local workers to map.
 
@@ -75,12 +89,10 @@ def shared_study_dataset(study: Study) -> Dataset | None:
     Raises:
         ConfigError, DataError: the study's dataset cannot be loaded (before any worker starts).
     """
-    if study.mode != "train":
-        return None
     from iotnas.data import share_dataset
-    from iotnas.search.training import load_study_dataset
 
-    return share_dataset(load_study_dataset(study))
+    dataset = launcher_dataset(study)
+    return None if dataset is None else share_dataset(dataset)
 
 
 def cores() -> int:
@@ -179,13 +191,29 @@ def _drain(queue: multiprocessing.queues.Queue) -> list[tuple[str, str]]:
             return messages
 
 
-class RayExecutor(Executor):
-    """Workers as Ray tasks: a local Ray by default, or an existing cluster by address."""
+def _ray_worker(study_text: str, base_dir: str, store_url: str, threads: int, data: dict[str, Any] | None) -> str:
+    """One Ray task: :func:`run_worker` on the dataset the driver put in the object store (``data``:
+    Ray hands it over as read-only views of its buffer on this node), or loading its own (``None``)."""
+    from iotnas.data import dataset_from_arrays
 
-    def __init__(self, *, address: str | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0):
+    dataset = None if data is None else dataset_from_arrays(data)
+    return run_worker(study_text, base_dir, store_url, threads, dataset)
+
+
+class RayExecutor(Executor):
+    """Workers as Ray tasks: a local Ray by default, or an existing cluster by address.
+
+    The driver loads the study's dataset once and puts it in Ray's object store as plain arrays
+    (:func:`iotnas.data.dataset_arrays`); each node fetches it once and its tasks read that copy in
+    place (``share_data=False``: each task loads its own, which needs the data on every node).
+    """
+
+    def __init__(self, *, address: str | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+                 share_data: bool = True):
         self.address = address
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
+        self.share_data = share_data
 
     MOST = 10_000  # tasks one search submits at once
 
@@ -204,6 +232,7 @@ class RayExecutor(Executor):
         except ImportError:
             raise ConfigError("the ray executor needs Ray: pip install 'iotnas[ray]'") from None
         text, base = _as_text(study)
+        dataset = launcher_dataset(study) if self.share_data else None  # a data error stops us before Ray starts
         started_here = not ray.is_initialized()
         if started_here:
             try:
@@ -212,9 +241,13 @@ class RayExecutor(Executor):
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise ConfigError(f"cannot reach the Ray cluster at {self.address or 'a new local Ray'}: {exc}") from None
         try:
-            task = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_retries=0)(run_worker)
+            from iotnas.data import dataset_arrays
+
+            data = None if dataset is None else ray.put(dataset_arrays(dataset))  # one reference for every task
+            del dataset  # the object store holds it now; this process need not keep a second copy
+            task = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_retries=0)(_ray_worker)
             threads = max(1, int(self.cpus_per_worker))
-            refs = [task.remote(text, base, store_url, threads) for _ in range(workers)]
+            refs = [task.remote(text, base, store_url, threads, data) for _ in range(workers)]
             try:
                 return [json.loads(r) for r in ray.get(refs)]
             except ray.exceptions.RayTaskError as exc:

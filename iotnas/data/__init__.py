@@ -7,6 +7,12 @@
 
 from iotnas.data._dataset import IMAGE_SIZE, Dataset
 from iotnas.data._load import EMBEDDED, LAYOUTS, detect_layout, load_dataset
-from iotnas.data._shared import is_shared, share_dataset
+from iotnas.data._shared import (
+    dataset_arrays,
+    dataset_from_arrays,
+    is_shared,
+    share_dataset,
+)
 
-__all__ = ["EMBEDDED", "IMAGE_SIZE", "LAYOUTS", "Dataset", "detect_layout", "is_shared", "load_dataset", "share_dataset"]
+__all__ = ["EMBEDDED", "IMAGE_SIZE", "LAYOUTS", "Dataset", "dataset_arrays", "dataset_from_arrays", "detect_layout",
+           "is_shared", "load_dataset", "share_dataset"]
