@@ -121,7 +121,7 @@ def search_command(
     top: int = typer.Option(5, "--top", help="How many winners to list."),
     workers: str = typer.Option("1", "--workers", help="Workers sharing the study (processes or Ray tasks): a number, or 'auto' for one single-threaded training per core."),
     executor: str = typer.Option("local", "--executor", help="Where workers run: local (processes) or ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster ('auto', 'ray://host:10001'); default: a local Ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, from one of its nodes ('auto', or the head's HOST:6379); default: a local Ray."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs Ray reserves per worker."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs Ray reserves per worker."),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the device agent's token (overrides [device] token_file; else $IOTNAS_AGENT_TOKEN)."),
