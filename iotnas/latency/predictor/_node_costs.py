@@ -69,8 +69,7 @@ class NodePredictor(LatencyPredictor):
         return _node_ms(self.trees, nodes)
 
     def _network_ms(self, node_sum_ms: float, n_nodes: int) -> float:
-        a, b, c = self.network
-        return max(a * node_sum_ms + b * n_nodes + c, n_nodes * MIN_NODE_MS)
+        return float(_network_term(self.network, node_sum_ms, n_nodes))
 
     def predict_nodes(self, nodes: Sequence[Any]) -> float:
         if not nodes:
@@ -143,8 +142,8 @@ class NodePredictor(LatencyPredictor):
         """Each network's prediction (ms) by node regressors fitted without it (5 folds by network)."""
         sums = _out_of_fold_node_sums(profiles, seed=seed)
         counts = np.array([len(p.nodes) for p in profiles], dtype=float)
-        a, b, c = _fit_network_term(sums, counts, np.array([p.network_ms(statistic) for p in profiles]))
-        return np.maximum(a * sums + b * counts + c, counts * MIN_NODE_MS)
+        network = _fit_network_term(sums, counts, np.array([p.network_ms(statistic) for p in profiles]))
+        return _network_term(network, sums, counts)
 
     def _payload(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "settings": self.settings, "info": self.info,
@@ -208,6 +207,12 @@ def _out_of_fold_node_sums(profiles: Sequence[Any], *, seed: int, folds: int = 5
         for i in test:
             sums[i] = float(_node_ms(trees, profiles[i].nodes).sum())
     return sums
+
+
+def _network_term(network: Sequence[float], node_sum_ms: Any, n_nodes: Any) -> Any:
+    """``a * node_sum_ms + b * n_nodes + c``, never below :data:`MIN_NODE_MS` per node (scalars or arrays)."""
+    a, b, c = network
+    return np.maximum(a * node_sum_ms + b * n_nodes + c, np.multiply(n_nodes, MIN_NODE_MS))
 
 
 def _fit_network_term(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray) -> list[float]:
