@@ -26,7 +26,8 @@ CPU time, which waiting for a core shared with other work does not inflate).
 
 Prints Markdown tables; ONNX Runtime, 1 intra-op and 1 inter-op thread. Uses the
 released data in ../shared/data (or $IOTNAS_SHARED_DATA). ``--save`` writes the
-calibration profiles and held-out timings as JSON, for analysis without re-timing.
+calibration profiles and held-out timings as JSON, for analysis without re-timing (an existing
+file is refused before anything is timed, unless ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import time
 from pathlib import Path
 
 from iotnas.cost import cost
+from iotnas.errors import IotnasError
+from iotnas.files import check_target, write_new
 from iotnas.latency.calibrate import (
     RELEASED_FAMILIES,
     calibrate,
@@ -103,7 +106,13 @@ def main() -> int:
     parser.add_argument("--statistic", choices=STATISTICS, default="median_ms",
                         help="What every timing is summarised by, in calibration and held out.")
     parser.add_argument("--save", type=Path, default=None, help="Write profiles and held-out timings here (JSON).")
+    parser.add_argument("--overwrite", action="store_true", help="Let --save replace an existing file.")
     args = parser.parse_args()
+    if args.save is not None:
+        try:  # before the run, not after half an hour of timing
+            check_target(args.save, what="--save file", overwrite=args.overwrite)
+        except IotnasError as exc:
+            parser.error(str(exc))
     data = Path(os.environ.get("IOTNAS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     settings = OrtSettings(threads=1)
     laws = [f"{family}/{law}" for family in RELEASED_FAMILIES for law in get_space(family).laws]
@@ -151,12 +160,12 @@ def main() -> int:
             ("FLOPs line (baseline)", score([line.predict_flops(cost(k).flops) for k in keys], measured)),
         ]
         if args.save is not None:
-            args.save.write_text(json.dumps({
+            write_new(args.save, json.dumps({
                 "statistic": stat,
                 "calibration": {k: p.to_dict() for k, p in calibration.profiles.items()},
                 "held_out": {k: {"nodes": [n.to_list() for n in g], "first": first[k].to_dict(),
                                  "second": second[k].to_dict()} for k, g in zip(keys, graphs)},
-            }))
+            }), what="--save file", overwrite=args.overwrite)
         medians = sorted(measured)
         rounds = ", ".join(str(len(r)) for r in calibration.rounds)
         notes.append(

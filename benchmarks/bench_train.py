@@ -100,13 +100,22 @@ def _machine(threads: int | None) -> str:
             f"{chosen}, load average at start {load:.1f}")  # fmt: skip
 
 
-def throughput(args) -> None:
-    dataset = load_dataset(args.data, verify=False).subset(train=args.images, test=100)
+def _start_table(args, title: str, columns: tuple[str, ...]) -> int:
+    """Set torch's threads (``--threads``, default one), print the title with the machine and the
+    table's header; returns the thread count."""
     threads = args.threads or 1
     torch.set_num_threads(threads)
-    print(f"Training throughput, {args.images} CIFAR-10 images per run; {_machine(threads)}\n")
-    print("| model | parameters | textbook img/s | iotnas img/s (channels-last) | ratio | iotnas img/s (NCHW) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"{title}; {_machine(threads)}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("| --- |" + " ---: |" * (len(columns) - 1))
+    return threads
+
+
+def throughput(args) -> None:
+    dataset = load_dataset(args.data, verify=False).subset(train=args.images, test=100)
+    threads = _start_table(args, f"Training throughput, {args.images} CIFAR-10 images per run",
+                           ("model", "parameters", "textbook img/s", "iotnas img/s (channels-last)", "ratio",
+                            "iotnas img/s (NCHW)"))
     for key in args.models:
         n_params = sum(p.numel() for p in _fresh(key).parameters())
         base = textbook_images_per_s(_fresh(key), dataset, args.images)
@@ -222,11 +231,8 @@ def _step_images_per_s(model: torch.nn.Module, compiled: bool, steps: int) -> tu
 
 
 def compile_step(args) -> None:
-    threads = args.threads or 1
-    torch.set_num_threads(threads)
-    print(f"Training step, eager vs torch.compile of the model, batch 128; {_machine(threads)}\n")
-    print("| model | eager img/s | compiled img/s | compiled / eager | compilation s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    _start_table(args, "Training step, eager vs torch.compile of the model, batch 128",
+                 ("model", "eager img/s", "compiled img/s", "compiled / eager", "compilation s"))
     for key in args.models:
         eager, _ = _step_images_per_s(_fresh(key), False, args.steps)
         compiled, seconds = _step_images_per_s(_fresh(key), True, args.steps)
