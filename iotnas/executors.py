@@ -13,6 +13,7 @@ one copy per node, as plain NumPy arrays and strings.
 from __future__ import annotations
 
 import abc
+import itertools
 import json
 import logging
 import multiprocessing
@@ -21,6 +22,7 @@ import multiprocessing.process
 import multiprocessing.queues
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import asdict
 from queue import Empty
 from typing import TYPE_CHECKING, Any
@@ -29,17 +31,19 @@ from iotnas.errors import ConfigError, IotnasError
 
 if TYPE_CHECKING:
     from iotnas.data import Dataset
+    from iotnas.search.workflow import Callback, SearchEvent
     from iotnas.study import Study
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(study_json: str, base_dir: str, store_url: str, threads: int | None = None,
-               dataset: Dataset | None = None) -> str:
+               dataset: Dataset | None = None, callbacks: Sequence[Callback] = ()) -> str:
     """One worker: run the study to the end of its budget; returns the summary as JSON.
 
     ``threads``: torch threads of this worker's trainings, unless the study's ``[workers]`` sets them.
     ``dataset``: the study's dataset as the launcher loaded it (in shared memory); default: load it here.
+    ``callbacks``: told of the worker's progress, as :func:`iotnas.search.run_search` tells its own.
     """
     from dataclasses import replace
 
@@ -50,7 +54,7 @@ def run_worker(study_json: str, base_dir: str, store_url: str, threads: int | No
     if threads is not None and study.workers.threads is None:
         study = replace(study, workers=replace(study.workers, threads=threads))
     components = None if dataset is None else build_components(study, dataset=dataset)
-    summary = run_search(study, store_url=store_url, components=components)
+    summary = run_search(study, store_url=store_url, components=components, callbacks=callbacks)
     return json.dumps(asdict(summary), default=str)
 
 
@@ -60,9 +64,15 @@ def _as_text(study: Study) -> tuple[str, str]:
 
 
 def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, dataset: Dataset | None,
-                  queue) -> None:
+                  queue, worker: int) -> None:
+    """A worker process: its progress events and then its summary (or its error) go to the launcher's queue."""
+    from dataclasses import replace
+
+    def tell(event: SearchEvent) -> None:
+        queue.put(("event", replace(event, worker=worker)))
+
     try:
-        queue.put(("ok", run_worker(study_text, base_dir, store_url, threads, dataset)))
+        queue.put(("ok", run_worker(study_text, base_dir, store_url, threads, dataset, callbacks=(tell,))))
     except IotnasError as exc:
         queue.put(("error", str(exc)))
 
@@ -104,8 +114,12 @@ class Executor(abc.ABC):
     """Starts ``n`` workers on a study and waits for them."""
 
     @abc.abstractmethod
-    def run(self, study: Study, store_url: str, *, workers: int) -> list[dict[str, Any]]:
-        """Run the workers on ``study`` as loaded (command-line overrides included); each one's summary."""
+    def run(self, study: Study, store_url: str, *, workers: int, on_event: Callback | None = None) -> list[dict[str, Any]]:
+        """Run the workers on ``study`` as loaded (command-line overrides included); each one's summary.
+
+        ``on_event``: told of the workers' progress events where the executor can forward them, each
+        with its worker's number, from the thread that called ``run``.
+        """
 
     @abc.abstractmethod
     def check(self, workers: int) -> None:
@@ -142,27 +156,36 @@ class LocalExecutor(Executor):
             raise ConfigError(f"--workers: {workers} local workers on {most // self.PER_CORE} core(s); give 1 to "
                               f"{most} ({self.PER_CORE} per core), or spread them over machines with --executor ray")
 
-    def run(self, study: Study, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+    def run(self, study: Study, store_url: str, *, workers: int, on_event: Callback | None = None) -> list[dict[str, Any]]:
         self.check(workers)
         text, base = _as_text(study)
         if workers == 1:
-            return [json.loads(run_worker(text, base, store_url))]
+            return [json.loads(run_worker(text, base, store_url, callbacks=() if on_event is None else (on_event,)))]
         dataset = shared_study_dataset(study) if self.share_data else None
         context = multiprocessing.get_context("spawn")  # no state forked from this process
         queue = context.Queue()
         threads = max(1, cores() // workers)  # the cores shared out: threads of one training wait on each other
 
+        numbers = itertools.count(1)  # each process its own number, a replacement a new one
+        restarts, died, messages = self.RESTARTS_PER_WORKER * workers, [], []
+
         def start() -> multiprocessing.process.BaseProcess:
-            process = context.Process(target=_process_main, args=(text, base, store_url, threads, dataset, queue),
-                                      daemon=False)
+            process = context.Process(target=_process_main, daemon=False,
+                                      args=(text, base, store_url, threads, dataset, queue, next(numbers)))
             process.start()
             return process
 
+        def collect() -> None:  # a worker cannot exit while its messages are stuck in a full pipe
+            for status, payload in _drain(queue):
+                if status != "event":
+                    messages.append((status, payload))
+                elif on_event is not None:
+                    on_event(payload)
+
         running = [start() for _ in range(workers)]
-        restarts, died, messages = self.RESTARTS_PER_WORKER * workers, [], []
         while running:
             multiprocessing.connection.wait([p.sentinel for p in running], timeout=self.POLL_S)
-            messages += _drain(queue)  # a worker cannot exit while its summary is stuck in a full pipe
+            collect()
             for process in [p for p in running if p.exitcode is not None]:
                 running.remove(process)
                 if process.exitcode == -signal.SIGKILL and restarts > 0:  # its training is taken over
@@ -171,7 +194,7 @@ class LocalExecutor(Executor):
                     running.append(start())
                 elif process.exitcode != 0:
                     died.append(process.exitcode)
-        messages += _drain(queue)
+        collect()
         errors = [payload for status, payload in messages if status == "error"]
         if errors:
             raise IotnasError(f"a worker failed: {errors[0]}")
@@ -181,7 +204,7 @@ class LocalExecutor(Executor):
         return [json.loads(payload) for _, payload in messages]
 
 
-def _drain(queue: multiprocessing.queues.Queue) -> list[tuple[str, str]]:
+def _drain(queue: multiprocessing.queues.Queue) -> list[tuple[str, Any]]:
     """Every message the workers have put so far."""
     messages = []
     while True:
@@ -225,7 +248,8 @@ class RayExecutor(Executor):
         if not 1 <= workers <= self.MOST:
             raise ConfigError(f"--workers: {workers} Ray workers; give 1 to {self.MOST:,}")
 
-    def run(self, study: Study, store_url: str, *, workers: int) -> list[dict[str, Any]]:
+    def run(self, study: Study, store_url: str, *, workers: int, on_event: Callback | None = None) -> list[dict[str, Any]]:
+        """Ray tasks' progress is not forwarded (``on_event`` is not called): follow them in the store."""
         self.check(workers)
         try:
             import ray
@@ -269,14 +293,15 @@ def make_executor(name: str, *, address: str | None = None, cpus_per_worker: flo
     raise ConfigError(f"executor {name!r} is not one of local, ray")
 
 
-def parse_workers(text: str, executor: Executor) -> int:
-    """``--workers``: a count, or ``auto`` (the executor's one single-threaded training per core).
+def parse_workers(text: str, executor: Executor, *, trains: bool = True) -> int:
+    """``--workers``: a count, or ``auto`` (the executor's one single-threaded training per core; one
+    worker for a study that ``trains`` nothing, whose work is lookups a second process would only repeat).
 
     Raises:
         ConfigError: neither a whole number nor ``auto``, or a count the executor refuses.
     """
     if text.strip().lower() == "auto":
-        return executor.auto_workers()
+        return executor.auto_workers() if trains else 1
     try:
         workers = int(text)
     except ValueError:

@@ -9,6 +9,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# `iotnas search` starts one worker process per core by default; the suite's many small searches run
+# in one process each (worker processes would add seconds of start-up to every one of them), and the
+# tests of the default remove this (tests/cli/test_progress.py, tests/search/test_final_stage.py).
+os.environ.setdefault("IOTNAS_WORKERS", "1")
+
 
 def _shared_data_dir() -> Path:
     return Path(os.environ.get("IOTNAS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -119,7 +119,7 @@ def search_command(
     study_file: Path = typer.Argument(..., help="The study file (TOML); 'iotnas init' writes an example."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or SQLite path (overrides the study file)."),
     top: int = typer.Option(5, "--top", help="How many winners to list."),
-    workers: str = typer.Option("1", "--workers", help="Workers sharing the study (processes or Ray tasks): a number, or 'auto' for one single-threaded training per core."),
+    workers: str = typer.Option("auto", "--workers", envvar="IOTNAS_WORKERS", help="Workers sharing the study (processes or Ray tasks): a number, or 'auto' for one single-threaded training per core (one in tabular mode)."),
     executor: str = typer.Option("local", "--executor", help="Where workers run: local (processes) or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, from one of its nodes ('auto', or the head's HOST:6379); default: a local Ray."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs Ray reserves per worker."),
@@ -135,7 +135,7 @@ def search_command(
     study = load_study(study_file, token_file=token_file)
     runner = make_executor(executor, address=ray_address, cpus_per_worker=cpus_per_worker,
                            gpus_per_worker=gpus_per_worker)
-    count = parse_workers(workers, runner)
+    count = parse_workers(workers, runner, trains=study.mode == "train")
     if count > 1 or executor != "local":
         _search_with_workers(study, store, top=top, workers=count, executor=executor, runner=runner)
         return
@@ -147,7 +147,10 @@ def search_command(
 
 
 def _search_with_workers(study, store: Optional[str], *, top: int, workers: int, executor: str, runner) -> None:
-    """Prepare the pool here, then let ``workers`` workers share the training; poll the store meanwhile."""
+    """Prepare the pool here, then let ``workers`` workers share the training; show what they report (local
+    processes) and poll the store meanwhile."""
+    import math
+    import queue
     import threading
 
     from iotnas.search import SearchEvent, prepare_search, store_location, summarize
@@ -159,22 +162,28 @@ def _search_with_workers(study, store: Optional[str], *, top: int, workers: int,
     with _progress_view() as on_event:
         prepare_search(study, store_url=url, callbacks=[on_event])
         outcome: dict = {}
+        events: queue.SimpleQueue = queue.SimpleQueue()  # the workers' progress, shown by this thread alone
 
         def target() -> None:
             try:
-                outcome["results"] = runner.run(study, url, workers=workers)
+                outcome["results"] = runner.run(study, url, workers=workers, on_event=events.put)
             except BaseException as exc:  # handed to the main thread, which raises it
                 outcome["error"] = exc
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
+        polled = -math.inf
         with Store.open(url, study_name=study.name, create=False) as s:
-            while thread.is_alive():
-                summary = summarize(s, study, top=top)
-                running = sum(not abandoned(t, study.workers) for t in s.trainings(status="running"))
-                on_event(SearchEvent("workers", f"{workers} {executor} workers: {summary.trainings} trainings done, "
-                                                f"{running} running"))
-                time.sleep(1.0)
+            while thread.is_alive() or not events.empty():
+                while not events.empty():
+                    on_event(events.get())
+                if time.monotonic() - polled >= 1.0 and thread.is_alive():
+                    polled = time.monotonic()
+                    summary = summarize(s, study, top=top)
+                    running = sum(not abandoned(t, study.workers) for t in s.trainings(status="running"))
+                    on_event(SearchEvent("workers", f"{workers} {executor} workers: {summary.trainings} trainings "
+                                                    f"done, {running} running"))
+                time.sleep(0.1)
     if "error" in outcome:
         raise outcome["error"]
     with Store.open(url, study_name=study.name, create=False) as s:
@@ -205,6 +214,8 @@ class _Narrator:
     A log gets every event a person follows a search by, but not every tick: a pool or latency
     counter gets its first and last value and one line per ``TICK_S``; a wait, or the workers'
     poll saying the same again, one line per ``QUIET_S``; and no stage repeats its last line.
+    Each local worker's stages are followed apart (their lines say which worker), so that one
+    worker's lines and ETA do not hide or reset another's.
     """
 
     TICK_S = 30.0
@@ -215,15 +226,17 @@ class _Narrator:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._started = clock()
-        self._progress: dict[str, tuple[int, float, float, float]] = {}  # stage: total, since, from, last
-        self._printed: dict[str, tuple[str, float]] = {}  # stage: its last line (times aside), when
+        self._progress: dict[tuple, tuple[int, float, float, float]] = {}  # (worker, stage): total, since, from, last
+        self._printed: dict[tuple, tuple[str, float]] = {}  # (worker, stage): its last line (times aside), when
 
     def tell(self, event) -> _Step:
         now = self._clock()
-        step = _Step(event.stage, _describe(event), event.completed, event.total, now - self._started,
-                     self._eta(event, now), line=False)
+        key = (event.worker, event.stage)
+        text = _describe(event) if event.worker is None else f"worker {event.worker}: {_describe(event)}"
+        step = _Step(event.stage, text, event.completed, event.total, now - self._started, self._eta(key, event, now),
+                     line=False)
         said = f"{step.counts} {step.text}"
-        last = self._printed.get(event.stage)
+        last = self._printed.get(key)
         if last is None:
             line = True
         elif event.stage in self.POLLS:
@@ -233,20 +246,20 @@ class _Narrator:
         else:
             line = said != last[0]
         if line:
-            self._printed[event.stage] = (said, now)
+            self._printed[key] = (said, now)
         return replace(step, line=line)
 
-    def _eta(self, event, now: float) -> float | None:
-        """Time left at the stage's pace since its count (or its total) last started over."""
+    def _eta(self, key: tuple, event, now: float) -> float | None:
+        """Time left at the pace of ``key`` (a worker's stage) since its count (or its total) last started over."""
         if event.total is None or event.completed is None:
             return None
         done = event.completed + _epoch_fraction(event.detail)
-        known = self._progress.get(event.stage)
+        known = self._progress.get(key)
         if known is None or known[0] != event.total or done < known[3]:
-            self._progress[event.stage] = (event.total, now, done, done)
+            self._progress[key] = (event.total, now, done, done)
             return None
         total, since, start, _ = known
-        self._progress[event.stage] = (total, since, start, done)
+        self._progress[key] = (total, since, start, done)
         if done <= start or done >= total:
             return None
         return (now - since) / (done - start) * (total - done)

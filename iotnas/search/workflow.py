@@ -69,6 +69,7 @@ class SearchEvent:
     completed: int | None = None
     total: int | None = None
     detail: object | None = None  # e.g. a training's per-epoch stats
+    worker: int | None = None  # which of a launcher's local worker processes said it (None: this process)
 
 
 Callback = Callable[[SearchEvent], None]

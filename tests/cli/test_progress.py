@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,13 +33,18 @@ STAGES = "pool|latency|train|promote|precision|wait|workers|done"
 LINE = re.compile(rf"^ *\d+:\d\d(:\d\d)?  ({STAGES}) +(\d+/\d+)?  \S.*$")
 
 
-def test_a_search_logged_to_a_file_writes_its_progress_as_it_goes(tmp_path):
+def _search_logged_to_a_file(tmp_path, *, workers: str | None) -> tuple[str, list[str]]:
+    """Run the tiny study with its output in a file, as under ``nohup``; the log as read while the
+    search ran, and its progress lines (those before the winners' table)."""
     study = tmp_path / "tiny.toml"
     study.write_text(STUDY, encoding="utf-8")
     log = tmp_path / "log"
+    env = {k: v for k, v in os.environ.items() if k != "IOTNAS_WORKERS"}  # None: the command's default
+    if workers is not None:
+        env["IOTNAS_WORKERS"] = workers
     with open(log, "w", encoding="utf-8") as out, open(tmp_path / "err", "w", encoding="utf-8") as err:
         proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study)], stdout=out, stderr=err,
-                                cwd=tmp_path)
+                                cwd=tmp_path, env=env)
         seen_running = ""
         deadline = time.monotonic() + 600
         try:
@@ -50,15 +57,18 @@ def test_a_search_logged_to_a_file_writes_its_progress_as_it_goes(tmp_path):
             if proc.poll() is None:
                 proc.kill()
         assert proc.wait() == 0, (tmp_path / "err").read_text()
-    assert re.search(r"train .* training probenet/s2/\d+: epoch 1, loss", seen_running), \
-        f"no epoch line in the log while the search ran:\n{seen_running}"
-
     lines = log.read_text(encoding="utf-8").splitlines()
     title = lines.index(next(line for line in lines if "best feasible models" in line))
     assert lines[title].strip() == "tiny: best feasible models"  # on its own line, nothing glued to it
-    progress = lines[:title]
-    bad = [line for line in progress if not LINE.match(line)]
+    bad = [line for line in lines[:title] if not LINE.match(line)]
     assert not bad, f"not one event per line, with its stage: {bad}"
+    return seen_running, lines[:title]
+
+
+def test_a_search_logged_to_a_file_writes_its_progress_as_it_goes(tmp_path):
+    seen_running, progress = _search_logged_to_a_file(tmp_path, workers="1")
+    assert re.search(r"train .* training probenet/s2/\d+: epoch 1, loss", seen_running), \
+        f"no epoch line in the log while the search ran:\n{seen_running}"
     epochs = [line for line in progress if ": epoch " in line]
     assert len(epochs) == 4  # every epoch of both trainings
     assert all("loss " in line and "img/s" in line for line in epochs)
@@ -67,6 +77,21 @@ def test_a_search_logged_to_a_file_writes_its_progress_as_it_goes(tmp_path):
     assert [LINE.match(line).group(3) for line in finished] == ["1/2", "2/2"]
     assert any(" precision " in line and "float32" in line and "(1 evaluated)" in line for line in progress)
     assert " done " in progress[-1]
+
+
+def test_workers_started_by_default_report_their_epochs_in_the_log(tmp_path):
+    """The default (one worker per core): each worker process's epochs reach the launcher's log, named."""
+    from iotnas.executors import cores
+
+    seen_running, progress = _search_logged_to_a_file(tmp_path, workers=None)
+    epochs = [line for line in progress if ": epoch " in line]
+    assert len(epochs) == 4, progress  # every epoch of both trainings, whichever worker trained it
+    assert re.search(r"train .*training probenet/s2/\d+: epoch 1, loss", seen_running)
+    if cores() > 1:
+        named = {re.search(r"worker (\d+): training", line).group(1) for line in epochs}
+        assert named <= {str(n) for n in range(1, cores() + 1)}
+        assert any(" workers " in line and "local workers: " in line for line in progress)
+    assert any(" done " in line for line in progress)
 
 
 class _Clock:
@@ -99,6 +124,23 @@ def test_waits_get_a_line_a_minute_and_a_stage_with_a_total_an_eta():
     assert not repeat.line
 
 
+def test_each_worker_gets_its_own_lines_and_eta():
+    from iotnas.cli.search import _Narrator
+    from iotnas.search import SearchEvent
+
+    clock = _Clock()
+    narrator = _Narrator(clock)
+    first = narrator.tell(SearchEvent("train", "training a to 2 epochs", 0, 4, worker=1))
+    second = narrator.tell(SearchEvent("train", "training a to 2 epochs", 0, 4, worker=2))
+    assert first.line and second.line  # the same words from another worker are news
+    assert first.text == "worker 1: training a to 2 epochs" and second.text.startswith("worker 2: ")
+    clock.now = 10.0
+    narrator.tell(SearchEvent("train", "b: 40.00% after 2 epochs", 1, 4, worker=2))
+    clock.now = 20.0
+    step = narrator.tell(SearchEvent("train", "a: 50.00% after 2 epochs", 1, 4, worker=1))
+    assert step.eta == 60.0  # worker 1's own pace (20 s a training), not reset by worker 2's count
+
+
 def test_status_tells_a_running_training_from_an_interrupted_one(tmp_path, cli):
     from datetime import datetime
 
@@ -111,17 +153,19 @@ def test_status_tells_a_running_training_from_an_interrupted_one(tmp_path, cli):
     archs = [Arch.parse("probenet/s2/0"), Arch.parse("probenet/s2/1")]
     with Store.open(str(db), study_name="beats") as store:
         store.set_study(parse_study({"name": "beats", "data": {"dataset": "digits"},
-                                     "workers": {"heartbeat_s": 0.5, "stale_after_s": 2.0}}, base_dir=str(tmp_path)))
+                                     "workers": {"heartbeat_s": 5.0, "stale_after_s": 30.0}}, base_dir=str(tmp_path)))
         store.add_candidates([Candidate(
             key=a.key, arch_json=a.to_json(), space=a.space, law=a.law, arch_id=a.id, n_values=1000, macs=5000,
             flops=10000, peak_activation_bytes=4096, status=POOLED, reason=None, proposed_index=i,
         ) for i, a in enumerate(archs)])
         stale, fresh = archs
         assert store.claim_training(stale.key, 2.0, worker="another-host:1:dead", stale_before=datetime.min)
-        time.sleep(2.5)  # past stale_after_s: that worker has stopped beating
         me = new_worker_id()
         assert store.claim_training(fresh.key, 2.0, worker=me, stale_before=datetime.min)
         assert store.heartbeat(fresh.key, 2.0, worker=me)
+    with sqlite3.connect(db) as connection:  # that worker stopped beating a minute ago, past stale_after_s
+        connection.execute("UPDATE iotnas_trainings SET heartbeat_at = datetime(heartbeat_at, '-60 seconds') "
+                           "WHERE arch_key = ?", (stale.key,))
     code, out, err = cli("status", str(db))
     assert code == 0, err
     assert "probenet/s2/1 to 2 epochs: running\n" in out

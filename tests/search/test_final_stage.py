@@ -159,15 +159,17 @@ def test_a_killed_final_stage_resumes_without_retraining_what_is_done(tmp_path):
 
 # ------------------------------------------------------------------ --workers auto
 
-def test_workers_auto_runs_one_single_threaded_training_per_core(tmp_path, cli):
+def test_by_default_a_search_runs_one_single_threaded_training_per_core(tmp_path, cli, monkeypatch):
     from iotnas.executors import LocalExecutor, cores, parse_workers
     from iotnas.train import load_checkpoint
 
     assert parse_workers("auto", LocalExecutor()) == cores()
+    assert parse_workers("auto", LocalExecutor(), trains=False) == 1  # tabular: lookups, nothing to share out
+    monkeypatch.delenv("IOTNAS_WORKERS")  # the command's own default: auto
     study = _write(tmp_path / "auto")
     text = study.read_text().replace("[final]\nepochs = 40\ntop = 1\n", "")
     study.write_text(text)
-    code, _, err = cli("search", str(study), "--workers", "auto")
+    code, _, err = cli("search", str(study))
     assert code == 0, err
     checkpoints = list((study.parent / "final-runs").glob("*/checkpoint.pt"))
     assert len(checkpoints) == 2
