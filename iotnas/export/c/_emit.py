@@ -158,12 +158,32 @@ def deployed_stream(deployed: DeployedModel, meta: dict[str, Any]) -> tuple[dict
     return header, codes + scales
 
 
+#: Floats read past the padded plane by the widest vector the kernels use (8 lanes, AVX).
+VECTOR_SLACK_VALUES = 8
+
+
+def _window_scratch_values(h: int, w: int, cout_g: int, p: dict[str, Any]) -> int:
+    """Floats a window convolution needs (``iotnas_conv`` in ``iotnas_ops.c``): the taps of its
+    group's output channels for one input channel, then that input plane padded with zeros, its
+    rows split into ``sw`` phases of ``ceil((w + 2 pw) / sw)`` floats, and the vectors' overrun."""
+    phase = -(-(w + 2 * p["pw"]) // p["sw"])
+    return cout_g * p["kh"] * p["kw"] + (h + 2 * p["ph"]) * p["sw"] * phase + VECTOR_SLACK_VALUES
+
+
+def _pointwise(p: dict[str, Any]) -> bool:
+    return p["kh"] == p["kw"] == p["sh"] == p["sw"] == 1 and p["ph"] == p["pw"] == 0
+
+
 def scratch_values(graph: Graph) -> int:
-    """Floats of the largest weight row a layer decodes at once."""
+    """Floats of the scratch buffer: the largest decoded weight row of a pointwise convolution or
+    a linear layer, or what a window convolution needs."""
     rows = [1]
     for op in graph.ops:
         if op.kind == "conv":
-            rows.append(graph.shapes[op.inputs[0]][0] // op.params["groups"] * op.params["kh"] * op.params["kw"])
+            c, h, w = graph.shapes[op.inputs[0]]
+            p = op.params
+            cout_g = op.shape[0] // p["groups"]
+            rows.append(c // p["groups"] if _pointwise(p) else _window_scratch_values(h, w, cout_g, p))
         elif op.kind == "linear":
             rows.append(graph.values(op.inputs[0]))
     return max(rows)
@@ -219,7 +239,7 @@ static const float iotnas_inv_std[{c}] = {{{inv_std}}};
 
 /* Activations: {plan.arena_values:,} floats, planned by liveness (peak of live tensors: {plan.live_peak_values:,}). */
 static float iotnas_arena[{max(plan.arena_values, 1)}];
-/* One decoded weight row (the widest layer's). */
+/* One decoded weight row, or a window convolution's taps and zero-padded input plane. */
 static float iotnas_scratch[{scratch_values(graph)}];
 
 {chr(10).join(decls)}
