@@ -1,6 +1,7 @@
-"""The float convolution kernels layer by layer: every kernel size, stride and grouping the
-spaces use (and odd widths that end rows in partial vectors), against PyTorch on real CIFAR-10
-images; and the same logits, bit for bit, whether the kernels run on vectors of 1, 4 or 8 floats."""
+"""The float convolution and max-pooling kernels layer by layer: every kernel size, stride and
+grouping the spaces use (and odd widths that end rows in partial vectors), against PyTorch on real
+CIFAR-10 images; and the same logits, bit for bit, whether the kernels run on vectors of 1, 4 or 8
+floats."""
 
 from __future__ import annotations
 
@@ -46,17 +47,35 @@ LAYERS = {
     "pointwise s1, 15 wide": (6, 5, (1, 1), 1, (0, 0), 1, 15, False),
     "depthwise 5x5 s1, 3 wide": (4, 4, (5, 5), 1, (2, 2), 4, 3, False),
 }
+#: (channels, kernel, stride, padding, input size)
+POOLS = {
+    "max 3x3 s1": (4, 3, 1, 1, 32),
+    "max 3x3 s2": (4, 3, 2, 1, 16),
+    "max 2x2 s2": (4, 2, 2, 0, 32),
+    "max 3x3 s2, 15 wide": (4, 3, 2, 1, 15),
+    "max 3x3 s1, 15 wide, no padding": (4, 3, 1, 0, 15),
+    "max 2x2 s2, 15 wide (last column unread)": (4, 2, 2, 0, 15),
+}
+
+
+def _stem(cin: int, size: int) -> nn.Conv2d:
+    """A 3 -> cin convolution without padding that brings the 32 x 32 image to size x size."""
+    if size > 16 or size == 15:
+        return nn.Conv2d(3, cin, 32 - size + 1)
+    return nn.Conv2d(3, cin, 32 - 2 * (size - 1), stride=2)
 
 
 def _layer_model(cin: int, cout: int, kernel: tuple[int, int], stride: int, padding: tuple[int, int], groups: int,
                  size: int, relu: bool) -> nn.Module:
-    """The layer, after a 3 -> cin convolution that brings the 32 x 32 image to size x size; its
-    output plane is the model's output (every value compared)."""
+    """The layer after the stem; its output plane is the model's output (every value compared)."""
     torch.manual_seed(0)
-    k_in = 32 - size + 1 if size > 16 or size == 15 else 32 - 2 * (size - 1)  # valid, stride 1 or 2
-    stem = nn.Conv2d(3, cin, k_in, stride=1 if size > 16 or size == 15 else 2)
     layer = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=not relu)
-    return nn.Sequential(stem, layer, *([nn.ReLU()] if relu else []), nn.Flatten()).eval()
+    return nn.Sequential(_stem(cin, size), layer, *([nn.ReLU()] if relu else []), nn.Flatten()).eval()
+
+
+def _pool_model(c: int, k: int, stride: int, padding: int, size: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(_stem(c, size), nn.MaxPool2d(k, stride=stride, padding=padding), nn.Flatten()).eval()
 
 
 def _meta(model: nn.Module, dataset) -> dict:
@@ -72,20 +91,28 @@ def _avx() -> bool:
     return " avx " in flags.replace("\n", " ")
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_layer_matches_pytorch_at_every_vector_width(name, cifar_small, tmp_path):
-    require("gcc")
-    model = _layer_model(*LAYERS[name])
+def _check_every_width(model: nn.Module, dataset, tmp_path: Path) -> None:
     deployed = deploy(model, "float32")
-    meta = _meta(model, cifar_small)
-    assert meta["num_classes"] > 0
+    meta = _meta(model, dataset)
     write_c_library(tmp_path / "c", deployed, meta)
-    pixels = cifar_small.test_images[:N_IMAGES]
+    pixels = dataset.test_images[:N_IMAGES]
     with torch.no_grad():
-        want = deployed.module(normalised(pixels, cifar_small)).numpy()
+        want = deployed.module(normalised(pixels, dataset)).numpy()
     lanes = [1, 4, 8] if _avx() else [1, 4]
     got = {n: run_host(build_host(tmp_path / "c", tmp_path / f"model{n}", extra=LANE_FLAGS[n]), hwc(pixels),
                        num_classes=meta["num_classes"]) for n in lanes}
     assert np.abs(got[4] - want).max() <= C_TOLERANCE * max(1.0, float(np.abs(want).max()))
-    for n in lanes:  # each output's sum: the same operations in the same order at any width
+    for n in lanes:  # each output: the same operations in the same order at any width
         assert np.array_equal(got[n], got[4]), f"{n} lanes differ from 4"
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_convolution_matches_pytorch_at_every_vector_width(name, cifar_small, tmp_path):
+    require("gcc")
+    _check_every_width(_layer_model(*LAYERS[name]), cifar_small, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(POOLS))
+def test_max_pooling_matches_pytorch_at_every_vector_width(name, cifar_small, tmp_path):
+    require("gcc")
+    _check_every_width(_pool_model(*POOLS[name]), cifar_small, tmp_path)

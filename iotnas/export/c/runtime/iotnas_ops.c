@@ -1,6 +1,8 @@
 /* iotnas C kernels (see iotnas_ops.h). */
 #include "iotnas_ops.h"
 
+#include <float.h>
+
 static float value_at(iotnas_w_t w, uint32_t i) {
     float v;
     iotnas_decode(w.first + i, 1u, w.scale, &v);
@@ -285,33 +287,57 @@ static uint32_t span(uint32_t o, uint32_t stride, uint32_t pad, uint32_t k, uint
     return (uint32_t)(end_pad - start);
 }
 
-static float max3(const float *row) {
-    const float a = row[0] > row[1] ? row[0] : row[1];
-    return a > row[2] ? a : row[2];
+#if IOTNAS_LANES > 1u
+static iotnas_vec max_vec(iotnas_vec a, iotnas_vec b) {
+    const iotnas_mask a_wins = a > b;
+    return (iotnas_vec)((a_wins & (iotnas_mask)a) | (~a_wins & (iotnas_mask)b));
+}
+#else
+static iotnas_vec max_vec(iotnas_vec a, iotnas_vec b) {
+    return a > b ? a : b;
+}
+#endif
+
+static float max_value(float a, float b) {
+    return a > b ? a : b;
 }
 
-void iotnas_maxpool(const iotnas_pool_t *p, const float *in, float *out) {
-    for (uint32_t c = 0; c < p->c; ++c) {
-        const float *x = in + c * p->hin * p->win;
+/* Separable: per output row, the column maxima of its window's rows (inside the image) into
+ * scratch, between -FLT_MAX columns for the padding (never the maximum: every window holds an
+ * input value); then each output the maximum of its window's columns. Both passes a vector of
+ * outputs at a time where the columns are consecutive. */
+void iotnas_maxpool(const iotnas_pool_t *p, const float *in, float *out, float *scratch) {
+    const uint32_t win = p->win, whole = win / IOTNAS_LANES * IOTNAS_LANES;
+    const uint32_t read = (p->wout - 1u) * p->sw + p->kw, cols = read > p->pw + win ? read : p->pw + win;
+    float *const c = scratch, *const inside = scratch + p->pw;
+    for (uint32_t i = 0; i < cols; ++i) c[i] = -FLT_MAX;
+    for (uint32_t ch = 0; ch < p->c; ++ch) {
+        const float *x = in + ch * p->hin * win;
         for (uint32_t oy = 0; oy < p->hout; ++oy) {
             uint32_t y0, y1;
             (void)span(oy, p->sh, p->ph, p->kh, p->hin, &y0, &y1);
-            float *o = out + (c * p->hout + oy) * p->wout;
-            for (uint32_t ox = 0; ox < p->wout; ++ox) {
-                uint32_t x0, x1;
-                (void)span(ox, p->sw, p->pw, p->kw, p->win, &x0, &x1);
-                if (y1 - y0 == 3u && x1 - x0 == 3u) { /* a whole 3x3 window, the common case */
-                    const float *r = x + y0 * p->win + x0;
-                    const float a = max3(r), b = max3(r + p->win), d = max3(r + 2u * p->win);
-                    const float m = a > b ? a : b;
-                    o[ox] = m > d ? m : d;
-                    continue;
+            memcpy(inside, x + y0 * win, win * sizeof *x);
+            for (uint32_t y = y0 + 1u; y < y1; ++y) {
+                const float *row = x + y * win;
+                uint32_t i = 0;
+                for (; i < whole; i += IOTNAS_LANES) {
+                    const iotnas_vec m = max_vec(load_vec(inside + i), load_vec(row + i));
+                    memcpy(inside + i, &m, sizeof m);
                 }
-                float m = x[y0 * p->win + x0];
-                for (uint32_t y = y0; y < y1; ++y) {
-                    const float *row = x + y * p->win;
-                    for (uint32_t xx = x0; xx < x1; ++xx) m = row[xx] > m ? row[xx] : m;
+                for (; i < win; ++i) inside[i] = max_value(inside[i], row[i]);
+            }
+            float *o = out + (ch * p->hout + oy) * p->wout;
+            uint32_t ox = 0;
+            if (p->sw == 1u)
+                for (; ox + IOTNAS_LANES <= p->wout; ox += IOTNAS_LANES) {
+                    iotnas_vec m = load_vec(c + ox);
+                    for (uint32_t k = 1; k < p->kw; ++k) m = max_vec(m, load_vec(c + ox + k));
+                    memcpy(o + ox, &m, sizeof m);
                 }
+            for (; ox < p->wout; ++ox) {
+                const float *w = c + ox * p->sw;
+                float m = w[0];
+                for (uint32_t k = 1; k < p->kw; ++k) m = max_value(m, w[k]);
                 o[ox] = m;
             }
         }
