@@ -61,6 +61,25 @@ static int32_t dot(int32_t n, const int8_t *restrict x, const int8_t *restrict f
     return acc;
 }
 
+/* The sum of x[i] * f[i] over n int8 pairs, n a multiple of 8 (a zero-padded copy of the input:
+ * the filter is read past its row, where the zeros cancel it; the generator pads the array). */
+#define IOTNAS_DOT_STEP 8
+static int32_t dot_steps(int32_t n, const int8_t *restrict x, const int8_t *restrict f) {
+#if defined(__SSE2__)
+    __m128i sums = _mm_setzero_si128();
+    for (; n > 0; n -= 8, x += 8, f += 8) sums = _mm_add_epi32(sums, _mm_madd_epi16(load8_i16(x), load8_i16(f)));
+    return lanes_sum(sums);
+#else
+    int32_t acc = 0;
+    for (int32_t i = 0; i < n; ++i) acc += (int32_t)x[i] * (int32_t)f[i];
+    return acc;
+#endif
+}
+
+static int32_t round_up_steps(int32_t n) {
+    return (n + IOTNAS_DOT_STEP - 1) / IOTNAS_DOT_STEP * IOTNAS_DOT_STEP;
+}
+
 /* acc[i] += x[i] * f[i] over n values. */
 static void multiply_add(int32_t n, const int8_t *restrict x, const int8_t *restrict f, int32_t *restrict acc) {
 #if defined(__SSE2__)
@@ -107,20 +126,55 @@ static int whole(const iotnas_geometry_t *g, window_t w) {
     return w.ky0 == 0 && w.kx0 == 0 && w.ky1 == g->kh && w.kx1 == g->kw;
 }
 
+/* A window's inputs (or a pixel's channels) copied as one run in the filter's order [kh][kw][cin]
+ * and zero-padded to whole dot steps, when they fit this stack buffer: the dot product with each
+ * output channel's filter is then one call without a scalar rest, the copy made once for every
+ * output channel. */
+#define IOTNAS_PATCH_MAX 256
+
 /* A pointwise convolution: one dot product over the cin channels (of stride) per output, no
- * window to clip. */
+ * window to clip; a pixel's channels copied zero-padded to whole steps first unless whole already. */
 static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
                       const int8_t *x, const int8_t *filter, int8_t *out) {
+    const int32_t steps = round_up_steps(cin);
+    if (steps != cin && steps <= IOTNAS_PATCH_MAX) {
+        int8_t pixel_in[IOTNAS_PATCH_MAX];
+        memset(pixel_in + cin, 0, (size_t)(steps - cin));
+        for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
+            memcpy(pixel_in, x, (size_t)cin);
+            for (int32_t oc = 0; oc < cout; ++oc)
+                out[oc] = requantize_channel(&q, oc, dot_steps(steps, pixel_in, filter + oc * cin));
+        }
+        return;
+    }
     for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout)
         for (int32_t oc = 0; oc < cout; ++oc) out[oc] = requantize_channel(&q, oc, dot(cin, x, filter + oc * cin));
+}
+
+/* The cin channels (of in_stride, from x) under each tap of window w; a tap in the padding holds
+ * the input zero point, which adds nothing (the bias holds the zero point's share). */
+static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x, int32_t in_stride, int32_t cin,
+                         int8_t zp, int8_t *patch) {
+    if (whole(g, w) && in_stride == cin) { /* a kernel row is one run of the input */
+        for (int32_t ky = 0; ky < g->kh; ++ky, patch += g->kw * cin)
+            memcpy(patch, x + ((w.y0 + ky) * g->win + w.x0) * in_stride, (size_t)(g->kw * cin));
+        return;
+    }
+    for (int32_t ky = 0; ky < g->kh; ++ky)
+        for (int32_t kx = 0; kx < g->kw; ++kx, patch += cin) {
+            if (ky >= w.ky0 && ky < w.ky1 && kx >= w.kx0 && kx < w.kx1)
+                memcpy(patch, x + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride, (size_t)cin);
+            else
+                memset(patch, zp, (size_t)cin);
+        }
 }
 
 /* The input pixel under kernel tap (ky, kx) of window w (formed only for a tap in the image). */
 #define IOTNAS_TAP_INPUT(kx) (in + ((w.y0 + ky) * g->win + w.x0 + (kx)) * in_stride + in_offset)
 
-/* A convolution with a window. Inside the image a kernel row is one run of input and of filter
- * when the layer reads every channel of its input; at the borders, a tap in the padding adds
- * the zero point times its weights. */
+/* A convolution with a window: a patch per output pixel when the window is small, else inside the
+ * image a kernel row is one run of input and of filter when the layer reads every channel of its
+ * input; at the borders, a tap in the padding adds the zero point times its weights. */
 void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
     const iotnas_requant_t q = p->q;
@@ -129,6 +183,19 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int32_t zp = q.in_zp;
     if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
         pointwise(q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
+        return;
+    }
+    const int32_t patch_len = g->kh * g->kw * cin, steps = round_up_steps(patch_len);
+    if (steps <= IOTNAS_PATCH_MAX) {
+        int8_t patch[IOTNAS_PATCH_MAX];
+        memset(patch + patch_len, 0, (size_t)(steps - patch_len));
+        for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
+            const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
+            gather_patch(g, w, in + in_offset, in_stride, cin, (int8_t)zp, patch);
+            int8_t *o = out + pixel * cout;
+            for (int32_t oc = 0; oc < cout; ++oc)
+                o[oc] = requantize_channel(&q, oc, dot_steps(steps, patch, filter + oc * patch_len));
+        }
         return;
     }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
@@ -244,19 +311,27 @@ void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_
     }
 }
 
+/* o[i] = max(o[i], x[i]) over n values, in runs of 16 and 8 for the vectoriser. */
+static void max_run(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
+    for (; n >= IOTNAS_RUN; n -= IOTNAS_RUN, x += IOTNAS_RUN, o += IOTNAS_RUN)
+        for (int i = 0; i < IOTNAS_RUN; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+    for (; n >= IOTNAS_CHANNEL_RUN; n -= IOTNAS_CHANNEL_RUN, x += IOTNAS_CHANNEL_RUN, o += IOTNAS_CHANNEL_RUN)
+        for (int i = 0; i < IOTNAS_CHANNEL_RUN; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+    for (int32_t i = 0; i < n; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+}
+
 void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
     const iotnas_geometry_t *g = &p->g;
+    const int32_t c = p->c;
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
-        for (int32_t c = 0; c < p->c; ++c) {
-            int32_t m = INT8_MIN; /* padding never wins: TensorFlow Lite pads max pooling with -128 */
-            for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
-                    const int32_t v = in[((w.y0 + ky) * g->win + w.x0 + kx) * p->c + c];
-                    m = v > m ? v : m;
-                }
-            out[pixel * p->c + c] = iotnas_saturate(m, p->act_min, p->act_max);
-        }
+        int8_t *o = out + pixel * c;
+        memset(o, INT8_MIN, (size_t)c); /* padding never wins: TensorFlow Lite pads max pooling with -128 */
+        for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
+            for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
+                max_run(c, in + ((w.y0 + ky) * g->win + w.x0 + kx) * c, o);
+            }
+        for (int32_t i = 0; i < c; ++i) o[i] = iotnas_saturate(o[i], p->act_min, p->act_max);
     }
 }
 
