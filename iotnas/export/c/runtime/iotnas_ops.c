@@ -56,6 +56,15 @@ static iotnas_vec load_part(const float *p, uint32_t n) {
     return v;
 }
 
+/* Store 8 consecutive vectors at o. */
+static void store_block(float *o, iotnas_vec a0, iotnas_vec a1, iotnas_vec a2, iotnas_vec a3, iotnas_vec a4,
+                        iotnas_vec a5, iotnas_vec a6, iotnas_vec a7) {
+    memcpy(o, &a0, sizeof a0), memcpy(o + IOTNAS_LANES, &a1, sizeof a1);
+    memcpy(o + 2u * IOTNAS_LANES, &a2, sizeof a2), memcpy(o + 3u * IOTNAS_LANES, &a3, sizeof a3);
+    memcpy(o + 4u * IOTNAS_LANES, &a4, sizeof a4), memcpy(o + 5u * IOTNAS_LANES, &a5, sizeof a5);
+    memcpy(o + 6u * IOTNAS_LANES, &a6, sizeof a6), memcpy(o + 7u * IOTNAS_LANES, &a7, sizeof a7);
+}
+
 /* The end of a convolution's sum: + bias, then the ReLU when relu (a negative value becomes 0;
  * -0 and NaN pass). The vector form gives each lane the same result. */
 static float finish_value(float v, float bias, uint32_t relu) {
@@ -106,6 +115,18 @@ static void pad_plane(const iotnas_conv_t *p, const plane_t *g, const float *x, 
     }
 }
 
+/* Every tap of the window sums, TAP(j) adding tap value wv at offset at for vector j. */
+#define IOTNAS_SUM_TAPS(TAP)                                                                       \
+    for (uint32_t c = 0; c < s->channels; ++c)                                                     \
+        for (uint32_t ky = 0; ky < g->kh; ++ky)                                                    \
+            for (uint32_t ph = 0; ph < g->sw && ph < g->kw; ++ph) {                                \
+                uint32_t at = c * s->channel_stride + ky * g->row + ph * g->phase;                 \
+                for (uint32_t kx = ph; kx < g->kw; kx += g->sw, ++at) {                            \
+                    const float wv = wm[(c * g->kh + ky) * g->kw + kx];                            \
+                    TAP(0); TAP(1); TAP(2); TAP(3); TAP(4); TAP(5); TAP(6); TAP(7);                \
+                }                                                                                  \
+            }
+/* Vector j of a block at its own input address x##j. */
 #define IOTNAS_TAP(j) a##j = a##j + wv * load_vec(x##j + at)
 
 /* What window_plane sums: channels input planes (channel_stride floats apart) under a kh x kw
@@ -116,6 +137,58 @@ typedef struct {
     const iotnas_conv_t *layer; /* its bias and ReLU end the sums when finish */
     uint32_t first_oc;          /* the layer's output channel of output plane 0 */
 } sums_t;
+
+/* Vector j of a block of rows, V vectors a row: row j / V of the block (rows sh input rows apart),
+ * vector j % V of that row. */
+#define IOTNAS_TAP_ROWS(j) a##j = a##j + wv * load_vec(x0 + at + (j) / V * step + (j) % V * IOTNAS_LANES)
+#define IOTNAS_OUT(j) (o + (j) / V * g->wout + (j) % V * IOTNAS_LANES)
+
+/* window_plane where every row is whole vectors and a block is V vectors of each of 8 / V rows
+ * (V = 8: a block within a row): one input address per block, the rest constant offsets, so that
+ * the taps' loop keeps every address in a register. */
+#define IOTNAS_WINDOW_ROWS(name, V_)                                                                \
+    static void name(const sums_t *s, const float *src, const float *w, int accumulate, int finish, \
+                     float *out) {                                                                  \
+        enum { V = V_ };                                                                            \
+        const plane_t *g = &s->g;                                                                   \
+        const uint32_t taps = s->channels * g->kh * g->kw, step = g->sh * g->row;                  \
+        const uint32_t width = V * IOTNAS_LANES < g->wout ? V * IOTNAS_LANES : g->wout;             \
+        for (uint32_t oy = 0; oy < g->hout; oy += IOTNAS_BLOCK / V)                                 \
+            for (uint32_t ox = 0; ox < g->wout; ox += width) {                                      \
+                const float *const x0 = src + oy * step + ox;                                       \
+                for (uint32_t m = 0; m < s->outputs; ++m) {                                         \
+                    float *const o = out + m * s->plane_out + oy * g->wout + ox;                    \
+                    const float *wm = w + m * taps;                                                 \
+                    iotnas_vec a0, a1, a2, a3, a4, a5, a6, a7;                                      \
+                    if (accumulate) {                                                               \
+                        a0 = load_vec(IOTNAS_OUT(0)), a1 = load_vec(IOTNAS_OUT(1));                 \
+                        a2 = load_vec(IOTNAS_OUT(2)), a3 = load_vec(IOTNAS_OUT(3));                 \
+                        a4 = load_vec(IOTNAS_OUT(4)), a5 = load_vec(IOTNAS_OUT(5));                 \
+                        a6 = load_vec(IOTNAS_OUT(6)), a7 = load_vec(IOTNAS_OUT(7));                 \
+                    } else {                                                                        \
+                        memset(&a0, 0, sizeof a0);                                                  \
+                        a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;              \
+                    }                                                                               \
+                    IOTNAS_SUM_TAPS(IOTNAS_TAP_ROWS)                                                \
+                    if (finish) {                                                                   \
+                        const iotnas_conv_t *p = s->layer;                                          \
+                        const float bias = p->bias.present ? value_at(p->bias, s->first_oc + m) : 0.0f; \
+                        a0 = finish_vec(a0, bias, p->relu), a1 = finish_vec(a1, bias, p->relu);     \
+                        a2 = finish_vec(a2, bias, p->relu), a3 = finish_vec(a3, bias, p->relu);     \
+                        a4 = finish_vec(a4, bias, p->relu), a5 = finish_vec(a5, bias, p->relu);     \
+                        a6 = finish_vec(a6, bias, p->relu), a7 = finish_vec(a7, bias, p->relu);     \
+                    }                                                                               \
+                    memcpy(IOTNAS_OUT(0), &a0, sizeof a0), memcpy(IOTNAS_OUT(1), &a1, sizeof a1);   \
+                    memcpy(IOTNAS_OUT(2), &a2, sizeof a2), memcpy(IOTNAS_OUT(3), &a3, sizeof a3);   \
+                    memcpy(IOTNAS_OUT(4), &a4, sizeof a4), memcpy(IOTNAS_OUT(5), &a5, sizeof a5);   \
+                    memcpy(IOTNAS_OUT(6), &a6, sizeof a6), memcpy(IOTNAS_OUT(7), &a7, sizeof a7);   \
+                }                                                                                   \
+            }                                                                                       \
+    }
+
+IOTNAS_WINDOW_ROWS(window_rows8, 8)
+IOTNAS_WINDOW_ROWS(window_rows4, 4)
+IOTNAS_WINDOW_ROWS(window_rows2, 2)
 
 /* out (+)= the window sums of s over src; accumulate: add to out's sums (a later input channel);
  * finish: then add the bias and apply the ReLU (the last input channel).
@@ -129,6 +202,20 @@ static void window_plane(const sums_t *s, const float *src, const float *w, int 
     const uint32_t per_row = (g->wout + IOTNAS_LANES - 1u) / IOTNAS_LANES, n = g->hout * per_row;
     const uint32_t taps = s->channels * g->kh * g->kw;
     uint32_t oy = 0, ox = 0;
+    if (g->wout % IOTNAS_LANES == 0u) { /* whole vectors: blocks of whole rows, or within a row */
+        if (per_row % IOTNAS_BLOCK == 0u) {
+            window_rows8(s, src, w, accumulate, finish, out);
+            return;
+        }
+        if (per_row == 4u && g->hout % 2u == 0u) {
+            window_rows4(s, src, w, accumulate, finish, out);
+            return;
+        }
+        if (per_row == 2u && g->hout % 4u == 0u) {
+            window_rows2(s, src, w, accumulate, finish, out);
+            return;
+        }
+    }
     for (uint32_t t = 0; t < n; t += IOTNAS_BLOCK) {
         const float *x[IOTNAS_BLOCK];
         uint32_t o[IOTNAS_BLOCK], lanes[IOTNAS_BLOCK];
@@ -155,16 +242,7 @@ static void window_plane(const sums_t *s, const float *src, const float *w, int 
                 const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5], *x6 = x[6],
                             *x7 = x[7];
                 iotnas_vec a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6], a7 = a[7];
-                for (uint32_t c = 0; c < s->channels; ++c)
-                    for (uint32_t ky = 0; ky < g->kh; ++ky)
-                        for (uint32_t ph = 0; ph < g->sw && ph < g->kw; ++ph) {
-                            uint32_t at = c * s->channel_stride + ky * g->row + ph * g->phase;
-                            for (uint32_t kx = ph; kx < g->kw; kx += g->sw, ++at) {
-                                const float wv = wm[(c * g->kh + ky) * g->kw + kx];
-                                IOTNAS_TAP(0); IOTNAS_TAP(1); IOTNAS_TAP(2); IOTNAS_TAP(3);
-                                IOTNAS_TAP(4); IOTNAS_TAP(5); IOTNAS_TAP(6); IOTNAS_TAP(7);
-                            }
-                        }
+                IOTNAS_SUM_TAPS(IOTNAS_TAP)
                 a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
             }
             if (finish) {
@@ -209,10 +287,7 @@ static void pointwise(const iotnas_conv_t *p, const float *in, float *out, float
             a2 = finish_vec(a2, bias, relu), a3 = finish_vec(a3, bias, relu);
             a4 = finish_vec(a4, bias, relu), a5 = finish_vec(a5, bias, relu);
             a6 = finish_vec(a6, bias, relu), a7 = finish_vec(a7, bias, relu);
-            memcpy(o + i, &a0, sizeof a0), memcpy(o + i + IOTNAS_LANES, &a1, sizeof a1);
-            memcpy(o + i + 2u * IOTNAS_LANES, &a2, sizeof a2), memcpy(o + i + 3u * IOTNAS_LANES, &a3, sizeof a3);
-            memcpy(o + i + 4u * IOTNAS_LANES, &a4, sizeof a4), memcpy(o + i + 5u * IOTNAS_LANES, &a5, sizeof a5);
-            memcpy(o + i + 6u * IOTNAS_LANES, &a6, sizeof a6), memcpy(o + i + 7u * IOTNAS_LANES, &a7, sizeof a7);
+            store_block(o + i, a0, a1, a2, a3, a4, a5, a6, a7);
         }
         for (; i < vectors; i += IOTNAS_LANES) {
             iotnas_vec a0;
