@@ -16,6 +16,20 @@ static int8_t requantize_channel(const iotnas_requant_t *q, int32_t c, int32_t a
                            q->act_max);
 }
 
+/* Channels summed before they are requantised together (a stack frame of int32). */
+#define IOTNAS_CHANNEL_BLOCK 32
+
+/* out[i] = channel c0 + i of acc[i] requantised, for n channels: one loop, no call per output. */
+static void requantize_run(const iotnas_requant_t *q, int32_t c0, int32_t n, const int32_t *acc, int8_t *out) {
+    const int32_t *const bias = q->bias, *const multiplier = q->multiplier + c0;
+    const int8_t *const shift = q->shift + c0;
+    const int32_t out_zp = q->out_zp, lo = q->act_min, hi = q->act_max;
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t v = bias ? acc[i] + bias[c0 + i] : acc[i];
+        out[i] = iotnas_saturate(iotnas_requantize(v, multiplier[i], shift[i]) + out_zp, lo, hi);
+    }
+}
+
 /* Values summed side by side: constant trip counts that gcc vectorises at -O2 (its cheapest
  * vectoriser model), the remainder scalar. A dot product takes 16 int8 pairs a step; a run of
  * channels 8 int32 sums (two vectors: depthwise layers of 8 channels are common). On x86 the
@@ -142,13 +156,22 @@ static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t c
         memset(pixel_in + cin, 0, (size_t)(steps - cin));
         for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
             memcpy(pixel_in, x, (size_t)cin);
-            for (int32_t oc = 0; oc < cout; ++oc)
-                out[oc] = requantize_channel(&q, oc, dot_steps(steps, pixel_in, filter + oc * cin));
+            for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+                const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+                int32_t acc[IOTNAS_CHANNEL_BLOCK];
+                for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, pixel_in, filter + (c0 + i) * cin);
+                requantize_run(&q, c0, n, acc, out + c0);
+            }
         }
         return;
     }
     for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout)
-        for (int32_t oc = 0; oc < cout; ++oc) out[oc] = requantize_channel(&q, oc, dot(cin, x, filter + oc * cin));
+        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+            const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+            int32_t acc[IOTNAS_CHANNEL_BLOCK];
+            for (int32_t i = 0; i < n; ++i) acc[i] = dot(cin, x, filter + (c0 + i) * cin);
+            requantize_run(&q, c0, n, acc, out + c0);
+        }
 }
 
 /* The cin channels (of in_stride, from x) under each tap of window w; a tap in the padding holds
@@ -189,13 +212,17 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     if (steps <= IOTNAS_PATCH_MAX) {
         int8_t patch[IOTNAS_PATCH_MAX];
         memset(patch + patch_len, 0, (size_t)(steps - patch_len));
-        for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
-            const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
-            gather_patch(g, w, in + in_offset, in_stride, cin, (int8_t)zp, patch);
-            int8_t *o = out + pixel * cout;
-            for (int32_t oc = 0; oc < cout; ++oc)
-                o[oc] = requantize_channel(&q, oc, dot_steps(steps, patch, filter + oc * patch_len));
-        }
+        int8_t *o = out;
+        for (int32_t oy = 0; oy < g->hout; ++oy)
+            for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
+                gather_patch(g, window_at(g, oy, ox), in + in_offset, in_stride, cin, (int8_t)zp, patch);
+                for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+                    const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+                    int32_t acc[IOTNAS_CHANNEL_BLOCK];
+                    for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, patch, filter + (c0 + i) * patch_len);
+                    requantize_run(&q, c0, n, acc, o + c0);
+                }
+            }
         return;
     }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
@@ -241,8 +268,6 @@ static void taps8(const iotnas_geometry_t *g, int32_t in_stride, const int8_t *x
 }
 #endif
 
-#define IOTNAS_DEPTHWISE_BLOCK 32 /* channels summed side by side in a fixed frame */
-
 /* A depthwise convolution: the channels of a pixel summed side by side, tap by tap; inside the
  * image without bounds checks, at the borders a tap in the padding adds the zero point times its
  * weights. */
@@ -252,13 +277,13 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp, multiplier = cout / cin;
-    int32_t acc[IOTNAS_DEPTHWISE_BLOCK];
+    int32_t acc[IOTNAS_CHANNEL_BLOCK];
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
         const int inside = whole(g, w);
         int8_t *o = out + pixel * cout;
-        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_DEPTHWISE_BLOCK) {
-            const int32_t n = cout - c0 < IOTNAS_DEPTHWISE_BLOCK ? cout - c0 : IOTNAS_DEPTHWISE_BLOCK;
+        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+            const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
             for (int32_t i = 0; i < n; ++i) acc[i] = 0;
             if (inside && multiplier == 1) { /* no checks: tap after tap along each kernel row */
                 int32_t i = 0;
@@ -286,7 +311,7 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
                     }
                 }
             }
-            for (int32_t i = 0; i < n; ++i) o[c0 + i] = requantize_channel(&q, c0 + i, acc[i]);
+            requantize_run(&q, c0, n, acc, o + c0);
         }
     }
 }
