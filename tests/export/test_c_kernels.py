@@ -78,6 +78,26 @@ def _pool_model(c: int, k: int, stride: int, padding: int, size: int) -> nn.Modu
     return nn.Sequential(_stem(c, size), nn.MaxPool2d(k, stride=stride, padding=padding), nn.Flatten()).eval()
 
 
+class _Elementwise(nn.Module):
+    """A scale and shift with its ReLU (BatchNorm after a ReLU, nothing to fold into), a residual
+    addition with its ReLU, and a ReLU on its own (after a concatenation)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = _stem(4, size)
+        self.bn = nn.BatchNorm2d(4)
+        self.bn.running_mean.uniform_(-1.0, 1.0)
+        self.bn.running_var.uniform_(0.5, 2.0)
+        self.bn.weight.data.uniform_(-2.0, 2.0)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn(torch.relu(self.stem(x))))
+        b = torch.relu(a + self.conv(a))
+        return torch.relu(torch.cat([a, b], 1)).flatten(1)
+
+
 def _meta(model: nn.Module, dataset) -> dict:
     with torch.no_grad():
         n_out = model(torch.zeros(1, 3, 32, 32)).shape[1]
@@ -116,3 +136,9 @@ def test_convolution_matches_pytorch_at_every_vector_width(name, cifar_small, tm
 def test_max_pooling_matches_pytorch_at_every_vector_width(name, cifar_small, tmp_path):
     require("gcc")
     _check_every_width(_pool_model(*POOLS[name]), cifar_small, tmp_path)
+
+
+@pytest.mark.parametrize("size", [16, 15])
+def test_elementwise_operators_match_pytorch_at_every_vector_width(size, cifar_small, tmp_path):
+    require("gcc")
+    _check_every_width(_Elementwise(size).eval(), cifar_small, tmp_path)

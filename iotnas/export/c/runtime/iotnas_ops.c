@@ -65,27 +65,32 @@ static void store_block(float *o, iotnas_vec a0, iotnas_vec a1, iotnas_vec a2, i
     memcpy(o + 6u * IOTNAS_LANES, &a6, sizeof a6), memcpy(o + 7u * IOTNAS_LANES, &a7, sizeof a7);
 }
 
-/* The end of a convolution's sum: + bias, then the ReLU when relu (a negative value becomes 0;
- * -0 and NaN pass). The vector form gives each lane the same result. */
-static float finish_value(float v, float bias, uint32_t relu) {
-    v = v + bias;
-    return (relu && v < 0.0f) ? 0.0f : v;
+/* ReLU: a negative value becomes 0; -0 and NaN pass. The vector form gives each lane the same. */
+static float relu_value(float v) {
+    return v < 0.0f ? 0.0f : v;
 }
 
 #if IOTNAS_LANES > 1u
 typedef int32_t iotnas_mask __attribute__((vector_size(IOTNAS_LANES * 4u)));
-static iotnas_vec finish_vec(iotnas_vec v, float bias, uint32_t relu) {
-    v = v + bias;
-    if (relu) {
-        iotnas_vec zero;
-        memset(&zero, 0, sizeof zero);
-        v = (iotnas_vec)(~(v < zero) & (iotnas_mask)v);
-    }
-    return v;
+static iotnas_vec relu_vec(iotnas_vec v) {
+    iotnas_vec zero;
+    memset(&zero, 0, sizeof zero);
+    return (iotnas_vec)(~(v < zero) & (iotnas_mask)v);
 }
 #else
-#define finish_vec finish_value
+#define relu_vec relu_value
 #endif
+
+/* The end of a convolution's sum: + bias, then the ReLU when relu. */
+static float finish_value(float v, float bias, uint32_t relu) {
+    v = v + bias;
+    return relu ? relu_value(v) : v;
+}
+
+static iotnas_vec finish_vec(iotnas_vec v, float bias, uint32_t relu) {
+    v = v + bias;
+    return relu ? relu_vec(v) : v;
+}
 
 /* Where a window convolution reads and writes one plane: the input plane padded with zeros,
  * each row's columns split by phase for the horizontal stride (padded column c at
@@ -187,8 +192,10 @@ typedef struct {
     }
 
 IOTNAS_WINDOW_ROWS(window_rows8, 8)
+#if IOTNAS_LANES > 1u /* single floats: rows of 8 or more outputs fill a block (and flash stays small) */
 IOTNAS_WINDOW_ROWS(window_rows4, 4)
 IOTNAS_WINDOW_ROWS(window_rows2, 2)
+#endif
 
 /* out (+)= the window sums of s over src; accumulate: add to out's sums (a later input channel);
  * finish: then add the bias and apply the ReLU (the last input channel).
@@ -207,6 +214,7 @@ static void window_plane(const sums_t *s, const float *src, const float *w, int 
             window_rows8(s, src, w, accumulate, finish, out);
             return;
         }
+#if IOTNAS_LANES > 1u
         if (per_row == 4u && g->hout % 2u == 0u) {
             window_rows4(s, src, w, accumulate, finish, out);
             return;
@@ -215,6 +223,7 @@ static void window_plane(const sums_t *s, const float *src, const float *w, int 
             window_rows2(s, src, w, accumulate, finish, out);
             return;
         }
+#endif
     }
     for (uint32_t t = 0; t < n; t += IOTNAS_BLOCK) {
         const float *x[IOTNAS_BLOCK];
@@ -336,19 +345,29 @@ void iotnas_conv(const iotnas_conv_t *p, const float *in, float *out, float *scr
         }
 }
 
+/* The elementwise operators: a vector at a time, the rest one value at a time, each value with
+ * the same operations either way. */
 void iotnas_affine(const iotnas_affine_t *p, const float *in, float *out) {
-    const uint32_t plane = p->h * p->w;
-    for (uint32_t c = 0; c < p->c; ++c) {
+    const uint32_t plane = p->h * p->w, whole = plane / IOTNAS_LANES * IOTNAS_LANES, relu = p->relu;
+    for (uint32_t c = 0; c < p->c; ++c, in += plane, out += plane) {
         const float scale = value_at(p->scale, c), shift = value_at(p->shift, c);
-        for (uint32_t i = 0; i < plane; ++i) {
-            const float v = in[c * plane + i] * scale + shift;
-            out[c * plane + i] = (p->relu && v < 0.0f) ? 0.0f : v;
+        uint32_t i = 0;
+        for (; i < whole; i += IOTNAS_LANES) {
+            const iotnas_vec v = finish_vec(load_vec(in + i) * scale, shift, relu);
+            memcpy(out + i, &v, sizeof v);
         }
+        for (; i < plane; ++i) out[i] = finish_value(in[i] * scale, shift, relu);
     }
 }
 
 void iotnas_relu(uint32_t n, const float *in, float *out) {
-    for (uint32_t i = 0; i < n; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];
+    const uint32_t whole = n / IOTNAS_LANES * IOTNAS_LANES;
+    uint32_t i = 0;
+    for (; i < whole; i += IOTNAS_LANES) {
+        const iotnas_vec v = relu_vec(load_vec(in + i));
+        memcpy(out + i, &v, sizeof v);
+    }
+    for (; i < n; ++i) out[i] = relu_value(in[i]);
 }
 
 /* The input rows (or columns) [lo, hi) under output index o of a pooling window: start
@@ -441,10 +460,14 @@ void iotnas_avgpool(const iotnas_pool_t *p, const float *in, float *out) {
 }
 
 void iotnas_add(uint32_t n, const float *a, const float *b, uint32_t relu, float *out) {
-    for (uint32_t i = 0; i < n; ++i) {
-        const float v = a[i] + b[i];
-        out[i] = (relu && v < 0.0f) ? 0.0f : v;
+    const uint32_t whole = n / IOTNAS_LANES * IOTNAS_LANES;
+    uint32_t i = 0;
+    for (; i < whole; i += IOTNAS_LANES) {
+        iotnas_vec v = load_vec(a + i) + load_vec(b + i);
+        if (relu) v = relu_vec(v);
+        memcpy(out + i, &v, sizeof v);
     }
+    for (; i < n; ++i) out[i] = relu ? relu_value(a[i] + b[i]) : a[i] + b[i];
 }
 
 void iotnas_copy(uint32_t n, const float *in, float *out) {
