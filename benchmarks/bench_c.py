@@ -4,6 +4,7 @@
     python benchmarks/bench_c.py --formats float32  # other formats
     python benchmarks/bench_c.py --cflags=-O2 --cflags='-O2 -march=native'  # two host builds side by side
     python benchmarks/bench_c.py --families pnasnet --profile  # and where the C time goes, by operator
+    python benchmarks/bench_c.py --layers           # single float convolutions of the families' kinds
 
 For each model (the smallest-MAC model of its family whose weights take at most 32 KiB in
 8 bits, found with `iotnas.cost`) and format, the table gives the promised weight bytes,
@@ -18,6 +19,10 @@ medians of per-call thread CPU time (immune to being descheduled on a shared mac
 them, of wall time; each side warms up for >= 10 runs and 0.25 s, then times >= 50 runs and >= 1 s.
 Every build and ONNX Runtime are timed in turn ``--rounds`` times and each keeps its smallest
 median: a round slowed by another tenant of a shared machine does not set the figure.
+
+``--layers`` times single float32 convolutions instead (the depthwise, grouped, dense and
+pointwise kinds the models spend their time in), the C library's ``iotnas_run`` (input
+normalisation and the layer) against ONNX Runtime running the layer, with MACs per ns of the C build.
 
 ``--profile`` adds, per model, the C time by operator kind from an instrumented copy of the
 host build: every call of ``iotnas_run`` timed on its own (monotonic clock) over 200 runs, the
@@ -200,6 +205,49 @@ def profile_c(c_dir: Path, work: Path, graph: Graph, *, flags: tuple[str, ...]) 
     return sorted(((k, n, ms) for k, (n, ms) in by_kind.items()), key=lambda r: -r[2])
 
 
+#: (input channels, output channels, input size, kernel, stride, groups) of --layers: PNASNet's
+#: depthwise 7 x 7, stems, ResNeXt's grouped and pointwise layers, a dense 3 x 3, a small depthwise.
+LAYERS = [(8, 8, 32, 7, 1, 8), (8, 8, 16, 7, 2, 8), (3, 8, 32, 3, 1, 1), (5, 5, 32, 3, 1, 1), (10, 10, 32, 3, 2, 2),
+          (16, 16, 16, 3, 1, 1), (32, 32, 8, 3, 1, 32), (16, 16, 16, 5, 2, 16), (3, 64, 32, 1, 1, 1),
+          (64, 10, 32, 1, 1, 1), (10, 20, 32, 1, 2, 1)]
+
+
+def time_layers(builds: list[tuple[str, ...]], rounds: int) -> None:
+    """Print the --layers table: per layer, each build's and ONNX Runtime's median CPU ms."""
+    named = [" ".join(flags) for flags in builds]
+    print("| layer | MACs | " + " | ".join(f"C µs `{n}`" for n in named) + " | ORT µs | "
+          + " | ".join(f"C / ORT `{n}`" for n in named) + " | " + " | ".join(f"MAC/ns `{n}`" for n in named) + " |")
+    print("|---|---:|" + "---:|" * (3 * len(builds) + 1))
+    for cin, cout, size, k, stride, groups in LAYERS:
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups)
+        model = torch.nn.Sequential(conv, torch.nn.Flatten()).eval()
+        out = (size + 2 * (k // 2) - k) // stride + 1
+        macs = cout * out * out * k * k * cin // groups
+        meta = {"model_key": "layer", "num_classes": cout * out * out, "in_channels": cin,
+                "input": {"height": size, "width": size, "mean": [0.0] * cin, "std": [1.0] * cin}}
+        deployed = deploy(model, "float32")
+        onnx_bytes = export_onnx(deployed.module, input_shape=(1, cin, size, size))
+        c_cpu, ort_cpu = [math.inf] * len(builds), math.inf
+        with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
+            work = Path(tmp)
+            write_c_library(work / "c", deployed, meta)
+            programs = []
+            for i, flags in enumerate(builds):
+                (work / f"build{i}").mkdir()
+                programs.append(timer_program(work / "c", work / f"build{i}", flags=flags))
+            for _ in range(rounds):
+                for i, program in enumerate(programs):
+                    c_cpu[i] = min(c_cpu[i], time_program(program)[1])
+                ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
+                ort_cpu = min(ort_cpu, ort_m.cpu_median_ms)
+        kind = "depthwise" if groups == cin else ("grouped" if groups > 1 else "conv")
+        print(f"| {kind} {k}x{k} s{stride}, {cin}->{cout}, {size}x{size} | {macs:,} | "
+              + " | ".join(f"{ms * 1e3:.1f}" for ms in c_cpu) + f" | {ort_cpu * 1e3:.1f} | "
+              + " | ".join(f"{ms / ort_cpu:.2f}" for ms in c_cpu) + " | "
+              + " | ".join(f"{macs / (ms * 1e6):.1f}" for ms in c_cpu) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", default="int8,e4m3", help="comma-separated format names")
@@ -210,6 +258,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="times each build and ONNX Runtime are timed in "
                         "turn; the smallest median is kept")
     parser.add_argument("--profile", action="store_true", help="also print the C time by operator kind")
+    parser.add_argument("--layers", action="store_true", help="time single float convolutions instead of models")
     args = parser.parse_args()
     builds = [tuple(flags.split()) for flags in (args.cflags or ["-O2"])]
     profiles = []
@@ -219,6 +268,10 @@ def main() -> None:
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; onnxruntime {ort.__version__}; "
           f"torch {torch.__version__}; {args.rounds} rounds, the smallest median of each side kept")
     print()
+    if args.layers:
+        time_layers(builds, args.rounds)
+        print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        return
     named = [" ".join(flags) for flags in builds]
     print("| family | model | format | promised bytes | deployed bytes | M4 flash | flash − deployed | M4 RAM "
           "(arena + stack) | " + " | ".join(f"C ms `{n}` (CPU / wall)" for n in named)

@@ -2,8 +2,8 @@
 sequence) and its header, beside the fixed kernels in ``runtime/``.
 
 Weights stay in flash as the packed stream of the deployed network (:func:`deployed_stream`:
-its codes, ``ceil(n_values * bits / 8)`` bytes, then the scales of integer formats); each layer decodes one output channel's
-row at a time into a small scratch buffer before using it, so decoding costs once per row
+its codes, ``ceil(n_values * bits / 8)`` bytes, then the scales of integer formats); each layer decodes a row of weights
+at a time into a small scratch buffer before using it, so decoding costs once per row
 and not once per multiply. Codes of ≤ 8-bit float formats are decoded by a table of their
 2^bits values; wider float formats and the scales of integer formats by integer operations.
 """
@@ -242,7 +242,7 @@ static const float iotnas_inv_std[{c}] = {{{inv_std}}};
 
 /* Activations: {plan.arena_values:,} floats, planned by liveness (peak of live tensors: {plan.live_peak_values:,}). */
 static float iotnas_arena[{max(plan.arena_values, 1)}];
-/* One decoded weight row, or a window convolution's taps and zero-padded input plane. */
+/* Decoded weights, and a window convolution's zero-padded input plane or a max pooling's row. */
 static float iotnas_scratch[{scratch_values(graph)}];
 
 {chr(10).join(decls)}
