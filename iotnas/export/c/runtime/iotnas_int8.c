@@ -146,6 +146,18 @@ static int whole(const iotnas_geometry_t *g, window_t w) {
  * output channel. */
 #define IOTNAS_PATCH_MAX 256
 
+/* The cout outputs of one zero-padded run of steps values (a pixel's channels or a window's patch):
+ * a dot product with each output channel's filter row (row values apart), requantised in blocks. */
+static void padded_outputs(const iotnas_requant_t *q, int32_t cout, int32_t steps, const int8_t *run,
+                           const int8_t *filter, int32_t row, int8_t *out) {
+    for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+        const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+        int32_t acc[IOTNAS_CHANNEL_BLOCK];
+        for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, run, filter + (c0 + i) * row);
+        requantize_run(q, c0, n, acc, out + c0);
+    }
+}
+
 /* A pointwise convolution: one dot product over the cin channels (of stride) per output, no
  * window to clip; a pixel's channels copied zero-padded to whole steps first unless whole already. */
 static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
@@ -156,12 +168,7 @@ static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t c
         memset(pixel_in + cin, 0, (size_t)(steps - cin));
         for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
             memcpy(pixel_in, x, (size_t)cin);
-            for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
-                const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
-                int32_t acc[IOTNAS_CHANNEL_BLOCK];
-                for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, pixel_in, filter + (c0 + i) * cin);
-                requantize_run(&q, c0, n, acc, out + c0);
-            }
+            padded_outputs(&q, cout, steps, pixel_in, filter, cin, out);
         }
         return;
     }
@@ -216,12 +223,7 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         for (int32_t oy = 0; oy < g->hout; ++oy)
             for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
                 gather_patch(g, window_at(g, oy, ox), in + in_offset, in_stride, cin, (int8_t)zp, patch);
-                for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
-                    const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
-                    int32_t acc[IOTNAS_CHANNEL_BLOCK];
-                    for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, patch, filter + (c0 + i) * patch_len);
-                    requantize_run(&q, c0, n, acc, o + c0);
-                }
+                padded_outputs(&q, cout, steps, patch, filter, patch_len, o);
             }
         return;
     }
