@@ -1,19 +1,28 @@
 """The generated C library against ONNX Runtime, one model per family at 32 KiB of weights.
 
-    python benchmarks/bench_c.py                    # int8 and e4m3, every family (about 2 minutes)
+    python benchmarks/bench_c.py                    # int8 and e4m3, every family (about 5 minutes)
     python benchmarks/bench_c.py --formats float32  # other formats
+    python benchmarks/bench_c.py --cflags=-O2 --cflags='-O2 -march=native'  # two host builds side by side
     python benchmarks/bench_c.py --families pnasnet --profile  # and where the C time goes, by operator
+    python benchmarks/bench_c.py --layers           # single float convolutions of the families' kinds
 
 For each model (the smallest-MAC model of its family whose weights take at most 32 KiB in
 8 bits, found with `iotnas.cost`) and format, the table gives the promised weight bytes,
 the Cortex-M4 flash and RAM of the library read from its ELF (arm-none-eabi-gcc -O2), and
-the batch-1 latency on this machine of the host build (gcc -O2) against ONNX Runtime (one
-intra-op thread, all graph optimisations) running the same deployed network (in int8: the C
-library computes in integers, from the int8 TFLite model calibrated on random images; ONNX
-Runtime runs the int8-valued network in float), with the
-ratio C / ONNX Runtime from the same run. Latencies are medians of per-call thread CPU time
-(immune to being descheduled on a shared machine) and, beside them, of wall time; each side
-warms up for >= 10 runs and 0.25 s, then times >= 50 runs and >= 1 s.
+the batch-1 latency on this machine of the host build (gcc -O2; ``--cflags`` once per build to
+compare, e.g. ``-O2 -march=native`` for this machine's vector units, as a user building for their
+own CPU would) against ONNX Runtime (one intra-op thread, all graph optimisations; it picks
+AVX2/FMA kernels at run time) running the same deployed network (in int8: the C library computes
+in integers, from the int8 TFLite model calibrated on random images; ONNX Runtime runs the
+int8-valued network in float), with the ratio C / ONNX Runtime from the same run. Latencies are
+medians of per-call thread CPU time (immune to being descheduled on a shared machine) and, beside
+them, of wall time; each side warms up for >= 10 runs and 0.25 s, then times >= 50 runs and >= 1 s.
+Every build and ONNX Runtime are timed in turn ``--rounds`` times and each keeps its smallest
+median: a round slowed by another tenant of a shared machine does not set the figure.
+
+``--layers`` times single float32 convolutions instead (the depthwise, grouped, dense and
+pointwise kinds the models spend their time in), the C library's ``iotnas_run`` (input
+normalisation and the layer) against ONNX Runtime running the layer, with MACs per ns of the C build.
 
 ``--profile`` adds, per model, the C time by operator kind from an instrumented copy of the
 host build: every call of ``iotnas_run`` timed on its own (monotonic clock) over 200 runs, the
@@ -23,6 +32,7 @@ median per call summed by kind, beside the uninstrumented median.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import re
@@ -93,13 +103,18 @@ int main(void) {
 """
 
 
-def time_c(c_dir: Path, work: Path, *, flags: tuple[str, ...] = ("-O2",)) -> tuple[float, float]:
-    """(wall, CPU) median ms per call of the host build (gcc ``flags``, -O2 by default)."""
+def timer_program(c_dir: Path, work: Path, *, flags: tuple[str, ...] = ("-O2",)) -> Path:
+    """The host build (gcc ``flags``, -O2 by default) with the timer as main."""
     (work / "timer.c").write_text(TIMER_C, encoding="utf-8")
     program = work / "timer"
     sources = [str(p) for p in sorted(c_dir.glob("*.c"))]
     subprocess.run(["gcc", "-std=c99", *flags, f"-I{c_dir}", "-o", str(program), *sources, str(work / "timer.c")],
                    check=True)
+    return program
+
+
+def time_program(program: Path) -> tuple[float, float]:
+    """(wall, CPU) median ms per call of a timer program."""
     lines = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout.split()
     wall, cpu = [float(v) for v in lines[0::2]], [float(v) for v in lines[1::2]]
     return statistics.median(wall) / 1e6, statistics.median(cpu) / 1e6
@@ -190,23 +205,78 @@ def profile_c(c_dir: Path, work: Path, graph: Graph, *, flags: tuple[str, ...]) 
     return sorted(((k, n, ms) for k, (n, ms) in by_kind.items()), key=lambda r: -r[2])
 
 
+#: (input channels, output channels, input size, kernel, stride, groups) of --layers: PNASNet's
+#: depthwise 7 x 7, stems, ResNeXt's grouped and pointwise layers, a dense 3 x 3, a small depthwise.
+LAYERS = [(8, 8, 32, 7, 1, 8), (8, 8, 16, 7, 2, 8), (3, 8, 32, 3, 1, 1), (5, 5, 32, 3, 1, 1), (10, 10, 32, 3, 2, 2),
+          (16, 16, 16, 3, 1, 1), (32, 32, 8, 3, 1, 32), (16, 16, 16, 5, 2, 16), (3, 64, 32, 1, 1, 1),
+          (64, 10, 32, 1, 1, 1), (10, 20, 32, 1, 2, 1)]
+
+
+def time_layers(builds: list[tuple[str, ...]], rounds: int) -> None:
+    """Print the --layers table: per layer, each build's and ONNX Runtime's median CPU ms."""
+    named = [" ".join(flags) for flags in builds]
+    print("| layer | MACs | " + " | ".join(f"C µs `{n}`" for n in named) + " | ORT µs | "
+          + " | ".join(f"C / ORT `{n}`" for n in named) + " | " + " | ".join(f"MAC/ns `{n}`" for n in named) + " |")
+    print("|---|---:|" + "---:|" * (3 * len(builds) + 1))
+    for cin, cout, size, k, stride, groups in LAYERS:
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups)
+        model = torch.nn.Sequential(conv, torch.nn.Flatten()).eval()
+        out = (size + 2 * (k // 2) - k) // stride + 1
+        macs = cout * out * out * k * k * cin // groups
+        meta = {"model_key": "layer", "num_classes": cout * out * out, "in_channels": cin,
+                "input": {"height": size, "width": size, "mean": [0.0] * cin, "std": [1.0] * cin}}
+        deployed = deploy(model, "float32")
+        onnx_bytes = export_onnx(deployed.module, input_shape=(1, cin, size, size))
+        c_cpu, ort_cpu = [math.inf] * len(builds), math.inf
+        with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
+            work = Path(tmp)
+            write_c_library(work / "c", deployed, meta)
+            programs = []
+            for i, flags in enumerate(builds):
+                (work / f"build{i}").mkdir()
+                programs.append(timer_program(work / "c", work / f"build{i}", flags=flags))
+            for _ in range(rounds):
+                for i, program in enumerate(programs):
+                    c_cpu[i] = min(c_cpu[i], time_program(program)[1])
+                ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
+                ort_cpu = min(ort_cpu, ort_m.cpu_median_ms)
+        kind = "depthwise" if groups == cin else ("grouped" if groups > 1 else "conv")
+        print(f"| {kind} {k}x{k} s{stride}, {cin}->{cout}, {size}x{size} | {macs:,} | "
+              + " | ".join(f"{ms * 1e3:.1f}" for ms in c_cpu) + f" | {ort_cpu * 1e3:.1f} | "
+              + " | ".join(f"{ms / ort_cpu:.2f}" for ms in c_cpu) + " | "
+              + " | ".join(f"{macs / (ms * 1e6):.1f}" for ms in c_cpu) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", default="int8,e4m3", help="comma-separated format names")
     parser.add_argument("--families", default=",".join(MODELS), help="comma-separated families")
-    parser.add_argument("--cflags", default="-O2", help="host compiler flags of the timed build (e.g. '-O3 "
-                        "-march=native' for this machine's vector units)")
+    parser.add_argument("--cflags", action="append", help="host compiler flags of a timed build; repeat for "
+                        "several builds in one table (default -O2; e.g. '-O2 -march=native' for this machine's "
+                        "vector units)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each build and ONNX Runtime are timed in "
+                        "turn; the smallest median is kept")
     parser.add_argument("--profile", action="store_true", help="also print the C time by operator kind")
+    parser.add_argument("--layers", action="store_true", help="time single float convolutions instead of models")
     args = parser.parse_args()
+    builds = [tuple(flags.split()) for flags in (args.cflags or ["-O2"])]
     profiles = []
-    print(f"host build: gcc -std=c99 {args.cflags}")
+    for flags in builds:
+        print(f"host build: gcc -std=c99 {' '.join(flags)}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; onnxruntime {ort.__version__}; "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; {args.rounds} rounds, the smallest median of each side kept")
     print()
+    if args.layers:
+        time_layers(builds, args.rounds)
+        print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        return
+    named = [" ".join(flags) for flags in builds]
     print("| family | model | format | promised bytes | deployed bytes | M4 flash | flash − deployed | M4 RAM "
-          "(arena + stack) | C ms (CPU / wall) | ORT ms (CPU / wall) | C / ORT (CPU) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(arena + stack) | " + " | ".join(f"C ms `{n}` (CPU / wall)" for n in named)
+          + " | ORT ms (CPU / wall) | " + " | ".join(f"C / ORT `{n}` (CPU)" for n in named) + " |")
+    print("|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * (2 * len(builds) + 1))
     target = TARGETS["cortex-m4"]
     for family in args.families.split(","):
         key = MODELS[family]
@@ -216,6 +286,9 @@ def main() -> None:
         for fmt in args.formats.split(","):
             deployed = deploy(model, fmt)
             meta = {"model_key": key, **META}
+            onnx_bytes = export_onnx(deployed.module, input_shape=(1, 3, 32, 32))
+            c_times: list[tuple[float, float]] = [(math.inf, math.inf)] * len(builds)
+            ort_cpu = ort_wall = math.inf
             with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
                 work = Path(tmp)
                 if fmt == "int8":  # integer arithmetic, from the int8 TFLite model (as the export does)
@@ -225,18 +298,25 @@ def main() -> None:
                 header, _ = deployed_stream(deployed, meta)
                 build_host(work / "c", work / "check")  # the strict build must pass too
                 budget = device_budget(work / "c", target)
-                c_wall, c_cpu = time_c(work / "c", work, flags=tuple(args.cflags.split()))
+                programs = []
+                for i, flags in enumerate(builds):
+                    (work / f"build{i}").mkdir()
+                    programs.append(timer_program(work / "c", work / f"build{i}", flags=flags))
+                for _ in range(args.rounds):
+                    for i, program in enumerate(programs):
+                        wall, cpu = time_program(program)
+                        c_times[i] = (min(c_times[i][0], wall), min(c_times[i][1], cpu))
+                    ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
+                    ort_cpu, ort_wall = min(ort_cpu, ort_m.cpu_median_ms), min(ort_wall, ort_m.median_ms)
                 if args.profile:
-                    profiles.append((key, fmt, c_wall, profile_c(work / "c", work, graph,
-                                                                 flags=tuple(args.cflags.split()))))
-            onnx_bytes = export_onnx(deployed.module, input_shape=(1, 3, 32, 32))
-            ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
+                    profiles.append((key, fmt, c_times[0][0], profile_c(work / "c", work, graph, flags=builds[0])))
             deployed_bytes = header["codes_bytes"] + header["scales_bytes"]
             print(f"| {family} | `{key}` | {fmt} | {deployed.promised_bytes:,} | {deployed_bytes:,} | "
                   f"{budget.flash_bytes:,} | {budget.flash_bytes - deployed_bytes:,} | {budget.ram_bytes:,} "
-                  f"({plan.arena_bytes:,} + {budget.stack_bytes:,}) | {c_cpu:.3f} / {c_wall:.3f} | "
-                  f"{ort_m.cpu_median_ms:.3f} / {ort_m.median_ms:.3f} | {c_cpu / ort_m.cpu_median_ms:.2f} |",
-                  flush=True)
+                  f"({plan.arena_bytes:,} + {budget.stack_bytes:,}) | "
+                  + " | ".join(f"{cpu:.3f} / {wall:.3f}" for wall, cpu in c_times)
+                  + f" | {ort_cpu:.3f} / {ort_wall:.3f} | "
+                  + " | ".join(f"{cpu / ort_cpu:.2f}" for _, cpu in c_times) + " |", flush=True)
     for key, fmt, c_wall, rows in profiles:
         print(f"\n`{key}` {fmt}: C time by operator (instrumented build, median per call; "
               f"{sum(ms for _, _, ms in rows):.3f} ms in all, {c_wall:.3f} ms uninstrumented wall)\n")

@@ -4,6 +4,8 @@ and on emulated Cortex-M4F and Cortex-M7 boards."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import tflite
@@ -194,3 +196,83 @@ def test_unsupported_operator_is_named_and_nothing_is_written(cifar_small, tmp_p
 ])
 def test_quantize_multiplier_follows_tensorflow_lite(real, expected):
     assert quantize_multiplier(real) == expected
+
+
+#: TensorFlow Lite's MultiplyByQuantizedMultiplier as gemmlowp writes it (a 64-bit nudged product
+#: divided toward zero, then a rounding right shift by mask and threshold): the reference that the
+#: library's shorter form must equal.
+GEMMLOWP_REQUANTIZE_C = r"""
+static int32_t gemmlowp_requantize(int32_t x, int32_t multiplier, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int32_t a = (int32_t)((int64_t)x * ((int64_t)1 << left));
+    int32_t high;
+    if (a == INT32_MIN && multiplier == INT32_MIN) {
+        high = INT32_MAX;
+    } else {
+        const int64_t ab = (int64_t)a * (int64_t)multiplier;
+        const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+        high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    }
+    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+    const int32_t remainder = high & mask, threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+    return (high >> right) + (remainder > threshold ? 1 : 0);
+}
+"""
+REQUANTIZE_CHECK_C = r"""
+#include <stdio.h>
+#include "iotnas_int8.h"
+@REFERENCE@
+static uint64_t state = 0x9e3779b97f4a7c15u;
+static uint32_t next(void) { /* xorshift64* */
+    state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+    return (uint32_t)((state * 0x2545f4914f6cdd1du) >> 32);
+}
+static long checked, differ;
+static void check(int32_t x, int32_t m, int32_t shift) {
+    ++checked;
+    if (iotnas_requantize(x, m, shift) != gemmlowp_requantize(x, m, shift)) {
+        if (differ++ < 5) printf("x=%ld m=%ld shift=%ld\n", (long)x, (long)m, (long)shift);
+    }
+}
+int main(void) {
+    static const int32_t edges[] = {0, 1, -1, 2, -2, 3, -3, 127, -128, 255, -256, 1 << 15, -(1 << 15), 1 << 30,
+                                    -(1 << 30), INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1};
+    const int n_edges = (int)(sizeof edges / sizeof edges[0]);
+    for (int32_t shift = -31; shift <= 30; ++shift) {
+        for (int i = 0; i < n_edges; ++i) {
+            check(edges[i], 0, shift), check(edges[i], 1 << 30, shift), check(edges[i], INT32_MAX, shift);
+            for (int k = 0; k < 200; ++k) check(edges[i], (int32_t)((1u << 30) | (next() >> 2)), shift);
+        }
+        /* every x whose high product lands next to a rounding boundary of 2^right */
+        for (int k = 0; k < 20000; ++k) {
+            const int32_t m = (int32_t)((1u << 30) | (next() >> 2));
+            const int32_t x = (int32_t)next() >> (next() % 32u); /* every magnitude */
+            for (int32_t d = -2; d <= 2; ++d) check(x + d, m, shift);
+        }
+        /* multipliers of 2^30 (a half): the products straddle 2^31 exactly */
+        for (int32_t x = -4096; x <= 4096; ++x) check(x, 1 << 30, shift);
+    }
+    for (long k = 0; k < 4000000; ++k) /* and anything: any int32 x and multiplier but INT32_MIN */
+        check((int32_t)next(), (int32_t)(next() | 1u), (int32_t)(next() % 62u) - 31);
+    printf("%ld %ld\n", checked, differ);
+    return 0;
+}
+"""
+
+
+def test_requantization_equals_the_gemmlowp_reference(tmp_path):
+    """The library's requantisation against gemmlowp's form on about 11 million inputs: every
+    shift, x at the edges of int32 and of each rounding step, random x, multipliers of the Q31
+    range (and any but INT32_MIN)."""
+    require("gcc")
+    from iotnas.export.c._emit import runtime_source
+
+    (tmp_path / "iotnas_int8.h").write_text(runtime_source("iotnas_int8.h"))
+    (tmp_path / "check.c").write_text(REQUANTIZE_CHECK_C.replace("@REFERENCE@", GEMMLOWP_REQUANTIZE_C))
+    program = tmp_path / "check"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}", "-o", str(program),
+                    str(tmp_path / "check.c")], check=True)
+    out = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout.split()
+    checked, differ = int(out[-2]), int(out[-1])
+    assert checked > 10_000_000
+    assert differ == 0, " ".join(out[:-2])

@@ -70,7 +70,7 @@ class CLibrary:
     arithmetic: str  # "float32": weights decoded to float; "int8": TensorFlow Lite's integer arithmetic
     arena_bytes: int  # static activation arena
     live_peak_bytes: int  # most activation bytes live at once under this plan's operators
-    scratch_bytes: int  # one decoded weight row (0 in int8: the filters are used as stored)
+    scratch_bytes: int  # decoded weights and a padded input plane or pooling row (0 in int8: filters used as stored)
     check: CCheck | None  # host build against the reference logits
     budget: DeviceBudget | None  # Cortex-M4 flash and RAM, when arm-none-eabi-gcc is installed
 

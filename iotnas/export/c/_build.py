@@ -51,7 +51,7 @@ class DeviceBudget:
     text_bytes: int  # code, libgcc/newlib helpers included
     rodata_bytes: int  # packed weights, tables, layer parameters
     data_bytes: int  # initialised RAM (a copy also sits in flash)
-    bss_bytes: int  # the arena and the decoded-row scratch
+    bss_bytes: int  # the arena and the scratch (decoded weights, a padded input plane)
     stack_bytes: int  # worst case of iotnas_run's call tree (gcc -fcallgraph-info=su)
 
     @property

@@ -25,6 +25,9 @@ from iotnas.export.c._plan import ArenaPlan
 
 RUNTIME_FILES = ("iotnas_int8.h", "iotnas_int8.c")
 _PER_LINE = 16
+#: Zero bytes after a convolution's filter: the kernels' dot products run in steps of 8 over a
+#: zero-padded copy of the input, so the last output channel's row is read up to 7 bytes past its end.
+FILTER_SLACK_BYTES = 8
 
 
 def _ints(ctype: str, name: str, values: np.ndarray) -> str:
@@ -63,12 +66,18 @@ def _declaration(op: Op, ident: str) -> tuple[str, str]:
     if op.kind in ("conv", "depthwise"):
         arrays, requant = _requant(ident, p)
         fields = ", ".join(str(p[k]) for k in ("in_stride", "in_offset", "cin", "cout"))
-        return (_ints("int8_t", f"{ident}_filter", p["filter"]) + arrays
+        filt = np.asarray(p["filter"]).reshape(-1)
+        if op.kind == "conv":
+            filt = np.concatenate([filt, np.zeros(FILTER_SLACK_BYTES, dtype=filt.dtype)])
+        return (_ints("int8_t", f"{ident}_filter", filt) + arrays
                 + f"static const iotnas_qconv_t {ident} = {{{_geometry(p)}, {fields}, {ident}_filter, {requant}}};\n",
                 "iotnas_qconv" if op.kind == "conv" else "iotnas_qdepthwise")
     if op.kind == "linear":
         arrays, requant = _requant(ident, p)
-        return (_ints("int8_t", f"{ident}_filter", p["filter"]) + arrays
+        filt = np.asarray(p["filter"]).reshape(-1)
+        if op.kind == "conv":
+            filt = np.concatenate([filt, np.zeros(FILTER_SLACK_BYTES, dtype=filt.dtype)])
+        return (_ints("int8_t", f"{ident}_filter", filt) + arrays
                 + f"static const iotnas_qlinear_t {ident} = {{{p['n_in']}, {p['n_out']}, {ident}_filter, "
                   f"{requant}}};\n", "iotnas_qlinear")
     if op.kind == "add":

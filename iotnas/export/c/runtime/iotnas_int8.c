@@ -16,29 +16,99 @@ static int8_t requantize_channel(const iotnas_requant_t *q, int32_t c, int32_t a
                            q->act_max);
 }
 
+/* Channels summed before they are requantised together (a stack frame of int32). */
+#define IOTNAS_CHANNEL_BLOCK 32
+
+/* out[i] = channel c0 + i of acc[i] requantised, for n channels: one loop, no call per output. */
+static void requantize_run(const iotnas_requant_t *q, int32_t c0, int32_t n, const int32_t *acc, int8_t *out) {
+    const int32_t *const bias = q->bias, *const multiplier = q->multiplier + c0;
+    const int8_t *const shift = q->shift + c0;
+    const int32_t out_zp = q->out_zp, lo = q->act_min, hi = q->act_max;
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t v = bias ? acc[i] + bias[c0 + i] : acc[i];
+        out[i] = iotnas_saturate(iotnas_requantize(v, multiplier[i], shift[i]) + out_zp, lo, hi);
+    }
+}
+
 /* Values summed side by side: constant trip counts that gcc vectorises at -O2 (its cheapest
  * vectoriser model), the remainder scalar. A dot product takes 16 int8 pairs a step; a run of
- * channels 8 int32 sums (two vectors: depthwise layers of 8 channels are common). */
+ * channels 8 int32 sums (two vectors: depthwise layers of 8 channels are common). On x86 the
+ * steps are SSE2 instructions instead (pmaddwd: int8 widened to int16, pairs of products summed
+ * in int32); the integers are the same either way. */
 #define IOTNAS_RUN 16
 #define IOTNAS_CHANNEL_RUN 8
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* The 8 int8 at p as int16. */
+static __m128i load8_i16(const int8_t *p) {
+    const __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);
+}
+
+/* The sum of the four int32 lanes. */
+static int32_t lanes_sum(__m128i v) {
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+    return _mm_cvtsi128_si32(v);
+}
+#endif
 
 /* The sum of x[i] * f[i] over n int8 pairs. */
 static int32_t dot(int32_t n, const int8_t *restrict x, const int8_t *restrict f) {
     int32_t acc = 0;
+#if defined(__SSE2__)
+    if (n >= 8) {
+        __m128i sums = _mm_setzero_si128();
+        for (; n >= 8; n -= 8, x += 8, f += 8) sums = _mm_add_epi32(sums, _mm_madd_epi16(load8_i16(x), load8_i16(f)));
+        acc = lanes_sum(sums);
+    }
+#else
     for (; n >= IOTNAS_RUN; n -= IOTNAS_RUN, x += IOTNAS_RUN, f += IOTNAS_RUN) {
         int32_t s = 0;
         for (int i = 0; i < IOTNAS_RUN; ++i) s += (int32_t)x[i] * (int32_t)f[i];
         acc += s;
     }
+#endif
     for (int32_t i = 0; i < n; ++i) acc += (int32_t)x[i] * (int32_t)f[i];
     return acc;
 }
 
+/* The sum of x[i] * f[i] over n int8 pairs, n a multiple of 8 (a zero-padded copy of the input:
+ * the filter is read past its row, where the zeros cancel it; the generator pads the array). */
+#define IOTNAS_DOT_STEP 8
+static int32_t dot_steps(int32_t n, const int8_t *restrict x, const int8_t *restrict f) {
+#if defined(__SSE2__)
+    __m128i sums = _mm_setzero_si128();
+    for (; n > 0; n -= 8, x += 8, f += 8) sums = _mm_add_epi32(sums, _mm_madd_epi16(load8_i16(x), load8_i16(f)));
+    return lanes_sum(sums);
+#else
+    int32_t acc = 0;
+    for (int32_t i = 0; i < n; ++i) acc += (int32_t)x[i] * (int32_t)f[i];
+    return acc;
+#endif
+}
+
+static int32_t round_up_steps(int32_t n) {
+    return (n + IOTNAS_DOT_STEP - 1) / IOTNAS_DOT_STEP * IOTNAS_DOT_STEP;
+}
+
 /* acc[i] += x[i] * f[i] over n values. */
 static void multiply_add(int32_t n, const int8_t *restrict x, const int8_t *restrict f, int32_t *restrict acc) {
+#if defined(__SSE2__)
+    for (; n >= 8; n -= 8, x += 8, f += 8, acc += 8) { /* int8 products fit int16 */
+        const __m128i p = _mm_mullo_epi16(load8_i16(x), load8_i16(f));
+        const __m128i lo = _mm_srai_epi32(_mm_unpacklo_epi16(p, p), 16), hi = _mm_srai_epi32(_mm_unpackhi_epi16(p, p), 16);
+        _mm_storeu_si128((__m128i *)(void *)acc, _mm_add_epi32(_mm_loadu_si128((const __m128i *)(const void *)acc), lo));
+        _mm_storeu_si128((__m128i *)(void *)(acc + 4),
+                         _mm_add_epi32(_mm_loadu_si128((const __m128i *)(const void *)(acc + 4)), hi));
+    }
+#else
     for (; n >= IOTNAS_CHANNEL_RUN; n -= IOTNAS_CHANNEL_RUN, x += IOTNAS_CHANNEL_RUN, f += IOTNAS_CHANNEL_RUN,
                                     acc += IOTNAS_CHANNEL_RUN)
         for (int i = 0; i < IOTNAS_CHANNEL_RUN; ++i) acc[i] += (int32_t)x[i] * (int32_t)f[i];
+#endif
     for (int32_t i = 0; i < n; ++i) acc[i] += (int32_t)x[i] * (int32_t)f[i];
 }
 
@@ -70,20 +140,71 @@ static int whole(const iotnas_geometry_t *g, window_t w) {
     return w.ky0 == 0 && w.kx0 == 0 && w.ky1 == g->kh && w.kx1 == g->kw;
 }
 
+/* A window's inputs (or a pixel's channels) copied as one run in the filter's order [kh][kw][cin]
+ * and zero-padded to whole dot steps, when they fit this stack buffer: the dot product with each
+ * output channel's filter is then one call without a scalar rest, the copy made once for every
+ * output channel. */
+#define IOTNAS_PATCH_MAX 256
+
+/* The cout outputs of one zero-padded run of steps values (a pixel's channels or a window's patch):
+ * a dot product with each output channel's filter row (row values apart), requantised in blocks. */
+static void padded_outputs(const iotnas_requant_t *q, int32_t cout, int32_t steps, const int8_t *run,
+                           const int8_t *filter, int32_t row, int8_t *out) {
+    for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+        const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+        int32_t acc[IOTNAS_CHANNEL_BLOCK];
+        for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, run, filter + (c0 + i) * row);
+        requantize_run(q, c0, n, acc, out + c0);
+    }
+}
+
 /* A pointwise convolution: one dot product over the cin channels (of stride) per output, no
- * window to clip. */
+ * window to clip; a pixel's channels copied zero-padded to whole steps first unless whole already. */
 static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
                       const int8_t *x, const int8_t *filter, int8_t *out) {
+    const int32_t steps = round_up_steps(cin);
+    if (steps != cin && steps <= IOTNAS_PATCH_MAX) {
+        int8_t pixel_in[IOTNAS_PATCH_MAX];
+        memset(pixel_in + cin, 0, (size_t)(steps - cin));
+        for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
+            memcpy(pixel_in, x, (size_t)cin);
+            padded_outputs(&q, cout, steps, pixel_in, filter, cin, out);
+        }
+        return;
+    }
     for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout)
-        for (int32_t oc = 0; oc < cout; ++oc) out[oc] = requantize_channel(&q, oc, dot(cin, x, filter + oc * cin));
+        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+            const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+            int32_t acc[IOTNAS_CHANNEL_BLOCK];
+            for (int32_t i = 0; i < n; ++i) acc[i] = dot(cin, x, filter + (c0 + i) * cin);
+            requantize_run(&q, c0, n, acc, out + c0);
+        }
+}
+
+/* The cin channels (of in_stride, from x) under each tap of window w; a tap in the padding holds
+ * the input zero point, which adds nothing (the bias holds the zero point's share). */
+static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x, int32_t in_stride, int32_t cin,
+                         int8_t zp, int8_t *patch) {
+    if (whole(g, w) && in_stride == cin) { /* a kernel row is one run of the input */
+        for (int32_t ky = 0; ky < g->kh; ++ky, patch += g->kw * cin)
+            memcpy(patch, x + ((w.y0 + ky) * g->win + w.x0) * in_stride, (size_t)(g->kw * cin));
+        return;
+    }
+    for (int32_t ky = 0; ky < g->kh; ++ky)
+        for (int32_t kx = 0; kx < g->kw; ++kx, patch += cin) {
+            if (ky >= w.ky0 && ky < w.ky1 && kx >= w.kx0 && kx < w.kx1)
+                memcpy(patch, x + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride, (size_t)cin);
+            else
+                memset(patch, zp, (size_t)cin);
+        }
 }
 
 /* The input pixel under kernel tap (ky, kx) of window w (formed only for a tap in the image). */
 #define IOTNAS_TAP_INPUT(kx) (in + ((w.y0 + ky) * g->win + w.x0 + (kx)) * in_stride + in_offset)
 
-/* A convolution with a window. Inside the image a kernel row is one run of input and of filter
- * when the layer reads every channel of its input; at the borders, a tap in the padding adds
- * the zero point times its weights. */
+/* A convolution with a window: a patch per output pixel when the window is small, else inside the
+ * image a kernel row is one run of input and of filter when the layer reads every channel of its
+ * input; at the borders, a tap in the padding adds the zero point times its weights. */
 void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
     const iotnas_requant_t q = p->q;
@@ -92,6 +213,18 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int32_t zp = q.in_zp;
     if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
         pointwise(q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
+        return;
+    }
+    const int32_t patch_len = g->kh * g->kw * cin, steps = round_up_steps(patch_len);
+    if (steps <= IOTNAS_PATCH_MAX) {
+        int8_t patch[IOTNAS_PATCH_MAX];
+        memset(patch + patch_len, 0, (size_t)(steps - patch_len));
+        int8_t *o = out;
+        for (int32_t oy = 0; oy < g->hout; ++oy)
+            for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
+                gather_patch(g, window_at(g, oy, ox), in + in_offset, in_stride, cin, (int8_t)zp, patch);
+                padded_outputs(&q, cout, steps, patch, filter, patch_len, o);
+            }
         return;
     }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
@@ -118,7 +251,24 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     }
 }
 
-#define IOTNAS_DEPTHWISE_BLOCK 32 /* channels summed side by side in a fixed frame */
+#if defined(__SSE2__)
+/* acc[0..8) = the sums of 8 consecutive channels over a whole window inside the image: x the
+ * window's top-left pixel (pixels in_stride apart), f its filter taps (cout apart). */
+static void taps8(const iotnas_geometry_t *g, int32_t in_stride, const int8_t *x, int32_t cout, const int8_t *f,
+                  int32_t *acc) {
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int8_t *xr = x + ky * g->win * in_stride;
+        for (int32_t kx = 0; kx < g->kw; ++kx, xr += in_stride, f += cout) {
+            const __m128i p = _mm_mullo_epi16(load8_i16(xr), load8_i16(f));
+            lo = _mm_add_epi32(lo, _mm_srai_epi32(_mm_unpacklo_epi16(p, p), 16));
+            hi = _mm_add_epi32(hi, _mm_srai_epi32(_mm_unpackhi_epi16(p, p), 16));
+        }
+    }
+    _mm_storeu_si128((__m128i *)(void *)acc, lo);
+    _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
+}
+#endif
 
 /* A depthwise convolution: the channels of a pixel summed side by side, tap by tap; inside the
  * image without bounds checks, at the borders a tap in the padding adds the zero point times its
@@ -129,19 +279,27 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp, multiplier = cout / cin;
-    int32_t acc[IOTNAS_DEPTHWISE_BLOCK];
+    int32_t acc[IOTNAS_CHANNEL_BLOCK];
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
         const int inside = whole(g, w);
         int8_t *o = out + pixel * cout;
-        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_DEPTHWISE_BLOCK) {
-            const int32_t n = cout - c0 < IOTNAS_DEPTHWISE_BLOCK ? cout - c0 : IOTNAS_DEPTHWISE_BLOCK;
+        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+            const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
             for (int32_t i = 0; i < n; ++i) acc[i] = 0;
             if (inside && multiplier == 1) { /* no checks: tap after tap along each kernel row */
-                for (int32_t ky = 0; ky < g->kh; ++ky) {
-                    const int8_t *x = IOTNAS_TAP_INPUT(0) + c0, *f = filter + ky * g->kw * cout + c0;
-                    for (int32_t kx = 0; kx < g->kw; ++kx, x += in_stride, f += cout) multiply_add(n, x, f, acc);
-                }
+                int32_t i = 0;
+#if defined(__SSE2__)
+                const int8_t *const corner = in + (w.y0 * g->win + w.x0) * in_stride + in_offset + c0;
+                for (; i + 8 <= n; i += 8) /* 8 channels' sums in registers over every tap */
+                    taps8(g, in_stride, corner + i, cout, filter + c0 + i, acc + i);
+#endif
+                if (i < n)
+                    for (int32_t ky = 0; ky < g->kh; ++ky) {
+                        const int8_t *x = IOTNAS_TAP_INPUT(0) + c0 + i, *f = filter + ky * g->kw * cout + c0 + i;
+                        for (int32_t kx = 0; kx < g->kw; ++kx, x += in_stride, f += cout)
+                            multiply_add(n - i, x, f, acc + i);
+                    }
             } else for (int32_t ky = 0; ky < g->kh; ++ky) {
                 for (int32_t kx = 0; kx < g->kw; ++kx) {
                     const int8_t *f = filter + (ky * g->kw + kx) * cout + c0;
@@ -155,7 +313,7 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
                     }
                 }
             }
-            for (int32_t i = 0; i < n; ++i) o[c0 + i] = requantize_channel(&q, c0 + i, acc[i]);
+            requantize_run(&q, c0, n, acc, o + c0);
         }
     }
 }
@@ -180,19 +338,27 @@ void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_
     }
 }
 
+/* o[i] = max(o[i], x[i]) over n values, in runs of 16 and 8 for the vectoriser. */
+static void max_run(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
+    for (; n >= IOTNAS_RUN; n -= IOTNAS_RUN, x += IOTNAS_RUN, o += IOTNAS_RUN)
+        for (int i = 0; i < IOTNAS_RUN; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+    for (; n >= IOTNAS_CHANNEL_RUN; n -= IOTNAS_CHANNEL_RUN, x += IOTNAS_CHANNEL_RUN, o += IOTNAS_CHANNEL_RUN)
+        for (int i = 0; i < IOTNAS_CHANNEL_RUN; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+    for (int32_t i = 0; i < n; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+}
+
 void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
     const iotnas_geometry_t *g = &p->g;
+    const int32_t c = p->c;
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
-        for (int32_t c = 0; c < p->c; ++c) {
-            int32_t m = INT8_MIN; /* padding never wins: TensorFlow Lite pads max pooling with -128 */
-            for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
-                    const int32_t v = in[((w.y0 + ky) * g->win + w.x0 + kx) * p->c + c];
-                    m = v > m ? v : m;
-                }
-            out[pixel * p->c + c] = iotnas_saturate(m, p->act_min, p->act_max);
-        }
+        int8_t *o = out + pixel * c;
+        memset(o, INT8_MIN, (size_t)c); /* padding never wins: TensorFlow Lite pads max pooling with -128 */
+        for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
+            for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
+                max_run(c, in + ((w.y0 + ky) * g->win + w.x0 + kx) * c, o);
+            }
+        for (int32_t i = 0; i < c; ++i) o[i] = iotnas_saturate(o[i], p->act_min, p->act_max);
     }
 }
 

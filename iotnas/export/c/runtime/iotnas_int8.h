@@ -12,22 +12,21 @@
 
 #include <stdint.h>
 
-/* x * multiplier * 2^shift, multiplier a Q31 number in [0.5, 1): TensorFlow Lite's
- * MultiplyByQuantizedMultiplier (SaturatingRoundingDoublingHighMul, RoundingDivideByPOT). */
+/* x * multiplier * 2^shift, multiplier a Q31 number in [0.5, 1) (or 0): TensorFlow Lite's
+ * MultiplyByQuantizedMultiplier, gemmlowp's SaturatingRoundingDoublingHighMul then
+ * RoundingDivideByPOT, in fewer operations with the same results:
+ * - the high multiply's nudge (2^30 for a non-negative product, 1 - 2^30 otherwise) followed by a
+ *   division that truncates toward zero equals adding 2^30 and rounding down (an arithmetic shift)
+ *   for every product; its one saturating case needs a multiplier of INT32_MIN, which no Q31
+ *   multiplier in [0, 2^31) is;
+ * - rounding half away from zero by 2^right is (high + 2^(right-1) - [high < 0]) >> right.
+ * Signed right shifts are arithmetic (gcc, clang, arm-none-eabi-gcc). */
 static inline int32_t iotnas_requantize(int32_t x, int32_t multiplier, int32_t shift) {
     const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    const int32_t a = (int32_t)((int64_t)x * ((int64_t)1 << left));
-    int32_t high;
-    if (a == INT32_MIN && multiplier == INT32_MIN) {
-        high = INT32_MAX;
-    } else {
-        const int64_t ab = (int64_t)a * (int64_t)multiplier;
-        const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-        high = (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C99 division truncates toward zero */
-    }
-    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
-    const int32_t remainder = high & mask, threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-    return (high >> right) + (remainder > threshold ? 1 : 0);
+    const int32_t a = (int32_t)((uint32_t)x << left);
+    const int32_t high = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+    const int64_t half = ((int64_t)1 << right) >> 1; /* 0 when right is 0 */
+    return (int32_t)(((int64_t)high + half - (high < 0 && right > 0)) >> right);
 }
 
 static inline int8_t iotnas_saturate(int32_t v, int32_t lo, int32_t hi) {
