@@ -6,7 +6,8 @@ process each), then fits a :class:`~iotnas.latency.predictor.KernelPredictor`.
 :func:`calibrate_nodes` profiles networks drawn from a study's laws on this
 machine and fits a :class:`~iotnas.latency.predictor.NodePredictor`, adaptively.
 :func:`fit_released` fits the operator-cost model on the released Raspberry Pi
-timings, for devices you cannot reach.
+timings, for devices you cannot reach; :func:`released_repeats` finds the networks those
+timings hold more than once, the ceiling any predictor of them is judged against.
 """
 
 from __future__ import annotations
@@ -409,15 +410,41 @@ def fit_released(path: str | Path, *, seed: int = 0,
     return OperatorCostPredictor.fit(networks, weights=[r.weight for r in records], info=info, seed=seed)
 
 
+def released_repeats(records: Sequence[ReleasedTiming]) -> list[tuple[ReleasedTiming, ...]]:
+    """Groups of two or more records that time the same network (identical arguments, another law or id).
+
+    The Pi timed each record in a session of its own, so a repeat shows how far two of its
+    sessions disagree on one network: what no predictor of these timings can do better than.
+    """
+    from iotnas.arch import Arch
+
+    groups: dict[str, list[ReleasedTiming]] = {}
+    for r in records:
+        arch = Arch.parse(r.key)
+        groups.setdefault(Arch.from_args(arch.space, arch.args).key, []).append(r)
+    return [tuple(g) for g in groups.values() if len(g) > 1]
+
+
+def repeat_score(repeats: Sequence[Sequence[ReleasedTiming]]) -> Score:
+    """Every record of a repeat as the prediction of each other one: the device's agreement with itself."""
+    pairs = [(a.mean_ms, b.mean_ms) for group in repeats for a in group for b in group if a is not b]
+    return score([p for p, _ in pairs], [m for _, m in pairs])
+
+
 def cross_validate_released(networks: Sequence[tuple[ReleasedTiming, Sequence[Kernel]]], *, folds: int = 5,
-                            seed: int = 0) -> dict[str, Any]:
+                            seed: int = 0, tree_seeds: Sequence[int] = ()) -> dict[str, Any]:
     """Cross-validated predictions of the operator-cost model, the earlier cost-feature trees and the FLOPs line.
 
     Args:
         networks: each released record with its traced kernels.
+        seed: the folds' shuffle and the trees' subsampling.
+        tree_seeds: also fit the operator-cost model with these seeds for its trees, in the same
+            folds: how much its score moves with the trees' random subsamples alone.
 
     Returns:
-        ``{"ops": predictions, "cost": predictions, "flops": predictions, "measured": values}``, in input order.
+        ``{"ops": predictions, "cost": predictions, "flops": predictions, "measured": values,
+        "ops_by_tree_seed": {tree seed: predictions}}`` (``seed`` and every one of ``tree_seeds``),
+        predictions in input order.
     """
     import numpy as np
     from sklearn.model_selection import KFold
@@ -425,13 +452,16 @@ def cross_validate_released(networks: Sequence[tuple[ReleasedTiming, Sequence[Ke
     from iotnas.latency.predictor import FlopsPredictor
 
     measured = np.array([r.mean_ms for r, _ in networks])
-    out = {name: np.empty_like(measured) for name in ("ops", "cost", "flops")}
+    by_seed = {s: np.empty_like(measured) for s in dict.fromkeys((seed, *tree_seeds))}
+    out = {"ops": by_seed[seed], "cost": np.empty_like(measured), "flops": np.empty_like(measured)}
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(measured):
-        ops = OperatorCostPredictor.fit([(networks[i][0].key, networks[i][1], measured[i]) for i in train],
-                                        weights=[networks[i][0].weight for i in train], seed=seed)
-        out["ops"][test] = [ops.predict_network(networks[i][0].key, networks[i][1]) for i in test]
+        fold = [(networks[i][0].key, networks[i][1], measured[i]) for i in train]
+        for tree_seed, into in by_seed.items():
+            ops = OperatorCostPredictor.fit(fold, weights=[networks[i][0].weight for i in train], seed=tree_seed)
+            into[test] = [ops.predict_network(networks[i][0].key, networks[i][1]) for i in test]
         cost_model = CostModelPredictor.fit([(networks[i][1], measured[i]) for i in train], seed=seed)
         out["cost"][test] = [cost_model.predict_kernels(networks[i][1]) for i in test]
         line = FlopsPredictor.fit([networks[i][0].flops for i in train], measured[train])
         out["flops"][test] = [line.predict_flops(networks[i][0].flops) for i in test]
-    return {**{name: values.tolist() for name, values in out.items()}, "measured": measured.tolist()}
+    return {**{name: values.tolist() for name, values in out.items()}, "measured": measured.tolist(),
+            "ops_by_tree_seed": {s: values.tolist() for s, values in by_seed.items()}}

@@ -10,7 +10,16 @@ import pytest
 
 from iotnas.errors import LatencyError
 from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
-from iotnas.latency.calibrate import calibrate, released_records, released_timings, sample_archs
+from iotnas.latency.calibrate import (
+    ReleasedTiming,
+    calibrate,
+    cross_validate_released,
+    released_records,
+    released_repeats,
+    released_timings,
+    repeat_score,
+    sample_archs,
+)
 from iotnas.latency.kernels import Kernel, arch_kernels, trace_kernels
 from iotnas.latency.predictor import (
     DEFAULT_INPUT,
@@ -132,6 +141,41 @@ def test_cost_model_and_flops_line_on_released_timings(released_dir, tmp_path):
     predicted = [ops.predict_network(r.key, ks) for r, (ks, _) in zip(records, networks)]
     assert [loaded_ops.predict_network(r.key, ks) for r, (ks, _) in zip(records, networks)] == predicted
     assert score(predicted, [r.mean_ms for r in records]).rmspe < baseline.rmspe
+
+
+def test_released_repeats_are_one_network_timed_in_separate_sessions(released_dir):
+    records = released_records(released_dir / "results_RaspPi.json")
+    repeats = released_repeats(records)
+    grouped = [r.key for group in repeats for r in group]
+    assert all(len(group) >= 2 for group in repeats) and len(grouped) == len(set(grouped)) < len(records)
+    # Two pnasnet/s3 draws of the same network (cells 1, 1, 1 of 15 planes), timed 41 % apart.
+    by_key = {r.key: group for group in repeats for r in group}
+    assert {r.key for r in by_key["pnasnet/s3/25"]} == {"pnasnet/s3/25", "pnasnet/s3/98"}
+    # A repeat is the same computation: its records trace into the same kernels.
+    for group in (by_key["pnasnet/s3/25"], by_key["densenet/s1/1"]):
+        assert len({tuple(k.key for k in arch_kernels(r.key)) for r in group}) == 1
+    assert {r.key for r in by_key["densenet/s1/1"]} == {"densenet/s1/1", "densenet/s2/1"}
+
+
+def test_repeat_score_takes_every_record_as_the_prediction_of_each_other_one():
+    def timing(key: str, ms: float) -> ReleasedTiming:
+        return ReleasedTiming(key=key, mean_ms=ms, std_ms=0.0, flops=1.0)
+
+    pair = (timing("a", 100.0), timing("b", 105.0))  # 2 ordered pairs, both within 10 %
+    triple = (timing("c", 100.0), timing("d", 150.0), timing("e", 100.0))  # 6 pairs, c and e agree
+    result = repeat_score([pair, triple])
+    assert result.n == 8 and result.within_10 == pytest.approx(4 / 8)
+
+
+def test_cross_validation_refits_the_trees_per_seed_in_the_same_folds(released_dir):
+    records = released_records(released_dir / "results_RaspPi.json")[::120]  # 14: >= 10 per training fold
+    networks = [(r, arch_kernels(r.key)) for r in records]
+    cv = cross_validate_released(networks, seed=0, tree_seeds=(0, 1))
+    assert cv["measured"] == [r.mean_ms for r in records]
+    assert set(cv["ops_by_tree_seed"]) == {0, 1}
+    assert cv["ops_by_tree_seed"][0] == cv["ops"]  # the default seed is not fitted twice, nor differently
+    assert cv["ops_by_tree_seed"][1] != cv["ops"] and np.isfinite(cv["ops_by_tree_seed"][1]).all()
+    assert len(cv["ops_by_tree_seed"][1]) == len(cv["cost"]) == len(cv["flops"]) == len(records)
 
 
 @pytest.mark.parametrize(
