@@ -119,7 +119,7 @@ def search_command(
     study_file: Path = typer.Argument(..., help="The study file (TOML); 'iotnas init' writes an example."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or SQLite path (overrides the study file)."),
     top: int = typer.Option(5, "--top", help="How many winners to list."),
-    workers: str = typer.Option("auto", "--workers", envvar="IOTNAS_WORKERS", help="Workers sharing the study (processes or Ray tasks): a number, or 'auto' for one single-threaded training per core (one in tabular mode)."),
+    workers: str = typer.Option("auto", "--workers", envvar="IOTNAS_WORKERS", help="Workers sharing the study (processes or Ray tasks): a number, or 'auto' (the default): one single-threaded training per core, one in tabular mode."),
     executor: str = typer.Option("local", "--executor", help="Where workers run: local (processes) or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, from one of its nodes ('auto', or the head's HOST:6379); default: a local Ray."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs Ray reserves per worker."),

@@ -117,7 +117,7 @@ def _c_section(info: dict[str, Any]) -> str:
         f"| Promised weight memory | {info['weight_bytes']:,} |",
         f"| Peak activations (float32, `iotnas cost`) | {info['peak_activation_bytes']:,} |",
         f"| Static arena (liveness plan) | {lib['arena_bytes']:,} |",
-        f"| Decoded weight row (scratch) | {lib['scratch_bytes']:,} |",
+        f"| Scratch (decoded weights, padded input plane, pooling row) | {lib['scratch_bytes']:,} |",
     ]
     if budget is None:
         lines.append("| Cortex-M4 flash / RAM | not measured (arm-none-eabi-gcc not installed) |")
