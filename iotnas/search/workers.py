@@ -127,6 +127,10 @@ class Coordinator:
         return self.store.claim_training(key, epochs, worker=self.worker, stale_before=stale_before(self.settings),
                                          dead_workers=dead)
 
+    def release(self, key: str, epochs: float) -> None:
+        """Give back a training this worker claimed and will not run (its candidate was rejected)."""
+        self.store.release_training(key, epochs, worker=self.worker)
+
     def heartbeat(self, key: str, epochs: float):
         """A context that keeps a claimed training's heartbeat while it runs."""
         if self.store.url in ("sqlite://", "sqlite:///:memory:"):  # one process by definition

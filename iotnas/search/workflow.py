@@ -307,10 +307,19 @@ class Workflow:
             self._resolve(self._candidates[key], first)
 
     def _resolve(self, candidate: Candidate, epochs: float) -> Observation | None:
-        """Check latency, then train at the lowest fidelity; None when another worker holds the training."""
+        """Check latency, then train at the lowest fidelity; None when another worker holds the training.
+
+        The training is claimed before the latency is measured, so that another worker does not time
+        the same proposal meanwhile; a proposal found too slow gives its claim back.
+        """
         if candidate.status == POOLED:
-            self._ensure_latency(candidate)
+            if not self.workers.claim(candidate.key, epochs):
+                return None  # another worker is timing or training it
+            with self.workers.heartbeat(candidate.key, epochs):
+                self._ensure_latency(candidate)
             candidate = self._candidates[candidate.key]
+            if candidate.status != POOLED:  # rejected: nothing to train
+                self.workers.release(candidate.key, epochs)
         if candidate.status == POOLED:
             candidate = self._update(candidate.key, status=FEASIBLE)
         if candidate.status != FEASIBLE:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
-from sqlalchemy import create_engine, event, func, insert, inspect, or_, select, text, update
+from sqlalchemy import create_engine, delete, event, func, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -754,6 +754,13 @@ class Store:
                 .values(heartbeat_at=_now())
             )
             return result.rowcount == 1
+
+    def release_training(self, arch_key: str, epochs: float, *, worker: str) -> None:
+        """Forget a training ``worker`` claimed and never started (nothing of it is stored)."""
+        with self._session() as s:
+            s.execute(delete(TrainingRow).where(
+                self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
+                TrainingRow.worker == worker, TrainingRow.status == TrainingStatus.RUNNING))
 
     def fail_training(self, arch_key: str, epochs: float) -> None:
         """Mark a training to be done again (its checkpoint is gone); any worker may claim it."""

@@ -134,9 +134,31 @@ def test_server_stops_and_comes_back(tmp_path, postgres_server, postgres_url):
     finally:
         control("start")
     assert code == 2, err
-    assert err.startswith("iotnas: error: store") and "Traceback" not in err
+    *warnings, last = err.splitlines()
+    assert last.startswith("iotnas: error: store") and "Traceback" not in err
+    assert all(line.startswith("WARNING iotnas.search.workers: heartbeat failed: store") for line in warnings)
     assert set(before) <= set(_done(postgres_url))  # what was committed is intact
     resumed = subprocess.run([sys.executable, "-m", "iotnas", "search", str(study), "--store", postgres_url],
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     assert len(_done(postgres_url)) == 5
+
+
+def test_two_workers_never_time_the_same_proposal(tmp_path):
+    """A proposal's training is claimed before its latency is timed: the other worker leaves it alone,
+    and a proposal found too slow gives its claim back (no training row is left for it)."""
+    import re
+
+    study_file = tmp_path / "shared.toml"
+    study_file.write_text(STUDY.replace("epochs = [8]", "epochs = [1]").replace("max_weight_bytes = 16384",
+                                                                                 "max_weight_bytes = 16384\nmax_latency_ms = 0.3"))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    result = subprocess.run([sys.executable, "-m", "iotnas", "search", str(study_file), "--store", url, "--workers", "2"],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    timed = re.findall(r"worker \d+: timing (\S+)$", result.stdout, flags=re.MULTILINE)
+    assert timed and len(timed) == len(set(timed)), timed  # each proposal timed by one worker, once
+    slow = _query(url, "SELECT key FROM iotnas_candidates WHERE status = 'rejected:latency'")
+    trainings = _query(url, "SELECT arch_key, status FROM iotnas_trainings")
+    assert all(status == "done" for _, status in trainings)
+    assert not {k for (k,) in slow} & {k for k, _ in trainings}  # a too-slow proposal left no claim behind
