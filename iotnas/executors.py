@@ -305,6 +305,7 @@ def parse_workers(text: str, executor: Executor, *, trains: bool = True) -> int:
     try:
         workers = int(text)
     except ValueError:
-        raise ConfigError(f"--workers: {text!r} is not a number of workers; give one (e.g. 2) or auto") from None
+        raise ConfigError(f"--workers (or IOTNAS_WORKERS): {text!r} is not a number of workers; give one (e.g. 2) "
+                          "or auto") from None
     executor.check(workers)
     return workers

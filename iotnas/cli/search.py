@@ -149,7 +149,6 @@ def search_command(
 def _search_with_workers(study, store: Optional[str], *, top: int, workers: int, executor: str, runner) -> None:
     """Prepare the pool here, then let ``workers`` workers share the training; show what they report (local
     processes) and poll the store meanwhile."""
-    import math
     import queue
     import threading
 
@@ -172,7 +171,7 @@ def _search_with_workers(study, store: Optional[str], *, top: int, workers: int,
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        polled = -math.inf
+        polled = float("-inf")  # when the store was last polled
         with Store.open(url, study_name=study.name, create=False) as s:
             while thread.is_alive() or not events.empty():
                 while not events.empty():

@@ -60,24 +60,25 @@ def _geometry(p: dict[str, Any]) -> str:
     return "{" + ", ".join(str(p[k]) for k in ("hin", "win", "hout", "wout", "kh", "kw", "sh", "sw", "pt", "pl")) + "}"
 
 
+def _filter(p: dict[str, Any], slack: int) -> np.ndarray:
+    """An operator's int8 filter, flat, followed by ``slack`` zero bytes."""
+    flat = np.asarray(p["filter"]).reshape(-1)
+    return np.concatenate([flat, np.zeros(slack, dtype=flat.dtype)])
+
+
 def _declaration(op: Op, ident: str) -> tuple[str, str]:
     """(C declarations, kernel function) of an operator with parameters."""
     p = op.params
     if op.kind in ("conv", "depthwise"):
         arrays, requant = _requant(ident, p)
         fields = ", ".join(str(p[k]) for k in ("in_stride", "in_offset", "cin", "cout"))
-        filt = np.asarray(p["filter"]).reshape(-1)
-        if op.kind == "conv":
-            filt = np.concatenate([filt, np.zeros(FILTER_SLACK_BYTES, dtype=filt.dtype)])
-        return (_ints("int8_t", f"{ident}_filter", filt) + arrays
+        slack = FILTER_SLACK_BYTES if op.kind == "conv" else 0
+        return (_ints("int8_t", f"{ident}_filter", _filter(p, slack)) + arrays
                 + f"static const iotnas_qconv_t {ident} = {{{_geometry(p)}, {fields}, {ident}_filter, {requant}}};\n",
                 "iotnas_qconv" if op.kind == "conv" else "iotnas_qdepthwise")
     if op.kind == "linear":
         arrays, requant = _requant(ident, p)
-        filt = np.asarray(p["filter"]).reshape(-1)
-        if op.kind == "conv":
-            filt = np.concatenate([filt, np.zeros(FILTER_SLACK_BYTES, dtype=filt.dtype)])
-        return (_ints("int8_t", f"{ident}_filter", filt) + arrays
+        return (_ints("int8_t", f"{ident}_filter", _filter(p, 0)) + arrays
                 + f"static const iotnas_qlinear_t {ident} = {{{p['n_in']}, {p['n_out']}, {ident}_filter, "
                   f"{requant}}};\n", "iotnas_qlinear")
     if op.kind == "add":
