@@ -6,10 +6,12 @@ Every result is stored as soon as it exists; a resumed stage reuses what the sto
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import torch
 
@@ -81,6 +83,13 @@ class PrecisionRunner:
         names = spec.finetune_formats or tuple(f.name for f in self.formats if f.name != "float32")
         self.finetune_formats = [parse_format(name) for name in names] if spec.finetune_epochs > 0 else []
 
+    @property
+    def settings_tag(self) -> str:
+        """A short digest of what a model is scored in (formats, grid, scoring images): a study resumed with
+        other settings scores its models again (what is stored is reused), not as already done."""
+        settings = repr(([f.name for f in self.formats], self.grid, self.test_images))
+        return hashlib.sha256(settings.encode()).hexdigest()[:8]
+
     def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float], known_bytes: dict[str, int],
                  known_skipped: dict[str, str] | None = None,
                  progress: Callable[[str, float, int], None] | None = None) -> PrecisionEvaluation:
@@ -137,11 +146,29 @@ class PrecisionRunner:
         return Finetuned(accuracy, path, storage_bytes(fmt, model))
 
 
+_Item = TypeVar("_Item")
+
+
+class JobClaims(Protocol):
+    """How a worker shares the stage's units with other workers of the study (the search's Coordinator)."""
+
+    def claim_job(self, name: str) -> bool: ...
+    def job_done(self, name: str) -> bool: ...
+    def job_heartbeat(self, name: str) -> AbstractContextManager[object]: ...
+    def finish_job(self, name: str) -> None: ...
+    def release_job(self, name: str) -> None: ...
+    def wait(self) -> None: ...
+
+
 def run_precision_stage(
     study: Study, store: Store, runner: PrecisionRunner, *, workdir: Callable[[str], Path],
-    emit: Callable[..., None], epochs: float | None = None, finetune: bool = True,
+    emit: Callable[..., None], claims: JobClaims, epochs: float | None = None, finetune: bool = True,
 ) -> list[Training]:
     """Each model at one fidelity in every format of the study; then the best fine-tuned.
+
+    Each model's formats, and each (model, format) fine-tuning, is a job claimed by one worker
+    (``claims``), so that several workers share the stage; a worker waits for the others' jobs
+    before it chooses what to fine-tune, so that every worker chooses from the same results.
 
     Args:
         workdir: the folder of a model's files, by model key.
@@ -161,8 +188,6 @@ def run_precision_stage(
         return []
     top = max(t.epochs for t in done) if epochs is None else epochs
     models = [t for t in done if t.epochs == top and t.checkpoint]
-    stored = store.precision_results()
-    skipped = store.skipped_formats()
     candidates = {c.key: c for c in store.candidates()}
     lost: list[Training] = []
 
@@ -177,23 +202,20 @@ def run_precision_stage(
         store.fail_training(training.arch_key, training.epochs)
         lost.append(training)
 
-    for i, training in enumerate(models):
+    def score_formats(i: int, training: Training) -> None:
         emit(f"number formats of {training.arch_key}", i, len(models))
+        stored = store.precision_results()
         mine = [r for r in stored if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned]
         arch = Arch.from_json(candidates[training.arch_key].arch_json)
 
-        def evaluated(name: str, accuracy: float, n: int, key: str = training.arch_key, i: int = i) -> None:
+        def evaluated(name: str, accuracy: float, n: int, key: str = training.arch_key) -> None:
             emit(f"number formats of {key}: {name} {accuracy * 100:.1f} % ({n} evaluated)", i, len(models))
 
-        try:
-            found = runner.evaluate(arch, training.checkpoint, known={r.format_name: r.accuracy for r in mine},
-                                    known_bytes={r.format_name: r.weight_bytes for r in mine},
-                                    known_skipped={k.format_name: k.reason for k in skipped
-                                                   if k.arch_key == training.arch_key and k.epochs == top},
-                                    progress=evaluated)
-        except CheckpointError as exc:
-            retrain(training, exc)
-            continue
+        found = runner.evaluate(arch, training.checkpoint, known={r.format_name: r.accuracy for r in mine},
+                                known_bytes={r.format_name: r.weight_bytes for r in mine},
+                                known_skipped={k.format_name: k.reason for k in store.skipped_formats()
+                                               if k.arch_key == training.arch_key and k.epochs == top},
+                                progress=evaluated)
         known = {r.format_name for r in mine}
         for name, accuracy in found.accuracy.items():
             if name not in known:
@@ -204,39 +226,79 @@ def run_precision_stage(
                 ))
         for name, why in found.skipped.items():  # add_skipped keeps one already recorded
             store.add_skipped(SkippedFormat(arch_key=training.arch_key, epochs=top, format_name=name, reason=why))
+
+    jobs = [(f"formats {t.arch_key} @{top:g} {runner.settings_tag}", t) for t in models]
+    if not _share(jobs, claims, score_formats, retrain=retrain, emit=emit,
+                  waiting="waiting for other workers' number formats"):
+        return lost
     if models:
         emit("number formats: every model evaluated", len(models), len(models))
     rule = WinnerRule.of(study)
-    if runner.test_images is not None and not lost:
+    if runner.test_images is not None:
         _rescore_winner(store, runner, rule, candidates=candidates, emit=emit, retrain=retrain)
     if not finetune or not runner.finetune_formats or lost:
         return lost
     plain = winners(study_points(store, limits=study.constraints, finetuned=False), rule=rule)
     by_key = {t.arch_key: t for t in models}
     chosen = [p.key for p in plain if p.key in by_key][: study.precision.finetune_top]
-    finetuned = {(r.arch_key, r.format_name) for r in store.precision_results() if r.finetuned}
-    jobs = len(chosen) * len(runner.finetune_formats)  # (model, format) pairs, for the progress counts
-    for m, key in enumerate(chosen):
-        arch = Arch.from_json(candidates[key].arch_json)
-        for f, fmt in enumerate(runner.finetune_formats):
-            if (key, fmt.name) in finetuned:
-                continue
-            j = m * len(runner.finetune_formats) + f
-            emit(f"fine-tuning {key} in {fmt.name}", j, jobs)
-            try:
-                result = runner.finetune(
-                    arch, by_key[key].checkpoint, fmt, workdir=workdir(key) / f"finetune-{fmt.name}",
-                    callbacks=(lambda stats, k=key, n=fmt.name, j=j: emit(f"fine-tuning {k} in {n}", j, jobs, stats),),
-                )
-            except CheckpointError as exc:
-                retrain(by_key[key], exc)
-                return lost
-            store.add_precision(PrecisionResult(
-                arch_key=key, epochs=top, format_name=fmt.name, bits=fmt.bits, weight_bytes=result.weight_bytes,
-                accuracy=result.accuracy, finetuned=True, checkpoint=result.checkpoint,
-            ))
-            emit(f"fine-tuned {key} in {fmt.name}: {result.accuracy * 100:.1f} %", j + 1, jobs)
+    pairs = [(key, fmt) for key in chosen for fmt in runner.finetune_formats]
+
+    def finetune_one(j: int, pair: tuple[str, NumberFormat]) -> None:
+        key, fmt = pair
+        if any(r.arch_key == key and r.epochs == top and r.format_name == fmt.name and r.finetuned
+               for r in store.precision_results()):
+            return
+        emit(f"fine-tuning {key} in {fmt.name}", j, len(pairs))
+        result = runner.finetune(
+            Arch.from_json(candidates[key].arch_json), by_key[key].checkpoint, fmt,
+            workdir=workdir(key) / f"finetune-{fmt.name}",
+            callbacks=(lambda stats: emit(f"fine-tuning {key} in {fmt.name}", j, len(pairs), stats),),
+        )
+        store.add_precision(PrecisionResult(
+            arch_key=key, epochs=top, format_name=fmt.name, bits=fmt.bits, weight_bytes=result.weight_bytes,
+            accuracy=result.accuracy, finetuned=True, checkpoint=result.checkpoint,
+        ))
+        emit(f"fine-tuned {key} in {fmt.name}: {result.accuracy * 100:.1f} %", j + 1, len(pairs))
+
+    _share([(f"finetune {key} @{top:g} {fmt.name}", (key, fmt)) for key, fmt in pairs], claims, finetune_one,
+           retrain=lambda pair, exc: retrain(by_key[pair[0]], exc), emit=emit,
+           waiting="waiting for other workers' fine-tunings")
     return lost
+
+
+def _share(jobs: Sequence[tuple[str, _Item]], claims: JobClaims, work: Callable[[int, _Item], None], *,
+           retrain: Callable[[_Item, CheckpointError], None], emit: Callable[..., None], waiting: str) -> bool:
+    """Do every job this worker can claim, then wait until the others' are done too.
+
+    Returns False when a checkpoint was lost (``retrain`` was told; its job is given back, for
+    whoever runs the stage again after the training).
+    """
+    pending = dict.fromkeys(range(len(jobs)))
+    intact = True
+    while pending:
+        progressed = False
+        for i in list(pending):
+            name, item = jobs[i]
+            if claims.job_done(name):
+                del pending[i]
+                continue
+            if not claims.claim_job(name):
+                continue  # another live worker holds it
+            try:
+                with claims.job_heartbeat(name):
+                    work(i, item)
+            except CheckpointError as exc:
+                claims.release_job(name)
+                retrain(item, exc)
+                intact = False
+            else:
+                claims.finish_job(name)
+            del pending[i]
+            progressed = True
+        if pending and not progressed:
+            emit(waiting)
+            claims.wait()
+    return intact
 
 
 def _rescore_winner(store: Store, runner: PrecisionRunner, rule: WinnerRule, *, candidates: dict[str, Candidate],

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from collections.abc import Callable, Iterable
 
 from iotnas.errors import IotnasError
 from iotnas.store import Store, Training, TrainingStatus
@@ -66,23 +66,25 @@ def abandoned(training: Training, settings: WorkerSettings) -> bool:
 
 
 class Heartbeat:
-    """Context manager: refresh a claimed training's heartbeat from a background thread."""
+    """Context manager: refresh a claim (a training's or a job's) from a background thread.
 
-    def __init__(self, store: Store, arch_key: str, epochs: float, *, worker: str, interval_s: float):
-        self._args = (arch_key, epochs)
-        self._store = store
-        self._worker = worker
+    ``beat()`` refreshes it in the store and returns False once another worker has taken it over.
+    """
+
+    def __init__(self, beat: Callable[[], bool], *, name: str, interval_s: float):
+        self._beat = beat
+        self._name = name
         self._interval = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat {arch_key}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat {name}", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                if not self._store.heartbeat(*self._args, worker=self._worker):
-                    log.warning("training %s was taken over by another worker", self._args[0])
+                if not self._beat():
+                    log.warning("%s was taken over by another worker", self._name)
                     return
-            except IotnasError as exc:  # the database is away: keep training, retry at the next beat
+            except IotnasError as exc:  # the database is away: keep working, retry at the next beat
                 log.warning("heartbeat failed: %s", exc)
 
     def __enter__(self) -> "Heartbeat":
@@ -133,9 +135,33 @@ class Coordinator:
 
     def heartbeat(self, key: str, epochs: float):
         """A context that keeps a claimed training's heartbeat while it runs."""
+        return self._keep_alive(lambda: self.store.heartbeat(key, epochs, worker=self.worker), f"training {key}")
+
+    def _keep_alive(self, beat: Callable[[], bool], name: str):
         if self.store.url in ("sqlite://", "sqlite:///:memory:"):  # one process by definition
             return contextlib.nullcontext()
-        return Heartbeat(self.store, key, epochs, worker=self.worker, interval_s=self.settings.heartbeat_s)
+        return Heartbeat(beat, name=name, interval_s=self.settings.heartbeat_s)
+
+    # Jobs: units of work other than trainings (the precision stage's), shared out the same way.
+
+    def claim_job(self, name: str) -> bool:
+        """Claim a job in the store; False when another live worker holds it or it is done."""
+        holders = [j.worker for j in self.store.jobs() if j.name == name]
+        return self.store.claim_job(name, worker=self.worker, stale_before=stale_before(self.settings),
+                                    dead_workers=dead_workers(holders))
+
+    def job_done(self, name: str) -> bool:
+        return any(j.name == name and j.status == TrainingStatus.DONE for j in self.store.jobs())
+
+    def job_heartbeat(self, name: str):
+        """A context that keeps a claimed job's heartbeat while it runs."""
+        return self._keep_alive(lambda: self.store.beat_job(name, worker=self.worker), name)
+
+    def finish_job(self, name: str) -> None:
+        self.store.finish_job(name, worker=self.worker)
+
+    def release_job(self, name: str) -> None:
+        self.store.release_job(name, worker=self.worker)
 
     def wait(self) -> None:
         """Let other workers progress before looking at the store again."""

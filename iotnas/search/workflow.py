@@ -457,8 +457,8 @@ class Workflow:
             self._emit("precision", message, completed, total, detail)
 
         for _ in range(2):  # a second pass only after retraining lost checkpoints
-            lost = run_precision_stage(self.study, self.store, self.components.precision,
-                                       workdir=self._model_dir, emit=emit, epochs=epochs, finetune=finetune)
+            lost = run_precision_stage(self.study, self.store, self.components.precision, workdir=self._model_dir,
+                                       emit=emit, claims=self.workers, epochs=epochs, finetune=finetune)
             if not lost:
                 return
             self.workers.refresh()

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Float, ForeignKey, ForeignKeyConstraint, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4  # the head revision of iotnas/store/migrations, as a number
+SCHEMA_VERSION = 5  # the head revision of iotnas/store/migrations, as a number
 
 
 class Base(DeclarativeBase):
@@ -107,6 +107,25 @@ class TrainingRow(_OfACandidate, Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     resumed_from_epochs: Mapped[float | None] = mapped_column(Float)  # progress found in a checkpoint
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class JobRow(Base):
+    """A unit of work other than a training (a model's formats, a fine-tuning) claimed by one worker.
+
+    Claimed, kept alive and taken over like a training, so that workers share a stage's units
+    instead of each doing all of them. ``name`` says what the unit is, e.g. ``formats probenet/s1/9 @16``.
+    """
+
+    __tablename__ = "iotnas_jobs"
+    __table_args__ = (UniqueConstraint("study_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("iotnas_studies.id"))
+    name: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16))  # running | done | failed, as a training's
+    worker: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
 

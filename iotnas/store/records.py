@@ -13,6 +13,7 @@ from sqlalchemy import Float, Integer
 from iotnas.results.limits import Reason
 from iotnas.store.models import (
     CandidateRow,
+    JobRow,
     LatencyRow,
     PrecisionRow,
     SkippedFormatRow,
@@ -104,6 +105,15 @@ class TrainingStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"  # stopped with an error; any worker may take it again
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed unit of work other than a training (see ``Store.claim_job``)."""
+
+    name: str
+    status: TrainingStatus  # the same states as a training's
+    worker: str | None
+    heartbeat_at: datetime | None
+
 # --------------------------------------------------------------------------- rows <-> records
 
 
@@ -149,13 +159,21 @@ def latency_from_row(r: LatencyRow) -> Latency:
     return Latency(arch_key=r.arch_key, device_key=r.device_key, source=r.source, median_ms=r.median_ms, detail=detail)
 
 
+def _status(r: TrainingRow | JobRow, name: str) -> TrainingStatus:
+    try:
+        return TrainingStatus(r.status)
+    except ValueError:
+        raise DamagedRow(f"{r.__tablename__}.status of {name} is {r.status!r}, "
+                         f"not one of {', '.join(TrainingStatus)}") from None
+
+
+def job_from_row(r: JobRow) -> Job:
+    return Job(name=r.name, status=_status(r, r.name), worker=r.worker, heartbeat_at=r.heartbeat_at)
+
+
 def training_from_row(r: TrainingRow, *, checkpoint: str | None) -> Training:
     _checked(r)
-    try:
-        status = TrainingStatus(r.status)
-    except ValueError:
-        raise DamagedRow(f"{r.__tablename__}.status of {r.arch_key} is {r.status!r}, "
-                         f"not one of {', '.join(TrainingStatus)}") from None
+    status = _status(r, r.arch_key)
     return Training(
         arch_key=r.arch_key, epochs=r.epochs, status=status, accuracy=r.accuracy, checkpoint=checkpoint,
         seconds=r.seconds, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,

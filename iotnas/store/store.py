@@ -34,6 +34,7 @@ from iotnas.store import migrations
 from iotnas.store.models import (
     SCHEMA_VERSION,
     CandidateRow,
+    JobRow,
     LatencyRow,
     MetaRow,
     PrecisionRow,
@@ -44,12 +45,14 @@ from iotnas.store.models import (
 )
 from iotnas.store.records import (
     Candidate,
+    Job,
     Latency,
     PrecisionResult,
     SkippedFormat,
     Training,
     TrainingStatus,
     candidate_from_row,
+    job_from_row,
     latency_from_row,
     precision_from_row,
     record_fields,
@@ -720,24 +723,32 @@ class Store:
             dead_workers: workers known to be gone (e.g. a dead process on this host); their trainings
                 are taken over at once.
         """
-        now = _now()
         sid = self._sid()
+        return self._claim(TrainingRow, [TrainingRow.study_id == sid, TrainingRow.arch_key == arch_key,
+                                         TrainingRow.epochs == epochs],
+                           lambda now: TrainingRow(study_id=sid, arch_key=arch_key, epochs=epochs,
+                                                   status=TrainingStatus.RUNNING, worker=worker, heartbeat_at=now,
+                                                   started_at=now),
+                           worker=worker, stale_before=stale_before, dead_workers=dead_workers)
+
+    def _claim(self, row_class: type[TrainingRow | JobRow], match: list[Any], new_row: Callable[[datetime], Any],
+               *, worker: str, stale_before: datetime, dead_workers: Sequence[str]) -> bool:
+        """The claim rule of trainings and jobs: insert the row, or take over one that is not done and
+        is failed, already ours, stale, or held by a dead worker. One concurrent claimer wins."""
+        now = _now()
         try:
             with self._session() as s:
-                exists = s.scalar(select(TrainingRow.id).where(TrainingRow.study_id == sid,
-                                                               TrainingRow.arch_key == arch_key,
-                                                               TrainingRow.epochs == epochs))
+                exists = s.scalar(select(row_class.id).where(*match))
                 if exists is None:
-                    s.add(TrainingRow(study_id=sid, arch_key=arch_key, epochs=epochs, status=TrainingStatus.RUNNING, worker=worker,
-                                      heartbeat_at=now, started_at=now))
+                    s.add(new_row(now))
                     return True
                 takeable = or_(
-                    TrainingRow.status == TrainingStatus.FAILED, TrainingRow.worker == worker,
-                    TrainingRow.heartbeat_at < stale_before, TrainingRow.worker.in_(list(dead_workers)),
+                    row_class.status == TrainingStatus.FAILED, row_class.worker == worker,
+                    row_class.heartbeat_at < stale_before, row_class.worker.in_(list(dead_workers)),
                 )
                 result = s.execute(
-                    update(TrainingRow)
-                    .where(TrainingRow.id == exists, TrainingRow.status != TrainingStatus.DONE, takeable)
+                    update(row_class)
+                    .where(row_class.id == exists, row_class.status != TrainingStatus.DONE, takeable)
                     .values(status=TrainingStatus.RUNNING, worker=worker, heartbeat_at=now)
                 )
                 return result.rowcount == 1
@@ -790,6 +801,41 @@ class Store:
                 query = query.where(TrainingRow.status == status)
             rows = s.scalars(query.order_by(TrainingRow.id))
             return [training_from_row(r, checkpoint=self._real_path(r.checkpoint)) for r in rows]
+
+    # ------------------------------------------------------------------ jobs
+
+    def claim_job(self, name: str, *, worker: str, stale_before: datetime, dead_workers: Sequence[str] = ()) -> bool:
+        """Claim a unit of work by name, with the same rule as :meth:`claim_training`; False when another live
+        worker holds it or it is done."""
+        sid = self._sid()
+        return self._claim(JobRow, [JobRow.study_id == sid, JobRow.name == name],
+                           lambda now: JobRow(study_id=sid, name=name, status=TrainingStatus.RUNNING, worker=worker,
+                                              heartbeat_at=now, started_at=now),
+                           worker=worker, stale_before=stale_before, dead_workers=dead_workers)
+
+    def beat_job(self, name: str, *, worker: str) -> bool:
+        """Refresh a claimed job's heartbeat; False if another worker has taken it over."""
+        with self._session() as s:
+            result = s.execute(update(JobRow).where(
+                self._mine(JobRow), JobRow.name == name, JobRow.worker == worker,
+                JobRow.status == TrainingStatus.RUNNING).values(heartbeat_at=_now()))
+            return result.rowcount == 1
+
+    def finish_job(self, name: str, *, worker: str) -> None:
+        """Mark a job ``worker`` holds done (its results are stored); no one claims it again."""
+        with self._session() as s:
+            s.execute(update(JobRow).where(self._mine(JobRow), JobRow.name == name, JobRow.worker == worker)
+                      .values(status=TrainingStatus.DONE, finished_at=_now()))
+
+    def release_job(self, name: str, *, worker: str) -> None:
+        """Give back a job ``worker`` holds unfinished (e.g. its checkpoint is lost): any worker may claim it."""
+        with self._session() as s:
+            s.execute(delete(JobRow).where(self._mine(JobRow), JobRow.name == name, JobRow.worker == worker,
+                                           JobRow.status == TrainingStatus.RUNNING))
+
+    def jobs(self) -> list[Job]:
+        with self._session() as s:
+            return [job_from_row(r) for r in s.scalars(select(JobRow).where(self._mine(JobRow)).order_by(JobRow.id))]
 
     # ------------------------------------------------------------------ precision
 

@@ -162,3 +162,28 @@ def test_two_workers_never_time_the_same_proposal(tmp_path):
     trainings = _query(url, "SELECT arch_key, status FROM iotnas_trainings")
     assert all(status == "done" for _, status in trainings)
     assert not {k for (k,) in slow} & {k for k, _ in trainings}  # a too-slow proposal left no claim behind
+
+
+def test_two_workers_share_the_precision_stage(tmp_path):
+    """Each model's formats, and each fine-tuning, is done by one of the two workers, once; both finish."""
+    import re
+
+    study_file = tmp_path / "shared.toml"
+    study_file.write_text(
+        STUDY.replace('seed = 3', 'seed = 3\nformats = ["float32", "half", "int8"]')
+        .replace("trainings = 5", "trainings = 4").replace("epochs = [8]", "epochs = [1]")
+        + "[precision]\nfinetune_epochs = 1\nfinetune_top = 2\n")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    result = subprocess.run([sys.executable, "-m", "iotnas", "search", str(study_file), "--store", url, "--workers", "2"],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    scored = re.findall(r"worker (\d+): number formats of (\S+?)(?:  \(ETA .*)?$", result.stdout, flags=re.MULTILINE)
+    tuned = re.findall(r"worker (\d+): fine-tuned (\S+) in (\S+):", result.stdout, flags=re.MULTILINE)
+    keys = [k for (k,) in _query(url, "SELECT arch_key FROM iotnas_trainings")]
+    assert sorted(k for _, k in scored) == sorted(keys), result.stdout  # every model scored once, by one worker
+    pairs = {(k, f) for _, k, f in tuned}
+    assert len(tuned) == len(pairs) and {f for _, f in pairs} == {"float16", "int8"}, result.stdout  # each once
+    finetuned = _query(url, "SELECT arch_key, format_name FROM iotnas_precision WHERE finetuned")
+    assert set(finetuned) == pairs
+    jobs = _query(url, "SELECT name, status FROM iotnas_jobs")
+    assert len(jobs) == len(keys) + len(pairs) and {s for _, s in jobs} == {"done"}
