@@ -30,6 +30,16 @@ from iotnas.formats import FloatFormat, NumberFormat, parse_format
 from iotnas.results.chance import is_chance_level
 
 REFERENCE = "float32"
+
+
+@dataclass(frozen=True, slots=True)
+class FormatResult:
+    """One new evaluation of a model in a format."""
+
+    fmt: NumberFormat
+    accuracy: float
+    evaluations: int  # new evaluations of this model so far, this one included
+    model: torch.nn.Module  # the trained model (float32 weights) the format was applied to
 #: A format that zeroes more than this fraction of the nonzero stored values is skipped: with half the
 #: weights gone a network is no longer the one trained (the collapse rule catches milder losses).
 MAX_FLUSHED = 0.5
@@ -90,7 +100,7 @@ def evaluate_model_formats(
     formats: Sequence[NumberFormat],
     grid: GridSpec | None,
     known: dict[str, float] | None = None,
-    progress: Callable[[str, float, int], None] | None = None,
+    on_result: Callable[[FormatResult], None] | None = None,
     num_classes: int | None = None,
     known_skipped: dict[str, str] | None = None,
 ) -> FormatAccuracies:
@@ -101,8 +111,8 @@ def evaluate_model_formats(
             (a study whose results are all stored needs no checkpoint).
         evaluate: accuracy of a model (the caller decides the data and the device).
         known: accuracies already stored, by format name; they are reused, not recomputed.
-        progress: ``progress(format_name, accuracy, evaluations_so_far)`` after each evaluation, since a
-            model's bisection takes minutes.
+        on_result: called with each new evaluation as it is made (a model's bisection takes minutes:
+            the caller reports and stores each one at once, so an interruption loses none).
         num_classes: the model's class count, for the chance-level collapse rule (None: that rule is off,
             the fraction of float32 still applies).
         known_skipped: grid formats already found unfit, by name: their reasons stand (the weights are the same).
@@ -126,8 +136,8 @@ def evaluate_model_formats(
         if fmt.name not in results:
             results[fmt.name] = evaluate(deploy(model(), fmt).module)
             evaluations.append(fmt.name)
-            if progress is not None:
-                progress(fmt.name, results[fmt.name], len(evaluations))
+            if on_result is not None:
+                on_result(FormatResult(fmt, results[fmt.name], len(evaluations), model()))
         return results[fmt.name]
 
     def grid_format(e: int, m: int) -> FloatFormat | None:

@@ -19,7 +19,7 @@ from iotnas.arch import Arch
 from iotnas.data import Dataset
 from iotnas.errors import CheckpointError
 from iotnas.formats import NumberFormat, parse_format, storage_bytes
-from iotnas.precision.grid import GridSpec, evaluate_model_formats
+from iotnas.precision.grid import FormatResult, GridSpec, evaluate_model_formats
 from iotnas.store import (
     Candidate,
     PrecisionResult,
@@ -92,17 +92,21 @@ class PrecisionRunner:
 
     def evaluate(self, arch: Arch, checkpoint: str, *, known: dict[str, float], known_bytes: dict[str, int],
                  known_skipped: dict[str, str] | None = None,
-                 progress: Callable[[str, float, int], None] | None = None) -> PrecisionEvaluation:
+                 on_result: Callable[[str, float, int, int], None] | None = None) -> PrecisionEvaluation:
         """Accuracy and weight bytes of one trained model per format; ``known`` results are reused.
 
-        The checkpoint is read only when some format has not been evaluated yet. ``progress`` is
-        called after each evaluation (see :func:`evaluate_model_formats`).
+        The checkpoint is read only when some format has not been evaluated yet. ``on_result(format_name,
+        accuracy, weight_bytes, evaluations_so_far)`` is called after each new evaluation.
 
         Raises:
             CheckpointError: the checkpoint is needed but missing or damaged.
         """
+        def evaluated(result: FormatResult) -> None:
+            if on_result is not None:
+                on_result(result.fmt.name, result.accuracy, storage_bytes(result.fmt, result.model), result.evaluations)
+
         found = evaluate_model_formats(lambda: self._load(arch, checkpoint), self._score, formats=self.formats,
-                                       grid=self.grid, known=known, progress=progress,
+                                       grid=self.grid, known=known, on_result=evaluated,
                                        num_classes=self.dataset.num_classes, known_skipped=known_skipped)
         sizes = {name: known_bytes[name] if name in known_bytes else storage_bytes(parse_format(name), found.model)
                  for name in found.accuracy}
@@ -208,22 +212,20 @@ def run_precision_stage(
         mine = [r for r in stored if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned]
         arch = Arch.from_json(candidates[training.arch_key].arch_json)
 
-        def evaluated(name: str, accuracy: float, n: int, key: str = training.arch_key) -> None:
-            emit(f"number formats of {key}: {name} {accuracy * 100:.1f} % ({n} evaluated)", i, len(models))
+        def evaluated(name: str, accuracy: float, weight_bytes: int, n: int) -> None:
+            store.add_precision(PrecisionResult(  # at once: a model's grid takes minutes
+                arch_key=training.arch_key, epochs=top, format_name=name, bits=parse_format(name).bits,
+                weight_bytes=weight_bytes, accuracy=accuracy, finetuned=False, checkpoint=training.checkpoint,
+                test_images=runner.test_images,
+            ))
+            emit(f"number formats of {training.arch_key}: {name} {accuracy * 100:.1f} % ({n} evaluated)",
+                 i, len(models))
 
         found = runner.evaluate(arch, training.checkpoint, known={r.format_name: r.accuracy for r in mine},
                                 known_bytes={r.format_name: r.weight_bytes for r in mine},
                                 known_skipped={k.format_name: k.reason for k in store.skipped_formats()
                                                if k.arch_key == training.arch_key and k.epochs == top},
-                                progress=evaluated)
-        known = {r.format_name for r in mine}
-        for name, accuracy in found.accuracy.items():
-            if name not in known:
-                store.add_precision(PrecisionResult(
-                    arch_key=training.arch_key, epochs=top, format_name=name, bits=parse_format(name).bits,
-                    weight_bytes=found.weight_bytes[name], accuracy=accuracy, finetuned=False,
-                    checkpoint=training.checkpoint, test_images=runner.test_images,
-                ))
+                                on_result=evaluated)
         for name, why in found.skipped.items():  # add_skipped keeps one already recorded
             store.add_skipped(SkippedFormat(arch_key=training.arch_key, epochs=top, format_name=name, reason=why))
 
@@ -291,6 +293,9 @@ def _share(jobs: Sequence[tuple[str, _Item]], claims: JobClaims, work: Callable[
                 claims.release_job(name)
                 retrain(item, exc)
                 intact = False
+            except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: what it stored stays, the job is free
+                claims.release_job(name)
+                raise
             else:
                 claims.finish_job(name)
             del pending[i]

@@ -43,7 +43,7 @@ def test_bisection_finds_the_narrowest_mantissa_with_fewer_evaluations():
                 assert found[f"e{e}m{smallest - 1}"] < 1.0 - 0.02
 
 
-def test_progress_is_reported_once_per_evaluation():
+def test_each_evaluation_is_reported_once_as_it_is_made():
     import torch
 
     from iotnas.formats import parse_format
@@ -56,16 +56,17 @@ def test_progress_is_reported_once_per_evaluation():
         with torch.no_grad():
             return float((m(x).argmax(1) == 0).float().mean())
 
-    calls = []
+    calls, seen = [], []
     result = evaluate_model_formats(
         lambda: model, accuracy, formats=[parse_format("half"), parse_format("e4m3")],
         grid=GridSpec(exp_bits=(3, 4), man_bits=(0, 4), tolerance=0.05), known={_name("half"): 0.5},
-        progress=lambda name, acc, n: calls.append((name, acc, n)),
+        on_result=lambda r: calls.append((r.fmt.name, r.accuracy, r.evaluations)) or seen.append(r.model),
     )
     assert len(calls) == result.evaluations > 2
     assert [n for _, _, n in calls] == list(range(1, result.evaluations + 1))
     assert len({name for name, _, _ in calls}) == len(calls) and _name("half") not in {name for name, _, _ in calls}
     assert all(result.accuracy[name] == acc for name, acc, _ in calls)
+    assert all(m is model for m in seen)  # the trained model, for the caller to size the format's bytes
 
 
 def _stand_in(scale: float = 1.0, *, big: float | None = None):
@@ -99,7 +100,7 @@ def test_formats_that_cannot_hold_the_weights_are_skipped_before_any_evaluation(
     seen = []
     result = evaluate_model_formats(lambda: model, lambda m: seen.append(1) or agreement(m), formats=[],
                                     grid=GridSpec(exp_bits=(2, 5), man_bits=(0, 6), tolerance=0.02),
-                                    progress=lambda name, acc, n: seen.append(name))
+                                    on_result=lambda r: seen.append(r.fmt.name))
     evaluated = [name for name in seen if isinstance(name, str)]
     assert not any(name.startswith(("e2m", "e3m")) for name in evaluated)
     assert set(result.skipped) >= {"e2m6", "e3m6"} and "beyond its largest finite value" in result.skipped["e3m6"]
@@ -115,7 +116,7 @@ def test_a_collapsed_row_ends_the_grid_and_says_why():
     # e4m6 already scored at chance (a stored result, as in a resumed stage): narrower exponents are not tried
     result = evaluate_model_formats(lambda: model, agreement, formats=[], known={"e4m6": 0.25},
                                     grid=GridSpec(exp_bits=(2, 5), man_bits=(0, 6), tolerance=0.02),
-                                    progress=lambda name, acc, n: names.append(name), num_classes=4)
+                                    on_result=lambda r: names.append(r.fmt.name), num_classes=4)
     assert names and all(name == "float32" or name.startswith("e5m") for name in names)
     assert result.skipped["e3m6"] == result.skipped["e2m6"]
     assert "e4m6 collapsed to 25.0%" in result.skipped["e3m6"]
@@ -251,3 +252,35 @@ def test_a_lost_checkpoint_is_trained_again_and_the_study_goes_on(tmp_path, dama
     assert Path(again.checkpoint).is_file() and again.accuracy is not None
     assert "bfloat16" in formats and len(formats) > 0 and summary.best
     assert before > 0
+
+
+def test_an_interrupted_grid_keeps_every_format_it_evaluated(tmp_path, monkeypatch):
+    """Each format's result is stored as it is made: a stage stopped mid-model resumes where it stopped."""
+    from iotnas.precision.runner import PrecisionRunner
+
+    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {**STUDY["precision"],
+                                                                                "finetune_epochs": 0}})
+    real_score, scored = PrecisionRunner._score, []
+
+    def stopped_after_four(self, model, *, whole=False):
+        if len(scored) == 4:
+            raise KeyboardInterrupt
+        scored.append(1)
+        return real_score(self, model, whole=whole)
+
+    monkeypatch.setattr(PrecisionRunner, "_score", stopped_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(study)
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:
+        kept = {r.format_name for r in store.precision_results()}
+        held = [j.name for j in store.jobs() if j.status == "running"]
+    assert len(kept) == 4  # the four made before the stop
+    assert not held  # the stopped model's job was given back: a restart takes it at once
+    monkeypatch.setattr(PrecisionRunner, "_score", real_score)
+    counted = []
+    monkeypatch.setattr(PrecisionRunner, "_score", lambda self, m, *, whole=False: (whole or counted.append(1))
+                        or real_score(self, m, whole=whole))
+    run_search(study)
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:
+        plain = {r.format_name for r in store.precision_results() if not r.finetuned}
+    assert kept < plain and len(counted) == len(plain) - len(kept)  # none of the four evaluated again
