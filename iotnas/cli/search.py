@@ -415,6 +415,7 @@ def status_command(store: str = typer.Argument(..., help="Store URL or SQLite fi
         meta = s.meta()
         seconds = sum(t.seconds or 0.0 for t in s.trainings(status="done"))
         held = s.trainings(status="running")
+        jobs = [j for j in s.jobs() if j.status == "running"]
         try:
             study = s.study()
         except StoreError:  # a study this version cannot read: its heartbeat limit is the default's
@@ -434,6 +435,9 @@ def status_command(store: str = typer.Argument(..., help="Store URL or SQLite fi
     for training, interrupted in zip(held, stopped):
         state = "interrupted (resume with: iotnas search STUDY.toml)" if interrupted else "running"
         console.print(f"{training.arch_key} to {training.epochs:g} epochs: {state}", soft_wrap=True, markup=False)
+    for job in jobs:  # the precision stage's units: a model's formats, a fine-tuning
+        state = "interrupted (resume with: iotnas search STUDY.toml)" if abandoned(job, settings) else "running"
+        console.print(f"{job.name}: {state}", soft_wrap=True, markup=False)
     _print_chance_level(summary)
     console.print(f"training time: {seconds / 60:.1f} min")
     if summary.best:

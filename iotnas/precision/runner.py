@@ -229,7 +229,7 @@ def run_precision_stage(
         for name, why in found.skipped.items():  # add_skipped keeps one already recorded
             store.add_skipped(SkippedFormat(arch_key=training.arch_key, epochs=top, format_name=name, reason=why))
 
-    jobs = [(f"formats {t.arch_key} @{top:g} {runner.settings_tag}", t) for t in models]
+    jobs = [(f"number formats of {t.arch_key} at {top:g} epochs [{runner.settings_tag}]", t) for t in models]
     if not _share(jobs, claims, score_formats, retrain=retrain, emit=emit,
                   waiting="waiting for other workers' number formats"):
         return lost
@@ -262,7 +262,8 @@ def run_precision_stage(
         ))
         emit(f"fine-tuned {key} in {fmt.name}: {result.accuracy * 100:.1f} %", j + 1, len(pairs))
 
-    _share([(f"finetune {key} @{top:g} {fmt.name}", (key, fmt)) for key, fmt in pairs], claims, finetune_one,
+    _share([(f"fine-tuning {key} at {top:g} epochs in {fmt.name}", (key, fmt)) for key, fmt in pairs], claims,
+           finetune_one,
            retrain=lambda pair, exc: retrain(by_key[pair[0]], exc), emit=emit,
            waiting="waiting for other workers' fine-tunings")
     return lost

@@ -16,11 +16,11 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
 
 from iotnas.errors import IotnasError
-from iotnas.store import Store, Training, TrainingStatus
+from iotnas.store import Job, Store, Training, TrainingStatus
 from iotnas.study import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,12 @@ def stale_before(settings: WorkerSettings) -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=settings.stale_after_s)
 
 
-def abandoned(training: Training, settings: WorkerSettings) -> bool:
-    """Whether a claimed training's worker has stopped: its process here is gone, or it has not
-    beaten within ``stale_after_s``. Such a training is interrupted; any worker may take it over."""
-    if dead_workers([training.worker]):
+def abandoned(claim: Training | Job, settings: WorkerSettings) -> bool:
+    """Whether a claimed training's (or job's) worker has stopped: its process here is gone, or it has
+    not beaten within ``stale_after_s``. Such a claim is interrupted; any worker may take it over."""
+    if dead_workers([claim.worker]):
         return True
-    return training.heartbeat_at is None or training.heartbeat_at < stale_before(settings)
+    return claim.heartbeat_at is None or claim.heartbeat_at < stale_before(settings)
 
 
 class Heartbeat:

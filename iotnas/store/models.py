@@ -115,7 +115,8 @@ class JobRow(Base):
     """A unit of work other than a training (a model's formats, a fine-tuning) claimed by one worker.
 
     Claimed, kept alive and taken over like a training, so that workers share a stage's units
-    instead of each doing all of them. ``name`` says what the unit is, e.g. ``formats probenet/s1/9 @16``.
+    instead of each doing all of them. ``name`` says what the unit is, e.g.
+    ``fine-tuning probenet/s1/9 at 16 epochs in int8``.
     """
 
     __tablename__ = "iotnas_jobs"

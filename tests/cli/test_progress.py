@@ -163,11 +163,20 @@ def test_status_tells_a_running_training_from_an_interrupted_one(tmp_path, cli):
         me = new_worker_id()
         assert store.claim_training(fresh.key, 2.0, worker=me, stale_before=datetime.min)
         assert store.heartbeat(fresh.key, 2.0, worker=me)
+        assert store.claim_job("fine-tuning probenet/s2/1 at 2 epochs in int8", worker=me, stale_before=datetime.min)
+        store.finish_job("fine-tuning probenet/s2/1 at 2 epochs in int8", worker=me)  # done: not listed
+        assert store.claim_job("fine-tuning probenet/s2/1 at 2 epochs in half", worker=me, stale_before=datetime.min)
+        assert store.claim_job("number formats of probenet/s2/0 at 2 epochs [tag]", worker="another-host:2:gone",
+                               stale_before=datetime.min)
     with sqlite3.connect(db) as connection:  # that worker stopped beating a minute ago, past stale_after_s
         connection.execute("UPDATE iotnas_trainings SET heartbeat_at = datetime(heartbeat_at, '-60 seconds') "
                            "WHERE arch_key = ?", (stale.key,))
+        connection.execute("UPDATE iotnas_jobs SET heartbeat_at = datetime(heartbeat_at, '-60 seconds') "
+                           "WHERE worker = 'another-host:2:gone'")
     code, out, err = cli("status", str(db))
     assert code == 0, err
     assert "probenet/s2/1 to 2 epochs: running\n" in out
     assert "probenet/s2/0 to 2 epochs: interrupted (resume with: iotnas search STUDY.toml)\n" in out
+    assert "fine-tuning probenet/s2/1 at 2 epochs in half: running\n" in out and " in int8" not in out
+    assert "number formats of probenet/s2/0 at 2 epochs [tag]: interrupted (resume with: iotnas search STUDY.toml)\n" in out
     assert re.search(r"trainings running\s+│\s+1", out) and re.search(r"trainings interrupted\s+│\s+1", out)
