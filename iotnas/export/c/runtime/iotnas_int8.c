@@ -19,13 +19,49 @@ static int8_t requantize_channel(const iotnas_requant_t *q, int32_t c, int32_t a
 /* Channels summed before they are requantised together (a stack frame of int32). */
 #define IOTNAS_CHANNEL_BLOCK 32
 
-/* out[i] = channel c0 + i of acc[i] requantised, for n channels: one loop, no call per output. */
+#if defined(__SSE2__)
+/* The 8 int8 at p as int16. */
+static __m128i load8_i16(const int8_t *p) {
+    const __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);
+}
+
+static __m128i load4_i32(const int32_t *p) {
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+/* Eight requantised values (two vectors of int32) as int8 codes: the zero point added, saturated
+ * to int16 then clamped to the activation range, narrowed to int8 in the low 8 bytes. */
+static __m128i codes8(__m128i a, __m128i b, __m128i out_zp, __m128i lo, __m128i hi) {
+    const __m128i v = _mm_packs_epi32(_mm_add_epi32(a, out_zp), _mm_add_epi32(b, out_zp));
+    const __m128i clamped = _mm_min_epi16(_mm_max_epi16(v, lo), hi);
+    return _mm_packs_epi16(clamped, clamped);
+}
+#endif
+
+/* out[i] = channel c0 + i of acc[i] requantised, for n channels: one loop, no call per output; on
+ * x86 eight at a time in SSE2 lanes (the same integers, iotnas_requantize4) while the shifts are
+ * right shifts, as they are for a layer whose output scale exceeds half its input's. */
 static void requantize_run(const iotnas_requant_t *q, int32_t c0, int32_t n, const int32_t *acc, int8_t *out) {
-    const int32_t *const bias = q->bias, *const multiplier = q->multiplier + c0;
+    const int32_t *const bias = q->bias ? q->bias + c0 : 0, *const multiplier = q->multiplier + c0;
     const int8_t *const shift = q->shift + c0;
     const int32_t out_zp = q->out_zp, lo = q->act_min, hi = q->act_max;
-    for (int32_t i = 0; i < n; ++i) {
-        const int32_t v = bias ? acc[i] + bias[c0 + i] : acc[i];
+    int32_t i = 0;
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128(), zp = _mm_set1_epi32(out_zp);
+    const __m128i lo16 = _mm_set1_epi16((int16_t)lo), hi16 = _mm_set1_epi16((int16_t)hi);
+    for (; i + 8 <= n; i += 8) {
+        const __m128i shifts = load8_i16(shift + i), right = _mm_sub_epi16(zero, shifts);
+        if (_mm_movemask_epi8(_mm_cmpgt_epi16(shifts, zero))) break; /* a left shift: the scalar form */
+        __m128i a = load4_i32(acc + i), b = load4_i32(acc + i + 4);
+        if (bias) a = _mm_add_epi32(a, load4_i32(bias + i)), b = _mm_add_epi32(b, load4_i32(bias + i + 4));
+        a = iotnas_requantize4(a, load4_i32(multiplier + i), _mm_unpacklo_epi16(right, zero));
+        b = iotnas_requantize4(b, load4_i32(multiplier + i + 4), _mm_unpackhi_epi16(right, zero));
+        _mm_storel_epi64((__m128i *)(void *)(out + i), codes8(a, b, zp, lo16, hi16));
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t v = bias ? acc[i] + bias[i] : acc[i];
         out[i] = iotnas_saturate(iotnas_requantize(v, multiplier[i], shift[i]) + out_zp, lo, hi);
     }
 }
@@ -39,14 +75,6 @@ static void requantize_run(const iotnas_requant_t *q, int32_t c0, int32_t n, con
 #define IOTNAS_CHANNEL_RUN 8
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
-
-/* The 8 int8 at p as int16. */
-static __m128i load8_i16(const int8_t *p) {
-    const __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)p);
-    return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);
-}
-
 /* The sum of the four int32 lanes. */
 static int32_t lanes_sum(__m128i v) {
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
@@ -146,39 +174,136 @@ static int whole(const iotnas_geometry_t *g, window_t w) {
  * output channel. */
 #define IOTNAS_PATCH_MAX 256
 
-/* The cout outputs of one zero-padded run of steps values (a pixel's channels or a window's patch):
- * a dot product with each output channel's filter row (row values apart), requantised in blocks. */
-static void padded_outputs(const iotnas_requant_t *q, int32_t cout, int32_t steps, const int8_t *run,
-                           const int8_t *filter, int32_t row, int8_t *out) {
-    for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
-        const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+/* acc[i] = the dot product of run (steps values, a multiple of 8) with filter row i (rows row
+ * values apart), for n rows; on x86 four rows a pass, each step of the run loaded once for the
+ * four and their sums reduced together. */
+static void dots(int32_t n, int32_t steps, const int8_t *restrict run, const int8_t *restrict filter, int32_t row,
+                 int32_t *restrict acc) {
+    int32_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 4 <= n; i += 4) {
+        const int8_t *const f = filter + i * row;
+        __m128i s0 = _mm_setzero_si128(), s1 = s0, s2 = s0, s3 = s0;
+        for (int32_t k = 0; k < steps; k += 8) {
+            const __m128i x = load8_i16(run + k);
+            s0 = _mm_add_epi32(s0, _mm_madd_epi16(x, load8_i16(f + k)));
+            s1 = _mm_add_epi32(s1, _mm_madd_epi16(x, load8_i16(f + row + k)));
+            s2 = _mm_add_epi32(s2, _mm_madd_epi16(x, load8_i16(f + 2 * row + k)));
+            s3 = _mm_add_epi32(s3, _mm_madd_epi16(x, load8_i16(f + 3 * row + k)));
+        }
+        /* lanes (0 + 2, 1 + 3) of each, then the two halves: the four sums in order */
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+        const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
+        _mm_storeu_si128((__m128i *)(void *)(acc + i), _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b)));
+    }
+#endif
+    for (; i < n; ++i) acc[i] = dot_steps(steps, run, filter + i * row);
+}
+
+/* n bytes copied (a pixel's channels, a kernel row's): up to 16 as two fixed-size copies that
+ * may overlap, which the compiler turns into moves, not a call. */
+static void copy_bytes(int8_t *restrict dst, const int8_t *restrict src, int32_t n) {
+    if (n >= 8 && n <= 16) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    } else if (n < 4) {
+        for (int32_t i = 0; i < n; ++i) dst[i] = src[i];
+    } else {
+        memcpy(dst, src, (size_t)n);
+    }
+}
+
+/* Output values requantised together: on x86 a run of whole pixels when lcm(cout, 8) values fit
+ * (a layer of 2, 3 or 5 channels then requantises in full vectors too, its parameters repeated
+ * once per pixel of the run), else, and on other targets (a Cortex-M's stack stays small), a pixel
+ * at a time in blocks of channels. */
+#if defined(__SSE2__)
+#define IOTNAS_RUN_VALUES 64
+#else
+#define IOTNAS_RUN_VALUES 1
+#endif
+typedef struct {
+    iotnas_requant_t q; /* the layer's; in runs of pixels, the arrays below */
+    int32_t cout, pixels, filled; /* pixels in a run (0: pixel by pixel), pixels summed so far */
+    int32_t acc[IOTNAS_RUN_VALUES], bias[IOTNAS_RUN_VALUES], multiplier[IOTNAS_RUN_VALUES];
+    int8_t shift[IOTNAS_RUN_VALUES];
+} outputs_t;
+
+static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) {
+    int32_t pixels = 1;
+    while (pixels * cout % 8 != 0) ++pixels;
+    o->q = *q, o->cout = cout, o->filled = 0;
+    o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels : 0;
+    if (!o->pixels) return;
+    for (int32_t i = 0; i < pixels * cout; ++i) {
+        o->bias[i] = q->bias ? q->bias[i % cout] : 0;
+        o->multiplier[i] = q->multiplier[i % cout];
+        o->shift[i] = q->shift[i % cout];
+    }
+    o->q.bias = o->bias, o->q.multiplier = o->multiplier, o->q.shift = o->shift;
+}
+
+/* Requantises the pixels summed so far, the last of which ends at end. */
+static void outputs_flush(outputs_t *o, int8_t *end) {
+    const int32_t n = o->filled * o->cout;
+    if (n) requantize_run(&o->q, 0, n, o->acc, end - n);
+    o->filled = 0;
+}
+
+/* The sums of the next pixel go here (its cout channels; in a run of pixels only). */
+static int32_t *outputs_sums(outputs_t *o) {
+    return o->acc + o->filled * o->cout;
+}
+
+/* The next pixel's sums are in place: its codes (at out) once its run is complete. */
+static void outputs_summed(outputs_t *o, int8_t *out) {
+    if (++o->filled == o->pixels) outputs_flush(o, out + o->cout);
+}
+
+/* The cout outputs (at out) of one zero-padded run of steps values (a pixel's channels or a
+ * window's patch): a dot product with each output channel's filter row (row values apart). */
+static void padded_outputs(outputs_t *o, int32_t steps, const int8_t *run, const int8_t *filter, int32_t row,
+                           int8_t *out) {
+    if (o->pixels) {
+        dots(o->cout, steps, run, filter, row, outputs_sums(o));
+        outputs_summed(o, out);
+        return;
+    }
+    for (int32_t c0 = 0; c0 < o->cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+        const int32_t n = o->cout - c0 < IOTNAS_CHANNEL_BLOCK ? o->cout - c0 : IOTNAS_CHANNEL_BLOCK;
         int32_t acc[IOTNAS_CHANNEL_BLOCK];
-        for (int32_t i = 0; i < n; ++i) acc[i] = dot_steps(steps, run, filter + (c0 + i) * row);
-        requantize_run(q, c0, n, acc, out + c0);
+        dots(n, steps, run, filter + c0 * row, row, acc);
+        requantize_run(&o->q, c0, n, acc, out + c0);
     }
 }
 
 /* A pointwise convolution: one dot product over the cin channels (of stride) per output, no
  * window to clip; a pixel's channels copied zero-padded to whole steps first unless whole already. */
-static void pointwise(iotnas_requant_t q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
+static void pointwise(const iotnas_requant_t *q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
                       const int8_t *x, const int8_t *filter, int8_t *out) {
     const int32_t steps = round_up_steps(cin);
-    if (steps != cin && steps <= IOTNAS_PATCH_MAX) {
-        int8_t pixel_in[IOTNAS_PATCH_MAX];
-        memset(pixel_in + cin, 0, (size_t)(steps - cin));
-        for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
-            memcpy(pixel_in, x, (size_t)cin);
-            padded_outputs(&q, cout, steps, pixel_in, filter, cin, out);
-        }
+    if (steps != cin && steps > IOTNAS_PATCH_MAX) { /* a dot product with a scalar rest */
+        for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout)
+            for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
+                const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+                int32_t acc[IOTNAS_CHANNEL_BLOCK];
+                for (int32_t i = 0; i < n; ++i) acc[i] = dot(cin, x, filter + (c0 + i) * cin);
+                requantize_run(q, c0, n, acc, out + c0);
+            }
         return;
     }
-    for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout)
-        for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
-            const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
-            int32_t acc[IOTNAS_CHANNEL_BLOCK];
-            for (int32_t i = 0; i < n; ++i) acc[i] = dot(cin, x, filter + (c0 + i) * cin);
-            requantize_run(&q, c0, n, acc, out + c0);
-        }
+    outputs_t o;
+    int8_t pixel_in[IOTNAS_PATCH_MAX];
+    outputs_init(&o, q, cout);
+    memset(pixel_in, 0, sizeof pixel_in);
+    for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
+        if (steps != cin) copy_bytes(pixel_in, x, cin);
+        padded_outputs(&o, steps, steps != cin ? pixel_in : x, filter, cin, out);
+    }
+    outputs_flush(&o, out);
 }
 
 /* The cin channels (of in_stride, from x) under each tap of window w; a tap in the padding holds
@@ -187,13 +312,13 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
                          int8_t zp, int8_t *patch) {
     if (whole(g, w) && in_stride == cin) { /* a kernel row is one run of the input */
         for (int32_t ky = 0; ky < g->kh; ++ky, patch += g->kw * cin)
-            memcpy(patch, x + ((w.y0 + ky) * g->win + w.x0) * in_stride, (size_t)(g->kw * cin));
+            copy_bytes(patch, x + ((w.y0 + ky) * g->win + w.x0) * in_stride, g->kw * cin);
         return;
     }
     for (int32_t ky = 0; ky < g->kh; ++ky)
         for (int32_t kx = 0; kx < g->kw; ++kx, patch += cin) {
             if (ky >= w.ky0 && ky < w.ky1 && kx >= w.kx0 && kx < w.kx1)
-                memcpy(patch, x + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride, (size_t)cin);
+                copy_bytes(patch, x + ((w.y0 + ky) * g->win + w.x0 + kx) * in_stride, cin);
             else
                 memset(patch, zp, (size_t)cin);
         }
@@ -212,19 +337,22 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp;
     if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
-        pointwise(q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
+        pointwise(&q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
         return;
     }
     const int32_t patch_len = g->kh * g->kw * cin, steps = round_up_steps(patch_len);
     if (steps <= IOTNAS_PATCH_MAX) {
+        outputs_t outputs;
         int8_t patch[IOTNAS_PATCH_MAX];
+        outputs_init(&outputs, &q, cout);
         memset(patch + patch_len, 0, (size_t)(steps - patch_len));
         int8_t *o = out;
         for (int32_t oy = 0; oy < g->hout; ++oy)
             for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
                 gather_patch(g, window_at(g, oy, ox), in + in_offset, in_stride, cin, (int8_t)zp, patch);
-                padded_outputs(&q, cout, steps, patch, filter, patch_len, o);
+                padded_outputs(&outputs, steps, patch, filter, patch_len, o);
             }
+        outputs_flush(&outputs, o);
         return;
     }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
@@ -327,14 +455,46 @@ void iotnas_qlinear(const iotnas_qlinear_t *p, const int8_t *in, int8_t *out) {
 
 #define IOTNAS_ADD_LEFT_SHIFT 20 /* TensorFlow Lite's headroom for int8 additions */
 
+#if defined(__SSE2__)
+/* The four int32 lanes (int8 code - zero point) * 2^left, of the low (first) or high eight int16 at v. */
+static __m128i widen_lo(__m128i v, int left) {
+    return _mm_slli_epi32(_mm_srai_epi32(_mm_unpacklo_epi16(v, v), 16), left);
+}
+static __m128i widen_hi(__m128i v, int left) {
+    return _mm_slli_epi32(_mm_srai_epi32(_mm_unpackhi_epi16(v, v), 16), left);
+}
+#endif
+
+/* On x86 eight elements at a time when every shift is a right shift (TensorFlow Lite's input
+ * multipliers are at most a half, so theirs always are). */
 void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
-    for (int32_t i = 0; i < p->n; ++i) {
-        const int32_t x = ((int32_t)a[i] - p->a_zp) * (1 << IOTNAS_ADD_LEFT_SHIFT);
-        const int32_t y = ((int32_t)b[i] - p->b_zp) * (1 << IOTNAS_ADD_LEFT_SHIFT);
-        const int32_t sum = iotnas_requantize(x, p->a_multiplier, p->a_shift)
-                            + iotnas_requantize(y, p->b_multiplier, p->b_shift);
-        out[i] = iotnas_saturate(iotnas_requantize(sum, p->out_multiplier, p->out_shift) + p->out_zp, p->act_min,
-                                 p->act_max);
+    const iotnas_qadd_t q = *p; /* locals: int8 stores may alias *p */
+    int32_t i = 0;
+#if defined(__SSE2__)
+    if (q.a_shift <= 0 && q.b_shift <= 0 && q.out_shift <= 0) {
+        const __m128i a_zp = _mm_set1_epi16((int16_t)q.a_zp), b_zp = _mm_set1_epi16((int16_t)q.b_zp);
+        const __m128i a_m = _mm_set1_epi32(q.a_multiplier), a_r = _mm_set1_epi32(-q.a_shift);
+        const __m128i b_m = _mm_set1_epi32(q.b_multiplier), b_r = _mm_set1_epi32(-q.b_shift);
+        const __m128i o_m = _mm_set1_epi32(q.out_multiplier), o_r = _mm_set1_epi32(-q.out_shift);
+        const __m128i zp = _mm_set1_epi32(q.out_zp);
+        const __m128i lo = _mm_set1_epi16((int16_t)q.act_min), hi = _mm_set1_epi16((int16_t)q.act_max);
+        for (; i + 8 <= q.n; i += 8) {
+            const __m128i x = _mm_sub_epi16(load8_i16(a + i), a_zp), y = _mm_sub_epi16(load8_i16(b + i), b_zp);
+            const __m128i sum_lo = _mm_add_epi32(iotnas_requantize4(widen_lo(x, IOTNAS_ADD_LEFT_SHIFT), a_m, a_r),
+                                                 iotnas_requantize4(widen_lo(y, IOTNAS_ADD_LEFT_SHIFT), b_m, b_r));
+            const __m128i sum_hi = _mm_add_epi32(iotnas_requantize4(widen_hi(x, IOTNAS_ADD_LEFT_SHIFT), a_m, a_r),
+                                                 iotnas_requantize4(widen_hi(y, IOTNAS_ADD_LEFT_SHIFT), b_m, b_r));
+            _mm_storel_epi64((__m128i *)(void *)(out + i),
+                             codes8(iotnas_requantize4(sum_lo, o_m, o_r), iotnas_requantize4(sum_hi, o_m, o_r), zp,
+                                    lo, hi));
+        }
+    }
+#endif
+    for (; i < q.n; ++i) {
+        const int32_t x = ((int32_t)a[i] - q.a_zp) * (1 << IOTNAS_ADD_LEFT_SHIFT);
+        const int32_t y = ((int32_t)b[i] - q.b_zp) * (1 << IOTNAS_ADD_LEFT_SHIFT);
+        const int32_t sum = iotnas_requantize(x, q.a_multiplier, q.a_shift) + iotnas_requantize(y, q.b_multiplier, q.b_shift);
+        out[i] = iotnas_saturate(iotnas_requantize(sum, q.out_multiplier, q.out_shift) + q.out_zp, q.act_min, q.act_max);
     }
 }
 
@@ -380,9 +540,23 @@ void iotnas_qavgpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
 }
 
 void iotnas_qrelu(const iotnas_qrelu_t *p, const int8_t *in, int8_t *out) {
-    for (int32_t i = 0; i < p->n; ++i)
-        out[i] = iotnas_saturate(p->out_zp + iotnas_requantize((int32_t)in[i] - p->in_zp, p->multiplier, p->shift),
-                                 p->act_min, p->act_max);
+    const iotnas_qrelu_t q = *p; /* locals: int8 stores may alias *p */
+    int32_t i = 0;
+#if defined(__SSE2__)
+    if (q.shift <= 0) {
+        const __m128i in_zp = _mm_set1_epi16((int16_t)q.in_zp), m = _mm_set1_epi32(q.multiplier);
+        const __m128i r = _mm_set1_epi32(-q.shift), zp = _mm_set1_epi32(q.out_zp);
+        const __m128i lo = _mm_set1_epi16((int16_t)q.act_min), hi = _mm_set1_epi16((int16_t)q.act_max);
+        for (; i + 8 <= q.n; i += 8) {
+            const __m128i x = _mm_sub_epi16(load8_i16(in + i), in_zp);
+            _mm_storel_epi64((__m128i *)(void *)(out + i), codes8(iotnas_requantize4(widen_lo(x, 0), m, r),
+                                                                  iotnas_requantize4(widen_hi(x, 0), m, r), zp, lo, hi));
+        }
+    }
+#endif
+    for (; i < q.n; ++i)
+        out[i] = iotnas_saturate(q.out_zp + iotnas_requantize((int32_t)in[i] - q.in_zp, q.multiplier, q.shift),
+                                 q.act_min, q.act_max);
 }
 
 void iotnas_qconcat(uint32_t pixels, uint32_t cin, const int8_t *in, uint32_t cout, uint32_t offset, int8_t *out) {

@@ -29,6 +29,41 @@ static inline int32_t iotnas_requantize(int32_t x, int32_t multiplier, int32_t s
     return (int32_t)(((int64_t)high + half - (high < 0 && right > 0)) >> right);
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* iotnas_requantize on four int32 lanes at once, each with its own multiplier (Q31, >= 0) and
+ * right shift r in [0, 31] (shift = -r <= 0; a left shift stays scalar), with the same results.
+ * SSE2 has neither a signed 32 x 32 -> 64-bit lane multiply nor per-lane shifts, so:
+ * - the high multiply is taken on |x| with the unsigned one (pmuludq, even and odd lanes apart):
+ *   for x < 0, (x m + 2^30) >> 31 = -((|x| m + 2^30 - 1) >> 31);
+ * - rounding half away from zero by 2^r is then symmetric, (h + 2^(r-1)) >> r on the magnitude h,
+ *   the sign put back after; and h >> r is (h * 2^(31-r)) >> 31, a multiply by a per-lane power
+ *   of two and one common 64-bit shift. 2^(31-r) is built as a float's exponent and truncated to
+ *   an integer: exact, and 2^31 (r = 0), out of int32's range, comes out as 0x80000000, which is
+ *   2^31 to the unsigned multiply. */
+static inline __m128i iotnas_requantize4(__m128i x, __m128i multiplier, __m128i right) {
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1), nudge = _mm_set_epi32(0, 1 << 30, 0, 1 << 30);
+    const __m128i sign = _mm_srai_epi32(x, 31), magnitude = _mm_sub_epi32(_mm_xor_si128(x, sign), sign);
+    /* |high| in the low half of each 64-bit lane: lanes 0 and 2, then lanes 1 and 3 */
+    const __m128i high_even = _mm_srli_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(magnitude, multiplier), nudge), _mm_shuffle_epi32(sign, 0xa0)), 31);
+    const __m128i high_odd = _mm_srli_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(magnitude, 32), _mm_srli_epi64(multiplier, 32)),
+                                    nudge),
+                      _mm_shuffle_epi32(sign, 0xf5)),
+        31);
+    const __m128i scale = _mm_cvttps_epi32(_mm_castsi128_ps(_mm_slli_epi32(_mm_sub_epi32(_mm_set1_epi32(127 + 31), right), 23)));
+    /* 2^(r-1) * 2^(31-r): the half that rounds, after the multiply (none when r = 0) */
+    const __m128i half = _mm_andnot_si128(_mm_cmpeq_epi32(right, _mm_setzero_si128()), _mm_set1_epi32(1 << 30));
+    const __m128i low = _mm_srli_epi64(_mm_add_epi64(_mm_mul_epu32(high_even, scale), _mm_and_si128(half, even)), 31);
+    const __m128i high = _mm_slli_epi64(
+        _mm_add_epi64(_mm_mul_epu32(high_odd, _mm_srli_epi64(scale, 32)), _mm_srli_epi64(half, 32)), 1);
+    const __m128i rounded = _mm_or_si128(low, _mm_andnot_si128(even, high));
+    return _mm_sub_epi32(_mm_xor_si128(rounded, sign), sign);
+}
+#endif
+
 static inline int8_t iotnas_saturate(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
