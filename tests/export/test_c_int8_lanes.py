@@ -77,7 +77,8 @@ int main(void) {
 #: convolution of every output width from 1 to 40 channels (runs ending in partial vectors),
 #: multipliers of the whole Q31 range, shifts from -31 to +3 (left shifts among them), zero
 #: points and narrow activation ranges that saturate; a depthwise layer the same way; additions
-#: and ReLUs between two scales.
+#: and ReLUs between two scales; max pooling (runs of pixels at stride 1) against every window's
+#: plain maximum.
 KERNELS_CHECK_C = r"""
 #include <stdio.h>
 #include <string.h>
@@ -87,7 +88,8 @@ KERNELS_CHECK_C = r"""
 #define PIXELS 64
 #define MAX_C 40
 static long checked, differ;
-static int8_t in[PIXELS * MAX_C], out[PIXELS * MAX_C], filter[MAX_C * MAX_C + 8], other[PIXELS * MAX_C];
+#define BUFFER (16 * 16 * 24) /* the largest max pooling input */
+static int8_t in[BUFFER], out[BUFFER], filter[MAX_C * MAX_C + 8], other[BUFFER];
 static int32_t bias[MAX_C], multiplier[MAX_C];
 static int8_t shift[MAX_C];
 static int8_t expected(int32_t acc, int c, int32_t out_zp, int32_t lo, int32_t hi) {
@@ -136,24 +138,29 @@ static void pointwise(int cin, int cout, int wide) {
             compare(out[px * cout + c], expected(acc, c, out_zp, lo, hi), "pointwise", c);
         }
 }
-static void depthwise(int c_n) { /* 3 x 3, stride 1, no padding: 8 x 8 in, 6 x 6 out */
+static void depthwise(int c_n, int k, int stride, int pad) { /* 8 x 8 in; a padded tap reads the zero point */
     int32_t out_zp, lo, hi;
     iotnas_qconv_t p;
-    const iotnas_geometry_t g = {8, 8, 6, 6, 3, 3, 1, 1, 0, 0};
+    const int hout = (8 + 2 * pad - k) / stride + 1;
+    const iotnas_geometry_t g = {8, 8, hout, hout, k, k, stride, stride, pad, pad};
     channels(c_n, 0);
     for (int i = 0; i < 64 * c_n; ++i) in[i] = byte();
-    for (int i = 0; i < 9 * c_n; ++i) filter[i] = byte();
+    for (int i = 0; i < k * k * c_n; ++i) filter[i] = byte();
     p.g = g, p.in_stride = c_n, p.in_offset = 0, p.cin = c_n, p.cout = c_n, p.filter = filter;
     p.q = requant(&out_zp, &lo, &hi);
+    p.q.in_zp = (int32_t)(next() % 256u) - 128;
     iotnas_qdepthwise(&p, in, out);
-    for (int oy = 0; oy < 6; ++oy)
-        for (int ox = 0; ox < 6; ++ox)
+    for (int oy = 0; oy < hout; ++oy)
+        for (int ox = 0; ox < hout; ++ox)
             for (int c = 0; c < c_n; ++c) {
                 int32_t acc = 0;
-                for (int ky = 0; ky < 3; ++ky)
-                    for (int kx = 0; kx < 3; ++kx)
-                        acc += (int32_t)in[((oy + ky) * 8 + ox + kx) * c_n + c] * filter[(ky * 3 + kx) * c_n + c];
-                compare(out[(oy * 6 + ox) * c_n + c], expected(acc, c, out_zp, lo, hi), "depthwise", c);
+                for (int ky = 0; ky < k; ++ky)
+                    for (int kx = 0; kx < k; ++kx) {
+                        const int y = oy * stride - pad + ky, x = ox * stride - pad + kx;
+                        const int32_t v = y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * c_n + c] : p.q.in_zp;
+                        acc += v * filter[(ky * k + kx) * c_n + c];
+                    }
+                compare(out[(oy * hout + ox) * c_n + c], expected(acc, c, out_zp, lo, hi), "depthwise", c);
             }
 }
 static void add(int n) { /* TensorFlow Lite's ADD: each input to a common scale, the sum to the output's */
@@ -189,11 +196,39 @@ static void relu(int n) { /* a ReLU between two scales: right shifts and the lef
         compare(out[i], (int8_t)v, "relu", i);
     }
 }
+static void maxpool(int c, int k, int stride, int pad, int size) { /* against every window's plain maximum */
+    iotnas_qpool_t p;
+    const int hout = (size + 2 * pad - k) / stride + 1;
+    const iotnas_geometry_t g = {size, size, hout, hout, k, k, stride, stride, pad, pad};
+    p.g = g, p.c = c, p.count_pad = 0, p.pad_value = 0, p.act_min = -128, p.act_max = 127;
+    if (next() % 2u) p.act_min = (int32_t)(next() % 64u) - 64, p.act_max = p.act_min + (int32_t)(next() % 128u);
+    for (int i = 0; i < size * size * c; ++i) in[i] = byte();
+    iotnas_qmaxpool(&p, in, out);
+    for (int oy = 0; oy < hout; ++oy)
+        for (int ox = 0; ox < hout; ++ox)
+            for (int ch = 0; ch < c; ++ch) {
+                int32_t v = -128;
+                for (int ky = 0; ky < k; ++ky)
+                    for (int kx = 0; kx < k; ++kx) {
+                        const int y = oy * stride - pad + ky, x = ox * stride - pad + kx;
+                        if (y >= 0 && y < size && x >= 0 && x < size && in[(y * size + x) * c + ch] > v)
+                            v = in[(y * size + x) * c + ch];
+                    }
+                v = v < p.act_min ? p.act_min : (v > p.act_max ? p.act_max : v);
+                compare(out[(oy * hout + ox) * c + ch], (int8_t)v, "maxpool", ch);
+            }
+}
 int main(void) {
+    for (int c = 1; c <= 24; ++c) /* 3 x 3 at strides 1 and 2, 2 x 2 at stride 2, odd sizes, padded or not */
+        for (int size = 3; size <= 16; size += 13) {
+            maxpool(c, 3, 1, 1, size), maxpool(c, 3, 2, 1, size), maxpool(c, 2, 2, 0, size);
+            maxpool(c, 3, 1, 0, size), maxpool(c, 3, 2, 0, size);
+        }
     for (int trial = 0; trial < 12; ++trial)
         for (int cout = 1; cout <= MAX_C; ++cout) pointwise(1 + (int)(next() % (uint32_t)MAX_C), cout, trial % 2);
-    for (int trial = 0; trial < 20; ++trial)
-        for (int c = 1; c <= 20; ++c) depthwise(c);
+    for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
+        for (int c = 1; c <= 20; ++c)
+            depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0);
     for (int trial = 0; trial < 200; ++trial) add(1 + (int)(next() % (uint32_t)(PIXELS * MAX_C)));
     for (int trial = 0; trial < 200; ++trial) relu(1 + (int)(next() % (uint32_t)(PIXELS * MAX_C)));
     printf("%ld %ld\n", checked, differ);
@@ -235,8 +270,8 @@ def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
 
 @pytest.mark.parametrize("lanes", ["SSE2", "portable"])
 def test_kernels_requantize_as_the_scalar_form(lanes, tmp_path):
-    """Every output code of pointwise, depthwise, addition and ReLU layers with random parameters equals
-    the scalar reference, with the vector requantisation (x86) and without it (as on a Cortex-M)."""
+    """Every output code of pointwise, depthwise, addition, ReLU and max-pooling layers with random
+    parameters equals the scalar reference, with the vector requantisation (x86) and without it (as on a Cortex-M)."""
     require("gcc")
     if lanes == "SSE2" and not _x86():
         pytest.skip("the four-lane form is x86 (SSE2) code")

@@ -398,6 +398,21 @@ static void taps8(const iotnas_geometry_t *g, int32_t in_stride, const int8_t *x
 }
 #endif
 
+/* A pointwise depthwise convolution (a per-channel scale, as after a concatenation): a product
+ * per value, over runs of whole pixels with the channels' weights repeated, then requantised. */
+static void depthwise_pointwise(outputs_t *o, int32_t pixels, const int8_t *x, const int8_t *filter, int8_t *out) {
+    const int32_t cout = o->cout, run = o->pixels * cout;
+    int8_t f[IOTNAS_RUN_VALUES];
+    for (int32_t i = 0; i < run; ++i) f[i] = filter[i % cout];
+    for (int32_t pixel = 0; pixel < pixels; pixel += o->pixels) {
+        const int32_t n = (pixels - pixel < o->pixels ? pixels - pixel : o->pixels) * cout;
+        for (int32_t i = 0; i < n; ++i) o->acc[i] = 0;
+        multiply_add(n, x + pixel * cout, f, o->acc);
+        o->filled = n / cout;
+        outputs_flush(o, out + pixel * cout + n);
+    }
+}
+
 /* A depthwise convolution: the channels of a pixel summed side by side, tap by tap; inside the
  * image without bounds checks, at the borders a tap in the padding adds the zero point times its
  * weights. */
@@ -407,13 +422,22 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp, multiplier = cout / cin;
-    int32_t acc[IOTNAS_CHANNEL_BLOCK];
+    outputs_t outputs;
+    int32_t block[IOTNAS_CHANNEL_BLOCK];
+    outputs_init(&outputs, &q, cout);
+    if (outputs.pixels && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0
+        && multiplier == 1 && in_stride == cin) {
+        depthwise_pointwise(&outputs, g->hout * g->wout, in + in_offset, filter, out);
+        return;
+    }
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
         const int inside = whole(g, w);
         int8_t *o = out + pixel * cout;
+        int32_t *const sums = outputs.pixels ? outputs_sums(&outputs) : block; /* a run's, or a block's */
         for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
             const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
+            int32_t *const acc = outputs.pixels ? sums + c0 : block;
             for (int32_t i = 0; i < n; ++i) acc[i] = 0;
             if (inside && multiplier == 1) { /* no checks: tap after tap along each kernel row */
                 int32_t i = 0;
@@ -441,9 +465,11 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
                     }
                 }
             }
-            requantize_run(&q, c0, n, acc, o + c0);
+            if (!outputs.pixels) requantize_run(&q, c0, n, acc, o + c0);
         }
+        if (outputs.pixels) outputs_summed(&outputs, o);
     }
+    outputs_flush(&outputs, out + g->hout * g->wout * cout);
 }
 
 void iotnas_qlinear(const iotnas_qlinear_t *p, const int8_t *in, int8_t *out) {
@@ -498,27 +524,58 @@ void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_
     }
 }
 
-/* o[i] = max(o[i], x[i]) over n values, in runs of 16 and 8 for the vectoriser. */
+/* o[i] = max(o[i], x[i]) over n values: on x86 16 and 8 at a time (SSE2's byte maximum is
+ * unsigned: the sign bit flipped on the way in and out), elsewhere in runs of 16 and 8 for the
+ * vectoriser. */
 static void max_run(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
+#if defined(__SSE2__)
+    const __m128i flip = _mm_set1_epi8(INT8_MIN);
+    for (; n >= 16; n -= 16, x += 16, o += 16) {
+        const __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)x), flip);
+        const __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)o), flip);
+        _mm_storeu_si128((__m128i *)(void *)o, _mm_xor_si128(_mm_max_epu8(a, b), flip));
+    }
+    if (n >= 8) {
+        const __m128i a = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)(const void *)x), flip);
+        const __m128i b = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)(const void *)o), flip);
+        _mm_storel_epi64((__m128i *)(void *)o, _mm_xor_si128(_mm_max_epu8(a, b), flip));
+        n -= 8, x += 8, o += 8;
+    }
+#else
     for (; n >= IOTNAS_RUN; n -= IOTNAS_RUN, x += IOTNAS_RUN, o += IOTNAS_RUN)
         for (int i = 0; i < IOTNAS_RUN; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
     for (; n >= IOTNAS_CHANNEL_RUN; n -= IOTNAS_CHANNEL_RUN, x += IOTNAS_CHANNEL_RUN, o += IOTNAS_CHANNEL_RUN)
         for (int i = 0; i < IOTNAS_CHANNEL_RUN; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
+#endif
     for (int32_t i = 0; i < n; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
 }
 
+/* Max pooling, row by row. At stride 1 the output pixels whose windows lie inside the input's
+ * columns are one run of the row: each tap is then a maximum over the whole run (the pixels'
+ * channels side by side), not pixel by pixel. Padding never wins: TensorFlow Lite pads max
+ * pooling with -128. */
 void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
-    const iotnas_geometry_t *g = &p->g;
-    const int32_t c = p->c;
-    for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
-        const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
-        int8_t *o = out + pixel * c;
-        memset(o, INT8_MIN, (size_t)c); /* padding never wins: TensorFlow Lite pads max pooling with -128 */
-        for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
-            for (int32_t kx = w.kx0; kx < w.kx1; ++kx) {
-                max_run(c, in + ((w.y0 + ky) * g->win + w.x0 + kx) * c, o);
-            }
-        for (int32_t i = 0; i < c; ++i) o[i] = iotnas_saturate(o[i], p->act_min, p->act_max);
+    const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
+    const int32_t c = p->c, lo = p->act_min, hi = p->act_max;
+    int32_t first = g->wout, last = g->wout; /* the run [first, last) of inside windows at stride 1 */
+    if (g->sw == 1) {
+        last = g->win - g->kw + g->pl + 1 < g->wout ? g->win - g->kw + g->pl + 1 : g->wout;
+        first = g->pl < last ? g->pl : last;
+    }
+    for (int32_t oy = 0; oy < g->hout; ++oy) {
+        int8_t *const row = out + oy * g->wout * c;
+        for (int32_t ox = 0; ox < g->wout; ++ox) {
+            const window_t w = window_at(g, oy, ox);
+            const int run = ox == first && first < last;
+            const int32_t n = run ? (last - first) * c : c; /* the run, or one pixel */
+            int8_t *const o = row + ox * c;
+            memset(o, INT8_MIN, (size_t)n);
+            for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
+                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) max_run(n, in + ((w.y0 + ky) * g->win + w.x0 + kx) * c, o);
+            if (run) ox = last - 1;
+        }
+        if (lo > INT8_MIN || hi < INT8_MAX)
+            for (int32_t i = 0; i < g->wout * c; ++i) row[i] = iotnas_saturate(row[i], lo, hi);
     }
 }
 
