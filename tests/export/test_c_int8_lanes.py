@@ -76,7 +76,9 @@ int main(void) {
 #: requantisation, the output zero point, the activation range) computed here: a pointwise
 #: convolution of every output width from 1 to 40 channels (runs ending in partial vectors),
 #: multipliers of the whole Q31 range, shifts from -31 to +3 (left shifts among them), zero
-#: points and narrow activation ranges that saturate; a depthwise layer the same way; additions
+#: points and narrow activation ranges that saturate; convolutions with windows (3 x 3, 5 x 5, 5 x 1,
+#: strided, padded: the direct kernel inside the image, the patch at the borders) and depthwise
+#: layers the same way; additions
 #: and ReLUs between two scales; max pooling (runs of pixels at stride 1) against every window's
 #: plain maximum.
 KERNELS_CHECK_C = r"""
@@ -89,7 +91,7 @@ KERNELS_CHECK_C = r"""
 #define MAX_C 40
 static long checked, differ;
 #define BUFFER (16 * 16 * 24) /* the largest max pooling input */
-static int8_t in[BUFFER], out[BUFFER], filter[MAX_C * MAX_C + 8], other[BUFFER];
+static int8_t in[BUFFER], out[BUFFER], filter[4096], other[BUFFER];
 static int32_t bias[MAX_C], multiplier[MAX_C];
 static int8_t shift[MAX_C];
 static int8_t expected(int32_t acc, int c, int32_t out_zp, int32_t lo, int32_t hi) {
@@ -137,6 +139,33 @@ static void pointwise(int cin, int cout, int wide) {
             for (int k = 0; k < cin; ++k) acc += (int32_t)in[px * cin + k] * filter[c * cin + k];
             compare(out[px * cout + c], expected(acc, c, out_zp, lo, hi), "pointwise", c);
         }
+}
+static void conv(int cin, int cout, int kh, int kw, int stride, int pad) { /* 8 x 8 in, a padded tap reads the zero point */
+    int32_t out_zp, lo, hi;
+    iotnas_qconv_t p;
+    const int hout = (8 + 2 * pad - kh) / stride + 1, wout = (8 + 2 * (kw > 1 ? pad : 0) - kw) / stride + 1;
+    const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pad, kw > 1 ? pad : 0};
+    channels(cout, 0);
+    for (int i = 0; i < 64 * cin; ++i) in[i] = byte();
+    for (int i = 0; i < cout * kh * kw * cin; ++i) filter[i] = byte();
+    memset(filter + cout * kh * kw * cin, 0, 8);
+    p.g = g, p.in_stride = cin, p.in_offset = 0, p.cin = cin, p.cout = cout, p.filter = filter;
+    p.q = requant(&out_zp, &lo, &hi);
+    p.q.in_zp = (int32_t)(next() % 256u) - 128;
+    iotnas_qconv(&p, in, out);
+    for (int oy = 0; oy < hout; ++oy)
+        for (int ox = 0; ox < wout; ++ox)
+            for (int c = 0; c < cout; ++c) {
+                int32_t acc = 0;
+                for (int ky = 0; ky < kh; ++ky)
+                    for (int kx = 0; kx < kw; ++kx)
+                        for (int k = 0; k < cin; ++k) {
+                            const int y = oy * stride - g.pt + ky, x = ox * stride - g.pl + kx;
+                            const int32_t v = y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * cin + k] : p.q.in_zp;
+                            acc += v * filter[((c * kh + ky) * kw + kx) * cin + k];
+                        }
+                compare(out[(oy * wout + ox) * cout + c], expected(acc, c, out_zp, lo, hi), "conv", c);
+            }
 }
 static void depthwise(int c_n, int k, int stride, int pad) { /* 8 x 8 in; a padded tap reads the zero point */
     int32_t out_zp, lo, hi;
@@ -226,6 +255,10 @@ int main(void) {
         }
     for (int trial = 0; trial < 12; ++trial)
         for (int cout = 1; cout <= MAX_C; ++cout) pointwise(1 + (int)(next() % (uint32_t)MAX_C), cout, trial % 2);
+    for (int cin = 1; cin <= 9; ++cin) /* windows of every kind, outputs in runs of pixels or not */
+        for (int cout = 1; cout <= 12; ++cout)
+            conv(cin, cout, 3, 3, 1, 1), conv(cin, cout, 3, 3, 2, 1), conv(cin, cout, 5, 5, 1, 2), conv(cin, cout, 3, 3, 1, 0),
+                conv(cin, cout, 5, 1, 1, 2), conv(cin, cout, 1, 1, 2, 0);
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
             depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0);
@@ -270,7 +303,7 @@ def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
 
 @pytest.mark.parametrize("lanes", ["SSE2", "portable"])
 def test_kernels_requantize_as_the_scalar_form(lanes, tmp_path):
-    """Every output code of pointwise, depthwise, addition, ReLU and max-pooling layers with random
+    """Every output code of pointwise, windowed, depthwise, addition, ReLU and max-pooling layers with random
     parameters equals the scalar reference, with the vector requantisation (x86) and without it (as on a Cortex-M)."""
     require("gcc")
     if lanes == "SSE2" and not _x86():

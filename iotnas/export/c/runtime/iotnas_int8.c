@@ -216,9 +216,9 @@ static void copy_bytes(int8_t *restrict dst, const int8_t *restrict src, int32_t
     }
 }
 
-/* Output values requantised together: on x86 a run of whole pixels when lcm(cout, 8) values fit
- * (a layer of 2, 3 or 5 channels then requantises in full vectors too, its parameters repeated
- * once per pixel of the run), else, and on other targets (a Cortex-M's stack stays small), a pixel
+/* Output values requantised together: on x86 a run of whole pixels, a multiple of 8 values, when
+ * lcm(cout, 8) values fit (a layer of 2, 3 or 5 channels then requantises in full vectors too, its
+ * parameters repeated once per pixel of the run), else, and on other targets (a Cortex-M's stack stays small), a pixel
  * at a time in blocks of channels. */
 #if defined(__SSE2__)
 #define IOTNAS_RUN_VALUES 64
@@ -228,7 +228,7 @@ static void copy_bytes(int8_t *restrict dst, const int8_t *restrict src, int32_t
 typedef struct {
     iotnas_requant_t q; /* the layer's; in runs of pixels, the arrays below */
     int32_t cout, pixels, filled; /* pixels in a run (0: pixel by pixel), pixels summed so far */
-    int32_t acc[IOTNAS_RUN_VALUES], bias[IOTNAS_RUN_VALUES], multiplier[IOTNAS_RUN_VALUES];
+    int32_t acc[IOTNAS_RUN_VALUES + 4], bias[IOTNAS_RUN_VALUES], multiplier[IOTNAS_RUN_VALUES]; /* acc: 4 channels a pass */
     int8_t shift[IOTNAS_RUN_VALUES];
 } outputs_t;
 
@@ -236,9 +236,9 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
     int32_t pixels = 1;
     while (pixels * cout % 8 != 0) ++pixels;
     o->q = *q, o->cout = cout, o->filled = 0;
-    o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels : 0;
+    o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / (pixels * cout)) : 0;
     if (!o->pixels) return;
-    for (int32_t i = 0; i < pixels * cout; ++i) {
+    for (int32_t i = 0; i < o->pixels * cout; ++i) {
         o->bias[i] = q->bias ? q->bias[i % cout] : 0;
         o->multiplier[i] = q->multiplier[i % cout];
         o->shift[i] = q->shift[i % cout];
@@ -324,6 +324,59 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
         }
 }
 
+#if defined(__SSE2__)
+/* The direct kernel's filter, widened to int16 once per call (vectors), and the loads of a window. */
+#define IOTNAS_DIRECT_VECTORS 512
+#define IOTNAS_DIRECT_LOADS 32
+
+/* A convolution that reads every channel of its input, its outputs requantised in runs of pixels:
+ * inside the image a window's kernel row is one run of the input, taken straight from it 8 values
+ * a load, and each 4 output channels' sums in registers over the window's loads. The filter rows
+ * are widened once and zero-padded to whole loads, so what a load takes past the kernel row is
+ * multiplied by 0. Windows at the border, and the last ones whose loads would pass the input's
+ * end, go through the patch. */
+typedef struct {
+    int32_t row, loads_per_row, loads; /* a kernel row's values, its loads, a window's loads */
+    __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels] */
+} direct_t;
+
+static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t cout, const int8_t *filter) {
+    const int32_t blocks = (cout + 3) / 4;
+    d->row = g->kw * cin, d->loads_per_row = (d->row + 7) / 8, d->loads = g->kh * d->loads_per_row;
+    if (d->loads > IOTNAS_DIRECT_LOADS || blocks * d->loads * 4 > IOTNAS_DIRECT_VECTORS) return 0;
+    for (int32_t b = 0; b < blocks; ++b)
+        for (int32_t t = 0; t < d->loads; ++t)
+            for (int32_t j = 0; j < 4; ++j) {
+                const int32_t c = 4 * b + j, ky = t / d->loads_per_row, first = t % d->loads_per_row * 8;
+                int16_t v[8];
+                for (int32_t i = 0; i < 8; ++i)
+                    v[i] = (int16_t)(c < cout && first + i < d->row ? filter[(c * g->kh + ky) * d->row + first + i] : 0);
+                d->filter[(b * d->loads + t) * 4 + j] = _mm_loadu_si128((const __m128i *)(const void *)v);
+            }
+    return 1;
+}
+
+/* sums[0 .. 4 x ceil(cout / 4)) of the window whose top-left input pixel is x (rows stride apart). */
+static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
+    __m128i xs[IOTNAS_DIRECT_LOADS];
+    for (int32_t ky = 0, t = 0; ky < kh; ++ky)
+        for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + l * 8);
+    for (int32_t c = 0; c < cout; c += 4) {
+        const __m128i *f = d->filter + c * d->loads;
+        __m128i s0 = _mm_setzero_si128(), s1 = s0, s2 = s0, s3 = s0;
+        for (int32_t t = 0; t < d->loads; ++t, f += 4) {
+            s0 = _mm_add_epi32(s0, _mm_madd_epi16(xs[t], f[0]));
+            s1 = _mm_add_epi32(s1, _mm_madd_epi16(xs[t], f[1]));
+            s2 = _mm_add_epi32(s2, _mm_madd_epi16(xs[t], f[2]));
+            s3 = _mm_add_epi32(s3, _mm_madd_epi16(xs[t], f[3]));
+        }
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+        const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
+        _mm_storeu_si128((__m128i *)(void *)(sums + c), _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b)));
+    }
+}
+#endif
+
 /* The input pixel under kernel tap (ky, kx) of window w (formed only for a tap in the image). */
 #define IOTNAS_TAP_INPUT(kx) (in + ((w.y0 + ky) * g->win + w.x0 + (kx)) * in_stride + in_offset)
 
@@ -336,22 +389,47 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int32_t cin = p->cin, cout = p->cout, in_stride = p->in_stride, in_offset = p->in_offset;
     const int8_t *const filter = p->filter;
     const int32_t zp = q.in_zp;
-    if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
+    const int32_t patch_len = g->kh * g->kw * cin, steps = round_up_steps(patch_len);
+    int direct = 0;
+    outputs_t outputs;
+    outputs_init(&outputs, &q, cout);
+#if defined(__SSE2__)
+    direct_t d;
+    direct = outputs.pixels && in_stride == cin && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, cout, filter);
+    const int8_t *const end = in + g->hin * g->win * in_stride; /* a load must not pass it */
+#endif
+    if (!direct && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
         pointwise(&q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
         return;
     }
-    const int32_t patch_len = g->kh * g->kw * cin, steps = round_up_steps(patch_len);
     if (steps <= IOTNAS_PATCH_MAX) {
-        outputs_t outputs;
         int8_t patch[IOTNAS_PATCH_MAX];
-        outputs_init(&outputs, &q, cout);
         memset(patch + patch_len, 0, (size_t)(steps - patch_len));
+#if defined(__SSE2__)
+        /* the output columns whose windows lie inside the input's columns: [first, last) */
+        const int32_t first = (g->pl + g->sw - 1) / g->sw, last_inside = (g->win - g->kw + g->pl) / g->sw + 1;
+        const int32_t last = last_inside < g->wout ? last_inside : g->wout;
+#endif
         int8_t *o = out;
-        for (int32_t oy = 0; oy < g->hout; ++oy)
+        for (int32_t oy = 0; oy < g->hout; ++oy) {
+#if defined(__SSE2__)
+            const window_t rows = window_at(g, oy, 0);
+            const int rows_inside = rows.ky0 == 0 && rows.ky1 == g->kh;
+#endif
             for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
+#if defined(__SSE2__)
+                const int8_t *const x = in + (rows.y0 * g->win + ox * g->sw - g->pl) * cin;
+                if (direct && rows_inside && ox >= first && ox < last
+                    && x + (g->kh - 1) * g->win * cin + d.loads_per_row * 8 <= end) {
+                    direct_sums(&d, g->kh, g->win * cin, cout, x, outputs_sums(&outputs));
+                    outputs_summed(&outputs, o);
+                    continue;
+                }
+#endif
                 gather_patch(g, window_at(g, oy, ox), in + in_offset, in_stride, cin, (int8_t)zp, patch);
                 padded_outputs(&outputs, steps, patch, filter, patch_len, o);
             }
+        }
         outputs_flush(&outputs, o);
         return;
     }
