@@ -228,8 +228,12 @@ static void copy_bytes(int8_t *restrict dst, const int8_t *restrict src, int32_t
 typedef struct {
     iotnas_requant_t q; /* the layer's; in runs of pixels, the arrays below */
     int32_t cout, pixels, filled; /* pixels in a run (0: pixel by pixel), pixels summed so far */
-    int32_t acc[IOTNAS_RUN_VALUES + 4], bias[IOTNAS_RUN_VALUES], multiplier[IOTNAS_RUN_VALUES]; /* acc: 4 channels a pass */
+    int32_t acc[IOTNAS_RUN_VALUES], bias[IOTNAS_RUN_VALUES], multiplier[IOTNAS_RUN_VALUES];
     int8_t shift[IOTNAS_RUN_VALUES];
+#if defined(__SSE2__)
+    int lanes_ready; /* every shift of the run a right shift: its lanes' constants made once */
+    iotnas_lanes_t lanes[IOTNAS_RUN_VALUES / 4];
+#endif
 } outputs_t;
 
 static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) {
@@ -237,6 +241,9 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
     while (pixels * cout % 8 != 0) ++pixels;
     o->q = *q, o->cout = cout, o->filled = 0;
     o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / (pixels * cout)) : 0;
+#if defined(__SSE2__)
+    o->lanes_ready = 0;
+#endif
     if (!o->pixels) return;
     for (int32_t i = 0; i < o->pixels * cout; ++i) {
         o->bias[i] = q->bias ? q->bias[i % cout] : 0;
@@ -244,13 +251,35 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
         o->shift[i] = q->shift[i % cout];
     }
     o->q.bias = o->bias, o->q.multiplier = o->multiplier, o->q.shift = o->shift;
+#if defined(__SSE2__)
+    o->lanes_ready = 1;
+    for (int32_t i = 0; i < o->pixels * cout; ++i) o->lanes_ready &= o->shift[i] <= 0;
+    for (int32_t i = 0; o->lanes_ready && i < o->pixels * cout; i += 4) {
+        const __m128i right = _mm_set_epi32(-o->shift[i + 3], -o->shift[i + 2], -o->shift[i + 1], -o->shift[i]);
+        o->lanes[i / 4] = iotnas_requantize4_lanes(load4_i32(o->multiplier + i), right);
+    }
+#endif
 }
 
 /* Requantises the pixels summed so far, the last of which ends at end. */
 static void outputs_flush(outputs_t *o, int8_t *end) {
     const int32_t n = o->filled * o->cout;
-    if (n) requantize_run(&o->q, 0, n, o->acc, end - n);
+    int32_t i = 0;
     o->filled = 0;
+#if defined(__SSE2__)
+    if (o->lanes_ready) { /* requantize_run with the lanes' constants made */
+        const __m128i zp = _mm_set1_epi32(o->q.out_zp);
+        const __m128i lo = _mm_set1_epi16((int16_t)o->q.act_min), hi = _mm_set1_epi16((int16_t)o->q.act_max);
+        for (; i + 8 <= n; i += 8) {
+            const __m128i a = _mm_add_epi32(load4_i32(o->acc + i), load4_i32(o->bias + i));
+            const __m128i b = _mm_add_epi32(load4_i32(o->acc + i + 4), load4_i32(o->bias + i + 4));
+            _mm_storel_epi64((__m128i *)(void *)(end - n + i),
+                             codes8(iotnas_requantize4_with(a, &o->lanes[i / 4]),
+                                    iotnas_requantize4_with(b, &o->lanes[i / 4 + 1]), zp, lo, hi));
+        }
+    }
+#endif
+    if (i < n) requantize_run(&o->q, i, n - i, o->acc + i, end - n + i);
 }
 
 /* The sums of the next pixel go here (its cout channels; in a run of pixels only). */
@@ -282,28 +311,27 @@ static void padded_outputs(outputs_t *o, int32_t steps, const int8_t *run, const
 
 /* A pointwise convolution: one dot product over the cin channels (of stride) per output, no
  * window to clip; a pixel's channels copied zero-padded to whole steps first unless whole already. */
-static void pointwise(const iotnas_requant_t *q, int32_t pixels, int32_t cin, int32_t cout, int32_t stride,
-                      const int8_t *x, const int8_t *filter, int8_t *out) {
-    const int32_t steps = round_up_steps(cin);
+static void pointwise(outputs_t *o, int32_t pixels, int32_t cin, int32_t stride, const int8_t *x, const int8_t *filter,
+                      int8_t *out) {
+    const iotnas_requant_t *const q = &o->q;
+    const int32_t steps = round_up_steps(cin), cout = o->cout;
     if (steps != cin && steps > IOTNAS_PATCH_MAX) { /* a dot product with a scalar rest */
         for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout)
             for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
                 const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
                 int32_t acc[IOTNAS_CHANNEL_BLOCK];
                 for (int32_t i = 0; i < n; ++i) acc[i] = dot(cin, x, filter + (c0 + i) * cin);
-                requantize_run(q, c0, n, acc, out + c0);
+                requantize_run(q, c0, n, acc, out + c0); /* a run's parameters begin with each channel's */
             }
         return;
     }
-    outputs_t o;
     int8_t pixel_in[IOTNAS_PATCH_MAX];
-    outputs_init(&o, q, cout);
     memset(pixel_in, 0, sizeof pixel_in);
     for (int32_t pixel = 0; pixel < pixels; ++pixel, x += stride, out += cout) {
         if (steps != cin) copy_bytes(pixel_in, x, cin);
-        padded_outputs(&o, steps, steps != cin ? pixel_in : x, filter, cin, out);
+        padded_outputs(o, steps, steps != cin ? pixel_in : x, filter, cin, out);
     }
-    outputs_flush(&o, out);
+    outputs_flush(o, out);
 }
 
 /* The cin channels (of in_stride, from x) under each tap of window w; a tap in the padding holds
@@ -356,12 +384,14 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
     return 1;
 }
 
-/* sums[0 .. 4 x ceil(cout / 4)) of the window whose top-left input pixel is x (rows stride apart). */
+/* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
+ * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
     __m128i xs[IOTNAS_DIRECT_LOADS];
     for (int32_t ky = 0, t = 0; ky < kh; ++ky)
         for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + l * 8);
-    for (int32_t c = 0; c < cout; c += 4) {
+    int32_t c = 0;
+    for (; c + 4 <= cout; c += 4) {
         const __m128i *f = d->filter + c * d->loads;
         __m128i s0 = _mm_setzero_si128(), s1 = s0, s2 = s0, s3 = s0;
         for (int32_t t = 0; t < d->loads; ++t, f += 4) {
@@ -373,6 +403,23 @@ static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t c
         const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
         const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
         _mm_storeu_si128((__m128i *)(void *)(sums + c), _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b)));
+    }
+    if (c + 2 <= cout) { /* the last 2 or 3 channels: 2 in a pass */
+        const __m128i *f = d->filter + c * d->loads;
+        __m128i s0 = _mm_setzero_si128(), s1 = s0;
+        for (int32_t t = 0; t < d->loads; ++t, f += 4) {
+            s0 = _mm_add_epi32(s0, _mm_madd_epi16(xs[t], f[0]));
+            s1 = _mm_add_epi32(s1, _mm_madd_epi16(xs[t], f[1]));
+        }
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+        _mm_storel_epi64((__m128i *)(void *)(sums + c), _mm_add_epi32(a, _mm_unpackhi_epi64(a, a)));
+        c += 2;
+    }
+    if (c < cout) { /* and the last one */
+        const __m128i *f = d->filter + (c & ~3) * d->loads + (c & 3);
+        __m128i s0 = _mm_setzero_si128();
+        for (int32_t t = 0; t < d->loads; ++t, f += 4) s0 = _mm_add_epi32(s0, _mm_madd_epi16(xs[t], f[0]));
+        sums[c] = lanes_sum(s0);
     }
 }
 #endif
@@ -399,7 +446,7 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     const int8_t *const end = in + g->hin * g->win * in_stride; /* a load must not pass it */
 #endif
     if (!direct && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
-        pointwise(&q, g->hout * g->wout, cin, cout, in_stride, in + in_offset, filter, out);
+        pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
         return;
     }
     if (steps <= IOTNAS_PATCH_MAX) {
@@ -695,7 +742,7 @@ void iotnas_qrelu(const iotnas_qrelu_t *p, const int8_t *in, int8_t *out) {
 }
 
 void iotnas_qconcat(uint32_t pixels, uint32_t cin, const int8_t *in, uint32_t cout, uint32_t offset, int8_t *out) {
-    for (uint32_t i = 0; i < pixels; ++i) memcpy(out + i * cout + offset, in + i * cin, cin);
+    for (uint32_t i = 0; i < pixels; ++i) copy_bytes(out + i * cout + offset, in + i * cin, (int32_t)cin);
 }
 
 void iotnas_dequantize(uint32_t n, const int8_t *in, int32_t zero_point, float scale, float *out) {

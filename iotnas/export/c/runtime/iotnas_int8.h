@@ -32,6 +32,41 @@ static inline int32_t iotnas_requantize(int32_t x, int32_t multiplier, int32_t s
 #if defined(__SSE2__)
 #include <emmintrin.h>
 
+/* Four lanes' requantisation constants (see iotnas_requantize4). */
+typedef struct {
+    __m128i multiplier, multiplier_odd, scale, scale_odd, half_even, half_odd;
+} iotnas_lanes_t;
+
+/* What iotnas_requantize4 derives from the four lanes' multipliers and right shifts alone: made
+ * once per channel run where the same channels are requantised pixel after pixel. */
+static inline iotnas_lanes_t iotnas_requantize4_lanes(__m128i multiplier, __m128i right) {
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1);
+    const __m128i scale = _mm_cvttps_epi32(_mm_castsi128_ps(_mm_slli_epi32(_mm_sub_epi32(_mm_set1_epi32(127 + 31), right), 23)));
+    /* 2^(r-1) * 2^(31-r): the half that rounds, after the multiply (none when r = 0) */
+    const __m128i half = _mm_andnot_si128(_mm_cmpeq_epi32(right, _mm_setzero_si128()), _mm_set1_epi32(1 << 30));
+    iotnas_lanes_t l;
+    l.multiplier = multiplier, l.multiplier_odd = _mm_srli_epi64(multiplier, 32);
+    l.scale = scale, l.scale_odd = _mm_srli_epi64(scale, 32);
+    l.half_even = _mm_and_si128(half, even), l.half_odd = _mm_srli_epi64(half, 32);
+    return l;
+}
+
+static inline __m128i iotnas_requantize4_with(__m128i x, const iotnas_lanes_t *l) {
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1), nudge = _mm_set_epi32(0, 1 << 30, 0, 1 << 30);
+    const __m128i sign = _mm_srai_epi32(x, 31), magnitude = _mm_sub_epi32(_mm_xor_si128(x, sign), sign);
+    /* |high| in the low half of each 64-bit lane: lanes 0 and 2, then lanes 1 and 3 */
+    const __m128i high_even = _mm_srli_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(magnitude, l->multiplier), nudge), _mm_shuffle_epi32(sign, 0xa0)), 31);
+    const __m128i high_odd = _mm_srli_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(magnitude, 32), l->multiplier_odd), nudge),
+                      _mm_shuffle_epi32(sign, 0xf5)),
+        31);
+    const __m128i low = _mm_srli_epi64(_mm_add_epi64(_mm_mul_epu32(high_even, l->scale), l->half_even), 31);
+    const __m128i high = _mm_slli_epi64(_mm_add_epi64(_mm_mul_epu32(high_odd, l->scale_odd), l->half_odd), 1);
+    const __m128i rounded = _mm_or_si128(low, _mm_andnot_si128(even, high));
+    return _mm_sub_epi32(_mm_xor_si128(rounded, sign), sign);
+}
+
 /* iotnas_requantize on four int32 lanes at once, each with its own multiplier (Q31, >= 0) and
  * right shift r in [0, 31] (shift = -r <= 0; a left shift stays scalar), with the same results.
  * SSE2 has neither a signed 32 x 32 -> 64-bit lane multiply nor per-lane shifts, so:
@@ -43,24 +78,8 @@ static inline int32_t iotnas_requantize(int32_t x, int32_t multiplier, int32_t s
  *   an integer: exact, and 2^31 (r = 0), out of int32's range, comes out as 0x80000000, which is
  *   2^31 to the unsigned multiply. */
 static inline __m128i iotnas_requantize4(__m128i x, __m128i multiplier, __m128i right) {
-    const __m128i even = _mm_set_epi32(0, -1, 0, -1), nudge = _mm_set_epi32(0, 1 << 30, 0, 1 << 30);
-    const __m128i sign = _mm_srai_epi32(x, 31), magnitude = _mm_sub_epi32(_mm_xor_si128(x, sign), sign);
-    /* |high| in the low half of each 64-bit lane: lanes 0 and 2, then lanes 1 and 3 */
-    const __m128i high_even = _mm_srli_epi64(
-        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(magnitude, multiplier), nudge), _mm_shuffle_epi32(sign, 0xa0)), 31);
-    const __m128i high_odd = _mm_srli_epi64(
-        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(magnitude, 32), _mm_srli_epi64(multiplier, 32)),
-                                    nudge),
-                      _mm_shuffle_epi32(sign, 0xf5)),
-        31);
-    const __m128i scale = _mm_cvttps_epi32(_mm_castsi128_ps(_mm_slli_epi32(_mm_sub_epi32(_mm_set1_epi32(127 + 31), right), 23)));
-    /* 2^(r-1) * 2^(31-r): the half that rounds, after the multiply (none when r = 0) */
-    const __m128i half = _mm_andnot_si128(_mm_cmpeq_epi32(right, _mm_setzero_si128()), _mm_set1_epi32(1 << 30));
-    const __m128i low = _mm_srli_epi64(_mm_add_epi64(_mm_mul_epu32(high_even, scale), _mm_and_si128(half, even)), 31);
-    const __m128i high = _mm_slli_epi64(
-        _mm_add_epi64(_mm_mul_epu32(high_odd, _mm_srli_epi64(scale, 32)), _mm_srli_epi64(half, 32)), 1);
-    const __m128i rounded = _mm_or_si128(low, _mm_andnot_si128(even, high));
-    return _mm_sub_epi32(_mm_xor_si128(rounded, sign), sign);
+    const iotnas_lanes_t l = iotnas_requantize4_lanes(multiplier, right);
+    return iotnas_requantize4_with(x, &l);
 }
 #endif
 
