@@ -505,17 +505,58 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
 }
 
 #if defined(__SSE2__)
-/* acc[0..8) = the sums of 8 consecutive channels over a whole window inside the image: x the
- * window's top-left pixel (pixels in_stride apart), f its filter taps (cout apart). */
-static void taps8(const iotnas_geometry_t *g, int32_t in_stride, const int8_t *x, int32_t cout, const int8_t *f,
-                  int32_t *acc) {
+/* A depthwise filter with its taps in pairs along each kernel row, widened once per call: for each 8
+ * channels, kernel row and pair of columns (kx, kx + 1), two vectors of int16 (channels 0-3 and
+ * 4-7), each channel's two weights side by side (the second 0 after an odd row's last tap), so one
+ * pmaddwd sums two taps of four channels. */
+#define IOTNAS_PAIR_VECTORS 512
+typedef struct {
+    int32_t pairs; /* pairs of taps in a kernel row */
+    __m128i filter[IOTNAS_PAIR_VECTORS]; /* [cout / 8][kh][pairs][2]; the last cout % 8 channels go tap by tap */
+} tap_pairs_t;
+
+static int tap_pairs_init(tap_pairs_t *t, const iotnas_geometry_t *g, int32_t cout, const int8_t *filter) {
+    t->pairs = (g->kw + 1) / 2;
+    if (cout < 8 || cout / 8 * g->kh * t->pairs * 2 > IOTNAS_PAIR_VECTORS) return 0;
+    __m128i *v = t->filter;
+    for (int32_t c0 = 0; c0 + 8 <= cout; c0 += 8)
+        for (int32_t ky = 0; ky < g->kh; ++ky)
+            for (int32_t j = 0; j < t->pairs; ++j)
+                for (int32_t half = 0; half < 2; ++half, ++v) {
+                    int16_t w[8];
+                    for (int32_t i = 0; i < 4; ++i) {
+                        const int32_t c = c0 + 4 * half + i, kx = 2 * j;
+                        w[2 * i] = filter[(ky * g->kw + kx) * cout + c];
+                        w[2 * i + 1] = (int16_t)(kx + 1 < g->kw ? filter[(ky * g->kw + kx + 1) * cout + c] : 0);
+                    }
+                    *v = _mm_loadu_si128((const __m128i *)(const void *)w);
+                }
+    return 1;
+}
+
+/* acc[0..8) = the sums of 8 consecutive channels (block b of 8) over window w, two taps a pmaddwd:
+ * x the image's first pixel at those channels (pixels in_stride apart); a tap in the padding reads
+ * zp8, 8 copies of the zero point. */
+static void tap_pairs8(const tap_pairs_t *t, const iotnas_geometry_t *g, window_t w, const int8_t *x, int32_t in_stride,
+                       const int8_t *zp8, int32_t b, int32_t *acc) {
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const int inside = whole(g, w);
     __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
     for (int32_t ky = 0; ky < g->kh; ++ky) {
-        const int8_t *xr = x + ky * g->win * in_stride;
-        for (int32_t kx = 0; kx < g->kw; ++kx, xr += in_stride, f += cout) {
-            const __m128i p = _mm_mullo_epi16(load8_i16(xr), load8_i16(f));
-            lo = _mm_add_epi32(lo, _mm_srai_epi32(_mm_unpacklo_epi16(p, p), 16));
-            hi = _mm_add_epi32(hi, _mm_srai_epi32(_mm_unpackhi_epi16(p, p), 16));
+        const int row = ky >= w.ky0 && ky < w.ky1;
+        const int32_t start = ((w.y0 + ky) * g->win + w.x0) * in_stride; /* of tap (ky, 0), if in the image */
+        for (int32_t kx = 0; kx < g->kw; kx += 2, f += 2) {
+            const int8_t *const pa = inside || (row && kx >= w.kx0 && kx < w.kx1) ? x + start + kx * in_stride : zp8;
+            const __m128i a = _mm_loadl_epi64((const __m128i *)(const void *)pa);
+            __m128i next = _mm_setzero_si128(); /* after an odd row's last tap: a weight of 0 */
+            if (kx + 1 < g->kw) {
+                const int8_t *const pb = inside || (row && kx + 1 >= w.kx0 && kx + 1 < w.kx1)
+                                             ? x + start + (kx + 1) * in_stride : zp8;
+                next = _mm_loadl_epi64((const __m128i *)(const void *)pb);
+            }
+            const __m128i pairs = _mm_unpacklo_epi8(a, next); /* each channel's two taps side by side */
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_srai_epi16(_mm_unpacklo_epi8(pairs, pairs), 8), f[0]));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_srai_epi16(_mm_unpackhi_epi8(pairs, pairs), 8), f[1]));
         }
     }
     _mm_storeu_si128((__m128i *)(void *)acc, lo);
@@ -550,6 +591,12 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     outputs_t outputs;
     int32_t block[IOTNAS_CHANNEL_BLOCK];
     outputs_init(&outputs, &q, cout);
+#if defined(__SSE2__)
+    tap_pairs_t pairs;
+    const int paired = multiplier == 1 && tap_pairs_init(&pairs, g, cout, filter);
+    int8_t zp8[8]; /* a tap in the padding reads the zero point */
+    memset(zp8, zp, sizeof zp8);
+#endif
     if (outputs.pixels && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0
         && multiplier == 1 && in_stride == cin) {
         depthwise_pointwise(&outputs, g->hout * g->wout, in + in_offset, filter, out);
@@ -563,30 +610,28 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         for (int32_t c0 = 0; c0 < cout; c0 += IOTNAS_CHANNEL_BLOCK) {
             const int32_t n = cout - c0 < IOTNAS_CHANNEL_BLOCK ? cout - c0 : IOTNAS_CHANNEL_BLOCK;
             int32_t *const acc = outputs.pixels ? sums + c0 : block;
+            int32_t done = 0; /* channels of the block summed in registers */
             for (int32_t i = 0; i < n; ++i) acc[i] = 0;
-            if (inside && multiplier == 1) { /* no checks: tap after tap along each kernel row */
-                int32_t i = 0;
 #if defined(__SSE2__)
-                const int8_t *const corner = in + (w.y0 * g->win + w.x0) * in_stride + in_offset + c0;
-                for (; i + 8 <= n; i += 8) /* 8 channels' sums in registers over every tap */
-                    taps8(g, in_stride, corner + i, cout, filter + c0 + i, acc + i);
+            for (; paired && done + 8 <= n; done += 8) /* 8 channels' sums in registers over every tap */
+                tap_pairs8(&pairs, g, w, in + in_offset + c0 + done, in_stride, zp8, (c0 + done) / 8, acc + done);
 #endif
-                if (i < n)
-                    for (int32_t ky = 0; ky < g->kh; ++ky) {
-                        const int8_t *x = IOTNAS_TAP_INPUT(0) + c0 + i, *f = filter + ky * g->kw * cout + c0 + i;
-                        for (int32_t kx = 0; kx < g->kw; ++kx, x += in_stride, f += cout)
-                            multiply_add(n - i, x, f, acc + i);
-                    }
-            } else for (int32_t ky = 0; ky < g->kh; ++ky) {
+            if (done < n && inside && multiplier == 1) { /* no checks: tap after tap along each kernel row */
+                for (int32_t ky = 0; ky < g->kh; ++ky) {
+                    const int8_t *x = IOTNAS_TAP_INPUT(0) + c0 + done, *f = filter + ky * g->kw * cout + c0 + done;
+                    for (int32_t kx = 0; kx < g->kw; ++kx, x += in_stride, f += cout)
+                        multiply_add(n - done, x, f, acc + done);
+                }
+            } else if (done < n) for (int32_t ky = 0; ky < g->kh; ++ky) {
                 for (int32_t kx = 0; kx < g->kw; ++kx) {
                     const int8_t *f = filter + (ky * g->kw + kx) * cout + c0;
                     if (!inside && (ky < w.ky0 || ky >= w.ky1 || kx < w.kx0 || kx >= w.kx1)) {
-                        for (int32_t i = 0; i < n; ++i) acc[i] += zp * (int32_t)f[i];
+                        for (int32_t i = done; i < n; ++i) acc[i] += zp * (int32_t)f[i];
                     } else if (multiplier == 1) {
-                        multiply_add(n, IOTNAS_TAP_INPUT(kx) + c0, f, acc);
+                        multiply_add(n - done, IOTNAS_TAP_INPUT(kx) + c0 + done, f + done, acc + done);
                     } else { /* output channel c reads input channel c / multiplier */
                         const int8_t *x = IOTNAS_TAP_INPUT(kx);
-                        for (int32_t i = 0; i < n; ++i) acc[i] += (int32_t)x[(c0 + i) / multiplier] * (int32_t)f[i];
+                        for (int32_t i = done; i < n; ++i) acc[i] += (int32_t)x[(c0 + i) / multiplier] * (int32_t)f[i];
                     }
                 }
             }
