@@ -76,7 +76,7 @@ int main(void) {
 #: requantisation, the output zero point, the activation range) computed here: a pointwise
 #: convolution of every output width from 1 to 40 channels (runs ending in partial vectors),
 #: multipliers of the whole Q31 range, shifts from -31 to +3 (left shifts among them), zero
-#: points and narrow activation ranges that saturate; convolutions with windows (3 x 3, 5 x 5, 5 x 1,
+#: points and narrow activation ranges that saturate; convolutions with windows (3 x 3, 5 x 5, 5 x 1, 1 x 3,
 #: strided, padded: the direct kernel inside the image, the patch at the borders) and depthwise
 #: layers the same way; additions
 #: and ReLUs between two scales; max pooling (runs of pixels at stride 1) against every window's
@@ -143,8 +143,9 @@ static void pointwise(int cin, int cout, int wide) {
 static void conv(int cin, int cout, int kh, int kw, int stride, int pad) { /* 8 x 8 in, a padded tap reads the zero point */
     int32_t out_zp, lo, hi;
     iotnas_qconv_t p;
-    const int hout = (8 + 2 * pad - kh) / stride + 1, wout = (8 + 2 * (kw > 1 ? pad : 0) - kw) / stride + 1;
-    const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pad, kw > 1 ? pad : 0};
+    const int pt = kh > 1 ? pad : 0, pl = kw > 1 ? pad : 0;
+    const int hout = (8 + 2 * pt - kh) / stride + 1, wout = (8 + 2 * pl - kw) / stride + 1;
+    const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pt, pl};
     channels(cout, 0);
     for (int i = 0; i < 64 * cin; ++i) in[i] = byte();
     for (int i = 0; i < cout * kh * kw * cin; ++i) filter[i] = byte();
@@ -258,7 +259,7 @@ int main(void) {
     for (int cin = 1; cin <= 9; ++cin) /* windows of every kind, outputs in runs of pixels or not */
         for (int cout = 1; cout <= 12; ++cout)
             conv(cin, cout, 3, 3, 1, 1), conv(cin, cout, 3, 3, 2, 1), conv(cin, cout, 5, 5, 1, 2), conv(cin, cout, 3, 3, 1, 0),
-                conv(cin, cout, 5, 1, 1, 2), conv(cin, cout, 1, 1, 2, 0);
+                conv(cin, cout, 5, 1, 1, 2), conv(cin, cout, 1, 3, 1, 1), conv(cin, cout, 1, 1, 2, 0);
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
             depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0);

@@ -362,16 +362,34 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
  * a load, and each 4 output channels' sums in registers over the window's loads. The filter rows
  * are widened once and zero-padded to whole loads, so what a load takes past the kernel row is
  * multiplied by 0. Windows at the border, and the last ones whose loads would pass the input's
- * end, go through the patch. */
+ * end, go through the patch.
+ * A window of at most 8 values in one kernel row (a pointwise layer of up to 8 input channels) is
+ * summed the other way round: each pair of its values broadcast to the four lanes, one pmaddwd
+ * with 4 output channels' pairs of weights gives those channels' partial sums in order, so few
+ * inputs take no horizontal sums. */
 typedef struct {
     int32_t row, loads_per_row, loads; /* a kernel row's values, its loads, a window's loads */
-    __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels] */
+    int32_t pairs; /* > 0: a window of one load summed by broadcast pairs of values */
+    __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs] */
 } direct_t;
 
 static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t cout, const int8_t *filter) {
     const int32_t blocks = (cout + 3) / 4;
     d->row = g->kw * cin, d->loads_per_row = (d->row + 7) / 8, d->loads = g->kh * d->loads_per_row;
+    d->pairs = g->kh == 1 && d->row <= 8 ? (d->row + 1) / 2 : 0;
     if (d->loads > IOTNAS_DIRECT_LOADS || blocks * d->loads * 4 > IOTNAS_DIRECT_VECTORS) return 0;
+    if (d->pairs) { /* channel c's weights k and k + 1 in lanes 2 (c % 4) and 2 (c % 4) + 1 */
+        for (int32_t b = 0; b < blocks; ++b)
+            for (int32_t pair = 0; pair < d->pairs; ++pair) {
+                int16_t v[8];
+                for (int32_t i = 0; i < 8; ++i) {
+                    const int32_t c = 4 * b + i / 2, k = 2 * pair + i % 2;
+                    v[i] = (int16_t)(c < cout && k < d->row ? filter[c * d->row + k] : 0);
+                }
+                d->filter[b * d->pairs + pair] = _mm_loadu_si128((const __m128i *)(const void *)v);
+            }
+        return 1;
+    }
     for (int32_t b = 0; b < blocks; ++b)
         for (int32_t t = 0; t < d->loads; ++t)
             for (int32_t j = 0; j < 4; ++j) {
@@ -387,6 +405,24 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
 /* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
  * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
+    if (d->pairs) {
+        const __m128i v = load8_i16(x);
+        const __m128i pair[4] = {_mm_shuffle_epi32(v, 0x00), _mm_shuffle_epi32(v, 0x55), _mm_shuffle_epi32(v, 0xaa),
+                                 _mm_shuffle_epi32(v, 0xff)};
+        for (int32_t c = 0; c < cout; c += 4) {
+            const __m128i *f = d->filter + c / 4 * d->pairs;
+            __m128i sum = _mm_madd_epi16(pair[0], f[0]);
+            for (int32_t k = 1; k < d->pairs; ++k) sum = _mm_add_epi32(sum, _mm_madd_epi16(pair[k], f[k]));
+            if (c + 4 <= cout) {
+                _mm_storeu_si128((__m128i *)(void *)(sums + c), sum);
+            } else { /* the last 1 to 3 channels */
+                int32_t last[4];
+                _mm_storeu_si128((__m128i *)(void *)last, sum);
+                for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+            }
+        }
+        return;
+    }
     __m128i xs[IOTNAS_DIRECT_LOADS];
     for (int32_t ky = 0, t = 0; ky < kh; ++ky)
         for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + l * 8);
