@@ -548,22 +548,22 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
 #define IOTNAS_PAIR_VECTORS 512
 typedef struct {
     int32_t pairs; /* pairs of taps in a kernel row */
-    __m128i filter[IOTNAS_PAIR_VECTORS]; /* [cout / 8][kh][pairs][2]; the last cout % 8 channels go tap by tap */
+    __m128i filter[IOTNAS_PAIR_VECTORS]; /* [cout / 8, rounded up][kh][pairs][2], 0 past cout */
 } tap_pairs_t;
 
 static int tap_pairs_init(tap_pairs_t *t, const iotnas_geometry_t *g, int32_t cout, const int8_t *filter) {
     t->pairs = (g->kw + 1) / 2;
-    if (cout < 8 || cout / 8 * g->kh * t->pairs * 2 > IOTNAS_PAIR_VECTORS) return 0;
+    if ((cout + 7) / 8 * g->kh * t->pairs * 2 > IOTNAS_PAIR_VECTORS) return 0;
     __m128i *v = t->filter;
-    for (int32_t c0 = 0; c0 + 8 <= cout; c0 += 8)
+    for (int32_t c0 = 0; c0 < cout; c0 += 8)
         for (int32_t ky = 0; ky < g->kh; ++ky)
             for (int32_t j = 0; j < t->pairs; ++j)
                 for (int32_t half = 0; half < 2; ++half, ++v) {
                     int16_t w[8];
                     for (int32_t i = 0; i < 4; ++i) {
                         const int32_t c = c0 + 4 * half + i, kx = 2 * j;
-                        w[2 * i] = filter[(ky * g->kw + kx) * cout + c];
-                        w[2 * i + 1] = (int16_t)(kx + 1 < g->kw ? filter[(ky * g->kw + kx + 1) * cout + c] : 0);
+                        w[2 * i] = (int16_t)(c < cout ? filter[(ky * g->kw + kx) * cout + c] : 0);
+                        w[2 * i + 1] = (int16_t)(c < cout && kx + 1 < g->kw ? filter[(ky * g->kw + kx + 1) * cout + c] : 0);
                     }
                     *v = _mm_loadu_si128((const __m128i *)(const void *)w);
                 }
@@ -649,8 +649,20 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
             int32_t done = 0; /* channels of the block summed in registers */
             for (int32_t i = 0; i < n; ++i) acc[i] = 0;
 #if defined(__SSE2__)
-            for (; paired && done + 8 <= n; done += 8) /* 8 channels' sums in registers over every tap */
-                tap_pairs8(&pairs, g, w, in + in_offset + c0 + done, in_stride, zp8, (c0 + done) / 8, acc + done);
+            for (; paired && done < n; done += 8) { /* 8 channels' sums in registers over every tap */
+                const int8_t *const x = in + in_offset + c0 + done;
+                if (done + 8 <= n) {
+                    tap_pairs8(&pairs, g, w, x, in_stride, zp8, (c0 + done) / 8, acc + done);
+                    continue;
+                }
+                /* the last 1 to 7 channels: 8 loaded, the others weighted 0, unless a load would pass the
+                 * input's end (its last window); then tap by tap below */
+                int32_t part[8];
+                const int32_t last_tap = ((w.y0 + w.ky1 - 1) * g->win + w.x0 + w.kx1 - 1) * in_stride;
+                if (in_offset + c0 + done + last_tap + 8 > g->hin * g->win * in_stride) break;
+                tap_pairs8(&pairs, g, w, x, in_stride, zp8, (c0 + done) / 8, part);
+                for (int32_t i = done; i < n; ++i) acc[i] = part[i - done];
+            }
 #endif
             if (done < n && inside && multiplier == 1) { /* no checks: tap after tap along each kernel row */
                 for (int32_t ky = 0; ky < g->kh; ++ky) {
