@@ -768,28 +768,45 @@ static void max_run(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
     for (int32_t i = 0; i < n; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
 }
 
-/* Max pooling, row by row. At stride 1 the output pixels whose windows lie inside the input's
- * columns are one run of the row: each tap is then a maximum over the whole run (the pixels'
- * channels side by side), not pixel by pixel. Padding never wins: TensorFlow Lite pads max
- * pooling with -128. */
+/* Max pooling, row by row. On x86 the input rows under an output row are first reduced to one
+ * (their maximum, a vector run over whole rows, into a stack row), so each window then spans one
+ * row. At stride 1 the output pixels whose windows lie inside the input's columns are one run of
+ * the row: each tap is then a maximum over the whole run (the pixels' channels side by side), not
+ * pixel by pixel. Padding never wins: TensorFlow Lite pads max pooling with -128. */
+#if defined(__SSE2__)
+#define IOTNAS_POOL_ROW 2048 /* bytes of the stack row */
+#endif
 void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
     const iotnas_geometry_t geometry = p->g, *g = &geometry; /* locals: int8 stores may alias *p */
-    const int32_t c = p->c, lo = p->act_min, hi = p->act_max;
+    const int32_t c = p->c, lo = p->act_min, hi = p->act_max, row_bytes = g->win * c;
     int32_t first = g->wout, last = g->wout; /* the run [first, last) of inside windows at stride 1 */
     if (g->sw == 1) {
         last = g->win - g->kw + g->pl + 1 < g->wout ? g->win - g->kw + g->pl + 1 : g->wout;
         first = g->pl < last ? g->pl : last;
     }
+#if defined(__SSE2__)
+    int8_t rows_max[IOTNAS_POOL_ROW];
+#endif
     for (int32_t oy = 0; oy < g->hout; ++oy) {
         int8_t *const row = out + oy * g->wout * c;
+        const window_t rows = window_at(g, oy, 0);
+        const int8_t *src = in + (rows.y0 + rows.ky0) * row_bytes; /* the first input row under the window */
+        int32_t n_rows = rows.ky1 - rows.ky0;
+#if defined(__SSE2__)
+        if (n_rows > 1 && row_bytes <= IOTNAS_POOL_ROW) {
+            memcpy(rows_max, src, (size_t)row_bytes);
+            for (int32_t k = 1; k < n_rows; ++k) max_run(row_bytes, src + k * row_bytes, rows_max);
+            src = rows_max, n_rows = 1;
+        }
+#endif
         for (int32_t ox = 0; ox < g->wout; ++ox) {
             const window_t w = window_at(g, oy, ox);
             const int run = ox == first && first < last;
             const int32_t n = run ? (last - first) * c : c; /* the run, or one pixel */
             int8_t *const o = row + ox * c;
             memset(o, INT8_MIN, (size_t)n);
-            for (int32_t ky = w.ky0; ky < w.ky1; ++ky)
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) max_run(n, in + ((w.y0 + ky) * g->win + w.x0 + kx) * c, o);
+            for (int32_t k = 0; k < n_rows; ++k)
+                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) max_run(n, src + k * row_bytes + (w.x0 + kx) * c, o);
             if (run) ox = last - 1;
         }
         if (lo > INT8_MIN || hi < INT8_MAX)
