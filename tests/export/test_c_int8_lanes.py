@@ -77,7 +77,8 @@ int main(void) {
 #: convolution of every output width from 1 to 40 channels (runs ending in partial vectors),
 #: multipliers of the whole Q31 range, shifts from -31 to +3 (left shifts among them), zero
 #: points and narrow activation ranges that saturate; convolutions with windows (3 x 3, 5 x 5, 5 x 1, 1 x 3,
-#: strided, padded: the direct kernel inside the image, the patch at the borders) and depthwise
+#: strided, padded, one group of a grouped layer: the direct kernel inside the image, the patch at
+#: the borders) and depthwise
 #: layers the same way; additions
 #: and ReLUs between two scales; max pooling (runs of pixels at stride 1) against every window's
 #: plain maximum.
@@ -140,17 +141,20 @@ static void pointwise(int cin, int cout, int wide) {
             compare(out[px * cout + c], expected(acc, c, out_zp, lo, hi), "pointwise", c);
         }
 }
-static void conv(int cin, int cout, int kh, int kw, int stride, int pad) { /* 8 x 8 in, a padded tap reads the zero point */
+/* 8 x 8 in of cin + extra channels, the layer reading cin of them from a random offset (one group of a
+ * grouped convolution when extra > 0); a padded tap reads the zero point */
+static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
     int32_t out_zp, lo, hi;
     iotnas_qconv_t p;
     const int pt = kh > 1 ? pad : 0, pl = kw > 1 ? pad : 0;
     const int hout = (8 + 2 * pt - kh) / stride + 1, wout = (8 + 2 * pl - kw) / stride + 1;
     const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pt, pl};
+    const int in_stride = cin + extra, offset = (int)(next() % (uint32_t)(extra + 1));
     channels(cout, 0);
-    for (int i = 0; i < 64 * cin; ++i) in[i] = byte();
+    for (int i = 0; i < 64 * in_stride; ++i) in[i] = byte();
     for (int i = 0; i < cout * kh * kw * cin; ++i) filter[i] = byte();
     memset(filter + cout * kh * kw * cin, 0, 8);
-    p.g = g, p.in_stride = cin, p.in_offset = 0, p.cin = cin, p.cout = cout, p.filter = filter;
+    p.g = g, p.in_stride = in_stride, p.in_offset = offset, p.cin = cin, p.cout = cout, p.filter = filter;
     p.q = requant(&out_zp, &lo, &hi);
     p.q.in_zp = (int32_t)(next() % 256u) - 128;
     iotnas_qconv(&p, in, out);
@@ -162,7 +166,8 @@ static void conv(int cin, int cout, int kh, int kw, int stride, int pad) { /* 8 
                     for (int kx = 0; kx < kw; ++kx)
                         for (int k = 0; k < cin; ++k) {
                             const int y = oy * stride - g.pt + ky, x = ox * stride - g.pl + kx;
-                            const int32_t v = y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * cin + k] : p.q.in_zp;
+                            const int32_t v = y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * in_stride + offset + k]
+                                                                                 : p.q.in_zp;
                             acc += v * filter[((c * kh + ky) * kw + kx) * cin + k];
                         }
                 compare(out[(oy * wout + ox) * cout + c], expected(acc, c, out_zp, lo, hi), "conv", c);
@@ -258,8 +263,11 @@ int main(void) {
         for (int cout = 1; cout <= MAX_C; ++cout) pointwise(1 + (int)(next() % (uint32_t)MAX_C), cout, trial % 2);
     for (int cin = 1; cin <= 9; ++cin) /* windows of every kind, outputs in runs of pixels or not */
         for (int cout = 1; cout <= 12; ++cout)
-            conv(cin, cout, 3, 3, 1, 1), conv(cin, cout, 3, 3, 2, 1), conv(cin, cout, 5, 5, 1, 2), conv(cin, cout, 3, 3, 1, 0),
-                conv(cin, cout, 5, 1, 1, 2), conv(cin, cout, 1, 3, 1, 1), conv(cin, cout, 1, 1, 2, 0);
+            for (int extra = 0; extra <= 7; extra += 7) {
+                conv(cin, cout, 3, 3, 1, 1, extra), conv(cin, cout, 3, 3, 2, 1, extra), conv(cin, cout, 5, 5, 1, 2, extra);
+                conv(cin, cout, 3, 3, 1, 0, extra), conv(cin, cout, 5, 1, 1, 2, extra), conv(cin, cout, 1, 3, 1, 1, extra);
+                conv(cin, cout, 1, 1, 2, 0, extra), conv(cin, cout, 1, 1, 1, 0, extra);
+            }
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
             depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0);

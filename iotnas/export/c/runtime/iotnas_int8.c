@@ -357,34 +357,40 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
 #define IOTNAS_DIRECT_VECTORS 512
 #define IOTNAS_DIRECT_LOADS 32
 
-/* A convolution that reads every channel of its input, its outputs requantised in runs of pixels:
- * inside the image a window's kernel row is one run of the input, taken straight from it 8 values
- * a load, and each 4 output channels' sums in registers over the window's loads. The filter rows
- * are widened once and zero-padded to whole loads, so what a load takes past the kernel row is
- * multiplied by 0. Windows at the border, and the last ones whose loads would pass the input's
- * end, go through the patch.
- * A window of at most 8 values in one kernel row (a pointwise layer of up to 8 input channels) is
- * summed the other way round: each pair of its values broadcast to the four lanes, one pmaddwd
- * with 4 output channels' pairs of weights gives those channels' partial sums in order, so few
- * inputs take no horizontal sums. */
+/* A convolution whose outputs are requantised in runs of pixels, summed straight from the input
+ * inside the image: 8 values a load, each 4 output channels' sums in registers over the window's
+ * loads. A kernel row is one run of the input when the layer reads every channel of its input
+ * (loads along the run), else each tap's cin channels are (loads per tap, one group of a grouped
+ * convolution). The filter rows are widened once and zero-padded to whole loads, so what a load
+ * takes past the run or the group is multiplied by 0. Windows at the border, and the last ones
+ * whose loads would pass the input's end, go through the patch.
+ * A window of one load (a pointwise layer of up to 8 input channels) is summed the other way
+ * round: each pair of its values broadcast to the four lanes, one pmaddwd with 4 output channels'
+ * pairs of weights gives those channels' partial sums in order, so few inputs take no horizontal
+ * sums. */
 typedef struct {
-    int32_t row, loads_per_row, loads; /* a kernel row's values, its loads, a window's loads */
+    int32_t loads_per_row, loads; /* a kernel row's loads, a window's */
     int32_t pairs; /* > 0: a window of one load summed by broadcast pairs of values */
+    int32_t offset[IOTNAS_DIRECT_LOADS]; /* of each load of a kernel row, from the row's first tap */
     __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs] */
 } direct_t;
 
-static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t cout, const int8_t *filter) {
-    const int32_t blocks = (cout + 3) / 4;
-    d->row = g->kw * cin, d->loads_per_row = (d->row + 7) / 8, d->loads = g->kh * d->loads_per_row;
-    d->pairs = g->kh == 1 && d->row <= 8 ? (d->row + 1) / 2 : 0;
+static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t in_stride, int32_t cout,
+                       const int8_t *filter) {
+    const int32_t blocks = (cout + 3) / 4, row = g->kw * cin, per_tap = (cin + 7) / 8;
+    const int contiguous = in_stride == cin; /* a kernel row is one run of the input */
+    d->loads_per_row = contiguous ? (row + 7) / 8 : g->kw * per_tap, d->loads = g->kh * d->loads_per_row;
     if (d->loads > IOTNAS_DIRECT_LOADS || blocks * d->loads * 4 > IOTNAS_DIRECT_VECTORS) return 0;
+    d->pairs = g->kh == 1 && d->loads_per_row == 1 ? (row + 1) / 2 : 0;
+    for (int32_t l = 0; l < d->loads_per_row; ++l)
+        d->offset[l] = contiguous ? 8 * l : l / per_tap * in_stride + l % per_tap * 8;
     if (d->pairs) { /* channel c's weights k and k + 1 in lanes 2 (c % 4) and 2 (c % 4) + 1 */
         for (int32_t b = 0; b < blocks; ++b)
             for (int32_t pair = 0; pair < d->pairs; ++pair) {
                 int16_t v[8];
                 for (int32_t i = 0; i < 8; ++i) {
                     const int32_t c = 4 * b + i / 2, k = 2 * pair + i % 2;
-                    v[i] = (int16_t)(c < cout && k < d->row ? filter[c * d->row + k] : 0);
+                    v[i] = (int16_t)(c < cout && k < row ? filter[c * row + k] : 0);
                 }
                 d->filter[b * d->pairs + pair] = _mm_loadu_si128((const __m128i *)(const void *)v);
             }
@@ -393,10 +399,13 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
     for (int32_t b = 0; b < blocks; ++b)
         for (int32_t t = 0; t < d->loads; ++t)
             for (int32_t j = 0; j < 4; ++j) {
-                const int32_t c = 4 * b + j, ky = t / d->loads_per_row, first = t % d->loads_per_row * 8;
+                const int32_t c = 4 * b + j, ky = t / d->loads_per_row, l = t % d->loads_per_row;
+                /* the load's values in the kernel row, [first, end) */
+                const int32_t first = contiguous ? 8 * l : l / per_tap * cin + l % per_tap * 8;
+                const int32_t end = contiguous ? row : l / per_tap * cin + cin;
                 int16_t v[8];
                 for (int32_t i = 0; i < 8; ++i)
-                    v[i] = (int16_t)(c < cout && first + i < d->row ? filter[(c * g->kh + ky) * d->row + first + i] : 0);
+                    v[i] = (int16_t)(c < cout && first + i < end ? filter[(c * g->kh + ky) * row + first + i] : 0);
                 d->filter[(b * d->loads + t) * 4 + j] = _mm_loadu_si128((const __m128i *)(const void *)v);
             }
     return 1;
@@ -425,7 +434,7 @@ static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t c
     }
     __m128i xs[IOTNAS_DIRECT_LOADS];
     for (int32_t ky = 0, t = 0; ky < kh; ++ky)
-        for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + l * 8);
+        for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + d->offset[l]);
     int32_t c = 0;
     for (; c + 4 <= cout; c += 4) {
         const __m128i *f = d->filter + c * d->loads;
@@ -478,8 +487,8 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     outputs_init(&outputs, &q, cout);
 #if defined(__SSE2__)
     direct_t d;
-    direct = outputs.pixels && in_stride == cin && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, cout, filter);
-    const int8_t *const end = in + g->hin * g->win * in_stride; /* a load must not pass it */
+    direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, in_stride, cout, filter);
+    const int32_t input_bytes = g->hin * g->win * in_stride; /* a load must not pass the input's end */
 #endif
     if (!direct && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
         pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
@@ -501,10 +510,10 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
 #endif
             for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
 #if defined(__SSE2__)
-                const int8_t *const x = in + (rows.y0 * g->win + ox * g->sw - g->pl) * cin;
+                const int32_t at = (rows.y0 * g->win + ox * g->sw - g->pl) * in_stride + in_offset; /* window's corner */
                 if (direct && rows_inside && ox >= first && ox < last
-                    && x + (g->kh - 1) * g->win * cin + d.loads_per_row * 8 <= end) {
-                    direct_sums(&d, g->kh, g->win * cin, cout, x, outputs_sums(&outputs));
+                    && at + (g->kh - 1) * g->win * in_stride + d.offset[d.loads_per_row - 1] + 8 <= input_bytes) {
+                    direct_sums(&d, g->kh, g->win * in_stride, cout, in + at, outputs_sums(&outputs));
                     outputs_summed(&outputs, o);
                     continue;
                 }
