@@ -240,6 +240,7 @@ typedef struct {
     int8_t shift[IOTNAS_RUN_VALUES];
 #if defined(__SSE2__)
     int lanes_ready; /* every shift of the run a right shift: its lanes' constants made once */
+    int32_t shared_right; /* the run's one right shift, or -1 */
     iotnas_lanes_t lanes[IOTNAS_RUN_VALUES / 4];
 #endif
 } outputs_t;
@@ -260,8 +261,12 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
     }
     o->q.bias = o->bias, o->q.multiplier = o->multiplier, o->q.shift = o->shift;
 #if defined(__SSE2__)
-    o->lanes_ready = 1;
-    for (int32_t i = 0; i < o->pixels * cout; ++i) o->lanes_ready &= o->shift[i] <= 0;
+    o->lanes_ready = 1, o->shared_right = -o->shift[0];
+    for (int32_t i = 0; i < o->pixels * cout; ++i) {
+        o->lanes_ready &= o->shift[i] <= 0;
+        if (o->shift[i] != o->shift[0]) o->shared_right = -1;
+    }
+    if (!o->lanes_ready) o->shared_right = -1;
     for (int32_t i = 0; o->lanes_ready && i < o->pixels * cout; i += 4) {
         const __m128i right = _mm_set_epi32(-o->shift[i + 3], -o->shift[i + 2], -o->shift[i + 1], -o->shift[i]);
         o->lanes[i / 4] = iotnas_requantize4_lanes(load4_i32(o->multiplier + i), right);
@@ -278,6 +283,13 @@ static void outputs_flush(outputs_t *o, int8_t *end) {
     if (o->lanes_ready) { /* requantize_run with the lanes' constants made */
         const __m128i zp = _mm_set1_epi32(o->q.out_zp);
         const __m128i lo = _mm_set1_epi16((int16_t)o->q.act_min), hi = _mm_set1_epi16((int16_t)o->q.act_max);
+        for (const int32_t r = o->shared_right; r >= 0 && i + 8 <= n; i += 8) { /* one shift for the run */
+            const __m128i a = _mm_add_epi32(load4_i32(o->acc + i), load4_i32(o->bias + i));
+            const __m128i b = _mm_add_epi32(load4_i32(o->acc + i + 4), load4_i32(o->bias + i + 4));
+            _mm_storel_epi64((__m128i *)(void *)(end - n + i),
+                             codes8(iotnas_requantize4_shared(a, load4_i32(o->multiplier + i), r),
+                                    iotnas_requantize4_shared(b, load4_i32(o->multiplier + i + 4), r), zp, lo, hi));
+        }
         for (; i + 8 <= n; i += 8) {
             const __m128i a = _mm_add_epi32(load4_i32(o->acc + i), load4_i32(o->bias + i));
             const __m128i b = _mm_add_epi32(load4_i32(o->acc + i + 4), load4_i32(o->bias + i + 4));
@@ -734,20 +746,20 @@ void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_
 #if defined(__SSE2__)
     if (q.a_shift <= 0 && q.b_shift <= 0 && q.out_shift <= 0) {
         const __m128i a_zp = _mm_set1_epi16((int16_t)q.a_zp), b_zp = _mm_set1_epi16((int16_t)q.b_zp);
-        const __m128i a_m = _mm_set1_epi32(q.a_multiplier), a_r = _mm_set1_epi32(-q.a_shift);
-        const __m128i b_m = _mm_set1_epi32(q.b_multiplier), b_r = _mm_set1_epi32(-q.b_shift);
-        const __m128i o_m = _mm_set1_epi32(q.out_multiplier), o_r = _mm_set1_epi32(-q.out_shift);
+        const __m128i a_m = _mm_set1_epi32(q.a_multiplier), b_m = _mm_set1_epi32(q.b_multiplier);
+        const __m128i o_m = _mm_set1_epi32(q.out_multiplier);
+        const int32_t a_r = -q.a_shift, b_r = -q.b_shift, o_r = -q.out_shift;
         const __m128i zp = _mm_set1_epi32(q.out_zp);
         const __m128i lo = _mm_set1_epi16((int16_t)q.act_min), hi = _mm_set1_epi16((int16_t)q.act_max);
         for (; i + 8 <= q.n; i += 8) {
             const __m128i x = _mm_sub_epi16(load8_i16(a + i), a_zp), y = _mm_sub_epi16(load8_i16(b + i), b_zp);
-            const __m128i sum_lo = _mm_add_epi32(iotnas_requantize4(widen_lo(x, IOTNAS_ADD_LEFT_SHIFT), a_m, a_r),
-                                                 iotnas_requantize4(widen_lo(y, IOTNAS_ADD_LEFT_SHIFT), b_m, b_r));
-            const __m128i sum_hi = _mm_add_epi32(iotnas_requantize4(widen_hi(x, IOTNAS_ADD_LEFT_SHIFT), a_m, a_r),
-                                                 iotnas_requantize4(widen_hi(y, IOTNAS_ADD_LEFT_SHIFT), b_m, b_r));
+            const __m128i sum_lo = _mm_add_epi32(iotnas_requantize4_shared(widen_lo(x, IOTNAS_ADD_LEFT_SHIFT), a_m, a_r),
+                                                 iotnas_requantize4_shared(widen_lo(y, IOTNAS_ADD_LEFT_SHIFT), b_m, b_r));
+            const __m128i sum_hi = _mm_add_epi32(iotnas_requantize4_shared(widen_hi(x, IOTNAS_ADD_LEFT_SHIFT), a_m, a_r),
+                                                 iotnas_requantize4_shared(widen_hi(y, IOTNAS_ADD_LEFT_SHIFT), b_m, b_r));
             _mm_storel_epi64((__m128i *)(void *)(out + i),
-                             codes8(iotnas_requantize4(sum_lo, o_m, o_r), iotnas_requantize4(sum_hi, o_m, o_r), zp,
-                                    lo, hi));
+                             codes8(iotnas_requantize4_shared(sum_lo, o_m, o_r),
+                                    iotnas_requantize4_shared(sum_hi, o_m, o_r), zp, lo, hi));
         }
     }
 #endif
@@ -854,12 +866,14 @@ void iotnas_qrelu(const iotnas_qrelu_t *p, const int8_t *in, int8_t *out) {
 #if defined(__SSE2__)
     if (q.shift <= 0) {
         const __m128i in_zp = _mm_set1_epi16((int16_t)q.in_zp), m = _mm_set1_epi32(q.multiplier);
-        const __m128i r = _mm_set1_epi32(-q.shift), zp = _mm_set1_epi32(q.out_zp);
+        const __m128i zp = _mm_set1_epi32(q.out_zp);
+        const int32_t r = -q.shift;
         const __m128i lo = _mm_set1_epi16((int16_t)q.act_min), hi = _mm_set1_epi16((int16_t)q.act_max);
         for (; i + 8 <= q.n; i += 8) {
             const __m128i x = _mm_sub_epi16(load8_i16(in + i), in_zp);
-            _mm_storel_epi64((__m128i *)(void *)(out + i), codes8(iotnas_requantize4(widen_lo(x, 0), m, r),
-                                                                  iotnas_requantize4(widen_hi(x, 0), m, r), zp, lo, hi));
+            _mm_storel_epi64((__m128i *)(void *)(out + i), codes8(iotnas_requantize4_shared(widen_lo(x, 0), m, r),
+                                                                  iotnas_requantize4_shared(widen_hi(x, 0), m, r), zp, lo,
+                                                                  hi));
         }
     }
 #endif

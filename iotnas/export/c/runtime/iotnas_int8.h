@@ -6,7 +6,9 @@
  * int8 products in int32, adds the bias, and requantises each output channel by a fixed-point
  * multiplier and shift (gemmlowp's rounding doubling high multiply, then a rounding right
  * shift), adds the output zero point and saturates to its activation range.
- * C99, no malloc, no libm, no float arithmetic before the logits. */
+ * C99, no malloc, no libm, no float arithmetic before the logits (on x86 the vector requantisation
+ * builds its per-lane powers of two through a float's exponent: an exact conversion, no rounding).
+ * On x86 (SSE2) the kernels run in vectors with the same integers; elsewhere, plain C. */
 #ifndef IOTNAS_INT8_H
 #define IOTNAS_INT8_H
 
@@ -80,6 +82,23 @@ static inline __m128i iotnas_requantize4_with(__m128i x, const iotnas_lanes_t *l
 static inline __m128i iotnas_requantize4(__m128i x, __m128i multiplier, __m128i right) {
     const iotnas_lanes_t l = iotnas_requantize4_lanes(multiplier, right);
     return iotnas_requantize4_with(x, &l);
+}
+
+/* iotnas_requantize4 when the four lanes share one right shift r in [0, 31]: both roundings in
+ * one 64-bit sum and one shift, floor((|x| m + 2^30 - [x < 0] + 2^(30+r) [r > 0]) / 2^(31+r))
+ * (a floor of a floor by a power of two is one floor), then the sign. */
+static inline __m128i iotnas_requantize4_shared(__m128i x, __m128i multiplier, int32_t right) {
+    const long long nudge = (1LL << 30) + (right > 0 ? 1LL << (30 + right) : 0);
+    const __m128i sum = _mm_set1_epi64x(nudge), count = _mm_cvtsi32_si128(31 + right);
+    const __m128i sign = _mm_srai_epi32(x, 31), magnitude = _mm_sub_epi32(_mm_xor_si128(x, sign), sign);
+    const __m128i even = _mm_srl_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(magnitude, multiplier), sum), _mm_shuffle_epi32(sign, 0xa0)), count);
+    const __m128i odd = _mm_srl_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(magnitude, 32), _mm_srli_epi64(multiplier, 32)), sum),
+                      _mm_shuffle_epi32(sign, 0xf5)),
+        count);
+    const __m128i rounded = _mm_or_si128(even, _mm_slli_epi64(odd, 32));
+    return _mm_sub_epi32(_mm_xor_si128(rounded, sign), sign);
 }
 #endif
 
