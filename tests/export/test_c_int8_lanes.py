@@ -147,62 +147,65 @@ static void pointwise(int cin, int cout, int wide) {
             compare(out[px * cout + c], expected(acc, c, out_zp, lo, hi), "pointwise", c);
         }
 }
+/* A layer on an 8 x 8 input of in_stride channels, reading cin of them from offset: random input,
+ * filter (n_filter values, then 8 zeros of slack), per-channel parameters and input zero point. */
+static iotnas_qconv_t layer(iotnas_geometry_t g, int in_stride, int offset, int cin, int cout, int n_filter,
+                            int32_t *out_zp, int32_t *lo, int32_t *hi) {
+    iotnas_qconv_t p;
+    channels(cout, 0);
+    for (int i = 0; i < 64 * in_stride; ++i) in[i] = byte();
+    for (int i = 0; i < n_filter; ++i) filter[i] = byte();
+    memset(filter + n_filter, 0, 8);
+    p.g = g, p.in_stride = in_stride, p.in_offset = offset, p.cin = cin, p.cout = cout, p.filter = filter;
+    p.q = requant(out_zp, lo, hi);
+    p.q.in_zp = (int32_t)(next() % 256u) - 128;
+    return p;
+}
+/* Channel k of the layer's input at (y, x), or the zero point in the padding. */
+static int32_t tap(const iotnas_qconv_t *p, int y, int x, int k) {
+    return y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * p->in_stride + p->in_offset + k] : p->q.in_zp;
+}
+/* Output channel c of the layer at (oy, ox), summed over every input channel, or over channel c
+ * alone in a depthwise layer. */
+static int32_t window_sum(const iotnas_qconv_t *p, int depthwise, int oy, int ox, int c) {
+    const iotnas_geometry_t *g = &p->g;
+    int32_t acc = 0;
+    for (int ky = 0; ky < g->kh; ++ky)
+        for (int kx = 0; kx < g->kw; ++kx)
+            for (int k = depthwise ? c : 0; k < (depthwise ? c + 1 : p->cin); ++k)
+                acc += tap(p, oy * g->sh - g->pt + ky, ox * g->sw - g->pl + kx, k)
+                       * p->filter[depthwise ? (ky * g->kw + kx) * p->cout + c : ((c * g->kh + ky) * g->kw + kx) * p->cin + k];
+    return acc;
+}
+/* Runs the layer and compares every output code with the reference. */
+static void check_layer(const iotnas_qconv_t *p, int depthwise, int32_t out_zp, int32_t lo, int32_t hi) {
+    if (depthwise)
+        iotnas_qdepthwise(p, in, out);
+    else
+        iotnas_qconv(p, in, out);
+    for (int oy = 0; oy < p->g.hout; ++oy)
+        for (int ox = 0; ox < p->g.wout; ++ox)
+            for (int c = 0; c < p->cout; ++c)
+                compare(out[(oy * p->g.wout + ox) * p->cout + c],
+                        expected(window_sum(p, depthwise, oy, ox, c), c, out_zp, lo, hi), depthwise ? "depthwise" : "conv", c);
+}
 /* 8 x 8 in of cin + extra channels, the layer reading cin of them from a random offset (one group of a
- * grouped convolution when extra > 0); a padded tap reads the zero point */
+ * grouped convolution when extra > 0) */
 static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
     int32_t out_zp, lo, hi;
-    iotnas_qconv_t p;
     const int pt = kh > 1 ? pad : 0, pl = kw > 1 ? pad : 0;
     const int hout = (8 + 2 * pt - kh) / stride + 1, wout = (8 + 2 * pl - kw) / stride + 1;
     const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pt, pl};
-    const int in_stride = cin + extra, offset = (int)(next() % (uint32_t)(extra + 1));
-    channels(cout, 0);
-    for (int i = 0; i < 64 * in_stride; ++i) in[i] = byte();
-    for (int i = 0; i < cout * kh * kw * cin; ++i) filter[i] = byte();
-    memset(filter + cout * kh * kw * cin, 0, 8);
-    p.g = g, p.in_stride = in_stride, p.in_offset = offset, p.cin = cin, p.cout = cout, p.filter = filter;
-    p.q = requant(&out_zp, &lo, &hi);
-    p.q.in_zp = (int32_t)(next() % 256u) - 128;
-    iotnas_qconv(&p, in, out);
-    for (int oy = 0; oy < hout; ++oy)
-        for (int ox = 0; ox < wout; ++ox)
-            for (int c = 0; c < cout; ++c) {
-                int32_t acc = 0;
-                for (int ky = 0; ky < kh; ++ky)
-                    for (int kx = 0; kx < kw; ++kx)
-                        for (int k = 0; k < cin; ++k) {
-                            const int y = oy * stride - g.pt + ky, x = ox * stride - g.pl + kx;
-                            const int32_t v = y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * in_stride + offset + k]
-                                                                                 : p.q.in_zp;
-                            acc += v * filter[((c * kh + ky) * kw + kx) * cin + k];
-                        }
-                compare(out[(oy * wout + ox) * cout + c], expected(acc, c, out_zp, lo, hi), "conv", c);
-            }
+    const iotnas_qconv_t p = layer(g, cin + extra, (int)(next() % (uint32_t)(extra + 1)), cin, cout,
+                                   cout * kh * kw * cin, &out_zp, &lo, &hi);
+    check_layer(&p, 0, out_zp, lo, hi);
 }
-static void depthwise(int c_n, int k, int stride, int pad) { /* 8 x 8 in; a padded tap reads the zero point */
+static void depthwise(int c_n, int k, int stride, int pad) { /* filter [k][k][c_n] */
     int32_t out_zp, lo, hi;
-    iotnas_qconv_t p;
     const int hout = (8 + 2 * pad - k) / stride + 1;
     const iotnas_geometry_t g = {8, 8, hout, hout, k, k, stride, stride, pad, pad};
-    channels(c_n, 0);
-    for (int i = 0; i < 64 * c_n; ++i) in[i] = byte();
-    for (int i = 0; i < k * k * c_n; ++i) filter[i] = byte();
-    p.g = g, p.in_stride = c_n, p.in_offset = 0, p.cin = c_n, p.cout = c_n, p.filter = filter;
-    p.q = requant(&out_zp, &lo, &hi);
-    p.q.in_zp = (int32_t)(next() % 256u) - 128;
-    iotnas_qdepthwise(&p, in, out);
-    for (int oy = 0; oy < hout; ++oy)
-        for (int ox = 0; ox < hout; ++ox)
-            for (int c = 0; c < c_n; ++c) {
-                int32_t acc = 0;
-                for (int ky = 0; ky < k; ++ky)
-                    for (int kx = 0; kx < k; ++kx) {
-                        const int y = oy * stride - pad + ky, x = ox * stride - pad + kx;
-                        const int32_t v = y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * c_n + c] : p.q.in_zp;
-                        acc += v * filter[(ky * k + kx) * c_n + c];
-                    }
-                compare(out[(oy * hout + ox) * c_n + c], expected(acc, c, out_zp, lo, hi), "depthwise", c);
-            }
+    const iotnas_qconv_t p = layer(g, c_n, 0, c_n, c_n, k * k * c_n, &out_zp, &lo, &hi);
+    check_layer(&p, 1, out_zp, lo, hi);
 }
 static void add(int n) { /* TensorFlow Lite's ADD: each input to a common scale, the sum to the output's */
     iotnas_qadd_t p;
