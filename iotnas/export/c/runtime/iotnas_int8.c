@@ -373,9 +373,11 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
 }
 
 #if defined(__SSE2__)
-/* The direct kernel's filter, widened to int16 once per call (vectors), and the loads of a window. */
+/* The direct kernel's filter, widened to int16 once per call (vectors), the loads of a window, and
+ * the bytes of a padded copy of a layer's input (on the stack). */
 #define IOTNAS_DIRECT_VECTORS 512
 #define IOTNAS_DIRECT_LOADS 32
+#define IOTNAS_PLANE_MAX 16384
 
 /* A convolution whose outputs are requantised in runs of pixels, summed straight from the input
  * inside the image: 8 values a load, each 4 output channels' sums in registers over the window's
@@ -514,6 +516,28 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
         return;
     }
+#if defined(__SSE2__)
+    /* a padded layer that reads every channel of its input: the input copied once into a plane padded
+     * with the zero point (and 8 bytes of slack for the last load), so every window is whole */
+    const int32_t plane_h = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
+    const int32_t plane_w = g->win + g->pl > (g->wout - 1) * g->sw + g->kw ? g->win + g->pl : (g->wout - 1) * g->sw + g->kw;
+    if (direct && in_stride == cin && (g->pt || g->pl || plane_h > g->hin || plane_w > g->win)
+        && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX) {
+        int8_t plane[IOTNAS_PLANE_MAX];
+        memset(plane, zp, (size_t)(plane_h * plane_w * cin + 8));
+        for (int32_t y = 0; y < g->hin; ++y)
+            memcpy(plane + ((y + g->pt) * plane_w + g->pl) * cin, in + y * g->win * cin, (size_t)(g->win * cin));
+        int8_t *o = out;
+        for (int32_t oy = 0; oy < g->hout; ++oy)
+            for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
+                direct_sums(&d, g->kh, plane_w * cin, cout, plane + (oy * g->sh * plane_w + ox * g->sw) * cin,
+                            outputs_sums(&outputs));
+                outputs_summed(&outputs, o);
+            }
+        outputs_flush(&outputs, o);
+        return;
+    }
+#endif
     if (steps <= IOTNAS_PATCH_MAX) {
         int8_t patch[IOTNAS_PATCH_MAX];
         memset(patch + patch_len, 0, (size_t)(steps - patch_len));
