@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from iotnas.export.c._emit import runtime_source
+from iotnas.export.c._emit_int8 import RUNTIME_FILES
 
 from .c_support import require
 from .test_c_int8 import GEMMLOWP_REQUANTIZE_C
@@ -290,7 +291,7 @@ int main(void) {
 
 def _run(source: str, folder: Path, *flags: str, with_kernels: bool = False) -> tuple[int, int, list[str]]:
     """Build and run a check program: (outputs checked, outputs that differ, its first messages)."""
-    for name in ("iotnas_int8.h", "iotnas_int8.c"):
+    for name in RUNTIME_FILES:
         (folder / name).write_text(runtime_source(name), encoding="utf-8")
     text = source.replace("@REFERENCE@", GEMMLOWP_REQUANTIZE_C).replace("@RANDOM@", RANDOM_C)
     (folder / "check.c").write_text(text, encoding="utf-8")
