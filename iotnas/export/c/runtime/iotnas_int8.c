@@ -54,7 +54,7 @@ static int8_t requantize_channel(const iotnas_requant_t *q, int32_t c, int32_t a
 
 /* out[i] = channel c0 + i of acc[i] requantised, for n channels: one loop, no call per output; on
  * x86 eight at a time in SSE2 lanes (the same integers, iotnas_requantize4) while the shifts are
- * right shifts, as they are for a layer whose output scale exceeds half its input's. */
+ * right shifts (an effective scale under 1, as nearly every channel's is). */
 static void requantize_run(const iotnas_requant_t *q, int32_t c0, int32_t n, const int32_t *acc, int8_t *out) {
     const int32_t *const bias = q->bias ? q->bias + c0 : 0, *const multiplier = q->multiplier + c0;
     const int8_t *const shift = q->shift + c0;
