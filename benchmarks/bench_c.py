@@ -5,6 +5,7 @@
     python benchmarks/bench_c.py --cflags=-O2 --cflags='-O2 -march=native'  # two host builds side by side
     python benchmarks/bench_c.py --families pnasnet --profile  # and where the C time goes, by operator
     python benchmarks/bench_c.py --layers           # single float convolutions of the families' kinds
+    python benchmarks/bench_c.py --runtime-of main  # and the same models with main's kernels, before/after
 
 For each model (the smallest-MAC model of its family whose weights take at most 32 KiB in
 8 bits, found with `iotnas.cost`) and format, the table gives the promised weight bytes,
@@ -23,6 +24,10 @@ median: a round slowed by another tenant of a shared machine does not set the fi
 ``--layers`` times single float32 convolutions instead (the depthwise, grouped, dense and
 pointwise kinds the models spend their time in), the C library's ``iotnas_run`` (input
 normalisation and the layer) against ONNX Runtime running the layer, with MACs per ns of the C build.
+
+``--runtime-of REF`` adds, per model, the first build with the runtime kernels (``iotnas_ops.*`` or
+``iotnas_int8.*``) of git revision REF around the same generated model, timed in the same rounds:
+a before/after of kernel changes in one run.
 
 ``--profile`` adds, per model, the C time by operator kind from an instrumented copy of the
 host build: every call of ``iotnas_run`` timed on its own (monotonic clock) over 200 runs, the
@@ -111,6 +116,20 @@ def timer_program(c_dir: Path, work: Path, *, flags: tuple[str, ...] = ("-O2",))
     subprocess.run(["gcc", "-std=c99", *flags, f"-I{c_dir}", "-o", str(program), *sources, str(work / "timer.c")],
                    check=True)
     return program
+
+
+def with_runtime_of(ref: str, c_dir: Path, out: Path) -> Path:
+    """A copy of the library at ``c_dir`` whose runtime kernel files are git revision ``ref``'s."""
+    out.mkdir()
+    for path in sorted(c_dir.iterdir()):
+        data: bytes | None = path.read_bytes()
+        if path.name.startswith(("iotnas_ops", "iotnas_int8")):  # a kernel file: REF's, or none if REF has none
+            shown = subprocess.run(["git", "show", f"{ref}:iotnas/export/c/runtime/{path.name}"], check=False,
+                                   capture_output=True, cwd=Path(__file__).resolve().parent)
+            data = shown.stdout if shown.returncode == 0 else None
+        if data is not None:
+            (out / path.name).write_bytes(data)
+    return out
 
 
 def time_program(program: Path) -> tuple[float, float]:
@@ -259,6 +278,8 @@ def main() -> None:
                         "turn; the smallest median is kept")
     parser.add_argument("--profile", action="store_true", help="also print the C time by operator kind")
     parser.add_argument("--layers", action="store_true", help="time single float convolutions instead of models")
+    parser.add_argument("--runtime-of", metavar="REF", help="also time the first build with git revision REF's "
+                        "runtime kernels (same generated model), as a before/after")
     args = parser.parse_args()
     builds = [tuple(flags.split()) for flags in (args.cflags or ["-O2"])]
     profiles = []
@@ -275,8 +296,10 @@ def main() -> None:
     named = [" ".join(flags) for flags in builds]
     print("| family | model | format | promised bytes | deployed bytes | M4 flash | flash − deployed | M4 RAM "
           "(arena + stack) | " + " | ".join(f"C ms `{n}` (CPU / wall)" for n in named)
-          + " | ORT ms (CPU / wall) | " + " | ".join(f"C / ORT `{n}` (CPU)" for n in named) + " |")
-    print("|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * (2 * len(builds) + 1))
+          + " | ORT ms (CPU / wall) | " + " | ".join(f"C / ORT `{n}` (CPU)" for n in named)
+          + (f" | C ms `{args.runtime_of}` kernels `{named[0]}` (CPU) | C / `{args.runtime_of}` (CPU)"
+             if args.runtime_of else "") + " |")
+    print("|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * (2 * len(builds) + 1 + 2 * bool(args.runtime_of)))
     target = TARGETS["cortex-m4"]
     for family in args.families.split(","):
         key = MODELS[family]
@@ -288,7 +311,7 @@ def main() -> None:
             meta = {"model_key": key, **META}
             onnx_bytes = export_onnx(deployed.module, input_shape=(1, 3, 32, 32))
             c_times: list[tuple[float, float]] = [(math.inf, math.inf)] * len(builds)
-            ort_cpu = ort_wall = math.inf
+            ort_cpu = ort_wall = ref_cpu = math.inf
             with tempfile.TemporaryDirectory(prefix="bench-c-") as tmp:
                 work = Path(tmp)
                 if fmt == "int8":  # integer arithmetic, from the int8 TFLite model (as the export does)
@@ -302,10 +325,16 @@ def main() -> None:
                 for i, flags in enumerate(builds):
                     (work / f"build{i}").mkdir()
                     programs.append(timer_program(work / "c", work / f"build{i}", flags=flags))
+                if args.runtime_of:
+                    (work / "ref").mkdir()
+                    ref_program = timer_program(with_runtime_of(args.runtime_of, work / "c", work / "c-ref"),
+                                                work / "ref", flags=builds[0])
                 for _ in range(args.rounds):
                     for i, program in enumerate(programs):
                         wall, cpu = time_program(program)
                         c_times[i] = (min(c_times[i][0], wall), min(c_times[i][1], cpu))
+                    if args.runtime_of:
+                        ref_cpu = min(ref_cpu, time_program(ref_program)[1])
                     ort_m = time_onnx(onnx_bytes, settings=OrtSettings(threads=1), protocol=Protocol())
                     ort_cpu, ort_wall = min(ort_cpu, ort_m.cpu_median_ms), min(ort_wall, ort_m.median_ms)
                 if args.profile:
@@ -316,7 +345,8 @@ def main() -> None:
                   f"({plan.arena_bytes:,} + {budget.stack_bytes:,}) | "
                   + " | ".join(f"{cpu:.3f} / {wall:.3f}" for wall, cpu in c_times)
                   + f" | {ort_cpu:.3f} / {ort_wall:.3f} | "
-                  + " | ".join(f"{cpu / ort_cpu:.2f}" for _, cpu in c_times) + " |", flush=True)
+                  + " | ".join(f"{cpu / ort_cpu:.2f}" for _, cpu in c_times)
+                  + (f" | {ref_cpu:.3f} | {c_times[0][1] / ref_cpu:.2f}" if args.runtime_of else "") + " |", flush=True)
     for key, fmt, c_wall, rows in profiles:
         print(f"\n`{key}` {fmt}: C time by operator (instrumented build, median per call; "
               f"{sum(ms for _, _, ms in rows):.3f} ms in all, {c_wall:.3f} ms uninstrumented wall)\n")

@@ -18,7 +18,7 @@ def test_cli_export_with_c(cli, trained_store, tmp_path):
     result = json.loads(stdout)
     lib = result["c_library"]
     assert sorted(p.name for p in (out / "c").iterdir()) == [
-        "iotnas_int8.c", "iotnas_int8.h", "iotnas_model.c", "iotnas_model.h"]
+        "iotnas_int8.c", "iotnas_int8.h", "iotnas_int8_x86.h", "iotnas_model.c", "iotnas_model.h"]
     assert result["files"]["c/iotnas_model.c"] == (out / "c" / "iotnas_model.c").stat().st_size
     # int8: TensorFlow Lite's integer arithmetic, checked against the exported model_int8.tflite
     assert lib["arithmetic"] == "int8"

@@ -1,5 +1,6 @@
 """The text of the int8 C library: the integer operators of :func:`~iotnas.export.c._int8.int8_graph`
-with their constants in flash, a byte arena, and the kernels of ``runtime/iotnas_int8.c``.
+with their constants in flash, a byte arena, and the kernels of ``runtime/iotnas_int8.c`` (their x86
+vector forms in ``runtime/iotnas_int8_x86.h``).
 
 Flash holds each layer's int8 filter (the int8 deployed network's codes: the TFLite model stores
 them exactly), its int32 biases (holding the input zero point's share, see
@@ -23,7 +24,7 @@ from iotnas.export.c._emit import _float_literal, model_header, runtime_source
 from iotnas.export.c._graph import Graph, Op
 from iotnas.export.c._plan import ArenaPlan
 
-RUNTIME_FILES = ("iotnas_int8.h", "iotnas_int8.c")
+RUNTIME_FILES = ("iotnas_int8.h", "iotnas_int8_x86.h", "iotnas_int8.c")
 _PER_LINE = 16
 #: Zero bytes after a convolution's filter: the kernels' dot products run in steps of 8 over a
 #: zero-padded copy of the input, so the last output channel's row is read up to 7 bytes past its end.

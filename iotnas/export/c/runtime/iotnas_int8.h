@@ -6,7 +6,9 @@
  * int8 products in int32, adds the bias, and requantises each output channel by a fixed-point
  * multiplier and shift (gemmlowp's rounding doubling high multiply, then a rounding right
  * shift), adds the output zero point and saturates to its activation range.
- * C99, no malloc, no libm, no float arithmetic before the logits. */
+ * C99, no malloc, no libm, no float arithmetic before the logits (on x86 the vector requantisation
+ * builds its per-lane powers of two through a float's exponent: an exact conversion, no rounding).
+ * On x86 (SSE2) the kernels run in vectors with the same integers; elsewhere, plain C. */
 #ifndef IOTNAS_INT8_H
 #define IOTNAS_INT8_H
 
@@ -28,6 +30,77 @@ static inline int32_t iotnas_requantize(int32_t x, int32_t multiplier, int32_t s
     const int64_t half = ((int64_t)1 << right) >> 1; /* 0 when right is 0 */
     return (int32_t)(((int64_t)high + half - (high < 0 && right > 0)) >> right);
 }
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* Four lanes' requantisation constants (see iotnas_requantize4). */
+typedef struct {
+    __m128i multiplier, multiplier_odd, scale, scale_odd, half_even, half_odd;
+} iotnas_lanes_t;
+
+/* What iotnas_requantize4 derives from the four lanes' multipliers and right shifts alone: made
+ * once per channel run where the same channels are requantised pixel after pixel. */
+static inline iotnas_lanes_t iotnas_requantize4_lanes(__m128i multiplier, __m128i right) {
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1);
+    const __m128i scale = _mm_cvttps_epi32(_mm_castsi128_ps(_mm_slli_epi32(_mm_sub_epi32(_mm_set1_epi32(127 + 31), right), 23)));
+    /* 2^(r-1) * 2^(31-r): the half that rounds, after the multiply (none when r = 0) */
+    const __m128i half = _mm_andnot_si128(_mm_cmpeq_epi32(right, _mm_setzero_si128()), _mm_set1_epi32(1 << 30));
+    iotnas_lanes_t l;
+    l.multiplier = multiplier, l.multiplier_odd = _mm_srli_epi64(multiplier, 32);
+    l.scale = scale, l.scale_odd = _mm_srli_epi64(scale, 32);
+    l.half_even = _mm_and_si128(half, even), l.half_odd = _mm_srli_epi64(half, 32);
+    return l;
+}
+
+static inline __m128i iotnas_requantize4_with(__m128i x, const iotnas_lanes_t *l) {
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1), nudge = _mm_set_epi32(0, 1 << 30, 0, 1 << 30);
+    const __m128i sign = _mm_srai_epi32(x, 31), magnitude = _mm_sub_epi32(_mm_xor_si128(x, sign), sign);
+    /* |high| in the low half of each 64-bit lane: lanes 0 and 2, then lanes 1 and 3 */
+    const __m128i high_even = _mm_srli_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(magnitude, l->multiplier), nudge), _mm_shuffle_epi32(sign, 0xa0)), 31);
+    const __m128i high_odd = _mm_srli_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(magnitude, 32), l->multiplier_odd), nudge),
+                      _mm_shuffle_epi32(sign, 0xf5)),
+        31);
+    const __m128i low = _mm_srli_epi64(_mm_add_epi64(_mm_mul_epu32(high_even, l->scale), l->half_even), 31);
+    const __m128i high = _mm_slli_epi64(_mm_add_epi64(_mm_mul_epu32(high_odd, l->scale_odd), l->half_odd), 1);
+    const __m128i rounded = _mm_or_si128(low, _mm_andnot_si128(even, high));
+    return _mm_sub_epi32(_mm_xor_si128(rounded, sign), sign);
+}
+
+/* iotnas_requantize on four int32 lanes at once, each with its own multiplier (Q31, >= 0) and
+ * right shift r in [0, 31] (shift = -r <= 0; a left shift stays scalar), with the same results.
+ * SSE2 has neither a signed 32 x 32 -> 64-bit lane multiply nor per-lane shifts, so:
+ * - the high multiply is taken on |x| with the unsigned one (pmuludq, even and odd lanes apart):
+ *   for x < 0, (x m + 2^30) >> 31 = -((|x| m + 2^30 - 1) >> 31);
+ * - rounding half away from zero by 2^r is then symmetric, (h + 2^(r-1)) >> r on the magnitude h,
+ *   the sign put back after; and h >> r is (h * 2^(31-r)) >> 31, a multiply by a per-lane power
+ *   of two and one common 64-bit shift. 2^(31-r) is built as a float's exponent and truncated to
+ *   an integer: exact, and 2^31 (r = 0), out of int32's range, comes out as 0x80000000, which is
+ *   2^31 to the unsigned multiply. */
+static inline __m128i iotnas_requantize4(__m128i x, __m128i multiplier, __m128i right) {
+    const iotnas_lanes_t l = iotnas_requantize4_lanes(multiplier, right);
+    return iotnas_requantize4_with(x, &l);
+}
+
+/* iotnas_requantize4 when the four lanes share one right shift r in [0, 31]: both roundings in
+ * one 64-bit sum and one shift, floor((|x| m + 2^30 - [x < 0] + 2^(30+r) [r > 0]) / 2^(31+r))
+ * (a floor of a floor by a power of two is one floor), then the sign. */
+static inline __m128i iotnas_requantize4_shared(__m128i x, __m128i multiplier, int32_t right) {
+    const long long nudge = (1LL << 30) + (right > 0 ? 1LL << (30 + right) : 0);
+    const __m128i sum = _mm_set1_epi64x(nudge), count = _mm_cvtsi32_si128(31 + right);
+    const __m128i sign = _mm_srai_epi32(x, 31), magnitude = _mm_sub_epi32(_mm_xor_si128(x, sign), sign);
+    const __m128i even = _mm_srl_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(magnitude, multiplier), sum), _mm_shuffle_epi32(sign, 0xa0)), count);
+    const __m128i odd = _mm_srl_epi64(
+        _mm_add_epi64(_mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(magnitude, 32), _mm_srli_epi64(multiplier, 32)), sum),
+                      _mm_shuffle_epi32(sign, 0xf5)),
+        count);
+    const __m128i rounded = _mm_or_si128(even, _mm_slli_epi64(odd, 32));
+    return _mm_sub_epi32(_mm_xor_si128(rounded, sign), sign);
+}
+#endif
 
 static inline int8_t iotnas_saturate(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));

@@ -1,0 +1,219 @@
+/* The x86 (SSE2) kernels of iotnas_int8.c, included by it alone, after its window_t and whole(),
+ * where __SSE2__ is defined (every x86-64 compiler's baseline): the same integers as its plain C,
+ * in vectors. Other targets (Cortex-M) never read this file. */
+#ifndef IOTNAS_INT8_X86_H
+#define IOTNAS_INT8_X86_H
+
+#include <string.h>
+
+#include "iotnas_int8.h"
+
+/* The 8 int8 at p as int16. */
+static __m128i load8_i16(const int8_t *p) {
+    const __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);
+}
+
+static __m128i load4_i32(const int32_t *p) {
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+/* Eight requantised values (two vectors of int32) as int8 codes: the zero point added, saturated
+ * to int16 then clamped to the activation range, narrowed to int8 in the low 8 bytes. */
+static __m128i codes8(__m128i a, __m128i b, __m128i out_zp, __m128i lo, __m128i hi) {
+    const __m128i v = _mm_packs_epi32(_mm_add_epi32(a, out_zp), _mm_add_epi32(b, out_zp));
+    const __m128i clamped = _mm_min_epi16(_mm_max_epi16(v, lo), hi);
+    return _mm_packs_epi16(clamped, clamped);
+}
+
+/* The sum of the four int32 lanes. */
+static int32_t lanes_sum(__m128i v) {
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+    return _mm_cvtsi128_si32(v);
+}
+
+/* The four int32 lanes (int8 code - zero point) * 2^left, of the low (first) or high eight int16 at v. */
+static __m128i widen_lo(__m128i v, int left) {
+    return _mm_slli_epi32(_mm_srai_epi32(_mm_unpacklo_epi16(v, v), 16), left);
+}
+static __m128i widen_hi(__m128i v, int left) {
+    return _mm_slli_epi32(_mm_srai_epi32(_mm_unpackhi_epi16(v, v), 16), left);
+}
+
+/* The direct kernel's filter, widened to int16 once per call (vectors), the loads of a window, and
+ * the bytes of a padded copy of a layer's input (on the stack). */
+#define IOTNAS_DIRECT_VECTORS 512
+#define IOTNAS_DIRECT_LOADS 32
+#define IOTNAS_PLANE_MAX 16384
+
+/* A convolution whose outputs are requantised in runs of pixels, summed straight from the input
+ * inside the image: 8 values a load, each 4 output channels' sums in registers over the window's
+ * loads. A kernel row is one run of the input when the layer reads every channel of its input
+ * (loads along the run), else each tap's cin channels are (loads per tap, one group of a grouped
+ * convolution). The filter rows are widened once and zero-padded to whole loads, so what a load
+ * takes past the run or the group is multiplied by 0. Windows at the border, and the last ones
+ * whose loads would pass the input's end, go through the patch.
+ * A window of one load (a pointwise layer of up to 8 input channels) is summed the other way
+ * round: each pair of its values broadcast to the four lanes, one pmaddwd with 4 output channels'
+ * pairs of weights gives those channels' partial sums in order, so few inputs take no horizontal
+ * sums. */
+typedef struct {
+    int32_t loads_per_row, loads; /* a kernel row's loads, a window's */
+    int32_t pairs; /* > 0: a window of one load summed by broadcast pairs of values */
+    int32_t offset[IOTNAS_DIRECT_LOADS]; /* of each load of a kernel row, from the row's first tap */
+    __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs] */
+} direct_t;
+
+static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t in_stride, int32_t cout,
+                       const int8_t *filter) {
+    const int32_t blocks = (cout + 3) / 4, row = g->kw * cin, per_tap = (cin + 7) / 8;
+    const int contiguous = in_stride == cin; /* a kernel row is one run of the input */
+    d->loads_per_row = contiguous ? (row + 7) / 8 : g->kw * per_tap, d->loads = g->kh * d->loads_per_row;
+    if (d->loads > IOTNAS_DIRECT_LOADS || blocks * d->loads * 4 > IOTNAS_DIRECT_VECTORS) return 0;
+    d->pairs = g->kh == 1 && d->loads_per_row == 1 ? (row + 1) / 2 : 0;
+    for (int32_t l = 0; l < d->loads_per_row; ++l)
+        d->offset[l] = contiguous ? 8 * l : l / per_tap * in_stride + l % per_tap * 8;
+    if (d->pairs) { /* channel c's weights k and k + 1 in lanes 2 (c % 4) and 2 (c % 4) + 1 */
+        for (int32_t b = 0; b < blocks; ++b)
+            for (int32_t pair = 0; pair < d->pairs; ++pair) {
+                int16_t v[8];
+                for (int32_t i = 0; i < 8; ++i) {
+                    const int32_t c = 4 * b + i / 2, k = 2 * pair + i % 2;
+                    v[i] = (int16_t)(c < cout && k < row ? filter[c * row + k] : 0);
+                }
+                d->filter[b * d->pairs + pair] = _mm_loadu_si128((const __m128i *)(const void *)v);
+            }
+        return 1;
+    }
+    for (int32_t b = 0; b < blocks; ++b)
+        for (int32_t t = 0; t < d->loads; ++t)
+            for (int32_t j = 0; j < 4; ++j) {
+                const int32_t c = 4 * b + j, ky = t / d->loads_per_row, l = t % d->loads_per_row;
+                /* the load's values in the kernel row, [first, end) */
+                const int32_t first = contiguous ? 8 * l : l / per_tap * cin + l % per_tap * 8;
+                const int32_t end = contiguous ? row : l / per_tap * cin + cin;
+                int16_t v[8];
+                for (int32_t i = 0; i < 8; ++i)
+                    v[i] = (int16_t)(c < cout && first + i < end ? filter[(c * g->kh + ky) * row + first + i] : 0);
+                d->filter[(b * d->loads + t) * 4 + j] = _mm_loadu_si128((const __m128i *)(const void *)v);
+            }
+    return 1;
+}
+
+/* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
+ * pass, then 2, then 1. */
+static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
+    if (d->pairs) {
+        const __m128i v = load8_i16(x);
+        const __m128i pair[4] = {_mm_shuffle_epi32(v, 0x00), _mm_shuffle_epi32(v, 0x55), _mm_shuffle_epi32(v, 0xaa),
+                                 _mm_shuffle_epi32(v, 0xff)};
+        for (int32_t c = 0; c < cout; c += 4) {
+            const __m128i *f = d->filter + c / 4 * d->pairs;
+            __m128i sum = _mm_madd_epi16(pair[0], f[0]);
+            for (int32_t k = 1; k < d->pairs; ++k) sum = _mm_add_epi32(sum, _mm_madd_epi16(pair[k], f[k]));
+            if (c + 4 <= cout) {
+                _mm_storeu_si128((__m128i *)(void *)(sums + c), sum);
+            } else { /* the last 1 to 3 channels */
+                int32_t last[4];
+                _mm_storeu_si128((__m128i *)(void *)last, sum);
+                for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+            }
+        }
+        return;
+    }
+    __m128i xs[IOTNAS_DIRECT_LOADS];
+    for (int32_t ky = 0, t = 0; ky < kh; ++ky)
+        for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + d->offset[l]);
+    int32_t c = 0;
+    for (; c + 4 <= cout; c += 4) {
+        const __m128i *f = d->filter + c * d->loads;
+        __m128i s0 = _mm_setzero_si128(), s1 = s0, s2 = s0, s3 = s0;
+        for (int32_t t = 0; t < d->loads; ++t, f += 4) {
+            s0 = _mm_add_epi32(s0, _mm_madd_epi16(xs[t], f[0]));
+            s1 = _mm_add_epi32(s1, _mm_madd_epi16(xs[t], f[1]));
+            s2 = _mm_add_epi32(s2, _mm_madd_epi16(xs[t], f[2]));
+            s3 = _mm_add_epi32(s3, _mm_madd_epi16(xs[t], f[3]));
+        }
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+        const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
+        _mm_storeu_si128((__m128i *)(void *)(sums + c), _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b)));
+    }
+    if (c + 2 <= cout) { /* the last 2 or 3 channels: 2 in a pass */
+        const __m128i *f = d->filter + c * d->loads;
+        __m128i s0 = _mm_setzero_si128(), s1 = s0;
+        for (int32_t t = 0; t < d->loads; ++t, f += 4) {
+            s0 = _mm_add_epi32(s0, _mm_madd_epi16(xs[t], f[0]));
+            s1 = _mm_add_epi32(s1, _mm_madd_epi16(xs[t], f[1]));
+        }
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+        _mm_storel_epi64((__m128i *)(void *)(sums + c), _mm_add_epi32(a, _mm_unpackhi_epi64(a, a)));
+        c += 2;
+    }
+    if (c < cout) { /* and the last one */
+        const __m128i *f = d->filter + (c & ~3) * d->loads + (c & 3);
+        __m128i s0 = _mm_setzero_si128();
+        for (int32_t t = 0; t < d->loads; ++t, f += 4) s0 = _mm_add_epi32(s0, _mm_madd_epi16(xs[t], f[0]));
+        sums[c] = lanes_sum(s0);
+    }
+}
+
+/* A depthwise filter with its taps in pairs along each kernel row, widened once per call: for each 8
+ * channels, kernel row and pair of columns (kx, kx + 1), two vectors of int16 (channels 0-3 and
+ * 4-7), each channel's two weights side by side (the second 0 after an odd row's last tap), so one
+ * pmaddwd sums two taps of four channels. */
+#define IOTNAS_PAIR_VECTORS 512
+typedef struct {
+    int32_t pairs; /* pairs of taps in a kernel row */
+    __m128i filter[IOTNAS_PAIR_VECTORS]; /* [cout / 8, rounded up][kh][pairs][2], 0 past cout */
+} tap_pairs_t;
+
+static int tap_pairs_init(tap_pairs_t *t, const iotnas_geometry_t *g, int32_t cout, const int8_t *filter) {
+    t->pairs = (g->kw + 1) / 2;
+    if ((cout + 7) / 8 * g->kh * t->pairs * 2 > IOTNAS_PAIR_VECTORS) return 0;
+    __m128i *v = t->filter;
+    for (int32_t c0 = 0; c0 < cout; c0 += 8)
+        for (int32_t ky = 0; ky < g->kh; ++ky)
+            for (int32_t j = 0; j < t->pairs; ++j)
+                for (int32_t half = 0; half < 2; ++half, ++v) {
+                    int16_t w[8];
+                    for (int32_t i = 0; i < 4; ++i) {
+                        const int32_t c = c0 + 4 * half + i, kx = 2 * j;
+                        w[2 * i] = (int16_t)(c < cout ? filter[(ky * g->kw + kx) * cout + c] : 0);
+                        w[2 * i + 1] = (int16_t)(c < cout && kx + 1 < g->kw ? filter[(ky * g->kw + kx + 1) * cout + c] : 0);
+                    }
+                    *v = _mm_loadu_si128((const __m128i *)(const void *)w);
+                }
+    return 1;
+}
+
+/* acc[0..8) = the sums of 8 consecutive channels (block b of 8) over window w, two taps a pmaddwd:
+ * x the image's first pixel at those channels (pixels in_stride apart); a tap in the padding reads
+ * zp8, 8 copies of the zero point. */
+static void tap_pairs8(const tap_pairs_t *t, const iotnas_geometry_t *g, window_t w, const int8_t *x, int32_t in_stride,
+                       const int8_t *zp8, int32_t b, int32_t *acc) {
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const int inside = whole(g, w);
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int row = ky >= w.ky0 && ky < w.ky1;
+        const int32_t start = ((w.y0 + ky) * g->win + w.x0) * in_stride; /* of tap (ky, 0), if in the image */
+        for (int32_t kx = 0; kx < g->kw; kx += 2, f += 2) {
+            const int8_t *const pa = inside || (row && kx >= w.kx0 && kx < w.kx1) ? x + start + kx * in_stride : zp8;
+            const __m128i a = _mm_loadl_epi64((const __m128i *)(const void *)pa);
+            __m128i next = _mm_setzero_si128(); /* after an odd row's last tap: a weight of 0 */
+            if (kx + 1 < g->kw) {
+                const int8_t *const pb = inside || (row && kx + 1 >= w.kx0 && kx + 1 < w.kx1)
+                                             ? x + start + (kx + 1) * in_stride : zp8;
+                next = _mm_loadl_epi64((const __m128i *)(const void *)pb);
+            }
+            const __m128i pairs = _mm_unpacklo_epi8(a, next); /* each channel's two taps side by side */
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_srai_epi16(_mm_unpacklo_epi8(pairs, pairs), 8), f[0]));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_srai_epi16(_mm_unpackhi_epi8(pairs, pairs), 8), f[1]));
+        }
+    }
+    _mm_storeu_si128((__m128i *)(void *)acc, lo);
+    _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
+}
+
+#endif /* IOTNAS_INT8_X86_H */
