@@ -4,6 +4,7 @@ folder, its checks and device budget in the JSON and the model card."""
 from __future__ import annotations
 
 import json
+import re
 
 from .c_support import require
 from .conftest import MODEL
@@ -35,6 +36,8 @@ def test_cli_export_with_c(cli, trained_store, tmp_path):
     card = (out / "MODEL_CARD.md").read_text()
     assert "## On a microcontroller" in card
     assert f"| {budget['flash_bytes']:,} |" in card and f"| {lib['arena_bytes']:,} |" in card
+    undescribed = [name for name in result["files"] if re.search(rf"\| `{re.escape(name)}` \| [\d,]+ \|  \|", card)]
+    assert not undescribed  # the card says what every written file is
     header = (out / "c" / "iotnas_model.h").read_text()
     assert f"#define IOTNAS_ARENA_BYTES {lib['arena_bytes']}u" in header
 
