@@ -464,6 +464,34 @@ static void depthwise_pointwise(outputs_t *o, int32_t pixels, const int8_t *x, c
     }
 }
 
+#if defined(__SSE2__)
+/* A depthwise layer of one weight per channel and tap from its paired plane (see paired_plane_init),
+ * when the plane fits: 0 otherwise, nothing done. */
+static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, outputs_t *o, const int8_t *x,
+                            int32_t in_stride, int8_t zp, int8_t *out) {
+    __m128i plane[IOTNAS_PAIRED_PLANE_VECTORS];
+    paired_plane_t pp;
+    const int32_t cout = o->cout;
+    if (!paired_plane_init(&pp, plane, g, x, in_stride, cout, zp)) return 0;
+    for (int32_t oy = 0; oy < g->hout; ++oy)
+        for (int32_t ox = 0; ox < g->wout; ++ox, out += cout) {
+            int32_t *const sums = outputs_sums(o);
+            for (int32_t b = 0; b < pp.blocks; ++b) {
+                if (8 * b + 8 <= cout) {
+                    paired_plane_sums8(t, g, &pp, plane, oy, ox, b, sums + 8 * b);
+                    continue;
+                }
+                int32_t part[8]; /* the last 1 to 7 channels */
+                paired_plane_sums8(t, g, &pp, plane, oy, ox, b, part);
+                for (int32_t i = 8 * b; i < cout; ++i) sums[i] = part[i - 8 * b];
+            }
+            outputs_summed(o, out);
+        }
+    outputs_flush(o, out);
+    return 1;
+}
+#endif
+
 /* A depthwise convolution: the channels of a pixel summed side by side, tap by tap; inside the
  * image without bounds checks, at the borders a tap in the padding adds the zero point times its
  * weights. */
@@ -487,6 +515,10 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         depthwise_pointwise(&outputs, g->hout * g->wout, in + in_offset, filter, out);
         return;
     }
+#if defined(__SSE2__)
+    if (paired && outputs.pixels && depthwise_paired(&pairs, g, &outputs, in + in_offset, in_stride, (int8_t)zp, out))
+        return;
+#endif
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
         const int inside = whole(g, w);

@@ -216,4 +216,70 @@ static void tap_pairs8(const tap_pairs_t *t, const iotnas_geometry_t *g, window_
     _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
 }
 
+/* A depthwise layer's input widened once per call into a plane padded with the zero point (every
+ * window whole), whose pixel x holds, for each 8 channels, their codes at x and at x + 1 side by side
+ * as int16 (two vectors: channels 0-3, then 4-7), in tap_pairs_t's order: a pair of taps is then two
+ * aligned loads and two pmaddwd, with no widening or interleaving per window (a 7 x 7 layer reads each
+ * input pixel 49 times). The plane lies on the stack. */
+#ifndef IOTNAS_PAIRED_PLANE_VECTORS /* a build may set it: 1 leaves every depthwise layer to tap_pairs8 */
+#define IOTNAS_PAIRED_PLANE_VECTORS 4096
+#endif
+typedef struct {
+    int32_t width, blocks; /* pixels of a plane row, blocks of 8 channels per pixel */
+} paired_plane_t;
+
+static int paired_plane_init(paired_plane_t *pp, __m128i *plane, const iotnas_geometry_t *g, const int8_t *x,
+                             int32_t in_stride, int32_t c, int8_t zp) {
+    const int32_t height = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
+    const int32_t width = g->win + g->pl > (g->wout - 1) * g->sw + g->kw ? g->win + g->pl : (g->wout - 1) * g->sw + g->kw;
+    const int32_t blocks = (c + 7) / 8;
+    if (height * width * blocks * 2 > IOTNAS_PAIRED_PLANE_VECTORS) return 0;
+    pp->width = width, pp->blocks = blocks;
+    int8_t zp8[8];
+    memset(zp8, zp, sizeof zp8);
+    for (int32_t y = 0; y < height; ++y) {
+        const int32_t iy = y - g->pt;
+        for (int32_t b = 0; b < blocks; ++b) {
+            __m128i *v = plane + (y * width * blocks + b) * 2;
+            __m128i next = _mm_setzero_si128();
+            for (int32_t px = -1; px < width; ++px, v += px > 0 ? 2 * blocks : 0) {
+                const int32_t ix = px + 1 - g->pl; /* the input column of the pixel after px */
+                int8_t codes[8];
+                const int8_t *src = zp8;
+                if (iy >= 0 && iy < g->hin && ix >= 0 && ix < g->win) {
+                    src = x + (iy * g->win + ix) * in_stride + 8 * b;
+                    if (8 * b + 8 > c) { /* the last 1 to 7 channels: the others weighted 0 */
+                        memcpy(codes, zp8, sizeof codes);
+                        memcpy(codes, src, (size_t)(c - 8 * b));
+                        src = codes;
+                    }
+                }
+                const __m128i here = next;
+                next = load8_i16(src);
+                if (px < 0) continue;
+                v[0] = _mm_unpacklo_epi16(here, next), v[1] = _mm_unpackhi_epi16(here, next);
+            }
+        }
+    }
+    return 1;
+}
+
+/* The sums of block b's 8 channels over the window of output (oy, ox), from the paired plane. */
+static void paired_plane_sums8(const tap_pairs_t *t, const iotnas_geometry_t *g, const paired_plane_t *pp,
+                               const __m128i *plane, int32_t oy, int32_t ox, int32_t b, int32_t *acc) {
+    const int32_t step = 2 * pp->blocks; /* vectors from a plane pixel to the next */
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const __m128i *p = corner + ky * pp->width * step;
+        for (int32_t j = 0; j < t->pairs; ++j, p += 2 * step, f += 2) {
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(p[0], f[0]));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(p[1], f[1]));
+        }
+    }
+    _mm_storeu_si128((__m128i *)(void *)acc, lo);
+    _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
+}
+
 #endif /* IOTNAS_INT8_X86_H */
