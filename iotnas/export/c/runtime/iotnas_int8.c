@@ -368,10 +368,30 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, in_stride, cout, filter);
     const int32_t input_bytes = g->hin * g->win * in_stride; /* a load must not pass the input's end */
 #endif
-    if (!direct && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
+    const int pointwise_layer = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
+    if (!direct && pointwise_layer) {
         pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
         return;
     }
+#if defined(__SSE2__)
+    if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: pixel after pixel, no window to place */
+        const int32_t pixels = g->hout * g->wout;
+        int8_t *o = out;
+        for (int32_t pixel = 0; pixel < pixels; ++pixel, o += cout) {
+            const int32_t at = pixel * in_stride + in_offset;
+            if (at + 8 <= input_bytes) {
+                pair_sums(&d, cout, in + at, outputs_sums(&outputs));
+            } else { /* the last pixels: their channels copied, so the load stays inside the input */
+                int8_t last[8] = {0};
+                memcpy(last, in + at, (size_t)cin);
+                pair_sums(&d, cout, last, outputs_sums(&outputs));
+            }
+            outputs_summed(&outputs, o);
+        }
+        outputs_flush(&outputs, o);
+        return;
+    }
+#endif
 #if defined(__SSE2__)
     /* a padded layer that reads every channel of its input: the input copied once into a plane padded
      * with the zero point (and 8 bytes of slack for the last load), so every window is whole */

@@ -101,25 +101,41 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
     return 1;
 }
 
+/* sums[0 .. cout) of a window of one load (d->pairs > 0), its 8 values v as int16: each pair of
+ * them broadcast to the four lanes against 4 channels' pairs of weights. pairs is a constant in
+ * each of pair_sums' cases, so the compiler unrolls the loop over them. */
+static inline void pair_sums_n(const __m128i *filter, int32_t pairs, int32_t cout, __m128i v, int32_t *sums) {
+    const __m128i pair[4] = {_mm_shuffle_epi32(v, 0x00), _mm_shuffle_epi32(v, 0x55), _mm_shuffle_epi32(v, 0xaa),
+                             _mm_shuffle_epi32(v, 0xff)};
+    for (int32_t c = 0; c < cout; c += 4) {
+        const __m128i *f = filter + c / 4 * pairs;
+        __m128i sum = _mm_madd_epi16(pair[0], f[0]);
+        for (int32_t k = 1; k < pairs; ++k) sum = _mm_add_epi32(sum, _mm_madd_epi16(pair[k], f[k]));
+        if (c + 4 <= cout) {
+            _mm_storeu_si128((__m128i *)(void *)(sums + c), sum);
+        } else { /* the last 1 to 3 channels */
+            int32_t last[4];
+            _mm_storeu_si128((__m128i *)(void *)last, sum);
+            for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+        }
+    }
+}
+
+static void pair_sums(const direct_t *d, int32_t cout, const int8_t *x, int32_t *sums) {
+    const __m128i v = load8_i16(x);
+    switch (d->pairs) {
+    case 1: pair_sums_n(d->filter, 1, cout, v, sums); return;
+    case 2: pair_sums_n(d->filter, 2, cout, v, sums); return;
+    case 3: pair_sums_n(d->filter, 3, cout, v, sums); return;
+    default: pair_sums_n(d->filter, 4, cout, v, sums); return;
+    }
+}
+
 /* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
  * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
     if (d->pairs) {
-        const __m128i v = load8_i16(x);
-        const __m128i pair[4] = {_mm_shuffle_epi32(v, 0x00), _mm_shuffle_epi32(v, 0x55), _mm_shuffle_epi32(v, 0xaa),
-                                 _mm_shuffle_epi32(v, 0xff)};
-        for (int32_t c = 0; c < cout; c += 4) {
-            const __m128i *f = d->filter + c / 4 * d->pairs;
-            __m128i sum = _mm_madd_epi16(pair[0], f[0]);
-            for (int32_t k = 1; k < d->pairs; ++k) sum = _mm_add_epi32(sum, _mm_madd_epi16(pair[k], f[k]));
-            if (c + 4 <= cout) {
-                _mm_storeu_si128((__m128i *)(void *)(sums + c), sum);
-            } else { /* the last 1 to 3 channels */
-                int32_t last[4];
-                _mm_storeu_si128((__m128i *)(void *)last, sum);
-                for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
-            }
-        }
+        pair_sums(d, cout, x, sums);
         return;
     }
     __m128i xs[IOTNAS_DIRECT_LOADS];
