@@ -350,6 +350,31 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
 /* The input pixel under kernel tap (ky, kx) of window w (formed only for a tap in the image). */
 #define IOTNAS_TAP_INPUT(kx) (in + ((w.y0 + ky) * g->win + w.x0 + (kx)) * in_stride + in_offset)
 
+#if defined(__SSE2__)
+/* A convolution of few channels from its channel planes (see channel_planes_init), when they fit: 0
+ * otherwise, nothing done. A row's last group of four pixels ends at its last pixel (overlapping the
+ * group before when the row is not a multiple of 4 long; the overlap's sums are made twice, kept once). */
+static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int8_t *x, int32_t in_stride, int32_t cin,
+                             const int8_t *filter, int8_t zp, int8_t *out) {
+    int16_t plane[IOTNAS_CHANNEL_PLANES];
+    channel_planes_t cp;
+    const int32_t cout = o->cout;
+    if (!channel_planes_init(&cp, plane, g, x, in_stride, cin, cout, filter, zp)) return 0;
+    for (int32_t oy = 0; oy < g->hout; ++oy)
+        for (int32_t ox = 0; ox < g->wout; ox += 4) {
+            const int32_t start = ox + 4 <= g->wout ? ox : g->wout - 4;
+            int32_t sums[4 * IOTNAS_FEW_OUT];
+            channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
+            for (int32_t p = ox - start; p < 4; ++p, out += cout) {
+                memcpy(outputs_sums(o), sums + p * cout, (size_t)cout * sizeof sums[0]);
+                outputs_summed(o, out);
+            }
+        }
+    outputs_flush(o, out);
+    return 1;
+}
+#endif
+
 /* A convolution with a window: a patch per output pixel when the window is small, else inside the
  * image a kernel row is one run of input and of filter when the layer reads every channel of its
  * input; at the borders, a tap in the padding adds the zero point times its weights. */
@@ -374,6 +399,8 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         return;
     }
 #if defined(__SSE2__)
+    if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
+        return;
     if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: pixel after pixel, no window to place */
         const int32_t pixels = g->hout * g->wout;
         int8_t *o = out;

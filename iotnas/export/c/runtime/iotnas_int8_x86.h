@@ -298,4 +298,103 @@ static void paired_plane_sums8(const tap_pairs_t *t, const iotnas_geometry_t *g,
     _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
 }
 
+/* A convolution of few input and output channels (up to 4 and 8) at stride 1 along the rows, four
+ * output pixels of a row at a time: its input widened once per call into int16 planes, one per input
+ * channel ([y][channel][x]), padded with the zero point, so each tap pair (kx, kx + 1) of a kernel row
+ * and input channel is two loads and one unpack for the four pixels, and one pmaddwd per output channel
+ * against that channel's two weights (in every lane pair) gives the four pixels' partial sums: no
+ * horizontal sums, and each load serves every output channel (the direct kernel's loads of 8 values
+ * are mostly padding when a kernel row holds 3 x 3 values). */
+#define IOTNAS_FEW_IN 4
+#define IOTNAS_FEW_OUT 8
+#define IOTNAS_FEW_VECTORS 512
+#define IOTNAS_CHANNEL_PLANES 16384 /* int16 values of the planes, on the stack */
+typedef struct {
+    int32_t width, pairs; /* values of a plane row; tap pairs of a kernel row */
+    __m128i filter[IOTNAS_FEW_VECTORS]; /* [kh][pairs][cin][cout]: the weights at kx and kx + 1 in each lane pair */
+} channel_planes_t;
+
+static int channel_planes_init(channel_planes_t *cp, int16_t *plane, const iotnas_geometry_t *g, const int8_t *x,
+                               int32_t in_stride, int32_t cin, int32_t cout, const int8_t *filter, int8_t zp) {
+    const int32_t height = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
+    /* one column more than the padded input: the second tap of an odd row's last pair, weighted 0 */
+    const int32_t width = 1 + (g->win + g->pl > g->wout - 1 + g->kw ? g->win + g->pl : g->wout - 1 + g->kw);
+    const int32_t pairs = (g->kw + 1) / 2;
+    if (g->sw != 1 || g->wout < 4 || cin > IOTNAS_FEW_IN || cout > IOTNAS_FEW_OUT || height * cin * width > IOTNAS_CHANNEL_PLANES
+        || g->kh * pairs * cin * cout > IOTNAS_FEW_VECTORS)
+        return 0;
+    cp->width = width, cp->pairs = pairs;
+    __m128i *f = cp->filter;
+    for (int32_t ky = 0; ky < g->kh; ++ky)
+        for (int32_t j = 0; j < pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci)
+                for (int32_t co = 0; co < cout; ++co, ++f) {
+                    const int8_t *const w = filter + ((co * g->kh + ky) * g->kw + 2 * j) * cin + ci;
+                    const uint32_t first = (uint16_t)(int16_t)w[0], second = 2 * j + 1 < g->kw ? (uint16_t)(int16_t)w[cin] : 0;
+                    *f = _mm_set1_epi32((int32_t)(first | second << 16));
+                }
+    for (int32_t y = 0; y < height; ++y) {
+        const int32_t iy = y - g->pt;
+        for (int32_t ci = 0; ci < cin; ++ci) {
+            int16_t *const row = plane + (y * cin + ci) * width;
+            const int32_t n = g->win < width - g->pl ? g->win : width - g->pl; /* input columns in the plane */
+            int32_t px = 0;
+            if (iy >= 0 && iy < g->hin) {
+                const int8_t *const src = x + iy * g->win * in_stride + ci;
+                for (; px < g->pl; ++px) row[px] = zp;
+                for (int32_t i = 0; i < n; ++i) row[g->pl + i] = src[i * in_stride];
+                px += n;
+            }
+            for (; px < width; ++px) row[px] = zp;
+        }
+    }
+    return 1;
+}
+
+/* sums[p * cout + c] = output channel c's sum at output pixels (oy, ox + p), p < 4; cout a constant in
+ * each of channel_planes_sums4's cases, so the accumulators named below stay in registers (an array of
+ * them would live in memory). */
+#define IOTNAS_FEW_ACC(k) if (cout > k) s##k = _mm_add_epi32(s##k, _mm_madd_epi16(taps, f[k]))
+#define IOTNAS_FEW_STORE(k)                                                     \
+    if (cout > k) {                                                             \
+        int32_t lanes[4];                                                       \
+        _mm_storeu_si128((__m128i *)(void *)lanes, s##k);                       \
+        for (int32_t p = 0; p < 4; ++p) sums[p * cout + k] = lanes[p];          \
+    }
+static inline void channel_planes_sums4_n(const channel_planes_t *cp, const iotnas_geometry_t *g, const int16_t *plane,
+                                          int32_t cin, const int32_t cout, int32_t oy, int32_t ox, int32_t *sums) {
+    __m128i s0 = _mm_setzero_si128(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    const __m128i *f = cp->filter;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int16_t *const row = plane + (oy * g->sh + ky) * cin * cp->width + ox;
+        for (int32_t j = 0; j < cp->pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci, f += cout) {
+                const int16_t *const p = row + ci * cp->width + 2 * j;
+                const __m128i a = _mm_loadl_epi64((const __m128i *)(const void *)p);
+                const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(p + 1));
+                const __m128i taps = _mm_unpacklo_epi16(a, b); /* each pixel's two taps side by side */
+                IOTNAS_FEW_ACC(0); IOTNAS_FEW_ACC(1); IOTNAS_FEW_ACC(2); IOTNAS_FEW_ACC(3);
+                IOTNAS_FEW_ACC(4); IOTNAS_FEW_ACC(5); IOTNAS_FEW_ACC(6); IOTNAS_FEW_ACC(7);
+            }
+    }
+    IOTNAS_FEW_STORE(0) IOTNAS_FEW_STORE(1) IOTNAS_FEW_STORE(2) IOTNAS_FEW_STORE(3)
+    IOTNAS_FEW_STORE(4) IOTNAS_FEW_STORE(5) IOTNAS_FEW_STORE(6) IOTNAS_FEW_STORE(7)
+}
+#undef IOTNAS_FEW_ACC
+#undef IOTNAS_FEW_STORE
+
+static void channel_planes_sums4(const channel_planes_t *cp, const iotnas_geometry_t *g, const int16_t *plane,
+                                 int32_t cin, int32_t cout, int32_t oy, int32_t ox, int32_t *sums) {
+    switch (cout) {
+    case 1: channel_planes_sums4_n(cp, g, plane, cin, 1, oy, ox, sums); return;
+    case 2: channel_planes_sums4_n(cp, g, plane, cin, 2, oy, ox, sums); return;
+    case 3: channel_planes_sums4_n(cp, g, plane, cin, 3, oy, ox, sums); return;
+    case 4: channel_planes_sums4_n(cp, g, plane, cin, 4, oy, ox, sums); return;
+    case 5: channel_planes_sums4_n(cp, g, plane, cin, 5, oy, ox, sums); return;
+    case 6: channel_planes_sums4_n(cp, g, plane, cin, 6, oy, ox, sums); return;
+    case 7: channel_planes_sums4_n(cp, g, plane, cin, 7, oy, ox, sums); return;
+    default: channel_planes_sums4_n(cp, g, plane, cin, 8, oy, ox, sums); return;
+    }
+}
+
 #endif /* IOTNAS_INT8_X86_H */
