@@ -366,7 +366,8 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
             int32_t sums[4 * IOTNAS_FEW_OUT];
             channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
             for (int32_t p = ox - start; p < 4; ++p, out += cout) {
-                memcpy(outputs_sums(o), sums + p * cout, (size_t)cout * sizeof sums[0]);
+                int32_t *const to = outputs_sums(o);
+                for (int32_t c = 0; c < cout; ++c) to[c] = sums[p * cout + c];
                 outputs_summed(o, out);
             }
         }
@@ -401,21 +402,22 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
 #if defined(__SSE2__)
     if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
         return;
-    if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: pixel after pixel, no window to place */
+    if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
         const int32_t pixels = g->hout * g->wout;
-        int8_t *o = out;
-        for (int32_t pixel = 0; pixel < pixels; ++pixel, o += cout) {
-            const int32_t at = pixel * in_stride + in_offset;
-            if (at + 8 <= input_bytes) {
-                pair_sums(&d, cout, in + at, outputs_sums(&outputs));
-            } else { /* the last pixels: their channels copied, so the load stays inside the input */
+        /* the pixels whose load of 8 values stays inside the input; the others' channels are copied first */
+        const int32_t loadable = input_bytes - in_offset >= 8 ? (input_bytes - in_offset - 8) / in_stride + 1 : 0;
+        for (int32_t pixel = 0; pixel < pixels; pixel += outputs.pixels) {
+            const int32_t n = pixels - pixel < outputs.pixels ? pixels - pixel : outputs.pixels;
+            const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
+            pair_sums_pixels(&d, cout, in + in_offset + pixel * in_stride, in_stride, direct_n, outputs.acc);
+            for (int32_t i = direct_n; i < n; ++i) {
                 int8_t last[8] = {0};
-                memcpy(last, in + at, (size_t)cin);
-                pair_sums(&d, cout, last, outputs_sums(&outputs));
+                memcpy(last, in + in_offset + (pixel + i) * in_stride, (size_t)cin);
+                pair_sums(&d, cout, last, outputs.acc + i * cout);
             }
-            outputs_summed(&outputs, o);
+            outputs.filled = n;
+            outputs_flush(&outputs, out + (pixel + n) * cout);
         }
-        outputs_flush(&outputs, o);
         return;
     }
 #endif

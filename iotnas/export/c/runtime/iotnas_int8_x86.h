@@ -131,6 +131,17 @@ static void pair_sums(const direct_t *d, int32_t cout, const int8_t *x, int32_t 
     }
 }
 
+/* pair_sums of n pixels of a pointwise layer (stride values apart, from x), their sums one after the
+ * other: one call for a run of outputs, the loop inside each case. */
+static void pair_sums_pixels(const direct_t *d, int32_t cout, const int8_t *x, int32_t stride, int32_t n, int32_t *sums) {
+    switch (d->pairs) {
+    case 1: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 1, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    case 2: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 2, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    case 3: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 3, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    default: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 4, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    }
+}
+
 /* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
  * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
