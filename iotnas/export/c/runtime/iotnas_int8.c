@@ -720,13 +720,26 @@ void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
         }
 #endif
         for (int32_t ox = 0; ox < g->wout; ++ox) {
-            const window_t w = window_at(g, oy, ox);
             const int run = ox == first && first < last;
             const int32_t n = run ? (last - first) * c : c; /* the run, or one pixel */
+            /* the window's first input column and its kernel columns inside the input, [kx0, kx1) */
+            const int32_t x0 = ox * g->sw - g->pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + g->kw > g->win ? g->win - x0 : g->kw;
             int8_t *const o = row + ox * c;
+            if (!run && c < IOTNAS_CHANNEL_RUN) { /* a pixel of few channels: no call per tap */
+                for (int32_t ch = 0; ch < c; ++ch) {
+                    int8_t m = INT8_MIN;
+                    for (int32_t k = 0; k < n_rows; ++k)
+                        for (int32_t kx = kx0; kx < kx1; ++kx) {
+                            const int8_t v = src[k * row_bytes + (x0 + kx) * c + ch];
+                            m = v > m ? v : m;
+                        }
+                    o[ch] = m;
+                }
+                continue;
+            }
             memset(o, INT8_MIN, (size_t)n);
             for (int32_t k = 0; k < n_rows; ++k)
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) max_run(n, src + k * row_bytes + (w.x0 + kx) * c, o);
+                for (int32_t kx = kx0; kx < kx1; ++kx) max_run(n, src + k * row_bytes + (x0 + kx) * c, o);
             if (run) ox = last - 1;
         }
         if (lo > INT8_MIN || hi < INT8_MAX)
