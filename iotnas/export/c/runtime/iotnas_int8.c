@@ -25,6 +25,17 @@ static int whole(const iotnas_geometry_t *g, window_t w) {
 }
 
 #if defined(__SSE2__)
+/* The rows and columns of a layer's input padded so that every window is whole: the padding above
+ * and left, the input, and below and right what the last window reaches (the x86 kernels' copies). */
+static int32_t padded_rows(const iotnas_geometry_t *g) {
+    const int32_t reach = (g->hout - 1) * g->sh + g->kh;
+    return g->hin + g->pt > reach ? g->hin + g->pt : reach;
+}
+static int32_t padded_columns(const iotnas_geometry_t *g) {
+    const int32_t reach = (g->wout - 1) * g->sw + g->kw;
+    return g->win + g->pl > reach ? g->win + g->pl : reach;
+}
+
 #include "iotnas_int8_x86.h"
 #endif
 
@@ -424,8 +435,7 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
 #if defined(__SSE2__)
     /* a padded layer that reads every channel of its input: the input copied once into a plane padded
      * with the zero point (and 8 bytes of slack for the last load), so every window is whole */
-    const int32_t plane_h = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
-    const int32_t plane_w = g->win + g->pl > (g->wout - 1) * g->sw + g->kw ? g->win + g->pl : (g->wout - 1) * g->sw + g->kw;
+    const int32_t plane_h = padded_rows(g), plane_w = padded_columns(g);
     if (direct && in_stride == cin && (g->pt || g->pl || plane_h > g->hin || plane_w > g->win)
         && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX) {
         int8_t plane[IOTNAS_PLANE_MAX];

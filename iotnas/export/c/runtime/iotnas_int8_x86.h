@@ -1,4 +1,5 @@
-/* The x86 (SSE2) kernels of iotnas_int8.c, included by it alone, after its window_t and whole(),
+/* The x86 (SSE2) kernels of iotnas_int8.c, included by it alone, after its window_t, whole() and
+ * padded_rows() / padded_columns(),
  * where __SSE2__ is defined (every x86-64 compiler's baseline): the same integers as its plain C,
  * in vectors. Other targets (Cortex-M) never read this file. */
 #ifndef IOTNAS_INT8_X86_H
@@ -257,9 +258,7 @@ typedef struct {
 
 static int paired_plane_init(paired_plane_t *pp, __m128i *plane, const iotnas_geometry_t *g, const int8_t *x,
                              int32_t in_stride, int32_t c, int8_t zp) {
-    const int32_t height = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
-    const int32_t width = g->win + g->pl > (g->wout - 1) * g->sw + g->kw ? g->win + g->pl : (g->wout - 1) * g->sw + g->kw;
-    const int32_t blocks = (c + 7) / 8;
+    const int32_t height = padded_rows(g), width = padded_columns(g), blocks = (c + 7) / 8;
     if (height * width * blocks * 2 > IOTNAS_PAIRED_PLANE_VECTORS) return 0;
     pp->width = width, pp->blocks = blocks;
     int8_t zp8[8];
@@ -327,9 +326,8 @@ typedef struct {
 
 static int channel_planes_init(channel_planes_t *cp, int16_t *plane, const iotnas_geometry_t *g, const int8_t *x,
                                int32_t in_stride, int32_t cin, int32_t cout, const int8_t *filter, int8_t zp) {
-    const int32_t height = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
     /* one column more than the padded input: the second tap of an odd row's last pair, weighted 0 */
-    const int32_t width = 1 + (g->win + g->pl > g->wout - 1 + g->kw ? g->win + g->pl : g->wout - 1 + g->kw);
+    const int32_t height = padded_rows(g), width = padded_columns(g) + 1;
     const int32_t pairs = (g->kw + 1) / 2;
     if (g->sw != 1 || g->wout < 4 || cin > IOTNAS_FEW_IN || cout > IOTNAS_FEW_OUT || height * cin * width > IOTNAS_CHANNEL_PLANES
         || g->kh * pairs * cin * cout > IOTNAS_FEW_VECTORS)
