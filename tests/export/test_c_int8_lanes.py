@@ -280,7 +280,8 @@ int main(void) {
             }
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
-            depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0);
+            depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0),
+            depthwise(c, 7, 2, 3), depthwise(c, 5, 1, 2), depthwise(c, 4, 1, 1), depthwise(c, 5, 2, 0);
     for (int trial = 0; trial < 200; ++trial) add(1 + (int)(next() % (uint32_t)(PIXELS * MAX_C)));
     for (int trial = 0; trial < 200; ++trial) relu(1 + (int)(next() % (uint32_t)(PIXELS * MAX_C)));
     printf("%ld %ld\n", checked, differ);
@@ -322,14 +323,20 @@ def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
     assert differ == 0, "\n".join(messages)
 
 
-@pytest.mark.parametrize("lanes", ["SSE2", "portable"])
+#: Builds of the kernels: x86's, x86's with no depthwise layer from a paired plane (as a layer
+#: whose plane would not fit), and the portable C of a Cortex-M.
+BUILDS = {"SSE2": (), "SSE2 without the paired plane": ("-DIOTNAS_PAIRED_PLANE_VECTORS=1",),
+          "portable": ("-U__SSE2__",)}
+
+
+@pytest.mark.parametrize("lanes", list(BUILDS))
 def test_kernels_requantize_as_the_scalar_form(lanes, tmp_path):
     """Every output code of pointwise, windowed, depthwise, addition, ReLU and max-pooling layers with random
-    parameters equals the scalar reference, with the vector requantisation (x86) and without it (as on a Cortex-M)."""
+    parameters equals the scalar reference, with the vector kernels (x86) and without them (as on a Cortex-M)."""
     require("gcc")
-    if lanes == "SSE2" and not _x86():
-        pytest.skip("the four-lane form is x86 (SSE2) code")
-    flags = ("-U__SSE2__",) if lanes == "portable" else ()
+    if lanes != "portable" and not _x86():
+        pytest.skip("the vector kernels are x86 (SSE2) code")
+    flags = BUILDS[lanes]
     checked, differ, messages = _run(KERNELS_CHECK_C, tmp_path, *flags, with_kernels=True)
     assert checked > 1_000_000
     assert differ == 0, "\n".join(messages)

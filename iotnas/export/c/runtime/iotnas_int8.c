@@ -25,6 +25,17 @@ static int whole(const iotnas_geometry_t *g, window_t w) {
 }
 
 #if defined(__SSE2__)
+/* The rows and columns of a layer's input padded so that every window is whole: the padding above
+ * and left, the input, and below and right what the last window reaches (the x86 kernels' copies). */
+static int32_t padded_rows(const iotnas_geometry_t *g) {
+    const int32_t reach = (g->hout - 1) * g->sh + g->kh;
+    return g->hin + g->pt > reach ? g->hin + g->pt : reach;
+}
+static int32_t padded_columns(const iotnas_geometry_t *g) {
+    const int32_t reach = (g->wout - 1) * g->sw + g->kw;
+    return g->win + g->pl > reach ? g->win + g->pl : reach;
+}
+
 #include "iotnas_int8_x86.h"
 #endif
 
@@ -350,6 +361,32 @@ static void gather_patch(const iotnas_geometry_t *g, window_t w, const int8_t *x
 /* The input pixel under kernel tap (ky, kx) of window w (formed only for a tap in the image). */
 #define IOTNAS_TAP_INPUT(kx) (in + ((w.y0 + ky) * g->win + w.x0 + (kx)) * in_stride + in_offset)
 
+#if defined(__SSE2__)
+/* A convolution of few channels from its channel planes (see channel_planes_init), when they fit: 0
+ * otherwise, nothing done. A row's last group of four pixels ends at its last pixel (overlapping the
+ * group before when the row is not a multiple of 4 long; the overlap's sums are made twice, kept once). */
+static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int8_t *x, int32_t in_stride, int32_t cin,
+                             const int8_t *filter, int8_t zp, int8_t *out) {
+    int16_t plane[IOTNAS_CHANNEL_PLANES];
+    channel_planes_t cp;
+    const int32_t cout = o->cout;
+    if (!channel_planes_init(&cp, plane, g, x, in_stride, cin, cout, filter, zp)) return 0;
+    for (int32_t oy = 0; oy < g->hout; ++oy)
+        for (int32_t ox = 0; ox < g->wout; ox += 4) {
+            const int32_t start = ox + 4 <= g->wout ? ox : g->wout - 4;
+            int32_t sums[4 * IOTNAS_FEW_OUT];
+            channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
+            for (int32_t p = ox - start; p < 4; ++p, out += cout) {
+                int32_t *const to = outputs_sums(o);
+                for (int32_t c = 0; c < cout; ++c) to[c] = sums[p * cout + c];
+                outputs_summed(o, out);
+            }
+        }
+    outputs_flush(o, out);
+    return 1;
+}
+#endif
+
 /* A convolution with a window: a patch per output pixel when the window is small, else inside the
  * image a kernel row is one run of input and of filter when the layer reads every channel of its
  * input; at the borders, a tap in the padding adds the zero point times its weights. */
@@ -368,15 +405,37 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, in_stride, cout, filter);
     const int32_t input_bytes = g->hin * g->win * in_stride; /* a load must not pass the input's end */
 #endif
-    if (!direct && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0) {
+    const int pointwise_layer = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
+    if (!direct && pointwise_layer) {
         pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
         return;
     }
 #if defined(__SSE2__)
+    if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
+        return;
+    if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
+        const int32_t pixels = g->hout * g->wout;
+        /* the pixels whose load of 8 values stays inside the input; the others' channels are copied first */
+        const int32_t loadable = input_bytes - in_offset >= 8 ? (input_bytes - in_offset - 8) / in_stride + 1 : 0;
+        for (int32_t pixel = 0; pixel < pixels; pixel += outputs.pixels) {
+            const int32_t n = pixels - pixel < outputs.pixels ? pixels - pixel : outputs.pixels;
+            const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
+            pair_sums_pixels(&d, cout, in + in_offset + pixel * in_stride, in_stride, direct_n, outputs.acc);
+            for (int32_t i = direct_n; i < n; ++i) {
+                int8_t last[8] = {0};
+                memcpy(last, in + in_offset + (pixel + i) * in_stride, (size_t)cin);
+                pair_sums(&d, cout, last, outputs.acc + i * cout);
+            }
+            outputs.filled = n;
+            outputs_flush(&outputs, out + (pixel + n) * cout);
+        }
+        return;
+    }
+#endif
+#if defined(__SSE2__)
     /* a padded layer that reads every channel of its input: the input copied once into a plane padded
      * with the zero point (and 8 bytes of slack for the last load), so every window is whole */
-    const int32_t plane_h = g->hin + g->pt > (g->hout - 1) * g->sh + g->kh ? g->hin + g->pt : (g->hout - 1) * g->sh + g->kh;
-    const int32_t plane_w = g->win + g->pl > (g->wout - 1) * g->sw + g->kw ? g->win + g->pl : (g->wout - 1) * g->sw + g->kw;
+    const int32_t plane_h = padded_rows(g), plane_w = padded_columns(g);
     if (direct && in_stride == cin && (g->pt || g->pl || plane_h > g->hin || plane_w > g->win)
         && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX) {
         int8_t plane[IOTNAS_PLANE_MAX];
@@ -464,6 +523,34 @@ static void depthwise_pointwise(outputs_t *o, int32_t pixels, const int8_t *x, c
     }
 }
 
+#if defined(__SSE2__)
+/* A depthwise layer of one weight per channel and tap from its paired plane (see paired_plane_init),
+ * when the plane fits: 0 otherwise, nothing done. */
+static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, outputs_t *o, const int8_t *x,
+                            int32_t in_stride, int8_t zp, int8_t *out) {
+    __m128i plane[IOTNAS_PAIRED_PLANE_VECTORS];
+    paired_plane_t pp;
+    const int32_t cout = o->cout;
+    if (!paired_plane_init(&pp, plane, g, x, in_stride, cout, zp)) return 0;
+    for (int32_t oy = 0; oy < g->hout; ++oy)
+        for (int32_t ox = 0; ox < g->wout; ++ox, out += cout) {
+            int32_t *const sums = outputs_sums(o);
+            for (int32_t b = 0; b < pp.blocks; ++b) {
+                if (8 * b + 8 <= cout) {
+                    paired_plane_sums8(t, g, &pp, plane, oy, ox, b, sums + 8 * b);
+                    continue;
+                }
+                int32_t part[8]; /* the last 1 to 7 channels */
+                paired_plane_sums8(t, g, &pp, plane, oy, ox, b, part);
+                for (int32_t i = 8 * b; i < cout; ++i) sums[i] = part[i - 8 * b];
+            }
+            outputs_summed(o, out);
+        }
+    outputs_flush(o, out);
+    return 1;
+}
+#endif
+
 /* A depthwise convolution: the channels of a pixel summed side by side, tap by tap; inside the
  * image without bounds checks, at the borders a tap in the padding adds the zero point times its
  * weights. */
@@ -487,6 +574,10 @@ void iotnas_qdepthwise(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         depthwise_pointwise(&outputs, g->hout * g->wout, in + in_offset, filter, out);
         return;
     }
+#if defined(__SSE2__)
+    if (paired && outputs.pixels && depthwise_paired(&pairs, g, &outputs, in + in_offset, in_stride, (int8_t)zp, out))
+        return;
+#endif
     for (int32_t pixel = 0; pixel < g->hout * g->wout; ++pixel) {
         const window_t w = window_at(g, pixel / g->wout, pixel % g->wout);
         const int inside = whole(g, w);
@@ -639,13 +730,26 @@ void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
         }
 #endif
         for (int32_t ox = 0; ox < g->wout; ++ox) {
-            const window_t w = window_at(g, oy, ox);
             const int run = ox == first && first < last;
             const int32_t n = run ? (last - first) * c : c; /* the run, or one pixel */
+            /* the window's first input column and its kernel columns inside the input, [kx0, kx1) */
+            const int32_t x0 = ox * g->sw - g->pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + g->kw > g->win ? g->win - x0 : g->kw;
             int8_t *const o = row + ox * c;
+            if (!run && c < IOTNAS_CHANNEL_RUN) { /* a pixel of few channels: no call per tap */
+                for (int32_t ch = 0; ch < c; ++ch) {
+                    int8_t m = INT8_MIN;
+                    for (int32_t k = 0; k < n_rows; ++k)
+                        for (int32_t kx = kx0; kx < kx1; ++kx) {
+                            const int8_t v = src[k * row_bytes + (x0 + kx) * c + ch];
+                            m = v > m ? v : m;
+                        }
+                    o[ch] = m;
+                }
+                continue;
+            }
             memset(o, INT8_MIN, (size_t)n);
             for (int32_t k = 0; k < n_rows; ++k)
-                for (int32_t kx = w.kx0; kx < w.kx1; ++kx) max_run(n, src + k * row_bytes + (w.x0 + kx) * c, o);
+                for (int32_t kx = kx0; kx < kx1; ++kx) max_run(n, src + k * row_bytes + (x0 + kx) * c, o);
             if (run) ox = last - 1;
         }
         if (lo > INT8_MIN || hi < INT8_MAX)

@@ -1,4 +1,5 @@
-/* The x86 (SSE2) kernels of iotnas_int8.c, included by it alone, after its window_t and whole(),
+/* The x86 (SSE2) kernels of iotnas_int8.c, included by it alone, after its window_t, whole() and
+ * padded_rows() / padded_columns(),
  * where __SSE2__ is defined (every x86-64 compiler's baseline): the same integers as its plain C,
  * in vectors. Other targets (Cortex-M) never read this file. */
 #ifndef IOTNAS_INT8_X86_H
@@ -101,25 +102,52 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
     return 1;
 }
 
+/* sums[0 .. cout) of a window of one load (d->pairs > 0), its 8 values v as int16: each pair of
+ * them broadcast to the four lanes against 4 channels' pairs of weights. pairs is a constant in
+ * each of pair_sums' cases, so the compiler unrolls the loop over them. */
+static inline void pair_sums_n(const __m128i *filter, int32_t pairs, int32_t cout, __m128i v, int32_t *sums) {
+    const __m128i pair[4] = {_mm_shuffle_epi32(v, 0x00), _mm_shuffle_epi32(v, 0x55), _mm_shuffle_epi32(v, 0xaa),
+                             _mm_shuffle_epi32(v, 0xff)};
+    for (int32_t c = 0; c < cout; c += 4) {
+        const __m128i *f = filter + c / 4 * pairs;
+        __m128i sum = _mm_madd_epi16(pair[0], f[0]);
+        for (int32_t k = 1; k < pairs; ++k) sum = _mm_add_epi32(sum, _mm_madd_epi16(pair[k], f[k]));
+        if (c + 4 <= cout) {
+            _mm_storeu_si128((__m128i *)(void *)(sums + c), sum);
+        } else { /* the last 1 to 3 channels */
+            int32_t last[4];
+            _mm_storeu_si128((__m128i *)(void *)last, sum);
+            for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+        }
+    }
+}
+
+static void pair_sums(const direct_t *d, int32_t cout, const int8_t *x, int32_t *sums) {
+    const __m128i v = load8_i16(x);
+    switch (d->pairs) {
+    case 1: pair_sums_n(d->filter, 1, cout, v, sums); return;
+    case 2: pair_sums_n(d->filter, 2, cout, v, sums); return;
+    case 3: pair_sums_n(d->filter, 3, cout, v, sums); return;
+    default: pair_sums_n(d->filter, 4, cout, v, sums); return;
+    }
+}
+
+/* pair_sums of n pixels of a pointwise layer (stride values apart, from x), their sums one after the
+ * other: one call for a run of outputs, the loop inside each case. */
+static void pair_sums_pixels(const direct_t *d, int32_t cout, const int8_t *x, int32_t stride, int32_t n, int32_t *sums) {
+    switch (d->pairs) {
+    case 1: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 1, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    case 2: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 2, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    case 3: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 3, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    default: for (int32_t i = 0; i < n; ++i) pair_sums_n(d->filter, 4, cout, load8_i16(x + i * stride), sums + i * cout); return;
+    }
+}
+
 /* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
  * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
     if (d->pairs) {
-        const __m128i v = load8_i16(x);
-        const __m128i pair[4] = {_mm_shuffle_epi32(v, 0x00), _mm_shuffle_epi32(v, 0x55), _mm_shuffle_epi32(v, 0xaa),
-                                 _mm_shuffle_epi32(v, 0xff)};
-        for (int32_t c = 0; c < cout; c += 4) {
-            const __m128i *f = d->filter + c / 4 * d->pairs;
-            __m128i sum = _mm_madd_epi16(pair[0], f[0]);
-            for (int32_t k = 1; k < d->pairs; ++k) sum = _mm_add_epi32(sum, _mm_madd_epi16(pair[k], f[k]));
-            if (c + 4 <= cout) {
-                _mm_storeu_si128((__m128i *)(void *)(sums + c), sum);
-            } else { /* the last 1 to 3 channels */
-                int32_t last[4];
-                _mm_storeu_si128((__m128i *)(void *)last, sum);
-                for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
-            }
-        }
+        pair_sums(d, cout, x, sums);
         return;
     }
     __m128i xs[IOTNAS_DIRECT_LOADS];
@@ -214,6 +242,168 @@ static void tap_pairs8(const tap_pairs_t *t, const iotnas_geometry_t *g, window_
     }
     _mm_storeu_si128((__m128i *)(void *)acc, lo);
     _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
+}
+
+/* A depthwise layer's input widened once per call into a plane padded with the zero point (every
+ * window whole), whose pixel x holds, for each 8 channels, their codes at x and at x + 1 side by side
+ * as int16 (two vectors: channels 0-3, then 4-7), in tap_pairs_t's order: a pair of taps is then two
+ * aligned loads and two pmaddwd, with no widening or interleaving per window (a 7 x 7 layer reads each
+ * input pixel 49 times). The plane lies on the stack. */
+#ifndef IOTNAS_PAIRED_PLANE_VECTORS /* a build may set it: 1 leaves every depthwise layer to tap_pairs8 */
+#define IOTNAS_PAIRED_PLANE_VECTORS 4096
+#endif
+typedef struct {
+    int32_t width, blocks; /* pixels of a plane row, blocks of 8 channels per pixel */
+} paired_plane_t;
+
+static int paired_plane_init(paired_plane_t *pp, __m128i *plane, const iotnas_geometry_t *g, const int8_t *x,
+                             int32_t in_stride, int32_t c, int8_t zp) {
+    const int32_t height = padded_rows(g), width = padded_columns(g), blocks = (c + 7) / 8;
+    if (height * width * blocks * 2 > IOTNAS_PAIRED_PLANE_VECTORS) return 0;
+    pp->width = width, pp->blocks = blocks;
+    int8_t zp8[8];
+    memset(zp8, zp, sizeof zp8);
+    for (int32_t y = 0; y < height; ++y) {
+        const int32_t iy = y - g->pt;
+        for (int32_t b = 0; b < blocks; ++b) {
+            __m128i *v = plane + (y * width * blocks + b) * 2;
+            __m128i next = _mm_setzero_si128();
+            for (int32_t px = -1; px < width; ++px, v += px > 0 ? 2 * blocks : 0) {
+                const int32_t ix = px + 1 - g->pl; /* the input column of the pixel after px */
+                int8_t codes[8];
+                const int8_t *src = zp8;
+                if (iy >= 0 && iy < g->hin && ix >= 0 && ix < g->win) {
+                    src = x + (iy * g->win + ix) * in_stride + 8 * b;
+                    if (8 * b + 8 > c) { /* the last 1 to 7 channels: the others weighted 0 */
+                        memcpy(codes, zp8, sizeof codes);
+                        memcpy(codes, src, (size_t)(c - 8 * b));
+                        src = codes;
+                    }
+                }
+                const __m128i here = next;
+                next = load8_i16(src);
+                if (px < 0) continue;
+                v[0] = _mm_unpacklo_epi16(here, next), v[1] = _mm_unpackhi_epi16(here, next);
+            }
+        }
+    }
+    return 1;
+}
+
+/* The sums of block b's 8 channels over the window of output (oy, ox), from the paired plane. */
+static void paired_plane_sums8(const tap_pairs_t *t, const iotnas_geometry_t *g, const paired_plane_t *pp,
+                               const __m128i *plane, int32_t oy, int32_t ox, int32_t b, int32_t *acc) {
+    const int32_t step = 2 * pp->blocks; /* vectors from a plane pixel to the next */
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const __m128i *p = corner + ky * pp->width * step;
+        for (int32_t j = 0; j < t->pairs; ++j, p += 2 * step, f += 2) {
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(p[0], f[0]));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(p[1], f[1]));
+        }
+    }
+    _mm_storeu_si128((__m128i *)(void *)acc, lo);
+    _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
+}
+
+/* A convolution of few input and output channels (up to 4 and 8) at stride 1 along the rows, four
+ * output pixels of a row at a time: its input widened once per call into int16 planes, one per input
+ * channel ([y][channel][x]), padded with the zero point, so each tap pair (kx, kx + 1) of a kernel row
+ * and input channel is two loads and one unpack for the four pixels, and one pmaddwd per output channel
+ * against that channel's two weights (in every lane pair) gives the four pixels' partial sums: no
+ * horizontal sums, and each load serves every output channel (the direct kernel's loads of 8 values
+ * are mostly padding when a kernel row holds 3 x 3 values). */
+#define IOTNAS_FEW_IN 4
+#define IOTNAS_FEW_OUT 8
+#define IOTNAS_FEW_VECTORS 512
+#define IOTNAS_CHANNEL_PLANES 16384 /* int16 values of the planes, on the stack */
+typedef struct {
+    int32_t width, pairs; /* values of a plane row; tap pairs of a kernel row */
+    __m128i filter[IOTNAS_FEW_VECTORS]; /* [kh][pairs][cin][cout]: the weights at kx and kx + 1 in each lane pair */
+} channel_planes_t;
+
+static int channel_planes_init(channel_planes_t *cp, int16_t *plane, const iotnas_geometry_t *g, const int8_t *x,
+                               int32_t in_stride, int32_t cin, int32_t cout, const int8_t *filter, int8_t zp) {
+    /* one column more than the padded input: the second tap of an odd row's last pair, weighted 0 */
+    const int32_t height = padded_rows(g), width = padded_columns(g) + 1;
+    const int32_t pairs = (g->kw + 1) / 2;
+    if (g->sw != 1 || g->wout < 4 || cin > IOTNAS_FEW_IN || cout > IOTNAS_FEW_OUT || height * cin * width > IOTNAS_CHANNEL_PLANES
+        || g->kh * pairs * cin * cout > IOTNAS_FEW_VECTORS)
+        return 0;
+    cp->width = width, cp->pairs = pairs;
+    __m128i *f = cp->filter;
+    for (int32_t ky = 0; ky < g->kh; ++ky)
+        for (int32_t j = 0; j < pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci)
+                for (int32_t co = 0; co < cout; ++co, ++f) {
+                    const int8_t *const w = filter + ((co * g->kh + ky) * g->kw + 2 * j) * cin + ci;
+                    const uint32_t first = (uint16_t)(int16_t)w[0], second = 2 * j + 1 < g->kw ? (uint16_t)(int16_t)w[cin] : 0;
+                    *f = _mm_set1_epi32((int32_t)(first | second << 16));
+                }
+    for (int32_t y = 0; y < height; ++y) {
+        const int32_t iy = y - g->pt;
+        for (int32_t ci = 0; ci < cin; ++ci) {
+            int16_t *const row = plane + (y * cin + ci) * width;
+            const int32_t n = g->win < width - g->pl ? g->win : width - g->pl; /* input columns in the plane */
+            int32_t px = 0;
+            if (iy >= 0 && iy < g->hin) {
+                const int8_t *const src = x + iy * g->win * in_stride + ci;
+                for (; px < g->pl; ++px) row[px] = zp;
+                for (int32_t i = 0; i < n; ++i) row[g->pl + i] = src[i * in_stride];
+                px += n;
+            }
+            for (; px < width; ++px) row[px] = zp;
+        }
+    }
+    return 1;
+}
+
+/* sums[p * cout + c] = output channel c's sum at output pixels (oy, ox + p), p < 4; cout a constant in
+ * each of channel_planes_sums4's cases, so the accumulators named below stay in registers (an array of
+ * them would live in memory). */
+#define IOTNAS_FEW_ACC(k) if (cout > k) s##k = _mm_add_epi32(s##k, _mm_madd_epi16(taps, f[k]))
+#define IOTNAS_FEW_STORE(k)                                                     \
+    if (cout > k) {                                                             \
+        int32_t lanes[4];                                                       \
+        _mm_storeu_si128((__m128i *)(void *)lanes, s##k);                       \
+        for (int32_t p = 0; p < 4; ++p) sums[p * cout + k] = lanes[p];          \
+    }
+static inline void channel_planes_sums4_n(const channel_planes_t *cp, const iotnas_geometry_t *g, const int16_t *plane,
+                                          int32_t cin, const int32_t cout, int32_t oy, int32_t ox, int32_t *sums) {
+    __m128i s0 = _mm_setzero_si128(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    const __m128i *f = cp->filter;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int16_t *const row = plane + (oy * g->sh + ky) * cin * cp->width + ox;
+        for (int32_t j = 0; j < cp->pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci, f += cout) {
+                const int16_t *const p = row + ci * cp->width + 2 * j;
+                const __m128i a = _mm_loadl_epi64((const __m128i *)(const void *)p);
+                const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(p + 1));
+                const __m128i taps = _mm_unpacklo_epi16(a, b); /* each pixel's two taps side by side */
+                IOTNAS_FEW_ACC(0); IOTNAS_FEW_ACC(1); IOTNAS_FEW_ACC(2); IOTNAS_FEW_ACC(3);
+                IOTNAS_FEW_ACC(4); IOTNAS_FEW_ACC(5); IOTNAS_FEW_ACC(6); IOTNAS_FEW_ACC(7);
+            }
+    }
+    IOTNAS_FEW_STORE(0) IOTNAS_FEW_STORE(1) IOTNAS_FEW_STORE(2) IOTNAS_FEW_STORE(3)
+    IOTNAS_FEW_STORE(4) IOTNAS_FEW_STORE(5) IOTNAS_FEW_STORE(6) IOTNAS_FEW_STORE(7)
+}
+#undef IOTNAS_FEW_ACC
+#undef IOTNAS_FEW_STORE
+
+static void channel_planes_sums4(const channel_planes_t *cp, const iotnas_geometry_t *g, const int16_t *plane,
+                                 int32_t cin, int32_t cout, int32_t oy, int32_t ox, int32_t *sums) {
+    switch (cout) {
+    case 1: channel_planes_sums4_n(cp, g, plane, cin, 1, oy, ox, sums); return;
+    case 2: channel_planes_sums4_n(cp, g, plane, cin, 2, oy, ox, sums); return;
+    case 3: channel_planes_sums4_n(cp, g, plane, cin, 3, oy, ox, sums); return;
+    case 4: channel_planes_sums4_n(cp, g, plane, cin, 4, oy, ox, sums); return;
+    case 5: channel_planes_sums4_n(cp, g, plane, cin, 5, oy, ox, sums); return;
+    case 6: channel_planes_sums4_n(cp, g, plane, cin, 6, oy, ox, sums); return;
+    case 7: channel_planes_sums4_n(cp, g, plane, cin, 7, oy, ox, sums); return;
+    default: channel_planes_sums4_n(cp, g, plane, cin, 8, oy, ox, sums); return;
+    }
 }
 
 #endif /* IOTNAS_INT8_X86_H */
