@@ -101,16 +101,18 @@ class PrecisionRunner:
         Raises:
             CheckpointError: the checkpoint is needed but missing or damaged.
         """
+        sizes = dict(known_bytes)
+
         def evaluated(result: FormatResult) -> None:
+            sizes[result.fmt.name] = storage_bytes(result.fmt, result.model)
             if on_result is not None:
-                on_result(result.fmt.name, result.accuracy, storage_bytes(result.fmt, result.model), result.evaluations)
+                on_result(result.fmt.name, result.accuracy, sizes[result.fmt.name], result.evaluations)
 
         found = evaluate_model_formats(lambda: self._load(arch, checkpoint), self._score, formats=self.formats,
                                        grid=self.grid, known=known, on_result=evaluated,
                                        num_classes=self.dataset.num_classes, known_skipped=known_skipped)
-        sizes = {name: known_bytes[name] if name in known_bytes else storage_bytes(parse_format(name), found.model)
-                 for name in found.accuracy}
-        return PrecisionEvaluation(found.accuracy, sizes, found.evaluations, found.skipped)
+        return PrecisionEvaluation(found.accuracy, {name: sizes[name] for name in found.accuracy}, found.evaluations,
+                                   found.skipped)
 
     def rescore(self, arch: Arch, checkpoint: str, fmt: NumberFormat) -> float:
         """Accuracy of one trained model in ``fmt`` on the whole test split (a winner's final figure).
