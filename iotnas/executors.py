@@ -22,6 +22,8 @@ import multiprocessing.process
 import multiprocessing.queues
 import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from queue import Empty
@@ -71,10 +73,27 @@ def _process_main(study_text: str, base_dir: str, store_url: str, threads: int, 
     def tell(event: SearchEvent) -> None:
         queue.put(("event", replace(event, worker=worker)))
 
+    def stopped(signum: int, frame: object) -> None:  # unwind, so that what the worker holds is given back
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
+    _stop_with_launcher(os.getppid())
     try:
         queue.put(("ok", run_worker(study_text, base_dir, store_url, threads, dataset, callbacks=(tell,))))
     except IotnasError as exc:
         queue.put(("error", str(exc)))
+
+
+def _stop_with_launcher(launcher: int) -> None:
+    """SIGTERM this worker once its launcher has ended, however it ended (even SIGKILL, which it
+    cannot pass on): a worker whose progress nobody follows must not train on."""
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="launcher watch", daemon=True).start()
 
 
 def launcher_dataset(study: Study) -> Dataset | None:
@@ -129,6 +148,10 @@ class Executor(abc.ABC):
     def auto_workers(self) -> int:
         """How many workers ``--workers auto`` starts: one single-threaded training per core."""
 
+    def stop(self) -> None:
+        """Stop the workers a running :meth:`run` started (their launcher is being stopped); callable
+        from another thread. Workers that end with their launcher's process need nothing."""
+
 
 class LocalExecutor(Executor):
     """Workers as fresh processes on this machine (one worker runs in-process).
@@ -144,8 +167,12 @@ class LocalExecutor(Executor):
     RESTARTS_PER_WORKER = 1  # beyond this, a worker that keeps dying is a fault to report, not to retry
     POLL_S = 0.5  # seconds between looks at the workers' results while they run
 
+    STOP_S = 30.0  # how long stopped workers get to give back their claims before they are killed
+
     def __init__(self, *, share_data: bool = True):
         self.share_data = share_data
+        self._running: list[multiprocessing.process.BaseProcess] = []
+        self._stopping = threading.Event()
 
     def auto_workers(self) -> int:
         return cores()
@@ -182,19 +209,22 @@ class LocalExecutor(Executor):
                 elif on_event is not None:
                     on_event(payload)
 
-        running = [start() for _ in range(workers)]
+        self._stopping.clear()
+        running = self._running = [start() for _ in range(workers)]
         while running:
             multiprocessing.connection.wait([p.sentinel for p in running], timeout=self.POLL_S)
             collect()
             for process in [p for p in running if p.exitcode is not None]:
                 running.remove(process)
-                if process.exitcode == -signal.SIGKILL and restarts > 0:  # its training is taken over
+                if process.exitcode == -signal.SIGKILL and restarts > 0 and not self._stopping.is_set():
                     restarts -= 1
                     log.warning("worker %d was killed (SIGKILL); starting another", process.pid)
                     running.append(start())
                 elif process.exitcode != 0:
                     died.append(process.exitcode)
         collect()
+        if self._stopping.is_set():
+            raise IotnasError("the workers were stopped; run the same command again to resume the study")
         errors = [payload for status, payload in messages if status == "error"]
         if errors:
             raise IotnasError(f"a worker failed: {errors[0]}")
@@ -202,6 +232,22 @@ class LocalExecutor(Executor):
             raise IotnasError(f"{len(died)} worker(s) died (exit codes {died}); "
                               "run the same command again to resume the study")
         return [json.loads(payload) for _, payload in messages]
+
+
+    def stop(self) -> None:
+        """SIGTERM to every worker still running (each gives back the job it holds), SIGKILL to any
+        still there after ``STOP_S``; no replacement is started."""
+        self._stopping.set()
+        running = list(self._running)
+        for process in running:
+            if process.exitcode is None:
+                process.terminate()
+        deadline = time.monotonic() + self.STOP_S
+        for process in running:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join()
 
 
 def _drain(queue: multiprocessing.queues.Queue) -> list[tuple[str, Any]]:

@@ -196,9 +196,10 @@ def test_bad_settings_and_checkpoints(tmp_path: Path):
         TrainConfig(epochs=0)
     with pytest.raises(TrainingError, match="unknown training setting"):
         TrainConfig.from_dict({"epochs": 1, "learning_rate": 0.1})
-    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-        load_checkpoint(tmp_path)
+    for damaged in (b"garbage", b"half written"):  # the unpickler fails in different ways on each
+        (tmp_path / "checkpoint.pt").write_bytes(damaged)
+        with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+            load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint there"):
         load_checkpoint(tmp_path / "nothing")
 

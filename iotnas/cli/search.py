@@ -146,6 +146,9 @@ def search_command(
         console.print("no feasible model was trained; see 'iotnas status' for the stage counts")
 
 
+_POLL_S = 5.0  # how often the launcher of several workers counts their trainings in the store
+
+
 def _search_with_workers(study, store: Optional[str], *, top: int, workers: int, executor: str, runner) -> None:
     """Prepare the pool here, then let ``workers`` workers share the training; show what they report (local
     processes) and poll the store meanwhile."""
@@ -171,18 +174,23 @@ def _search_with_workers(study, store: Optional[str], *, top: int, workers: int,
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        polled = float("-inf")  # when the store was last polled
-        with Store.open(url, study_name=study.name, create=False) as s:
-            while thread.is_alive() or not events.empty():
-                while not events.empty():
-                    on_event(events.get())
-                if time.monotonic() - polled >= 1.0 and thread.is_alive():
-                    polled = time.monotonic()
-                    summary = summarize(s, study, top=top)
-                    running = sum(not abandoned(t, study.workers) for t in s.trainings(status="running"))
-                    on_event(SearchEvent("workers", f"{workers} {executor} workers: {summary.trainings} trainings "
-                                                    f"done, {running} running"))
-                time.sleep(0.1)
+        polled = float("-inf")  # when the store was last polled (one query: this process costs the workers nothing)
+        try:
+            with Store.open(url, study_name=study.name, create=False) as s:
+                while thread.is_alive() or not events.empty():
+                    while not events.empty():
+                        on_event(events.get())
+                    if time.monotonic() - polled >= _POLL_S and thread.is_alive():
+                        polled = time.monotonic()
+                        trainings = s.trainings()
+                        done = sum(t.status == "done" for t in trainings)
+                        running = sum(t.status == "running" and not abandoned(t, study.workers) for t in trainings)
+                        on_event(SearchEvent("workers", f"{workers} {executor} workers: {done} trainings done, "
+                                                        f"{running} running"))
+                    time.sleep(0.1)
+        except BaseException:  # stopped (SIGINT, SIGTERM): the workers stop with their launcher
+            runner.stop()
+            raise
     if "error" in outcome:
         raise outcome["error"]
     with Store.open(url, study_name=study.name, create=False) as s:

@@ -197,7 +197,20 @@ def run_precision_stage(
     candidates = {c.key: c for c in store.candidates()}
     lost: list[Training] = []
 
+    def taken_back(training: Training) -> bool:
+        """Whether the training is no longer the finished one this stage read: another worker found
+        its checkpoint lost and may be training it again, so its files are that worker's."""
+        now = store.training(training.arch_key, training.epochs)
+        return now is None or now.status != TrainingStatus.DONE or now.checkpoint != training.checkpoint
+
+    def still_done(training: Training) -> None:
+        if taken_back(training):
+            raise CheckpointError(f"{training.arch_key} is being trained again by another worker")
+
     def retrain(training: Training, exc: CheckpointError) -> None:
+        lost.append(training)
+        if taken_back(training):
+            return  # marked by another worker already
         emit(f"{training.arch_key}: its checkpoint cannot be read ({exc}); it will be trained again")
         damaged = Path(training.checkpoint)
         if damaged.exists():  # kept for a look, out of the way of the new training; never over an older one
@@ -206,9 +219,9 @@ def run_precision_stage(
                 n += 1
             damaged.rename(aside)
         store.fail_training(training.arch_key, training.epochs)
-        lost.append(training)
 
     def score_formats(i: int, training: Training) -> None:
+        still_done(training)
         emit(f"number formats of {training.arch_key}", i, len(models))
         stored = store.precision_results()
         mine = [r for r in stored if r.arch_key == training.arch_key and r.epochs == top and not r.finetuned]
@@ -252,6 +265,7 @@ def run_precision_stage(
         if any(r.arch_key == key and r.epochs == top and r.format_name == fmt.name and r.finetuned
                for r in store.precision_results()):
             return
+        still_done(by_key[key])
         emit(f"fine-tuning {key} in {fmt.name}", j, len(pairs))
         result = runner.finetune(
             Arch.from_json(candidates[key].arch_json), by_key[key].checkpoint, fmt,

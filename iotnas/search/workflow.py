@@ -461,9 +461,17 @@ class Workflow:
                                        emit=emit, claims=self.workers, epochs=epochs, finetune=finetune)
             if not lost:
                 return
-            self.workers.refresh()
             for training in lost:
-                self._train(self._candidates[training.arch_key], training.epochs)
+                self._trained_again(training.arch_key, training.epochs)
+
+    def _trained_again(self, key: str, epochs: float) -> None:
+        """Train a model whose checkpoint was lost, or wait while another worker does (never both)."""
+        while True:
+            self._refresh()
+            if (key, epochs) in self.workers.done:
+                return
+            if not self.workers.can_take(key, epochs) or self._train(self._candidates[key], epochs) is None:
+                self._wait()
 
     def final_stage(self) -> None:
         """Train the chosen models on from their last rung to ``[final] epochs``.

@@ -773,12 +773,24 @@ class Store:
                 self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
                 TrainingRow.worker == worker, TrainingRow.status == TrainingStatus.RUNNING))
 
-    def fail_training(self, arch_key: str, epochs: float) -> None:
-        """Mark a training to be done again (its checkpoint is gone); any worker may claim it."""
+    def fail_training(self, arch_key: str, epochs: float) -> bool:
+        """Mark a finished training to be done again (its checkpoint is gone); any worker may claim it.
+
+        Only a finished training changes: False when it is not one (another worker found the
+        checkpoint gone first and may be training it again), so that no worker's claim is undone.
+        """
         with self._session() as s:
-            s.execute(update(TrainingRow).where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key,
-                                                TrainingRow.epochs == epochs)
-                      .values(status=TrainingStatus.FAILED))
+            changed = s.execute(update(TrainingRow).where(
+                self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
+                TrainingRow.status == TrainingStatus.DONE).values(status=TrainingStatus.FAILED))
+            return changed.rowcount > 0
+
+    def training(self, arch_key: str, epochs: float) -> Training | None:
+        """One training as it is stored now (None if never started)."""
+        with self._session() as s:
+            row = s.scalar(select(TrainingRow).where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key,
+                                                     TrainingRow.epochs == epochs))
+            return None if row is None else training_from_row(row, checkpoint=self._real_path(row.checkpoint))
 
     def finish_training(
         self, arch_key: str, epochs: float, *, accuracy: float, checkpoint: str | None, seconds: float,

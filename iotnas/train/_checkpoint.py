@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,7 @@ def load(path: Path | str) -> Checkpoint:
         raise CheckpointError(f"{path}: no checkpoint there; give a checkpoint.pt file or the folder holding one")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # the unpickler raises many kinds (IndexError, TypeError, ...) on a damaged file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}); it is damaged or not from iotnas") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not an iotnas checkpoint (format {payload.get('format') if isinstance(payload, dict) else '?'}, expected {FORMAT_VERSION})")

@@ -210,10 +210,12 @@ def test_live_display_shows_training_throughput():
     assert task.description == "training densenet/s3/1: epoch 2, loss 1.234, test 60.00%, 812 img/s"
 
 
-@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
-def test_a_stopped_search_says_how_to_resume(tmp_path, signum, code):
-    """SIGINT or SIGTERM: one line saying that the work is kept and how to go on, no traceback."""
+def _stop_a_search(tmp_path, signum: int, workers: str):
+    """Start a search, send ``signum`` to its process alone (as ``kill PID`` does) once a training has
+    started; its exit code, its stderr, and the stored trainings' workers still alive a moment later."""
+    import os
     import signal
+    import sqlite3
     import subprocess
     import sys
     import time
@@ -221,13 +223,43 @@ def test_a_stopped_search_says_how_to_resume(tmp_path, signum, code):
     study = tmp_path / "stop.toml"
     study.write_text('name = "stop"\n[space]\nlaws = ["mobilenetv2/s5"]\npool_per_law = 3\n'
                      '[budget]\ntrainings = 3\nepochs = [50]\n', encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", workers],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("stop-runs/*")) and time.monotonic() < deadline:  # a training has started
         time.sleep(0.5)
     proc.send_signal(signal.Signals(signum))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code
+    (store,) = tmp_path.glob("*.db")
+    with sqlite3.connect(store) as db:
+        holders = {int(w.split(":")[1]) for (w,) in db.execute("SELECT worker FROM iotnas_trainings") if w}
+    assert holders
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 60  # a launcher killed outright: its workers notice within seconds
+    while any(alive(pid) for pid in holders) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return proc.returncode, err, [pid for pid in holders if alive(pid)]
+
+
+@pytest.mark.parametrize("signum, code, workers", [(2, 130, "1"), (15, 143, "2")])
+def test_a_stopped_search_says_how_to_resume(tmp_path, signum, code, workers):
+    """SIGINT or SIGTERM: one line saying that the work is kept and how to go on, no traceback; a
+    launcher's workers stop with it."""
+    returncode, err, alive = _stop_a_search(tmp_path, signum, workers)
+    assert returncode == code
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
+    assert not alive  # no worker trains on after its launcher stopped
+
+
+def test_workers_stop_when_their_launcher_is_killed(tmp_path):
+    """SIGKILL cannot be passed on: the workers see their launcher gone and stop by themselves."""
+    returncode, _, alive = _stop_a_search(tmp_path, 9, "2")
+    assert returncode == -9 and not alive

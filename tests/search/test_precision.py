@@ -284,3 +284,59 @@ def test_an_interrupted_grid_keeps_every_format_it_evaluated(tmp_path, monkeypat
     with Store.open(str(tmp_path / "p.db"), create=False) as store:
         plain = {r.format_name for r in store.precision_results() if not r.finetuned}
     assert kept < plain and len(counted) == len(plain) - len(kept)  # none of the four evaluated again
+
+
+def test_a_worker_never_evaluates_a_model_another_worker_is_training_again(tmp_path, monkeypatch):
+    """Between reading the finished models and scoring one, another worker may have found its
+    checkpoint lost and begun training it again: this worker neither scores that worker's partial
+    weights nor undoes its claim, and takes the training over only once that worker is gone."""
+    import shutil
+    import socket
+    import subprocess
+    from datetime import datetime, timedelta
+
+    from iotnas.precision.runner import PrecisionRunner
+    from iotnas.search.workers import Coordinator
+
+    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0}})
+    run_search(study)
+    wider = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0},
+                         "formats": [*STUDY["formats"], "bfloat16"], "name": "prec"})
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:
+        store.set_meta("study_fingerprint", wider.fingerprint)
+        (training,) = store.trainings(status="done")
+    checkpoint = Path(training.checkpoint)
+    partial = tmp_path / "first-epoch.pt"  # stands in for the other worker's first epoch
+    shutil.copy(checkpoint, partial)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    other = f"{socket.gethostname()}:{gone.pid}:other"  # a worker whose process has ended since
+    real_claim_job, real_evaluate, acted, seen = Coordinator.claim_job, PrecisionRunner.evaluate, [], []
+
+    def the_other_worker_acts_first(self, name):
+        if not acted:  # the checkpoint was lost; the other worker marked the training and began it again
+            acted.append(name)
+            checkpoint.unlink()
+            with Store.open(str(tmp_path / "p.db"), create=False) as store:
+                assert store.fail_training(training.arch_key, training.epochs)
+                assert store.claim_training(training.arch_key, training.epochs, worker=other,
+                                            stale_before=datetime.now() - timedelta(days=1))
+                assert not store.fail_training(training.arch_key, training.epochs)  # a claim is not undone
+            shutil.copy(partial, checkpoint)
+        return real_claim_job(self, name)
+
+    def evaluate(self, arch, checkpoint_path, **kwargs):
+        with Store.open(str(tmp_path / "p.db"), create=False) as store:
+            seen.append(store.training(training.arch_key, training.epochs))
+        return real_evaluate(self, arch, checkpoint_path, **kwargs)
+
+    monkeypatch.setattr(Coordinator, "claim_job", the_other_worker_acts_first)
+    monkeypatch.setattr(PrecisionRunner, "evaluate", evaluate)
+    summary = run_search(wider)
+    with Store.open(str(tmp_path / "p.db"), create=False) as store:
+        (again,) = store.trainings(status="done")
+        formats = {r.format_name for r in store.precision_results()}
+    assert acted and summary.best and seen
+    assert all(t.status == "done" and t.worker != other for t in seen)  # never the other worker's weights
+    assert again.worker != other and checkpoint.is_file()  # taken over once that worker was gone
+    assert "bfloat16" in formats
