@@ -148,13 +148,13 @@ static void pointwise(int cin, int cout, int wide) {
             compare(out[px * cout + c], expected(acc, c, out_zp, lo, hi), "pointwise", c);
         }
 }
-/* A layer on an 8 x 8 input of in_stride channels, reading cin of them from offset: random input,
- * filter (n_filter values, then 8 zeros of slack), per-channel parameters and input zero point. */
+/* A layer on a side x side input (g's) of in_stride channels, reading cin of them from offset: random
+ * input, filter (n_filter values, then 8 zeros of slack), per-channel parameters and input zero point. */
 static iotnas_qconv_t layer(iotnas_geometry_t g, int in_stride, int offset, int cin, int cout, int n_filter,
                             int32_t *out_zp, int32_t *lo, int32_t *hi) {
     iotnas_qconv_t p;
     channels(cout, 0);
-    for (int i = 0; i < 64 * in_stride; ++i) in[i] = byte();
+    for (int i = 0; i < g.hin * g.win * in_stride; ++i) in[i] = byte();
     for (int i = 0; i < n_filter; ++i) filter[i] = byte();
     memset(filter + n_filter, 0, 8);
     p.g = g, p.in_stride = in_stride, p.in_offset = offset, p.cin = cin, p.cout = cout, p.filter = filter;
@@ -164,7 +164,8 @@ static iotnas_qconv_t layer(iotnas_geometry_t g, int in_stride, int offset, int 
 }
 /* Channel k of the layer's input at (y, x), or the zero point in the padding. */
 static int32_t tap(const iotnas_qconv_t *p, int y, int x, int k) {
-    return y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * p->in_stride + p->in_offset + k] : p->q.in_zp;
+    const int side = p->g.win;
+    return y >= 0 && y < side && x >= 0 && x < side ? in[(y * side + x) * p->in_stride + p->in_offset + k] : p->q.in_zp;
 }
 /* Output channel c of the layer at (oy, ox), summed over every input channel, or over channel c
  * alone in a depthwise layer. */
@@ -190,16 +191,19 @@ static void check_layer(const iotnas_qconv_t *p, int depthwise, int32_t out_zp, 
                 compare(out[(oy * p->g.wout + ox) * p->cout + c],
                         expected(window_sum(p, depthwise, oy, ox, c), c, out_zp, lo, hi), depthwise ? "depthwise" : "conv", c);
 }
-/* 8 x 8 in of cin + extra channels, the layer reading cin of them from a random offset (one group of a
- * grouped convolution when extra > 0) */
-static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
+/* side x side in of cin + extra channels, the layer reading cin of them from a random offset (one group
+ * of a grouped convolution when extra > 0) */
+static void conv_of(int side, int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
     int32_t out_zp, lo, hi;
     const int pt = kh > 1 ? pad : 0, pl = kw > 1 ? pad : 0;
-    const int hout = (8 + 2 * pt - kh) / stride + 1, wout = (8 + 2 * pl - kw) / stride + 1;
-    const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pt, pl};
+    const int hout = (side + 2 * pt - kh) / stride + 1, wout = (side + 2 * pl - kw) / stride + 1;
+    const iotnas_geometry_t g = {side, side, hout, wout, kh, kw, stride, stride, pt, pl};
     const iotnas_qconv_t p = layer(g, cin + extra, (int)(next() % (uint32_t)(extra + 1)), cin, cout,
                                    cout * kh * kw * cin, &out_zp, &lo, &hi);
     check_layer(&p, 0, out_zp, lo, hi);
+}
+static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
+    conv_of(8, cin, cout, kh, kw, stride, pad, extra);
 }
 static void depthwise(int c_n, int k, int stride, int pad) { /* filter [k][k][c_n] */
     int32_t out_zp, lo, hi;
@@ -277,6 +281,14 @@ int main(void) {
                 conv(cin, cout, 3, 3, 1, 1, extra), conv(cin, cout, 3, 3, 2, 1, extra), conv(cin, cout, 5, 5, 1, 2, extra);
                 conv(cin, cout, 3, 3, 1, 0, extra), conv(cin, cout, 5, 1, 1, 2, extra), conv(cin, cout, 1, 3, 1, 1, extra);
                 conv(cin, cout, 1, 1, 2, 0, extra), conv(cin, cout, 1, 1, 1, 0, extra);
+            }
+    for (int cin = 1; cin <= 8; ++cin) /* groups of grouped layers on wider inputs (rows of 13 and 16 pixels) */
+        for (int side = 13; side <= 16; side += 3)
+            for (int cout = cin; cout <= cin + 4; cout += 4) {
+                const int extra = (int)(next() % (uint32_t)(24 - cin)); /* the other groups' channels */
+                conv_of(side, cin, cout, 3, 3, 2, 1, extra), conv_of(side, cin, cout, 3, 3, 1, 1, extra);
+                conv_of(side, cin, cout, 5, 5, 2, 2, extra), conv_of(side, cin, cout, 3, 3, 2, 0, extra);
+                conv_of(side, cin, cout, 3, 3, 1, 1, 0);
             }
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)

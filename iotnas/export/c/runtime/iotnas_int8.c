@@ -400,19 +400,25 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     int direct = 0;
     outputs_t outputs;
     outputs_init(&outputs, &q, cout);
+    const int pointwise_layer = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
 #if defined(__SSE2__)
+    if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
+        return;
+    /* a padded layer, or one group of a grouped layer with a window: its input channels copied once
+     * into a plane padded with the zero point (and 8 bytes of slack for the last load), so every
+     * window is whole, and a group's kernel row is one run (loads along it, not per tap) */
+    const int32_t plane_h = padded_rows(g), plane_w = padded_columns(g);
+    const int padded = g->pt || g->pl || plane_h > g->hin || plane_w > g->win;
+    const int planar = (padded || (in_stride != cin && !pointwise_layer)) && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX;
     direct_t d;
-    direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, in_stride, cout, filter);
+    direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, planar ? cin : in_stride, cout, filter);
     const int32_t input_bytes = g->hin * g->win * in_stride; /* a load must not pass the input's end */
 #endif
-    const int pointwise_layer = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
     if (!direct && pointwise_layer) {
         pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
         return;
     }
 #if defined(__SSE2__)
-    if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
-        return;
     if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
         const int32_t pixels = g->hout * g->wout;
         /* the pixels whose load of 8 values stays inside the input; the others' channels are copied first */
@@ -433,15 +439,25 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     }
 #endif
 #if defined(__SSE2__)
-    /* a padded layer that reads every channel of its input: the input copied once into a plane padded
-     * with the zero point (and 8 bytes of slack for the last load), so every window is whole */
-    const int32_t plane_h = padded_rows(g), plane_w = padded_columns(g);
-    if (direct && in_stride == cin && (g->pt || g->pl || plane_h > g->hin || plane_w > g->win)
-        && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX) {
+    if (direct && planar) {
         int8_t plane[IOTNAS_PLANE_MAX];
         memset(plane, zp, (size_t)(plane_h * plane_w * cin + 8));
-        for (int32_t y = 0; y < g->hin; ++y)
-            memcpy(plane + ((y + g->pt) * plane_w + g->pl) * cin, in + y * g->win * cin, (size_t)(g->win * cin));
+        for (int32_t y = 0; y < g->hin; ++y) {
+            int8_t *const row = plane + ((y + g->pt) * plane_w + g->pl) * cin;
+            const int8_t *const src = in + in_offset + y * g->win * in_stride;
+            if (in_stride == cin) {
+                memcpy(row, src, (size_t)(g->win * cin));
+                continue;
+            }
+            /* a group's pixels: 8 bytes a move while the read stays in the input and the write in the
+             * row (the next pixels' moves overwrite what one writes past its cin) */
+            const int32_t readable = input_bytes - in_offset - y * g->win * in_stride;
+            int32_t x = 0;
+            if (cin <= 8)
+                for (; x * cin + 8 <= g->win * cin && x * in_stride + 8 <= readable; ++x)
+                    memcpy(row + x * cin, src + x * in_stride, 8);
+            for (; x < g->win; ++x) copy_bytes(row + x * cin, src + x * in_stride, cin);
+        }
         int8_t *o = out;
         for (int32_t oy = 0; oy < g->hout; ++oy)
             for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {

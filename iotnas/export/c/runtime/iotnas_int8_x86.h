@@ -308,14 +308,14 @@ static void paired_plane_sums8(const tap_pairs_t *t, const iotnas_geometry_t *g,
     _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
 }
 
-/* A convolution of few input and output channels (up to 4 and 8) at stride 1 along the rows, four
+/* A convolution of few input and output channels (up to 8 each) at stride 1 along the rows, four
  * output pixels of a row at a time: its input widened once per call into int16 planes, one per input
  * channel ([y][channel][x]), padded with the zero point, so each tap pair (kx, kx + 1) of a kernel row
  * and input channel is two loads and one unpack for the four pixels, and one pmaddwd per output channel
  * against that channel's two weights (in every lane pair) gives the four pixels' partial sums: no
  * horizontal sums, and each load serves every output channel (the direct kernel's loads of 8 values
  * are mostly padding when a kernel row holds 3 x 3 values). */
-#define IOTNAS_FEW_IN 4
+#define IOTNAS_FEW_IN 8
 #define IOTNAS_FEW_OUT 8
 #define IOTNAS_FEW_VECTORS 512
 #define IOTNAS_CHANNEL_PLANES 16384 /* int16 values of the planes, on the stack */
