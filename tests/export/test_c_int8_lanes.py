@@ -30,9 +30,26 @@ LANES_CHECK_C = r"""
 #include "iotnas_int8.h"
 @REFERENCE@
 @RANDOM@
-static long checked, shared_checked, differ;
+static long checked, shared_checked, avx2_checked, differ;
 static int32_t xs[4], ms[4], rs[4];
 static int filled;
+#if defined(IOTNAS_AVX2)
+static int32_t xs8[8], ms8[8], rs8[8];
+static int filled8;
+/* The same inputs eight at a time through the AVX2 form, where the processor has it. */
+IOTNAS_AVX2_FN static void compare8(void) {
+    int32_t got[8];
+    iotnas_lanes8_t l;
+    iotnas_requantize8_lanes(rs8, &l);
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)xs8);
+    const __m256i m = _mm256_loadu_si256((const __m256i *)(const void *)ms8);
+    _mm256_storeu_si256((__m256i *)(void *)got, iotnas_requantize8(x, m, &l));
+    for (int i = 0; i < 8; ++i, ++avx2_checked)
+        if (got[i] != gemmlowp_requantize(xs8[i], ms8[i], -rs8[i]) && differ++ < 5)
+            printf("avx2, lane %d: x=%ld m=%ld shift=%ld\n", i, (long)xs8[i], (long)ms8[i], (long)-rs8[i]);
+    filled8 = 0;
+}
+#endif
 static void compare(void) {
     int32_t got[4];
     const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)xs);
@@ -48,6 +65,12 @@ static void compare(void) {
             if (got[i] != gemmlowp_requantize(xs[i], ms[i], -rs[i]) && differ++ < 5)
                 printf("shared, lane %d: x=%ld m=%ld shift=%ld\n", i, (long)xs[i], (long)ms[i], (long)-rs[i]);
     }
+#if defined(IOTNAS_AVX2)
+    for (int i = 0; i < filled && iotnas_avx2_present(); ++i) {
+        xs8[filled8] = xs[i], ms8[filled8] = ms[i], rs8[filled8] = rs[i];
+        if (++filled8 == 8) compare8();
+    }
+#endif
     filled = 0;
 }
 /* Inputs gather four at a time, so each lane meets every kind of input, shift and multiplier. */
@@ -74,7 +97,7 @@ int main(void) {
     for (long k = 0; k < 4000000; ++k) /* anything: any x, any multiplier in [0, 2^31), any right shift */
         check((int32_t)next(), (int32_t)(next() >> 1), (int32_t)(next() % 32u));
     compare();
-    printf("%ld %ld\n%ld %ld\n", shared_checked, differ, checked, differ);
+    printf("%ld %ld\n%ld %ld\n%ld %ld\n", avx2_checked, differ, shared_checked, differ, checked, differ);
     return 0;
 }
 """
@@ -322,6 +345,12 @@ def _x86() -> bool:
     return "#define __SSE2__ 1" in probe.stdout
 
 
+def _avx2() -> bool:
+    """Whether this processor runs the kernels' AVX2 forms (chosen at run time)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return _x86() and cpuinfo.exists() and " avx2" in cpuinfo.read_text(encoding="utf-8")
+
+
 def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
     """About 11 million inputs, four lanes at a time: int32's edges under every right shift and
     multipliers at the Q31 range's ends, x next to each rounding boundary, any x and multiplier;
@@ -331,13 +360,17 @@ def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
         pytest.skip("the four-lane form is x86 (SSE2) code")
     checked, differ, messages = _run(LANES_CHECK_C, tmp_path)
     shared = int(messages[-1].split()[0])  # of them, four lanes with one shift (iotnas_requantize4_shared)
+    avx2 = int(messages[-2].split()[0])  # and eight lanes at a time in AVX2 (iotnas_requantize8)
     assert checked > 5_000_000 and shared > 1_000_000
+    assert avx2 == 0 if not _avx2() else avx2 > 5_000_000
     assert differ == 0, "\n".join(messages)
 
 
-#: Builds of the kernels: x86's, x86's with no depthwise layer from a paired plane (as a layer
-#: whose plane would not fit), and the portable C of a Cortex-M.
-BUILDS = {"SSE2": (), "SSE2 without the paired plane": ("-DIOTNAS_PAIRED_PLANE_VECTORS=1",),
+#: Builds of the kernels: x86's (with AVX2 where this processor has it), x86's with SSE2 alone, x86's
+#: with no depthwise layer from a paired plane (as a layer whose plane would not fit), and the
+#: portable C of a Cortex-M.
+BUILDS = {"x86": (), "SSE2 alone": ("-DIOTNAS_NO_AVX2",),
+          "SSE2 without the paired plane": ("-DIOTNAS_PAIRED_PLANE_VECTORS=1", "-DIOTNAS_NO_AVX2"),
           "portable": ("-U__SSE2__",)}
 
 

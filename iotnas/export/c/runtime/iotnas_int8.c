@@ -229,6 +229,10 @@ typedef struct {
     int32_t shared_right; /* the run's one right shift, or -1 */
     iotnas_lanes_t lanes[IOTNAS_RUN_VALUES / 4];
 #endif
+#if defined(IOTNAS_AVX2)
+    int avx2; /* lanes8 made: the run requantised eight values a step in AVX2 */
+    iotnas_lanes8_t lanes8[IOTNAS_RUN_VALUES / 8];
+#endif
 } outputs_t;
 
 static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) {
@@ -238,6 +242,9 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
     o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / (pixels * cout)) : 0;
 #if defined(__SSE2__)
     o->lanes_ready = 0;
+#endif
+#if defined(IOTNAS_AVX2)
+    o->avx2 = 0;
 #endif
     if (!o->pixels) return;
     for (int32_t i = 0; i < o->pixels * cout; ++i) {
@@ -253,6 +260,15 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
         if (o->shift[i] != o->shift[0]) o->shared_right = -1;
     }
     if (!o->lanes_ready) o->shared_right = -1;
+#if defined(IOTNAS_AVX2)
+    o->avx2 = o->lanes_ready && iotnas_avx2_present();
+    for (int32_t i = 0; o->avx2 && i < o->pixels * cout; i += 8) {
+        int32_t right[8];
+        for (int32_t k = 0; k < 8; ++k) right[k] = -o->shift[i + k];
+        iotnas_requantize8_lanes(right, &o->lanes8[i / 8]);
+    }
+    if (o->avx2) return;
+#endif
     for (int32_t i = 0; o->lanes_ready && i < o->pixels * cout; i += 4) {
         const __m128i right = _mm_set_epi32(-o->shift[i + 3], -o->shift[i + 2], -o->shift[i + 1], -o->shift[i]);
         o->lanes[i / 4] = iotnas_requantize4_lanes(load4_i32(o->multiplier + i), right);
@@ -260,11 +276,33 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
 #endif
 }
 
+#if defined(IOTNAS_AVX2)
+/* outputs_flush's whole vectors of 8 values in AVX2 (o->avx2): how many were requantised. */
+IOTNAS_AVX2_FN static int32_t outputs_flush_avx2(const outputs_t *o, int32_t n, int8_t *out) {
+    const __m128i zp = _mm_set1_epi32(o->q.out_zp);
+    const __m128i lo = _mm_set1_epi16((int16_t)o->q.act_min), hi = _mm_set1_epi16((int16_t)o->q.act_max);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(o->acc + i)),
+                                           _mm256_loadu_si256((const __m256i *)(const void *)(o->bias + i)));
+        const __m256i v = iotnas_requantize8(x, _mm256_loadu_si256((const __m256i *)(const void *)(o->multiplier + i)),
+                                             &o->lanes8[i / 8]);
+        _mm_storel_epi64((__m128i *)(void *)(out + i),
+                         codes8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), zp, lo, hi));
+    }
+    return i;
+}
+#endif
+
 /* Requantises the pixels summed so far, the last of which ends at end. */
 static void outputs_flush(outputs_t *o, int8_t *end) {
     const int32_t n = o->filled * o->cout;
     int32_t i = 0;
     o->filled = 0;
+#if defined(IOTNAS_AVX2)
+    if (o->avx2) i = outputs_flush_avx2(o, n, end - n);
+    else
+#endif
 #if defined(__SSE2__)
     if (o->lanes_ready) { /* requantize_run with the lanes' constants made */
         const __m128i zp = _mm_set1_epi32(o->q.out_zp);
@@ -548,16 +586,21 @@ static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, ou
     paired_plane_t pp;
     const int32_t cout = o->cout;
     if (!paired_plane_init(&pp, plane, g, x, in_stride, cout, zp)) return 0;
+    void (*paired_plane_sums)(const tap_pairs_t *, const iotnas_geometry_t *, const paired_plane_t *, const __m128i *,
+                              int32_t, int32_t, int32_t, int32_t *) = paired_plane_sums8;
+#if defined(IOTNAS_AVX2)
+    if (iotnas_avx2_present()) paired_plane_sums = paired_plane_sums8_avx2;
+#endif
     for (int32_t oy = 0; oy < g->hout; ++oy)
         for (int32_t ox = 0; ox < g->wout; ++ox, out += cout) {
             int32_t *const sums = outputs_sums(o);
             for (int32_t b = 0; b < pp.blocks; ++b) {
                 if (8 * b + 8 <= cout) {
-                    paired_plane_sums8(t, g, &pp, plane, oy, ox, b, sums + 8 * b);
+                    paired_plane_sums(t, g, &pp, plane, oy, ox, b, sums + 8 * b);
                     continue;
                 }
                 int32_t part[8]; /* the last 1 to 7 channels */
-                paired_plane_sums8(t, g, &pp, plane, oy, ox, b, part);
+                paired_plane_sums(t, g, &pp, plane, oy, ox, b, part);
                 for (int32_t i = 8 * b; i < cout; ++i) sums[i] = part[i - 8 * b];
             }
             outputs_summed(o, out);
@@ -655,11 +698,46 @@ void iotnas_qlinear(const iotnas_qlinear_t *p, const int8_t *in, int8_t *out) {
 
 #define IOTNAS_ADD_LEFT_SHIFT 20 /* TensorFlow Lite's headroom for int8 additions */
 
+#if defined(IOTNAS_AVX2)
+/* iotnas_qadd's elements eight at a time in AVX2 (every shift a right shift): how many were added. */
+IOTNAS_AVX2_FN static int32_t qadd_avx2(const iotnas_qadd_t *q, const int8_t *a, const int8_t *b, int8_t *out) {
+    int32_t right[8];
+    iotnas_lanes8_t a_l, b_l, o_l;
+    for (int32_t k = 0; k < 8; ++k) right[k] = -q->a_shift;
+    iotnas_requantize8_lanes(right, &a_l);
+    for (int32_t k = 0; k < 8; ++k) right[k] = -q->b_shift;
+    iotnas_requantize8_lanes(right, &b_l);
+    for (int32_t k = 0; k < 8; ++k) right[k] = -q->out_shift;
+    iotnas_requantize8_lanes(right, &o_l);
+    const __m256i a_zp = _mm256_set1_epi32(q->a_zp), b_zp = _mm256_set1_epi32(q->b_zp);
+    const __m256i a_m = _mm256_set1_epi32(q->a_multiplier), b_m = _mm256_set1_epi32(q->b_multiplier);
+    const __m256i o_m = _mm256_set1_epi32(q->out_multiplier);
+    const __m128i zp = _mm_set1_epi32(q->out_zp);
+    const __m128i lo = _mm_set1_epi16((int16_t)q->act_min), hi = _mm_set1_epi16((int16_t)q->act_max);
+    int32_t i = 0;
+    for (; i + 8 <= q->n; i += 8) {
+        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(a + i)));
+        const __m256i y = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + i)));
+        const __m256i sum = _mm256_add_epi32(
+            iotnas_requantize8(_mm256_slli_epi32(_mm256_sub_epi32(x, a_zp), IOTNAS_ADD_LEFT_SHIFT), a_m, &a_l),
+            iotnas_requantize8(_mm256_slli_epi32(_mm256_sub_epi32(y, b_zp), IOTNAS_ADD_LEFT_SHIFT), b_m, &b_l));
+        const __m256i v = iotnas_requantize8(sum, o_m, &o_l);
+        _mm_storel_epi64((__m128i *)(void *)(out + i),
+                         codes8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), zp, lo, hi));
+    }
+    return i;
+}
+#endif
+
 /* On x86 eight elements at a time when every shift is a right shift (TensorFlow Lite's input
- * multipliers are at most a half, so theirs always are). */
+ * multipliers are at most a half, so theirs always are), in AVX2 where the processor has it. */
 void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
     const iotnas_qadd_t q = *p; /* locals: int8 stores may alias *p */
     int32_t i = 0;
+#if defined(IOTNAS_AVX2)
+    if (q.a_shift <= 0 && q.b_shift <= 0 && q.out_shift <= 0 && iotnas_avx2_present()) i = qadd_avx2(&q, a, b, out);
+    else
+#endif
 #if defined(__SSE2__)
     if (q.a_shift <= 0 && q.b_shift <= 0 && q.out_shift <= 0) {
         const __m128i a_zp = _mm_set1_epi16((int16_t)q.a_zp), b_zp = _mm_set1_epi16((int16_t)q.b_zp);

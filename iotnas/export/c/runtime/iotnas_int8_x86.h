@@ -308,6 +308,26 @@ static void paired_plane_sums8(const tap_pairs_t *t, const iotnas_geometry_t *g,
     _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
 }
 
+#if defined(IOTNAS_AVX2)
+/* paired_plane_sums8 in AVX2: a plane pixel's two vectors (channels 0-3, 4-7) are one 256-bit
+ * load, as are the filter's, so one vpmaddwd sums a pair of taps of all 8 channels. */
+IOTNAS_AVX2_FN static void paired_plane_sums8_avx2(const tap_pairs_t *t, const iotnas_geometry_t *g,
+                                                   const paired_plane_t *pp, const __m128i *plane, int32_t oy,
+                                                   int32_t ox, int32_t b, int32_t *acc) {
+    const int32_t step = 2 * pp->blocks;
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
+    __m256i sum = _mm256_setzero_si256();
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const __m128i *p = corner + ky * pp->width * step;
+        for (int32_t j = 0; j < t->pairs; ++j, p += 2 * step, f += 2)
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p),
+                                                          _mm256_loadu_si256((const __m256i *)(const void *)f)));
+    }
+    _mm256_storeu_si256((__m256i *)(void *)acc, sum);
+}
+#endif
+
 /* A convolution of few input and output channels (up to 8 each) at stride 1 along the rows, four
  * output pixels of a row at a time: its input widened once per call into int16 planes, one per input
  * channel ([y][channel][x]), padded with the zero point, so each tap pair (kx, kx + 1) of a kernel row
