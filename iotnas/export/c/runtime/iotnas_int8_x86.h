@@ -62,8 +62,12 @@ static __m128i widen_hi(__m128i v, int left) {
 typedef struct {
     int32_t loads_per_row, loads; /* a kernel row's loads, a window's */
     int32_t pairs; /* > 0: a window of one load summed by broadcast pairs of values */
+    int32_t load_pairs; /* > 0: in AVX2, loads two at a time (the last one alone with zeros) */
+    int32_t runs; /* in AVX2, a pair of loads is 16 bytes of one run of the input (a kernel row's) */
     int32_t offset[IOTNAS_DIRECT_LOADS]; /* of each load of a kernel row, from the row's first tap */
-    __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs] */
+    /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs]; in AVX2 (load_pairs > 0)
+     * [cout / 4][load_pairs][4 channels][2 loads] */
+    __m128i filter[IOTNAS_DIRECT_VECTORS];
 } direct_t;
 
 static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t in_stride, int32_t cout,
@@ -73,6 +77,12 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
     d->loads_per_row = contiguous ? (row + 7) / 8 : g->kw * per_tap, d->loads = g->kh * d->loads_per_row;
     if (d->loads > IOTNAS_DIRECT_LOADS || blocks * d->loads * 4 > IOTNAS_DIRECT_VECTORS) return 0;
     d->pairs = g->kh == 1 && d->loads_per_row == 1 ? (row + 1) / 2 : 0;
+    d->load_pairs = 0;
+#if defined(IOTNAS_AVX2)
+    if (!d->pairs && iotnas_avx2_present() && blocks * (d->loads + 1) / 2 * 8 <= IOTNAS_DIRECT_VECTORS)
+        d->load_pairs = (d->loads + 1) / 2;
+#endif
+    d->runs = contiguous && (g->kh == 1 || d->loads_per_row % 2 == 0);
     for (int32_t l = 0; l < d->loads_per_row; ++l)
         d->offset[l] = contiguous ? 8 * l : l / per_tap * in_stride + l % per_tap * 8;
     if (d->pairs) { /* channel c's weights k and k + 1 in lanes 2 (c % 4) and 2 (c % 4) + 1 */
@@ -97,8 +107,12 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
                 int16_t v[8];
                 for (int32_t i = 0; i < 8; ++i)
                     v[i] = (int16_t)(c < cout && first + i < end ? filter[(c * g->kh + ky) * row + first + i] : 0);
-                d->filter[(b * d->loads + t) * 4 + j] = _mm_loadu_si128((const __m128i *)(const void *)v);
+                const int32_t at = d->load_pairs ? ((b * d->load_pairs + t / 2) * 4 + j) * 2 + t % 2
+                                                 : (b * d->loads + t) * 4 + j;
+                d->filter[at] = _mm_loadu_si128((const __m128i *)(const void *)v);
             }
+    for (int32_t b = 0; d->load_pairs && d->loads % 2 && b < blocks; ++b) /* the last load's partner: zeros */
+        for (int32_t j = 0; j < 4; ++j) d->filter[((b * d->load_pairs + d->loads / 2) * 4 + j) * 2 + 1] = _mm_setzero_si128();
     return 1;
 }
 
@@ -143,6 +157,75 @@ static void pair_sums_pixels(const direct_t *d, int32_t cout, const int8_t *x, i
     }
 }
 
+#if defined(IOTNAS_AVX2)
+/* The four channels' sums of 256-bit vectors s0..s3 (two halves each) in order. */
+IOTNAS_AVX2_FN static __m128i sums4_avx2(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+    const __m128i t0 = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+    const __m128i t1 = _mm_add_epi32(_mm256_castsi256_si128(s1), _mm256_extracti128_si256(s1, 1));
+    const __m128i t2 = _mm_add_epi32(_mm256_castsi256_si128(s2), _mm256_extracti128_si256(s2, 1));
+    const __m128i t3 = _mm_add_epi32(_mm256_castsi256_si128(s3), _mm256_extracti128_si256(s3, 1));
+    const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(t0, t1), _mm_unpackhi_epi32(t0, t1));
+    const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(t2, t3), _mm_unpackhi_epi32(t2, t3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b));
+}
+
+/* direct_sums in AVX2 (d->load_pairs > 0): two loads of the window side by side in a 256-bit
+ * vector against the filter's two, so one vpmaddwd takes 16 values of a channel. */
+IOTNAS_AVX2_FN static void direct_sums_avx2(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x,
+                                            int32_t *sums) {
+    __m256i xp[IOTNAS_DIRECT_LOADS / 2 + 1];
+    if (d->runs) { /* 16 bytes widened at once; an odd last load's 8 (the upper ones read as 0) */
+        for (int32_t ky = 0, t = 0; ky < kh; ++ky)
+            for (int32_t l = 0; l < d->loads_per_row; l += 2, ++t) {
+                const __m128i *const p = (const __m128i *)(const void *)(x + ky * stride + 8 * l);
+                xp[t] = _mm256_cvtepi8_epi16(l + 1 < d->loads_per_row ? _mm_loadu_si128(p) : _mm_loadl_epi64(p));
+            }
+    } else {
+        __m128i xs[IOTNAS_DIRECT_LOADS + 1];
+        for (int32_t ky = 0, t = 0; ky < kh; ++ky)
+            for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + d->offset[l]);
+        xs[d->loads] = _mm_setzero_si128();
+        for (int32_t t = 0; t < d->load_pairs; ++t)
+            xp[t] = _mm256_inserti128_si256(_mm256_castsi128_si256(xs[2 * t]), xs[2 * t + 1], 1);
+    }
+    const __m256i *const filter = (const __m256i *)(const void *)d->filter;
+    int32_t c = 0;
+    for (; c + 3 <= cout; c += 4) { /* 4 channels a pass (3: the fourth weighs 0) */
+        const __m256i *f = filter + c / 4 * d->load_pairs * 4;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        for (int32_t t = 0; t < d->load_pairs; ++t, f += 4) {
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f)));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 1)));
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 2)));
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 3)));
+        }
+        const __m128i four = sums4_avx2(s0, s1, s2, s3);
+        if (c + 4 <= cout) {
+            _mm_storeu_si128((__m128i *)(void *)(sums + c), four);
+        } else {
+            int32_t last[4];
+            _mm_storeu_si128((__m128i *)(void *)last, four);
+            for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+        }
+    }
+    if (c < cout) { /* the last 1 or 2 channels, at the start of their block */
+        const __m256i *f = filter + c / 4 * d->load_pairs * 4;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+        for (int32_t t = 0; t < d->load_pairs; ++t, f += 4) {
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f)));
+            if (c + 2 <= cout) s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 1)));
+        }
+        const __m128i t0 = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+        const __m128i t1 = _mm_add_epi32(_mm256_castsi256_si128(s1), _mm256_extracti128_si256(s1, 1));
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(t0, t1), _mm_unpackhi_epi32(t0, t1));
+        int32_t two[4];
+        _mm_storeu_si128((__m128i *)(void *)two, _mm_add_epi32(a, _mm_unpackhi_epi64(a, a)));
+        sums[c] = two[0];
+        if (c + 2 <= cout) sums[c + 1] = two[1];
+    }
+}
+#endif
+
 /* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
  * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
@@ -150,6 +233,12 @@ static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t c
         pair_sums(d, cout, x, sums);
         return;
     }
+#if defined(IOTNAS_AVX2)
+    if (d->load_pairs) {
+        direct_sums_avx2(d, kh, stride, cout, x, sums);
+        return;
+    }
+#endif
     __m128i xs[IOTNAS_DIRECT_LOADS];
     for (int32_t ky = 0, t = 0; ky < kh; ++ky)
         for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + d->offset[l]);
