@@ -313,6 +313,9 @@ int main(void) {
                 conv_of(side, cin, cout, 5, 5, 2, 2, extra), conv_of(side, cin, cout, 3, 3, 2, 0, extra);
                 conv_of(side, cin, cout, 3, 3, 1, 1, 0);
             }
+    for (int cin = 1; cin <= 8; ++cin) /* few channels on rows of 20 pixels: 16 a step, the last 16 overlapping */
+        for (int cout = 1; cout <= 8; ++cout)
+            conv_of(20, cin, cout, 3, 3, 1, 1, 0), conv_of(20, cin, cout, 5, 5, 1, 2, 0), conv_of(20, cin, cout, 1, 3, 1, 1, 0);
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
             depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0),

@@ -235,11 +235,14 @@ typedef struct {
 #endif
 } outputs_t;
 
+/* A run's parameters and lanes' constants repeat every lcm(cout, 8) values (unit): made once per
+ * channel or per unit, then copied. */
 static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) {
     int32_t pixels = 1;
     while (pixels * cout % 8 != 0) ++pixels;
+    const int32_t unit = pixels * cout;
     o->q = *q, o->cout = cout, o->filled = 0;
-    o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / (pixels * cout)) : 0;
+    o->pixels = unit <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / unit) : 0;
 #if defined(__SSE2__)
     o->lanes_ready = 0;
 #endif
@@ -247,29 +250,38 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
     o->avx2 = 0;
 #endif
     if (!o->pixels) return;
-    for (int32_t i = 0; i < o->pixels * cout; ++i) {
-        o->bias[i] = q->bias ? q->bias[i % cout] : 0;
-        o->multiplier[i] = q->multiplier[i % cout];
-        o->shift[i] = q->shift[i % cout];
+    const int32_t n = o->pixels * cout;
+    for (int32_t i = 0; i < n; ++i) {
+        o->bias[i] = i >= cout ? o->bias[i - cout] : q->bias ? q->bias[i] : 0;
+        o->multiplier[i] = i >= cout ? o->multiplier[i - cout] : q->multiplier[i];
+        o->shift[i] = i >= cout ? o->shift[i - cout] : q->shift[i];
     }
     o->q.bias = o->bias, o->q.multiplier = o->multiplier, o->q.shift = o->shift;
 #if defined(__SSE2__)
     o->lanes_ready = 1, o->shared_right = -o->shift[0];
-    for (int32_t i = 0; i < o->pixels * cout; ++i) {
-        o->lanes_ready &= o->shift[i] <= 0;
-        if (o->shift[i] != o->shift[0]) o->shared_right = -1;
+    for (int32_t c = 0; c < cout; ++c) {
+        o->lanes_ready &= o->shift[c] <= 0;
+        if (o->shift[c] != o->shift[0]) o->shared_right = -1;
     }
     if (!o->lanes_ready) o->shared_right = -1;
 #if defined(IOTNAS_AVX2)
     o->avx2 = o->lanes_ready && iotnas_avx2_present();
-    for (int32_t i = 0; o->avx2 && i < o->pixels * cout; i += 8) {
+    for (int32_t i = 0; o->avx2 && i < n; i += 8) {
         int32_t right[8];
+        if (i >= unit) {
+            o->lanes8[i / 8] = o->lanes8[(i - unit) / 8];
+            continue;
+        }
         for (int32_t k = 0; k < 8; ++k) right[k] = -o->shift[i + k];
         iotnas_requantize8_lanes(right, &o->lanes8[i / 8]);
     }
     if (o->avx2) return;
 #endif
-    for (int32_t i = 0; o->lanes_ready && i < o->pixels * cout; i += 4) {
+    for (int32_t i = 0; o->lanes_ready && i < n; i += 4) {
+        if (i >= unit) {
+            o->lanes[i / 4] = o->lanes[(i - unit) / 4];
+            continue;
+        }
         const __m128i right = _mm_set_epi32(-o->shift[i + 3], -o->shift[i + 2], -o->shift[i + 1], -o->shift[i]);
         o->lanes[i / 4] = iotnas_requantize4_lanes(load4_i32(o->multiplier + i), right);
     }
@@ -409,12 +421,20 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
     channel_planes_t cp;
     const int32_t cout = o->cout;
     if (!channel_planes_init(&cp, plane, g, x, in_stride, cin, cout, filter, zp)) return 0;
+    int32_t group = 4; /* output pixels a step; in AVX2, on rows of 16 or more, 16 */
+#if defined(IOTNAS_AVX2)
+    if (g->wout >= 16 && iotnas_avx2_present()) group = 16;
+#endif
     for (int32_t oy = 0; oy < g->hout; ++oy)
-        for (int32_t ox = 0; ox < g->wout; ox += 4) {
-            const int32_t start = ox + 4 <= g->wout ? ox : g->wout - 4;
-            int32_t sums[4 * IOTNAS_FEW_OUT];
+        for (int32_t ox = 0; ox < g->wout; ox += group) {
+            const int32_t start = ox + group <= g->wout ? ox : g->wout - group;
+            int32_t sums[16 * IOTNAS_FEW_OUT];
+#if defined(IOTNAS_AVX2)
+            if (group == 16) channel_planes_sums16(&cp, g, plane, cin, cout, oy, start, sums);
+            else
+#endif
             channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
-            for (int32_t p = ox - start; p < 4; ++p, out += cout) {
+            for (int32_t p = ox - start; p < group; ++p, out += cout) {
                 int32_t *const to = outputs_sums(o);
                 for (int32_t c = 0; c < cout; ++c) to[c] = sums[p * cout + c];
                 outputs_summed(o, out);

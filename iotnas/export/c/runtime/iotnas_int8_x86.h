@@ -515,4 +515,58 @@ static void channel_planes_sums4(const channel_planes_t *cp, const iotnas_geomet
     }
 }
 
+#if defined(IOTNAS_AVX2)
+/* channel_planes_sums4 in AVX2 for 16 output pixels (oy, ox + p), p < 16, and output channels
+ * [c0, c0 + n), n <= 4 a constant in each of channel_planes_sums16's cases: 16 plane values and the
+ * 16 after them unpacked in pairs give pixels 0-3 and 8-11 in one vector, 4-7 and 12-15 in the
+ * other (vpunpck works within 128-bit halves), each against the channel's pair of weights. */
+#define IOTNAS_FEW16_ACC(k)                                                            \
+    if (n > k) {                                                                       \
+        const __m256i w = _mm256_broadcastsi128_si256(f[k]);                           \
+        lo##k = _mm256_add_epi32(lo##k, _mm256_madd_epi16(taps_lo, w));                \
+        hi##k = _mm256_add_epi32(hi##k, _mm256_madd_epi16(taps_hi, w));                \
+    }
+#define IOTNAS_FEW16_STORE(k)                                                          \
+    if (n > k) {                                                                       \
+        int32_t l[8], h[8];                                                            \
+        _mm256_storeu_si256((__m256i *)(void *)l, lo##k);                              \
+        _mm256_storeu_si256((__m256i *)(void *)h, hi##k);                              \
+        for (int32_t p = 0; p < 4; ++p) {                                              \
+            sums[p * cout + c0 + k] = l[p], sums[(p + 8) * cout + c0 + k] = l[p + 4];  \
+            sums[(p + 4) * cout + c0 + k] = h[p], sums[(p + 12) * cout + c0 + k] = h[p + 4]; \
+        }                                                                              \
+    }
+IOTNAS_AVX2_FN static inline void channel_planes_sums16_n(const channel_planes_t *cp, const iotnas_geometry_t *g,
+                                                          const int16_t *plane, int32_t cin, int32_t cout, int32_t c0,
+                                                          const int32_t n, int32_t oy, int32_t ox, int32_t *sums) {
+    __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int16_t *const row = plane + (oy * g->sh + ky) * cin * cp->width + ox;
+        for (int32_t j = 0; j < cp->pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci) {
+                const int16_t *const p = row + ci * cp->width + 2 * j;
+                const __m128i *const f = cp->filter + ((ky * cp->pairs + j) * cin + ci) * cout + c0;
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)p);
+                const __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 1));
+                const __m256i taps_lo = _mm256_unpacklo_epi16(a, b), taps_hi = _mm256_unpackhi_epi16(a, b);
+                IOTNAS_FEW16_ACC(0) IOTNAS_FEW16_ACC(1) IOTNAS_FEW16_ACC(2) IOTNAS_FEW16_ACC(3)
+            }
+    }
+    IOTNAS_FEW16_STORE(0) IOTNAS_FEW16_STORE(1) IOTNAS_FEW16_STORE(2) IOTNAS_FEW16_STORE(3)
+}
+#undef IOTNAS_FEW16_ACC
+#undef IOTNAS_FEW16_STORE
+
+IOTNAS_AVX2_FN static void channel_planes_sums16(const channel_planes_t *cp, const iotnas_geometry_t *g,
+                                                 const int16_t *plane, int32_t cin, int32_t cout, int32_t oy, int32_t ox,
+                                                 int32_t *sums) {
+    for (int32_t c0 = 0; c0 < cout; c0 += 4) switch (cout - c0) {
+        case 1: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 1, oy, ox, sums); break;
+        case 2: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 2, oy, ox, sums); break;
+        case 3: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 3, oy, ox, sums); break;
+        default: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 4, oy, ox, sums); break;
+        }
+}
+#endif
+
 #endif /* IOTNAS_INT8_X86_H */
