@@ -121,7 +121,7 @@ KERNELS_CHECK_C = r"""
 #define PIXELS 64
 #define MAX_C 40
 static long checked, differ;
-#define BUFFER (16 * 16 * 24) /* the largest max pooling input */
+#define BUFFER (20 * 20 * 24) /* the largest input: rows of 20 pixels of up to 24 channels */
 static int8_t in[BUFFER], out[BUFFER], filter[4096], other[BUFFER];
 static int32_t bias[MAX_C], multiplier[MAX_C];
 static int8_t shift[MAX_C];
@@ -228,12 +228,15 @@ static void conv_of(int side, int cin, int cout, int kh, int kw, int stride, int
 static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
     conv_of(8, cin, cout, kh, kw, stride, pad, extra);
 }
-static void depthwise(int c_n, int k, int stride, int pad) { /* filter [k][k][c_n] */
+static void depthwise_of(int side, int c_n, int k, int stride, int pad) { /* filter [k][k][c_n] */
     int32_t out_zp, lo, hi;
-    const int hout = (8 + 2 * pad - k) / stride + 1;
-    const iotnas_geometry_t g = {8, 8, hout, hout, k, k, stride, stride, pad, pad};
+    const int hout = (side + 2 * pad - k) / stride + 1;
+    const iotnas_geometry_t g = {side, side, hout, hout, k, k, stride, stride, pad, pad};
     const iotnas_qconv_t p = layer(g, c_n, 0, c_n, c_n, k * k * c_n, &out_zp, &lo, &hi);
     check_layer(&p, 1, out_zp, lo, hi);
+}
+static void depthwise(int c_n, int k, int stride, int pad) {
+    depthwise_of(8, c_n, k, stride, pad);
 }
 static void add(int n) { /* TensorFlow Lite's ADD: each input to a common scale, the sum to the output's */
     iotnas_qadd_t p;
@@ -316,6 +319,10 @@ int main(void) {
     for (int cin = 1; cin <= 8; ++cin) /* few channels on rows of 20 pixels: 16 a step, the last 16 overlapping */
         for (int cout = 1; cout <= 8; ++cout)
             conv_of(20, cin, cout, 3, 3, 1, 1, 0), conv_of(20, cin, cout, 5, 5, 1, 2, 0), conv_of(20, cin, cout, 1, 3, 1, 1, 0);
+    for (int c = 1; c <= 20; ++c) /* depthwise rows of 13 and 20 pixels: 8 a step, the last 8 overlapping */
+        for (int side = 13; side <= 20; side += 7)
+            depthwise_of(side, c, 7, 1, 3), depthwise_of(side, c, 3, 1, 1), depthwise_of(side, c, 7, 2, 3),
+            depthwise_of(side, c, 5, 2, 2), depthwise_of(side, c, 4, 1, 1);
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
             depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0),

@@ -606,6 +606,25 @@ static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, ou
     paired_plane_t pp;
     const int32_t cout = o->cout;
     if (!paired_plane_init(&pp, plane, g, x, in_stride, cout, zp)) return 0;
+#if defined(IOTNAS_AVX2)
+    if (g->wout >= 8 && 8 * pp.blocks <= IOTNAS_RUN_VALUES && iotnas_avx2_present()) {
+        /* 8 output pixels a step, the row's last 8 overlapping */
+        const int32_t stride = 8 * pp.blocks;
+        int32_t sums8[8 * IOTNAS_RUN_VALUES]; /* 8 pixels' sums, each pixel's channels padded to whole blocks */
+        for (int32_t oy = 0; oy < g->hout; ++oy)
+            for (int32_t ox = 0; ox < g->wout; ox += 8) {
+                const int32_t start = ox + 8 <= g->wout ? ox : g->wout - 8;
+                for (int32_t b = 0; b < pp.blocks; ++b)
+                    paired_plane_sums8x8_avx2(t, g, &pp, plane, oy, start, b, sums8 + 8 * b, stride);
+                for (int32_t k = ox - start; k < 8; ++k, out += cout) {
+                    memcpy(outputs_sums(o), sums8 + k * stride, (size_t)cout * sizeof(int32_t));
+                    outputs_summed(o, out);
+                }
+            }
+        outputs_flush(o, out);
+        return 1;
+    }
+#endif
     void (*paired_plane_sums)(const tap_pairs_t *, const iotnas_geometry_t *, const paired_plane_t *, const __m128i *,
                               int32_t, int32_t, int32_t, int32_t *) = paired_plane_sums8;
 #if defined(IOTNAS_AVX2)

@@ -406,15 +406,53 @@ IOTNAS_AVX2_FN static void paired_plane_sums8_avx2(const tap_pairs_t *t, const i
     const int32_t step = 2 * pp->blocks;
     const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
     const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
-    __m256i sum = _mm256_setzero_si256();
+    __m256i sum = _mm256_setzero_si256(), other = sum; /* two chains of additions, not one */
     for (int32_t ky = 0; ky < g->kh; ++ky) {
         const __m128i *p = corner + ky * pp->width * step;
-        for (int32_t j = 0; j < t->pairs; ++j, p += 2 * step, f += 2)
+        int32_t j = 0;
+        for (; j + 2 <= t->pairs; j += 2, p += 4 * step, f += 4) {
             sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p),
                                                           _mm256_loadu_si256((const __m256i *)(const void *)f)));
+            other = _mm256_add_epi32(other, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * step)),
+                                                              _mm256_loadu_si256((const __m256i *)(const void *)(f + 2))));
+        }
+        if (j < t->pairs) {
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p),
+                                                          _mm256_loadu_si256((const __m256i *)(const void *)f)));
+            f += 2;
+        }
     }
-    _mm256_storeu_si256((__m256i *)(void *)acc, sum);
+    _mm256_storeu_si256((__m256i *)(void *)acc, _mm256_add_epi32(sum, other));
 }
+#endif
+
+#if defined(IOTNAS_AVX2)
+/* The sums of block b's 8 channels at 8 output pixels (oy, ox + k), k < 8, into acc + k * stride:
+ * each filter vector loaded once for the 8 pixels, whose sums stay in registers, so a pair of taps
+ * costs a pixel one vpmaddwd (its plane vector a memory operand) and one addition. */
+#define IOTNAS_PAIRED8_ACC(k) \
+    s##k = _mm256_add_epi32(s##k, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p + k * next)), w))
+#define IOTNAS_PAIRED8_STORE(k) _mm256_storeu_si256((__m256i *)(void *)(acc + k * stride), s##k)
+IOTNAS_AVX2_FN static void paired_plane_sums8x8_avx2(const tap_pairs_t *t, const iotnas_geometry_t *g,
+                                                     const paired_plane_t *pp, const __m128i *plane, int32_t oy,
+                                                     int32_t ox, int32_t b, int32_t *acc, int32_t stride) {
+    const int32_t step = 2 * pp->blocks, next = g->sw * step; /* vectors from a window to the next pixel's */
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const __m128i *p = corner + ky * pp->width * step;
+        for (int32_t j = 0; j < t->pairs; ++j, p += 2 * step, f += 2) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)f);
+            IOTNAS_PAIRED8_ACC(0); IOTNAS_PAIRED8_ACC(1); IOTNAS_PAIRED8_ACC(2); IOTNAS_PAIRED8_ACC(3);
+            IOTNAS_PAIRED8_ACC(4); IOTNAS_PAIRED8_ACC(5); IOTNAS_PAIRED8_ACC(6); IOTNAS_PAIRED8_ACC(7);
+        }
+    }
+    IOTNAS_PAIRED8_STORE(0); IOTNAS_PAIRED8_STORE(1); IOTNAS_PAIRED8_STORE(2); IOTNAS_PAIRED8_STORE(3);
+    IOTNAS_PAIRED8_STORE(4); IOTNAS_PAIRED8_STORE(5); IOTNAS_PAIRED8_STORE(6); IOTNAS_PAIRED8_STORE(7);
+}
+#undef IOTNAS_PAIRED8_ACC
+#undef IOTNAS_PAIRED8_STORE
 #endif
 
 /* A convolution of few input and output channels (up to 8 each) at stride 1 along the rows, four
