@@ -352,10 +352,33 @@ static int paired_plane_init(paired_plane_t *pp, __m128i *plane, const iotnas_ge
     pp->width = width, pp->blocks = blocks;
     int8_t zp8[8];
     memset(zp8, zp, sizeof zp8);
+    const __m128i zp16 = _mm_set1_epi16(zp);
     for (int32_t y = 0; y < height; ++y) {
         const int32_t iy = y - g->pt;
         for (int32_t b = 0; b < blocks; ++b) {
             __m128i *v = plane + (y * width * blocks + b) * 2;
+            if (iy < 0 || iy >= g->hin) { /* a row of padding */
+                for (int32_t px = 0; px < width; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16;
+                continue;
+            }
+            if (8 * b + 8 <= c) { /* a whole block of a row of the image: no copy, no check per pixel */
+                const int8_t *const src = x + iy * g->win * in_stride + 8 * b;
+                const int32_t left = g->pl < width ? g->pl : width; /* plane columns before the image's */
+                const int32_t end = g->pl + g->win < width ? g->pl + g->win : width; /* and after it */
+                __m128i here = left > 0 ? zp16 : load8_i16(src);
+                int32_t px = 0;
+                for (; px + 1 < left; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16; /* both taps padding */
+                for (; px + 1 < end; ++px, v += 2 * blocks) { /* the next column in the image */
+                    const __m128i next = load8_i16(src + (px + 1 - g->pl) * in_stride);
+                    v[0] = _mm_unpacklo_epi16(here, next), v[1] = _mm_unpackhi_epi16(here, next);
+                    here = next;
+                }
+                for (; px < width; ++px, v += 2 * blocks) { /* the next column in the padding */
+                    v[0] = _mm_unpacklo_epi16(here, zp16), v[1] = _mm_unpackhi_epi16(here, zp16);
+                    here = zp16;
+                }
+                continue;
+            }
             __m128i next = _mm_setzero_si128();
             for (int32_t px = -1; px < width; ++px, v += px > 0 ? 2 * blocks : 0) {
                 const int32_t ix = px + 1 - g->pl; /* the input column of the pixel after px */
