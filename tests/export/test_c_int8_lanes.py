@@ -244,6 +244,10 @@ static void add(int n) { /* TensorFlow Lite's ADD: each input to a common scale,
     p.a_zp = (int32_t)(next() % 256u) - 128, p.b_zp = (int32_t)(next() % 256u) - 128;
     p.a_multiplier = (int32_t)((1u << 30) | (next() >> 2)), p.a_shift = -(int32_t)(next() % 4u) - 1;
     p.b_multiplier = (int32_t)((1u << 30) | (next() >> 2)), p.b_shift = -(int32_t)(next() % 4u) - 1;
+    if (next() % 2u) { /* the input of the larger scale: a multiplier of a half, no shift */
+        if (next() % 2u) p.a_multiplier = 1 << 30, p.a_shift = 0;
+        else p.b_multiplier = 1 << 30, p.b_shift = 0;
+    }
     p.out_multiplier = (int32_t)((1u << 30) | (next() >> 2)), p.out_shift = -(int32_t)(next() % 24u) + 2;
     p.out_zp = (int32_t)(next() % 256u) - 128, p.act_min = -128, p.act_max = 127;
     if (next() % 2u) p.act_min = p.out_zp;

@@ -753,13 +753,18 @@ IOTNAS_AVX2_FN static int32_t qadd_avx2(const iotnas_qadd_t *q, const int8_t *a,
     const __m256i o_m = _mm256_set1_epi32(q->out_multiplier);
     const __m128i zp = _mm_set1_epi32(q->out_zp);
     const __m128i lo = _mm_set1_epi16((int16_t)q->act_min), hi = _mm_set1_epi16((int16_t)q->act_max);
+    /* the input of the larger scale has a multiplier of exactly a half and no shift (both inputs go to
+     * twice the larger scale): its (q - zp) 2^20 requantises to (q - zp) 2^19, no rounding */
+    const int a_half = q->a_multiplier == 1 << 30 && q->a_shift == 0, b_half = q->b_multiplier == 1 << 30 && q->b_shift == 0;
     int32_t i = 0;
     for (; i + 8 <= q->n; i += 8) {
-        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(a + i)));
-        const __m256i y = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + i)));
+        const __m256i x = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(a + i))), a_zp);
+        const __m256i y = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + i))), b_zp);
         const __m256i sum = _mm256_add_epi32(
-            iotnas_requantize8(_mm256_slli_epi32(_mm256_sub_epi32(x, a_zp), IOTNAS_ADD_LEFT_SHIFT), a_m, &a_l),
-            iotnas_requantize8(_mm256_slli_epi32(_mm256_sub_epi32(y, b_zp), IOTNAS_ADD_LEFT_SHIFT), b_m, &b_l));
+            a_half ? _mm256_slli_epi32(x, IOTNAS_ADD_LEFT_SHIFT - 1)
+                   : iotnas_requantize8(_mm256_slli_epi32(x, IOTNAS_ADD_LEFT_SHIFT), a_m, &a_l),
+            b_half ? _mm256_slli_epi32(y, IOTNAS_ADD_LEFT_SHIFT - 1)
+                   : iotnas_requantize8(_mm256_slli_epi32(y, IOTNAS_ADD_LEFT_SHIFT), b_m, &b_l));
         const __m256i v = iotnas_requantize8(sum, o_m, &o_l);
         _mm_storel_epi64((__m128i *)(void *)(out + i),
                          codes8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), zp, lo, hi));
