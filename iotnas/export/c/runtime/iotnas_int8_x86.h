@@ -345,57 +345,46 @@ typedef struct {
     int32_t width, blocks; /* pixels of a plane row, blocks of 8 channels per pixel */
 } paired_plane_t;
 
+/* The codes of a block of n channels (n <= 8) at offset at of the input x (bytes in all) as 8 int16:
+ * one 8-byte load (past n, other channels' codes, which the filter weights 0), unless it would pass
+ * the input's end. */
+static __m128i block_codes(const int8_t *x, int32_t at, int32_t bytes, int32_t n) {
+    if (at + 8 <= bytes) return load8_i16(x + at);
+    int8_t codes[8] = {0};
+    memcpy(codes, x + at, (size_t)n);
+    return load8_i16(codes);
+}
+
 static int paired_plane_init(paired_plane_t *pp, __m128i *plane, const iotnas_geometry_t *g, const int8_t *x,
                              int32_t in_stride, int32_t c, int8_t zp) {
     const int32_t height = padded_rows(g), width = padded_columns(g), blocks = (c + 7) / 8;
     if (height * width * blocks * 2 > IOTNAS_PAIRED_PLANE_VECTORS) return 0;
     pp->width = width, pp->blocks = blocks;
-    int8_t zp8[8];
-    memset(zp8, zp, sizeof zp8);
     const __m128i zp16 = _mm_set1_epi16(zp);
-    for (int32_t y = 0; y < height; ++y) {
-        const int32_t iy = y - g->pt;
-        for (int32_t b = 0; b < blocks; ++b) {
+    const int32_t bytes = g->hin * g->win * in_stride;
+    const int32_t left = g->pl; /* plane columns before the image's, and the first after it */
+    const int32_t end = g->pl + g->win; /* (padded_columns: at most width) */
+    for (int32_t b = 0; b < blocks; ++b) {
+        const int32_t n = c - 8 * b < 8 ? c - 8 * b : 8; /* channels of the block; the others weighted 0 */
+        for (int32_t y = 0; y < height; ++y) {
+            const int32_t iy = y - g->pt, row = iy * g->win * in_stride + 8 * b;
             __m128i *v = plane + (y * width * blocks + b) * 2;
             if (iy < 0 || iy >= g->hin) { /* a row of padding */
                 for (int32_t px = 0; px < width; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16;
                 continue;
             }
-            if (8 * b + 8 <= c) { /* a whole block of a row of the image: no copy, no check per pixel */
-                const int8_t *const src = x + iy * g->win * in_stride + 8 * b;
-                const int32_t left = g->pl < width ? g->pl : width; /* plane columns before the image's */
-                const int32_t end = g->pl + g->win < width ? g->pl + g->win : width; /* and after it */
-                __m128i here = left > 0 ? zp16 : load8_i16(src);
-                int32_t px = 0;
-                for (; px + 1 < left; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16; /* both taps padding */
-                for (; px + 1 < end; ++px, v += 2 * blocks) { /* the next column in the image */
-                    const __m128i next = load8_i16(src + (px + 1 - g->pl) * in_stride);
-                    v[0] = _mm_unpacklo_epi16(here, next), v[1] = _mm_unpackhi_epi16(here, next);
-                    here = next;
-                }
-                for (; px < width; ++px, v += 2 * blocks) { /* the next column in the padding */
-                    v[0] = _mm_unpacklo_epi16(here, zp16), v[1] = _mm_unpackhi_epi16(here, zp16);
-                    here = zp16;
-                }
-                continue;
-            }
-            __m128i next = _mm_setzero_si128();
-            for (int32_t px = -1; px < width; ++px, v += px > 0 ? 2 * blocks : 0) {
-                const int32_t ix = px + 1 - g->pl; /* the input column of the pixel after px */
-                int8_t codes[8];
-                const int8_t *src = zp8;
-                if (iy >= 0 && iy < g->hin && ix >= 0 && ix < g->win) {
-                    src = x + (iy * g->win + ix) * in_stride + 8 * b;
-                    if (8 * b + 8 > c) { /* the last 1 to 7 channels: the others weighted 0 */
-                        memcpy(codes, zp8, sizeof codes);
-                        memcpy(codes, src, (size_t)(c - 8 * b));
-                        src = codes;
-                    }
-                }
-                const __m128i here = next;
-                next = load8_i16(src);
-                if (px < 0) continue;
+            /* a row of the image, no check per pixel: plane pixel px holds columns px and px + 1 */
+            __m128i here = left > 0 ? zp16 : block_codes(x, row, bytes, n);
+            int32_t px = 0;
+            for (; px + 1 < left; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16; /* both taps padding */
+            for (; px + 1 < end; ++px, v += 2 * blocks) { /* the next column in the image */
+                const __m128i next = block_codes(x, row + (px + 1 - g->pl) * in_stride, bytes, n);
                 v[0] = _mm_unpacklo_epi16(here, next), v[1] = _mm_unpackhi_epi16(here, next);
+                here = next;
+            }
+            for (; px < width; ++px, v += 2 * blocks) { /* the next column in the padding */
+                v[0] = _mm_unpacklo_epi16(here, zp16), v[1] = _mm_unpackhi_epi16(here, zp16);
+                here = zp16;
             }
         }
     }
