@@ -617,7 +617,8 @@ static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, ou
                 for (int32_t b = 0; b < pp.blocks; ++b)
                     paired_plane_sums8x8_avx2(t, g, &pp, plane, oy, start, b, sums8 + 8 * b, stride);
                 for (int32_t k = ox - start; k < 8; ++k, out += cout) {
-                    memcpy(outputs_sums(o), sums8 + k * stride, (size_t)cout * sizeof(int32_t));
+                    int32_t *const to = outputs_sums(o);
+                    for (int32_t c = 0; c < cout; ++c) to[c] = sums8[k * stride + c]; /* no call per pixel */
                     outputs_summed(o, out);
                 }
             }
