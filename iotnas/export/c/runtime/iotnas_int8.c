@@ -614,6 +614,12 @@ static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, ou
         for (int32_t oy = 0; oy < g->hout; ++oy)
             for (int32_t ox = 0; ox < g->wout; ox += 8) {
                 const int32_t start = ox + 8 <= g->wout ? ox : g->wout - 8;
+                if (start == ox && stride == cout && o->pixels - o->filled >= 8) { /* straight into the run */
+                    for (int32_t b = 0; b < pp.blocks; ++b)
+                        paired_plane_sums8x8_avx2(t, g, &pp, plane, oy, ox, b, outputs_sums(o) + 8 * b, cout);
+                    for (int32_t k = 0; k < 8; ++k, out += cout) outputs_summed(o, out);
+                    continue;
+                }
                 for (int32_t b = 0; b < pp.blocks; ++b)
                     paired_plane_sums8x8_avx2(t, g, &pp, plane, oy, start, b, sums8 + 8 * b, stride);
                 for (int32_t k = ox - start; k < 8; ++k, out += cout) {
