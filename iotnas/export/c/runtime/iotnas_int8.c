@@ -231,7 +231,9 @@ typedef struct {
 #endif
 #if defined(IOTNAS_AVX2)
     int avx2; /* lanes8 made: the run requantised eight values a step in AVX2 */
+    int any_left; /* some shift of the run a left shift: each value shifted by left[] first */
     iotnas_lanes8_t lanes8[IOTNAS_RUN_VALUES / 8];
+    int32_t left[IOTNAS_RUN_VALUES];
 #endif
 } outputs_t;
 
@@ -265,14 +267,19 @@ static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) 
     }
     if (!o->lanes_ready) o->shared_right = -1;
 #if defined(IOTNAS_AVX2)
-    o->avx2 = o->lanes_ready && iotnas_avx2_present();
+    /* a left shift l is x << l (wrapping, as the scalar form's) requantised with a right shift of 0 */
+    o->avx2 = iotnas_avx2_present(), o->any_left = 0;
+    for (int32_t i = 0; o->avx2 && i < n; ++i) {
+        o->left[i] = o->shift[i] > 0 ? o->shift[i] : 0;
+        o->any_left |= o->left[i];
+    }
     for (int32_t i = 0; o->avx2 && i < n; i += 8) {
         int32_t right[8];
         if (i >= unit) {
             o->lanes8[i / 8] = o->lanes8[(i - unit) / 8];
             continue;
         }
-        for (int32_t k = 0; k < 8; ++k) right[k] = -o->shift[i + k];
+        for (int32_t k = 0; k < 8; ++k) right[k] = o->shift[i + k] < 0 ? -o->shift[i + k] : 0;
         iotnas_requantize8_lanes(right, &o->lanes8[i / 8]);
     }
     if (o->avx2) return;
@@ -295,8 +302,9 @@ IOTNAS_AVX2_FN static int32_t outputs_flush_avx2(const outputs_t *o, int32_t n, 
     const __m128i lo = _mm_set1_epi16((int16_t)o->q.act_min), hi = _mm_set1_epi16((int16_t)o->q.act_max);
     int32_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(o->acc + i)),
-                                           _mm256_loadu_si256((const __m256i *)(const void *)(o->bias + i)));
+        __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(o->acc + i)),
+                                     _mm256_loadu_si256((const __m256i *)(const void *)(o->bias + i)));
+        if (o->any_left) x = _mm256_sllv_epi32(x, _mm256_loadu_si256((const __m256i *)(const void *)(o->left + i)));
         const __m256i v = iotnas_requantize8(x, _mm256_loadu_si256((const __m256i *)(const void *)(o->multiplier + i)),
                                              &o->lanes8[i / 8]);
         _mm_storel_epi64((__m128i *)(void *)(out + i),
@@ -477,6 +485,26 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         return;
     }
 #if defined(__SSE2__)
+#if defined(IOTNAS_AVX2)
+    if (direct && pointwise_layer && d.load_pairs == 1 && d.runs && d.loads_per_row == 2) {
+        /* 9 to 16 input channels: a run of pixels a call, as below */
+        const int32_t pixels = g->hout * g->wout;
+        const int32_t loadable = input_bytes - in_offset >= 16 ? (input_bytes - in_offset - 16) / in_stride + 1 : 0;
+        for (int32_t pixel = 0; pixel < pixels; pixel += outputs.pixels) {
+            const int32_t n = pixels - pixel < outputs.pixels ? pixels - pixel : outputs.pixels;
+            const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
+            direct_pixels_avx2(&d, cout, in + in_offset + pixel * in_stride, in_stride, direct_n, outputs.acc);
+            for (int32_t i = direct_n; i < n; ++i) {
+                int8_t last[16] = {0};
+                memcpy(last, in + in_offset + (pixel + i) * in_stride, (size_t)cin);
+                direct_pixels_avx2(&d, cout, last, 0, 1, outputs.acc + i * cout);
+            }
+            outputs.filled = n;
+            outputs_flush(&outputs, out + (pixel + n) * cout);
+        }
+        return;
+    }
+#endif
     if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
         const int32_t pixels = g->hout * g->wout;
         /* the pixels whose load of 8 values stays inside the input; the others' channels are copied first */
