@@ -453,6 +453,29 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
 }
 #endif
 
+#if defined(__SSE2__)
+/* A pointwise layer's outputs a run of pixels a call: sums(d, cout, x, stride, n, acc) gives n
+ * pixels' sums one after another from a load of load bytes per pixel; the pixels whose load would
+ * pass the input's end (bytes from x) have their cin channels copied into a zeroed block first. */
+typedef void (*pixel_sums_t)(const direct_t *, int32_t, const int8_t *, int32_t, int32_t, int32_t *);
+static void pointwise_runs(const direct_t *d, outputs_t *o, pixel_sums_t sums, int32_t load, int32_t pixels,
+                           const int8_t *x, int32_t stride, int32_t cin, int32_t bytes, int8_t *out) {
+    const int32_t cout = o->cout, loadable = bytes >= load ? (bytes - load) / stride + 1 : 0;
+    for (int32_t pixel = 0; pixel < pixels; pixel += o->pixels) {
+        const int32_t n = pixels - pixel < o->pixels ? pixels - pixel : o->pixels;
+        const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
+        sums(d, cout, x + pixel * stride, stride, direct_n, o->acc);
+        for (int32_t i = direct_n; i < n; ++i) {
+            int8_t last[16] = {0};
+            memcpy(last, x + (pixel + i) * stride, (size_t)cin);
+            sums(d, cout, last, 0, 1, o->acc + i * cout);
+        }
+        o->filled = n;
+        outputs_flush(o, out + (pixel + n) * cout);
+    }
+}
+#endif
+
 /* A convolution with a window: a patch per output pixel when the window is small, else inside the
  * image a kernel row is one run of input and of filter when the layer reads every channel of its
  * input; at the borders, a tap in the padding adds the zero point times its weights. */
@@ -485,44 +508,18 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
         return;
     }
 #if defined(__SSE2__)
+    if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
+        pointwise_runs(&d, &outputs, pair_sums_pixels, 8, g->hout * g->wout, in + in_offset, in_stride, cin,
+                       input_bytes - in_offset, out);
+        return;
+    }
 #if defined(IOTNAS_AVX2)
-    if (direct && pointwise_layer && d.load_pairs == 1 && d.runs && d.loads_per_row == 2) {
-        /* 9 to 16 input channels: a run of pixels a call, as below */
-        const int32_t pixels = g->hout * g->wout;
-        const int32_t loadable = input_bytes - in_offset >= 16 ? (input_bytes - in_offset - 16) / in_stride + 1 : 0;
-        for (int32_t pixel = 0; pixel < pixels; pixel += outputs.pixels) {
-            const int32_t n = pixels - pixel < outputs.pixels ? pixels - pixel : outputs.pixels;
-            const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
-            direct_pixels_avx2(&d, cout, in + in_offset + pixel * in_stride, in_stride, direct_n, outputs.acc);
-            for (int32_t i = direct_n; i < n; ++i) {
-                int8_t last[16] = {0};
-                memcpy(last, in + in_offset + (pixel + i) * in_stride, (size_t)cin);
-                direct_pixels_avx2(&d, cout, last, 0, 1, outputs.acc + i * cout);
-            }
-            outputs.filled = n;
-            outputs_flush(&outputs, out + (pixel + n) * cout);
-        }
+    if (direct && pointwise_layer && d.load_pairs == 1 && d.runs && d.loads_per_row == 2) { /* 9 to 16: the same */
+        pointwise_runs(&d, &outputs, direct_pixels_avx2, 16, g->hout * g->wout, in + in_offset, in_stride, cin,
+                       input_bytes - in_offset, out);
         return;
     }
 #endif
-    if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
-        const int32_t pixels = g->hout * g->wout;
-        /* the pixels whose load of 8 values stays inside the input; the others' channels are copied first */
-        const int32_t loadable = input_bytes - in_offset >= 8 ? (input_bytes - in_offset - 8) / in_stride + 1 : 0;
-        for (int32_t pixel = 0; pixel < pixels; pixel += outputs.pixels) {
-            const int32_t n = pixels - pixel < outputs.pixels ? pixels - pixel : outputs.pixels;
-            const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
-            pair_sums_pixels(&d, cout, in + in_offset + pixel * in_stride, in_stride, direct_n, outputs.acc);
-            for (int32_t i = direct_n; i < n; ++i) {
-                int8_t last[8] = {0};
-                memcpy(last, in + in_offset + (pixel + i) * in_stride, (size_t)cin);
-                pair_sums(&d, cout, last, outputs.acc + i * cout);
-            }
-            outputs.filled = n;
-            outputs_flush(&outputs, out + (pixel + n) * cout);
-        }
-        return;
-    }
 #endif
 #if defined(__SSE2__)
     if (direct && planar) {

@@ -157,6 +157,17 @@ static void pair_sums_pixels(const direct_t *d, int32_t cout, const int8_t *x, i
     }
 }
 
+/* sums[c .. c + 4) = the four lanes of four, those below cout only (a last block of 1 to 3 channels). */
+static inline void store_sums4(int32_t *sums, int32_t c, int32_t cout, __m128i four) {
+    if (c + 4 <= cout) {
+        _mm_storeu_si128((__m128i *)(void *)(sums + c), four);
+        return;
+    }
+    int32_t last[4];
+    _mm_storeu_si128((__m128i *)(void *)last, four);
+    for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+}
+
 #if defined(IOTNAS_AVX2)
 /* The four channels' sums of 256-bit vectors s0..s3 (two halves each) in order. */
 IOTNAS_AVX2_FN static __m128i sums4_avx2(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
@@ -199,14 +210,7 @@ IOTNAS_AVX2_FN static void direct_sums_avx2(const direct_t *d, int32_t kh, int32
             s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 2)));
             s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 3)));
         }
-        const __m128i four = sums4_avx2(s0, s1, s2, s3);
-        if (c + 4 <= cout) {
-            _mm_storeu_si128((__m128i *)(void *)(sums + c), four);
-        } else {
-            int32_t last[4];
-            _mm_storeu_si128((__m128i *)(void *)last, four);
-            for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
-        }
+        store_sums4(sums, c, cout, sums4_avx2(s0, s1, s2, s3));
     }
     if (c < cout) { /* the last 1 or 2 channels, at the start of their block */
         const __m256i *f = filter + c / 4 * d->load_pairs * 4;
@@ -238,15 +242,9 @@ IOTNAS_AVX2_FN static void direct_pixels_avx2(const direct_t *d, int32_t cout, c
         const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)x));
         for (int32_t c = 0; c < cout; c += 4) {
             const __m256i *const f = filter + c;
-            const __m128i four = sums4_avx2(_mm256_madd_epi16(v, _mm256_loadu_si256(f)), _mm256_madd_epi16(v, _mm256_loadu_si256(f + 1)),
-                                            _mm256_madd_epi16(v, _mm256_loadu_si256(f + 2)), _mm256_madd_epi16(v, _mm256_loadu_si256(f + 3)));
-            if (c + 4 <= cout) {
-                _mm_storeu_si128((__m128i *)(void *)(sums + c), four);
-            } else {
-                int32_t last[4];
-                _mm_storeu_si128((__m128i *)(void *)last, four);
-                for (int32_t k = 0; c + k < cout; ++k) sums[c + k] = last[k];
-            }
+            store_sums4(sums, c, cout,
+                        sums4_avx2(_mm256_madd_epi16(v, _mm256_loadu_si256(f)), _mm256_madd_epi16(v, _mm256_loadu_si256(f + 1)),
+                                   _mm256_madd_epi16(v, _mm256_loadu_si256(f + 2)), _mm256_madd_epi16(v, _mm256_loadu_si256(f + 3))));
         }
     }
 }
