@@ -923,6 +923,19 @@ void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
             /* the window's first input column and its kernel columns inside the input, [kx0, kx1) */
             const int32_t x0 = ox * g->sw - g->pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + g->kw > g->win ? g->win - x0 : g->kw;
             int8_t *const o = row + ox * c;
+#if defined(__SSE2__)
+            if (!run && c == 8) { /* a pixel of 8 channels: one vector, no call per tap */
+                const __m128i flip = _mm_set1_epi8(INT8_MIN);
+                __m128i m = _mm_setzero_si128(); /* INT8_MIN, sign flipped */
+                for (int32_t k = 0; k < n_rows; ++k)
+                    for (int32_t kx = kx0; kx < kx1; ++kx)
+                        m = _mm_max_epu8(m, _mm_xor_si128(_mm_loadl_epi64((const __m128i *)(const void *)(
+                                                              src + k * row_bytes + (x0 + kx) * c)),
+                                                          flip));
+                _mm_storel_epi64((__m128i *)(void *)o, _mm_xor_si128(m, flip));
+                continue;
+            }
+#endif
             if (!run && c < IOTNAS_CHANNEL_RUN) { /* a pixel of few channels: no call per tap */
                 for (int32_t ch = 0; ch < c; ++ch) {
                     int8_t m = INT8_MIN;
