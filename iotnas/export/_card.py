@@ -90,7 +90,7 @@ _DESCRIBE = {
     "c/iotnas_ops.h": "C library: kernel declarations and the float-format decoder",
     "c/iotnas_int8.c": "C library: the int8 kernels (TensorFlow Lite's integer arithmetic, per-channel requantisation)",
     "c/iotnas_int8.h": "C library: int8 kernel declarations and the fixed-point requantisation",
-    "c/iotnas_int8_x86.h": "C library: the x86 (SSE2) forms of the int8 kernels (other targets use the plain C ones)",
+    "c/iotnas_int8_x86.h": "C library: the x86 forms of the int8 kernels (SSE2, and AVX2 chosen at run time; other targets use the plain C ones)",
     "model_int8.tflite": "full-integer int8 TensorFlow Lite model (int8 weights and activations, int32 biases)",
 }
 

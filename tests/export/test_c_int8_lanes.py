@@ -30,9 +30,26 @@ LANES_CHECK_C = r"""
 #include "iotnas_int8.h"
 @REFERENCE@
 @RANDOM@
-static long checked, shared_checked, differ;
+static long checked, shared_checked, avx2_checked, differ;
 static int32_t xs[4], ms[4], rs[4];
 static int filled;
+#if defined(IOTNAS_AVX2)
+static int32_t xs8[8], ms8[8], rs8[8];
+static int filled8;
+/* The same inputs eight at a time through the AVX2 form, where the processor has it. */
+IOTNAS_AVX2_FN static void compare8(void) {
+    int32_t got[8];
+    iotnas_lanes8_t l;
+    iotnas_requantize8_lanes(rs8, &l);
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)xs8);
+    const __m256i m = _mm256_loadu_si256((const __m256i *)(const void *)ms8);
+    _mm256_storeu_si256((__m256i *)(void *)got, iotnas_requantize8(x, m, &l));
+    for (int i = 0; i < 8; ++i, ++avx2_checked)
+        if (got[i] != gemmlowp_requantize(xs8[i], ms8[i], -rs8[i]) && differ++ < 5)
+            printf("avx2, lane %d: x=%ld m=%ld shift=%ld\n", i, (long)xs8[i], (long)ms8[i], (long)-rs8[i]);
+    filled8 = 0;
+}
+#endif
 static void compare(void) {
     int32_t got[4];
     const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)xs);
@@ -48,6 +65,12 @@ static void compare(void) {
             if (got[i] != gemmlowp_requantize(xs[i], ms[i], -rs[i]) && differ++ < 5)
                 printf("shared, lane %d: x=%ld m=%ld shift=%ld\n", i, (long)xs[i], (long)ms[i], (long)-rs[i]);
     }
+#if defined(IOTNAS_AVX2)
+    for (int i = 0; i < filled && iotnas_avx2_present(); ++i) {
+        xs8[filled8] = xs[i], ms8[filled8] = ms[i], rs8[filled8] = rs[i];
+        if (++filled8 == 8) compare8();
+    }
+#endif
     filled = 0;
 }
 /* Inputs gather four at a time, so each lane meets every kind of input, shift and multiplier. */
@@ -74,7 +97,7 @@ int main(void) {
     for (long k = 0; k < 4000000; ++k) /* anything: any x, any multiplier in [0, 2^31), any right shift */
         check((int32_t)next(), (int32_t)(next() >> 1), (int32_t)(next() % 32u));
     compare();
-    printf("%ld %ld\n%ld %ld\n", shared_checked, differ, checked, differ);
+    printf("%ld %ld\n%ld %ld\n%ld %ld\n", avx2_checked, differ, shared_checked, differ, checked, differ);
     return 0;
 }
 """
@@ -98,7 +121,7 @@ KERNELS_CHECK_C = r"""
 #define PIXELS 64
 #define MAX_C 40
 static long checked, differ;
-#define BUFFER (16 * 16 * 24) /* the largest max pooling input */
+#define BUFFER (20 * 20 * 24) /* the largest input: rows of 20 pixels of up to 24 channels */
 static int8_t in[BUFFER], out[BUFFER], filter[4096], other[BUFFER];
 static int32_t bias[MAX_C], multiplier[MAX_C];
 static int8_t shift[MAX_C];
@@ -148,13 +171,13 @@ static void pointwise(int cin, int cout, int wide) {
             compare(out[px * cout + c], expected(acc, c, out_zp, lo, hi), "pointwise", c);
         }
 }
-/* A layer on an 8 x 8 input of in_stride channels, reading cin of them from offset: random input,
- * filter (n_filter values, then 8 zeros of slack), per-channel parameters and input zero point. */
+/* A layer on a side x side input (g's) of in_stride channels, reading cin of them from offset: random
+ * input, filter (n_filter values, then 8 zeros of slack), per-channel parameters and input zero point. */
 static iotnas_qconv_t layer(iotnas_geometry_t g, int in_stride, int offset, int cin, int cout, int n_filter,
                             int32_t *out_zp, int32_t *lo, int32_t *hi) {
     iotnas_qconv_t p;
     channels(cout, 0);
-    for (int i = 0; i < 64 * in_stride; ++i) in[i] = byte();
+    for (int i = 0; i < g.hin * g.win * in_stride; ++i) in[i] = byte();
     for (int i = 0; i < n_filter; ++i) filter[i] = byte();
     memset(filter + n_filter, 0, 8);
     p.g = g, p.in_stride = in_stride, p.in_offset = offset, p.cin = cin, p.cout = cout, p.filter = filter;
@@ -164,7 +187,8 @@ static iotnas_qconv_t layer(iotnas_geometry_t g, int in_stride, int offset, int 
 }
 /* Channel k of the layer's input at (y, x), or the zero point in the padding. */
 static int32_t tap(const iotnas_qconv_t *p, int y, int x, int k) {
-    return y >= 0 && y < 8 && x >= 0 && x < 8 ? in[(y * 8 + x) * p->in_stride + p->in_offset + k] : p->q.in_zp;
+    const int side = p->g.win;
+    return y >= 0 && y < side && x >= 0 && x < side ? in[(y * side + x) * p->in_stride + p->in_offset + k] : p->q.in_zp;
 }
 /* Output channel c of the layer at (oy, ox), summed over every input channel, or over channel c
  * alone in a depthwise layer. */
@@ -190,23 +214,29 @@ static void check_layer(const iotnas_qconv_t *p, int depthwise, int32_t out_zp, 
                 compare(out[(oy * p->g.wout + ox) * p->cout + c],
                         expected(window_sum(p, depthwise, oy, ox, c), c, out_zp, lo, hi), depthwise ? "depthwise" : "conv", c);
 }
-/* 8 x 8 in of cin + extra channels, the layer reading cin of them from a random offset (one group of a
- * grouped convolution when extra > 0) */
-static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
+/* side x side in of cin + extra channels, the layer reading cin of them from a random offset (one group
+ * of a grouped convolution when extra > 0) */
+static void conv_of(int side, int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
     int32_t out_zp, lo, hi;
     const int pt = kh > 1 ? pad : 0, pl = kw > 1 ? pad : 0;
-    const int hout = (8 + 2 * pt - kh) / stride + 1, wout = (8 + 2 * pl - kw) / stride + 1;
-    const iotnas_geometry_t g = {8, 8, hout, wout, kh, kw, stride, stride, pt, pl};
+    const int hout = (side + 2 * pt - kh) / stride + 1, wout = (side + 2 * pl - kw) / stride + 1;
+    const iotnas_geometry_t g = {side, side, hout, wout, kh, kw, stride, stride, pt, pl};
     const iotnas_qconv_t p = layer(g, cin + extra, (int)(next() % (uint32_t)(extra + 1)), cin, cout,
                                    cout * kh * kw * cin, &out_zp, &lo, &hi);
     check_layer(&p, 0, out_zp, lo, hi);
 }
-static void depthwise(int c_n, int k, int stride, int pad) { /* filter [k][k][c_n] */
+static void conv(int cin, int cout, int kh, int kw, int stride, int pad, int extra) {
+    conv_of(8, cin, cout, kh, kw, stride, pad, extra);
+}
+static void depthwise_of(int side, int c_n, int k, int stride, int pad) { /* filter [k][k][c_n] */
     int32_t out_zp, lo, hi;
-    const int hout = (8 + 2 * pad - k) / stride + 1;
-    const iotnas_geometry_t g = {8, 8, hout, hout, k, k, stride, stride, pad, pad};
+    const int hout = (side + 2 * pad - k) / stride + 1;
+    const iotnas_geometry_t g = {side, side, hout, hout, k, k, stride, stride, pad, pad};
     const iotnas_qconv_t p = layer(g, c_n, 0, c_n, c_n, k * k * c_n, &out_zp, &lo, &hi);
     check_layer(&p, 1, out_zp, lo, hi);
+}
+static void depthwise(int c_n, int k, int stride, int pad) {
+    depthwise_of(8, c_n, k, stride, pad);
 }
 static void add(int n) { /* TensorFlow Lite's ADD: each input to a common scale, the sum to the output's */
     iotnas_qadd_t p;
@@ -214,6 +244,10 @@ static void add(int n) { /* TensorFlow Lite's ADD: each input to a common scale,
     p.a_zp = (int32_t)(next() % 256u) - 128, p.b_zp = (int32_t)(next() % 256u) - 128;
     p.a_multiplier = (int32_t)((1u << 30) | (next() >> 2)), p.a_shift = -(int32_t)(next() % 4u) - 1;
     p.b_multiplier = (int32_t)((1u << 30) | (next() >> 2)), p.b_shift = -(int32_t)(next() % 4u) - 1;
+    if (next() % 2u) { /* the input of the larger scale: a multiplier of a half, no shift */
+        if (next() % 2u) p.a_multiplier = 1 << 30, p.a_shift = 0;
+        else p.b_multiplier = 1 << 30, p.b_shift = 0;
+    }
     p.out_multiplier = (int32_t)((1u << 30) | (next() >> 2)), p.out_shift = -(int32_t)(next() % 24u) + 2;
     p.out_zp = (int32_t)(next() % 256u) - 128, p.act_min = -128, p.act_max = 127;
     if (next() % 2u) p.act_min = p.out_zp;
@@ -278,6 +312,21 @@ int main(void) {
                 conv(cin, cout, 3, 3, 1, 0, extra), conv(cin, cout, 5, 1, 1, 2, extra), conv(cin, cout, 1, 3, 1, 1, extra);
                 conv(cin, cout, 1, 1, 2, 0, extra), conv(cin, cout, 1, 1, 1, 0, extra);
             }
+    for (int cin = 1; cin <= 8; ++cin) /* groups of grouped layers on wider inputs (rows of 13 and 16 pixels) */
+        for (int side = 13; side <= 16; side += 3)
+            for (int cout = cin; cout <= cin + 4; cout += 4) {
+                const int extra = (int)(next() % (uint32_t)(24 - cin)); /* the other groups' channels */
+                conv_of(side, cin, cout, 3, 3, 2, 1, extra), conv_of(side, cin, cout, 3, 3, 1, 1, extra);
+                conv_of(side, cin, cout, 5, 5, 2, 2, extra), conv_of(side, cin, cout, 3, 3, 2, 0, extra);
+                conv_of(side, cin, cout, 3, 3, 1, 1, 0);
+            }
+    for (int cin = 1; cin <= 8; ++cin) /* few channels on rows of 20 pixels: 16 a step, the last 16 overlapping */
+        for (int cout = 1; cout <= 8; ++cout)
+            conv_of(20, cin, cout, 3, 3, 1, 1, 0), conv_of(20, cin, cout, 5, 5, 1, 2, 0), conv_of(20, cin, cout, 1, 3, 1, 1, 0);
+    for (int c = 1; c <= 20; ++c) /* depthwise rows of 13 and 20 pixels: 8 a step, the last 8 overlapping */
+        for (int side = 13; side <= 20; side += 7)
+            depthwise_of(side, c, 7, 1, 3), depthwise_of(side, c, 3, 1, 1), depthwise_of(side, c, 7, 2, 3),
+            depthwise_of(side, c, 5, 2, 2), depthwise_of(side, c, 4, 1, 1);
     for (int trial = 0; trial < 4; ++trial) /* 3 x 3 unpadded, padded, strided; 7 x 7; 1 x 1 (a per-channel scale) */
         for (int c = 1; c <= 20; ++c)
             depthwise(c, 3, 1, 0), depthwise(c, 3, 1, 1), depthwise(c, 3, 2, 1), depthwise(c, 7, 1, 3), depthwise(c, 1, 1, 0),
@@ -310,6 +359,12 @@ def _x86() -> bool:
     return "#define __SSE2__ 1" in probe.stdout
 
 
+def _avx2() -> bool:
+    """Whether this processor runs the kernels' AVX2 forms (chosen at run time)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return _x86() and cpuinfo.exists() and " avx2" in cpuinfo.read_text(encoding="utf-8")
+
+
 def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
     """About 11 million inputs, four lanes at a time: int32's edges under every right shift and
     multipliers at the Q31 range's ends, x next to each rounding boundary, any x and multiplier;
@@ -319,13 +374,17 @@ def test_four_lane_requantization_equals_the_gemmlowp_reference(tmp_path):
         pytest.skip("the four-lane form is x86 (SSE2) code")
     checked, differ, messages = _run(LANES_CHECK_C, tmp_path)
     shared = int(messages[-1].split()[0])  # of them, four lanes with one shift (iotnas_requantize4_shared)
+    avx2 = int(messages[-2].split()[0])  # and eight lanes at a time in AVX2 (iotnas_requantize8)
     assert checked > 5_000_000 and shared > 1_000_000
+    assert avx2 == 0 if not _avx2() else avx2 > 5_000_000
     assert differ == 0, "\n".join(messages)
 
 
-#: Builds of the kernels: x86's, x86's with no depthwise layer from a paired plane (as a layer
-#: whose plane would not fit), and the portable C of a Cortex-M.
-BUILDS = {"SSE2": (), "SSE2 without the paired plane": ("-DIOTNAS_PAIRED_PLANE_VECTORS=1",),
+#: Builds of the kernels: x86's (with AVX2 where this processor has it), x86's with SSE2 alone, x86's
+#: with no depthwise layer from a paired plane (as a layer whose plane would not fit), and the
+#: portable C of a Cortex-M.
+BUILDS = {"x86": (), "SSE2 alone": ("-DIOTNAS_NO_AVX2",),
+          "SSE2 without the paired plane": ("-DIOTNAS_PAIRED_PLANE_VECTORS=1", "-DIOTNAS_NO_AVX2"),
           "portable": ("-U__SSE2__",)}
 
 

@@ -229,42 +229,100 @@ typedef struct {
     int32_t shared_right; /* the run's one right shift, or -1 */
     iotnas_lanes_t lanes[IOTNAS_RUN_VALUES / 4];
 #endif
+#if defined(IOTNAS_AVX2)
+    int avx2; /* lanes8 made: the run requantised eight values a step in AVX2 */
+    int any_left; /* some shift of the run a left shift: each value shifted by left[] first */
+    iotnas_lanes8_t lanes8[IOTNAS_RUN_VALUES / 8];
+    int32_t left[IOTNAS_RUN_VALUES];
+#endif
 } outputs_t;
 
+/* A run's parameters and lanes' constants repeat every lcm(cout, 8) values (unit): made once per
+ * channel or per unit, then copied. */
 static void outputs_init(outputs_t *o, const iotnas_requant_t *q, int32_t cout) {
     int32_t pixels = 1;
     while (pixels * cout % 8 != 0) ++pixels;
+    const int32_t unit = pixels * cout;
     o->q = *q, o->cout = cout, o->filled = 0;
-    o->pixels = pixels * cout <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / (pixels * cout)) : 0;
+    o->pixels = unit <= IOTNAS_RUN_VALUES ? pixels * (IOTNAS_RUN_VALUES / unit) : 0;
 #if defined(__SSE2__)
     o->lanes_ready = 0;
 #endif
+#if defined(IOTNAS_AVX2)
+    o->avx2 = 0;
+#endif
     if (!o->pixels) return;
-    for (int32_t i = 0; i < o->pixels * cout; ++i) {
-        o->bias[i] = q->bias ? q->bias[i % cout] : 0;
-        o->multiplier[i] = q->multiplier[i % cout];
-        o->shift[i] = q->shift[i % cout];
+    const int32_t n = o->pixels * cout;
+    for (int32_t i = 0; i < n; ++i) {
+        o->bias[i] = i >= cout ? o->bias[i - cout] : q->bias ? q->bias[i] : 0;
+        o->multiplier[i] = i >= cout ? o->multiplier[i - cout] : q->multiplier[i];
+        o->shift[i] = i >= cout ? o->shift[i - cout] : q->shift[i];
     }
     o->q.bias = o->bias, o->q.multiplier = o->multiplier, o->q.shift = o->shift;
 #if defined(__SSE2__)
     o->lanes_ready = 1, o->shared_right = -o->shift[0];
-    for (int32_t i = 0; i < o->pixels * cout; ++i) {
-        o->lanes_ready &= o->shift[i] <= 0;
-        if (o->shift[i] != o->shift[0]) o->shared_right = -1;
+    for (int32_t c = 0; c < cout; ++c) {
+        o->lanes_ready &= o->shift[c] <= 0;
+        if (o->shift[c] != o->shift[0]) o->shared_right = -1;
     }
     if (!o->lanes_ready) o->shared_right = -1;
-    for (int32_t i = 0; o->lanes_ready && i < o->pixels * cout; i += 4) {
+#if defined(IOTNAS_AVX2)
+    /* a left shift l is x << l (wrapping, as the scalar form's) requantised with a right shift of 0 */
+    o->avx2 = iotnas_avx2_present(), o->any_left = 0;
+    for (int32_t i = 0; o->avx2 && i < n; ++i) {
+        o->left[i] = o->shift[i] > 0 ? o->shift[i] : 0;
+        o->any_left |= o->left[i];
+    }
+    for (int32_t i = 0; o->avx2 && i < n; i += 8) {
+        int32_t right[8];
+        if (i >= unit) {
+            o->lanes8[i / 8] = o->lanes8[(i - unit) / 8];
+            continue;
+        }
+        for (int32_t k = 0; k < 8; ++k) right[k] = o->shift[i + k] < 0 ? -o->shift[i + k] : 0;
+        iotnas_requantize8_lanes(right, &o->lanes8[i / 8]);
+    }
+    if (o->avx2) return;
+#endif
+    for (int32_t i = 0; o->lanes_ready && i < n; i += 4) {
+        if (i >= unit) {
+            o->lanes[i / 4] = o->lanes[(i - unit) / 4];
+            continue;
+        }
         const __m128i right = _mm_set_epi32(-o->shift[i + 3], -o->shift[i + 2], -o->shift[i + 1], -o->shift[i]);
         o->lanes[i / 4] = iotnas_requantize4_lanes(load4_i32(o->multiplier + i), right);
     }
 #endif
 }
 
+#if defined(IOTNAS_AVX2)
+/* outputs_flush's whole vectors of 8 values in AVX2 (o->avx2): how many were requantised. */
+IOTNAS_AVX2_FN static int32_t outputs_flush_avx2(const outputs_t *o, int32_t n, int8_t *out) {
+    const __m128i zp = _mm_set1_epi32(o->q.out_zp);
+    const __m128i lo = _mm_set1_epi16((int16_t)o->q.act_min), hi = _mm_set1_epi16((int16_t)o->q.act_max);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(o->acc + i)),
+                                     _mm256_loadu_si256((const __m256i *)(const void *)(o->bias + i)));
+        if (o->any_left) x = _mm256_sllv_epi32(x, _mm256_loadu_si256((const __m256i *)(const void *)(o->left + i)));
+        const __m256i v = iotnas_requantize8(x, _mm256_loadu_si256((const __m256i *)(const void *)(o->multiplier + i)),
+                                             &o->lanes8[i / 8]);
+        _mm_storel_epi64((__m128i *)(void *)(out + i),
+                         codes8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), zp, lo, hi));
+    }
+    return i;
+}
+#endif
+
 /* Requantises the pixels summed so far, the last of which ends at end. */
 static void outputs_flush(outputs_t *o, int8_t *end) {
     const int32_t n = o->filled * o->cout;
     int32_t i = 0;
     o->filled = 0;
+#if defined(IOTNAS_AVX2)
+    if (o->avx2) i = outputs_flush_avx2(o, n, end - n);
+    else
+#endif
 #if defined(__SSE2__)
     if (o->lanes_ready) { /* requantize_run with the lanes' constants made */
         const __m128i zp = _mm_set1_epi32(o->q.out_zp);
@@ -371,12 +429,20 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
     channel_planes_t cp;
     const int32_t cout = o->cout;
     if (!channel_planes_init(&cp, plane, g, x, in_stride, cin, cout, filter, zp)) return 0;
+    int32_t group = 4; /* output pixels a step; in AVX2, on rows of 16 or more, 16 */
+#if defined(IOTNAS_AVX2)
+    if (g->wout >= 16 && iotnas_avx2_present()) group = 16;
+#endif
     for (int32_t oy = 0; oy < g->hout; ++oy)
-        for (int32_t ox = 0; ox < g->wout; ox += 4) {
-            const int32_t start = ox + 4 <= g->wout ? ox : g->wout - 4;
-            int32_t sums[4 * IOTNAS_FEW_OUT];
+        for (int32_t ox = 0; ox < g->wout; ox += group) {
+            const int32_t start = ox + group <= g->wout ? ox : g->wout - group;
+            int32_t sums[16 * IOTNAS_FEW_OUT];
+#if defined(IOTNAS_AVX2)
+            if (group == 16) channel_planes_sums16(&cp, g, plane, cin, cout, oy, start, sums);
+            else
+#endif
             channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
-            for (int32_t p = ox - start; p < 4; ++p, out += cout) {
+            for (int32_t p = ox - start; p < group; ++p, out += cout) {
                 int32_t *const to = outputs_sums(o);
                 for (int32_t c = 0; c < cout; ++c) to[c] = sums[p * cout + c];
                 outputs_summed(o, out);
@@ -384,6 +450,29 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
         }
     outputs_flush(o, out);
     return 1;
+}
+#endif
+
+#if defined(__SSE2__)
+/* A pointwise layer's outputs a run of pixels a call: sums(d, cout, x, stride, n, acc) gives n
+ * pixels' sums one after another from a load of load bytes per pixel; the pixels whose load would
+ * pass the input's end (bytes from x) have their cin channels copied into a zeroed block first. */
+typedef void (*pixel_sums_t)(const direct_t *, int32_t, const int8_t *, int32_t, int32_t, int32_t *);
+static void pointwise_runs(const direct_t *d, outputs_t *o, pixel_sums_t sums, int32_t load, int32_t pixels,
+                           const int8_t *x, int32_t stride, int32_t cin, int32_t bytes, int8_t *out) {
+    const int32_t cout = o->cout, loadable = bytes >= load ? (bytes - load) / stride + 1 : 0;
+    for (int32_t pixel = 0; pixel < pixels; pixel += o->pixels) {
+        const int32_t n = pixels - pixel < o->pixels ? pixels - pixel : o->pixels;
+        const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
+        sums(d, cout, x + pixel * stride, stride, direct_n, o->acc);
+        for (int32_t i = direct_n; i < n; ++i) {
+            int8_t last[16] = {0};
+            memcpy(last, x + (pixel + i) * stride, (size_t)cin);
+            sums(d, cout, last, 0, 1, o->acc + i * cout);
+        }
+        o->filled = n;
+        outputs_flush(o, out + (pixel + n) * cout);
+    }
 }
 #endif
 
@@ -400,48 +489,58 @@ void iotnas_qconv(const iotnas_qconv_t *p, const int8_t *in, int8_t *out) {
     int direct = 0;
     outputs_t outputs;
     outputs_init(&outputs, &q, cout);
+    const int pointwise_layer = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
 #if defined(__SSE2__)
+    if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
+        return;
+    /* a padded layer, or one group of a grouped layer with a window: its input channels copied once
+     * into a plane padded with the zero point (and 8 bytes of slack for the last load), so every
+     * window is whole, and a group's kernel row is one run (loads along it, not per tap) */
+    const int32_t plane_h = padded_rows(g), plane_w = padded_columns(g);
+    const int padded = g->pt || g->pl || plane_h > g->hin || plane_w > g->win;
+    const int planar = (padded || (in_stride != cin && !pointwise_layer)) && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX;
     direct_t d;
-    direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, in_stride, cout, filter);
+    direct = outputs.pixels && steps <= IOTNAS_PATCH_MAX && direct_init(&d, g, cin, planar ? cin : in_stride, cout, filter);
     const int32_t input_bytes = g->hin * g->win * in_stride; /* a load must not pass the input's end */
 #endif
-    const int pointwise_layer = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
     if (!direct && pointwise_layer) {
         pointwise(&outputs, g->hout * g->wout, cin, in_stride, in + in_offset, filter, out);
         return;
     }
 #if defined(__SSE2__)
-    if (!pointwise_layer && outputs.pixels && conv_few_channels(g, &outputs, in + in_offset, in_stride, cin, filter, (int8_t)zp, out))
-        return;
     if (direct && d.pairs && pointwise_layer) { /* up to 8 input channels: a run of pixels a call, no window to place */
-        const int32_t pixels = g->hout * g->wout;
-        /* the pixels whose load of 8 values stays inside the input; the others' channels are copied first */
-        const int32_t loadable = input_bytes - in_offset >= 8 ? (input_bytes - in_offset - 8) / in_stride + 1 : 0;
-        for (int32_t pixel = 0; pixel < pixels; pixel += outputs.pixels) {
-            const int32_t n = pixels - pixel < outputs.pixels ? pixels - pixel : outputs.pixels;
-            const int32_t direct_n = loadable - pixel < n ? (loadable > pixel ? loadable - pixel : 0) : n;
-            pair_sums_pixels(&d, cout, in + in_offset + pixel * in_stride, in_stride, direct_n, outputs.acc);
-            for (int32_t i = direct_n; i < n; ++i) {
-                int8_t last[8] = {0};
-                memcpy(last, in + in_offset + (pixel + i) * in_stride, (size_t)cin);
-                pair_sums(&d, cout, last, outputs.acc + i * cout);
-            }
-            outputs.filled = n;
-            outputs_flush(&outputs, out + (pixel + n) * cout);
-        }
+        pointwise_runs(&d, &outputs, pair_sums_pixels, 8, g->hout * g->wout, in + in_offset, in_stride, cin,
+                       input_bytes - in_offset, out);
+        return;
+    }
+#if defined(IOTNAS_AVX2)
+    if (direct && pointwise_layer && d.load_pairs == 1 && d.runs && d.loads_per_row == 2) { /* 9 to 16: the same */
+        pointwise_runs(&d, &outputs, direct_pixels_avx2, 16, g->hout * g->wout, in + in_offset, in_stride, cin,
+                       input_bytes - in_offset, out);
         return;
     }
 #endif
+#endif
 #if defined(__SSE2__)
-    /* a padded layer that reads every channel of its input: the input copied once into a plane padded
-     * with the zero point (and 8 bytes of slack for the last load), so every window is whole */
-    const int32_t plane_h = padded_rows(g), plane_w = padded_columns(g);
-    if (direct && in_stride == cin && (g->pt || g->pl || plane_h > g->hin || plane_w > g->win)
-        && plane_h * plane_w * cin + 8 <= IOTNAS_PLANE_MAX) {
+    if (direct && planar) {
         int8_t plane[IOTNAS_PLANE_MAX];
         memset(plane, zp, (size_t)(plane_h * plane_w * cin + 8));
-        for (int32_t y = 0; y < g->hin; ++y)
-            memcpy(plane + ((y + g->pt) * plane_w + g->pl) * cin, in + y * g->win * cin, (size_t)(g->win * cin));
+        for (int32_t y = 0; y < g->hin; ++y) {
+            int8_t *const row = plane + ((y + g->pt) * plane_w + g->pl) * cin;
+            const int8_t *const src = in + in_offset + y * g->win * in_stride;
+            if (in_stride == cin) {
+                memcpy(row, src, (size_t)(g->win * cin));
+                continue;
+            }
+            /* a group's pixels: 8 bytes a move while the read stays in the input and the write in the
+             * row (the next pixels' moves overwrite what one writes past its cin) */
+            const int32_t readable = input_bytes - in_offset - y * g->win * in_stride;
+            int32_t x = 0;
+            if (cin <= 8)
+                for (; x * cin + 8 <= g->win * cin && x * in_stride + 8 <= readable; ++x)
+                    memcpy(row + x * cin, src + x * in_stride, 8);
+            for (; x < g->win; ++x) copy_bytes(row + x * cin, src + x * in_stride, cin);
+        }
         int8_t *o = out;
         for (int32_t oy = 0; oy < g->hout; ++oy)
             for (int32_t ox = 0; ox < g->wout; ++ox, o += cout) {
@@ -532,16 +631,47 @@ static int depthwise_paired(const tap_pairs_t *t, const iotnas_geometry_t *g, ou
     paired_plane_t pp;
     const int32_t cout = o->cout;
     if (!paired_plane_init(&pp, plane, g, x, in_stride, cout, zp)) return 0;
+#if defined(IOTNAS_AVX2)
+    if (g->wout >= 8 && 8 * pp.blocks <= IOTNAS_RUN_VALUES && iotnas_avx2_present()) {
+        /* 8 output pixels a step, the row's last 8 overlapping */
+        const int32_t stride = 8 * pp.blocks;
+        int32_t sums8[8 * IOTNAS_RUN_VALUES]; /* 8 pixels' sums, each pixel's channels padded to whole blocks */
+        for (int32_t oy = 0; oy < g->hout; ++oy)
+            for (int32_t ox = 0; ox < g->wout; ox += 8) {
+                const int32_t start = ox + 8 <= g->wout ? ox : g->wout - 8;
+                if (start == ox && stride == cout && o->pixels - o->filled >= 8) { /* straight into the run */
+                    for (int32_t b = 0; b < pp.blocks; ++b)
+                        paired_plane_sums8x8_avx2(t, g, &pp, plane, oy, ox, b, outputs_sums(o) + 8 * b, cout);
+                    for (int32_t k = 0; k < 8; ++k, out += cout) outputs_summed(o, out);
+                    continue;
+                }
+                for (int32_t b = 0; b < pp.blocks; ++b)
+                    paired_plane_sums8x8_avx2(t, g, &pp, plane, oy, start, b, sums8 + 8 * b, stride);
+                for (int32_t k = ox - start; k < 8; ++k, out += cout) {
+                    int32_t *const to = outputs_sums(o);
+                    for (int32_t c = 0; c < cout; ++c) to[c] = sums8[k * stride + c]; /* no call per pixel */
+                    outputs_summed(o, out);
+                }
+            }
+        outputs_flush(o, out);
+        return 1;
+    }
+#endif
+    void (*paired_plane_sums)(const tap_pairs_t *, const iotnas_geometry_t *, const paired_plane_t *, const __m128i *,
+                              int32_t, int32_t, int32_t, int32_t *) = paired_plane_sums8;
+#if defined(IOTNAS_AVX2)
+    if (iotnas_avx2_present()) paired_plane_sums = paired_plane_sums8_avx2;
+#endif
     for (int32_t oy = 0; oy < g->hout; ++oy)
         for (int32_t ox = 0; ox < g->wout; ++ox, out += cout) {
             int32_t *const sums = outputs_sums(o);
             for (int32_t b = 0; b < pp.blocks; ++b) {
                 if (8 * b + 8 <= cout) {
-                    paired_plane_sums8(t, g, &pp, plane, oy, ox, b, sums + 8 * b);
+                    paired_plane_sums(t, g, &pp, plane, oy, ox, b, sums + 8 * b);
                     continue;
                 }
                 int32_t part[8]; /* the last 1 to 7 channels */
-                paired_plane_sums8(t, g, &pp, plane, oy, ox, b, part);
+                paired_plane_sums(t, g, &pp, plane, oy, ox, b, part);
                 for (int32_t i = 8 * b; i < cout; ++i) sums[i] = part[i - 8 * b];
             }
             outputs_summed(o, out);
@@ -639,11 +769,51 @@ void iotnas_qlinear(const iotnas_qlinear_t *p, const int8_t *in, int8_t *out) {
 
 #define IOTNAS_ADD_LEFT_SHIFT 20 /* TensorFlow Lite's headroom for int8 additions */
 
+#if defined(IOTNAS_AVX2)
+/* iotnas_qadd's elements eight at a time in AVX2 (every shift a right shift): how many were added. */
+IOTNAS_AVX2_FN static int32_t qadd_avx2(const iotnas_qadd_t *q, const int8_t *a, const int8_t *b, int8_t *out) {
+    int32_t right[8];
+    iotnas_lanes8_t a_l, b_l, o_l;
+    for (int32_t k = 0; k < 8; ++k) right[k] = -q->a_shift;
+    iotnas_requantize8_lanes(right, &a_l);
+    for (int32_t k = 0; k < 8; ++k) right[k] = -q->b_shift;
+    iotnas_requantize8_lanes(right, &b_l);
+    for (int32_t k = 0; k < 8; ++k) right[k] = -q->out_shift;
+    iotnas_requantize8_lanes(right, &o_l);
+    const __m256i a_zp = _mm256_set1_epi32(q->a_zp), b_zp = _mm256_set1_epi32(q->b_zp);
+    const __m256i a_m = _mm256_set1_epi32(q->a_multiplier), b_m = _mm256_set1_epi32(q->b_multiplier);
+    const __m256i o_m = _mm256_set1_epi32(q->out_multiplier);
+    const __m128i zp = _mm_set1_epi32(q->out_zp);
+    const __m128i lo = _mm_set1_epi16((int16_t)q->act_min), hi = _mm_set1_epi16((int16_t)q->act_max);
+    /* the input of the larger scale has a multiplier of exactly a half and no shift (both inputs go to
+     * twice the larger scale): its (q - zp) 2^20 requantises to (q - zp) 2^19, no rounding */
+    const int a_half = q->a_multiplier == 1 << 30 && q->a_shift == 0, b_half = q->b_multiplier == 1 << 30 && q->b_shift == 0;
+    int32_t i = 0;
+    for (; i + 8 <= q->n; i += 8) {
+        const __m256i x = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(a + i))), a_zp);
+        const __m256i y = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + i))), b_zp);
+        const __m256i sum = _mm256_add_epi32(
+            a_half ? _mm256_slli_epi32(x, IOTNAS_ADD_LEFT_SHIFT - 1)
+                   : iotnas_requantize8(_mm256_slli_epi32(x, IOTNAS_ADD_LEFT_SHIFT), a_m, &a_l),
+            b_half ? _mm256_slli_epi32(y, IOTNAS_ADD_LEFT_SHIFT - 1)
+                   : iotnas_requantize8(_mm256_slli_epi32(y, IOTNAS_ADD_LEFT_SHIFT), b_m, &b_l));
+        const __m256i v = iotnas_requantize8(sum, o_m, &o_l);
+        _mm_storel_epi64((__m128i *)(void *)(out + i),
+                         codes8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), zp, lo, hi));
+    }
+    return i;
+}
+#endif
+
 /* On x86 eight elements at a time when every shift is a right shift (TensorFlow Lite's input
- * multipliers are at most a half, so theirs always are). */
+ * multipliers are at most a half, so theirs always are), in AVX2 where the processor has it. */
 void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
     const iotnas_qadd_t q = *p; /* locals: int8 stores may alias *p */
     int32_t i = 0;
+#if defined(IOTNAS_AVX2)
+    if (q.a_shift <= 0 && q.b_shift <= 0 && q.out_shift <= 0 && iotnas_avx2_present()) i = qadd_avx2(&q, a, b, out);
+    else
+#endif
 #if defined(__SSE2__)
     if (q.a_shift <= 0 && q.b_shift <= 0 && q.out_shift <= 0) {
         const __m128i a_zp = _mm_set1_epi16((int16_t)q.a_zp), b_zp = _mm_set1_epi16((int16_t)q.b_zp);
@@ -672,10 +842,28 @@ void iotnas_qadd(const iotnas_qadd_t *p, const int8_t *a, const int8_t *b, int8_
     }
 }
 
-/* o[i] = max(o[i], x[i]) over n values: on x86 16 and 8 at a time (SSE2's byte maximum is
- * unsigned: the sign bit flipped on the way in and out), elsewhere in runs of 16 and 8 for the
- * vectoriser. */
+/* o[i] = max(o[i], x[i]) over n values: on x86 32 at a time in AVX2 where the processor has it, then
+ * 16 and 8 (SSE2's byte maximum is unsigned: the sign bit flipped on the way in and out), elsewhere
+ * in runs of 16 and 8 for the vectoriser. */
+#if defined(IOTNAS_AVX2)
+/* max_run's whole vectors of 32 values in AVX2 (a signed byte maximum): how many were taken. */
+IOTNAS_AVX2_FN static int32_t max_run_avx2(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm256_storeu_si256((__m256i *)(void *)(o + i),
+                            _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(x + i)),
+                                            _mm256_loadu_si256((const __m256i *)(const void *)(o + i))));
+    return i;
+}
+#endif
+
 static void max_run(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
+#if defined(IOTNAS_AVX2)
+    if (n >= 32 && iotnas_avx2_present()) {
+        const int32_t done = max_run_avx2(n, x, o);
+        n -= done, x += done, o += done;
+    }
+#endif
 #if defined(__SSE2__)
     const __m128i flip = _mm_set1_epi8(INT8_MIN);
     for (; n >= 16; n -= 16, x += 16, o += 16) {
@@ -735,6 +923,19 @@ void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
             /* the window's first input column and its kernel columns inside the input, [kx0, kx1) */
             const int32_t x0 = ox * g->sw - g->pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + g->kw > g->win ? g->win - x0 : g->kw;
             int8_t *const o = row + ox * c;
+#if defined(__SSE2__)
+            if (!run && c == 8) { /* a pixel of 8 channels: one vector, no call per tap */
+                const __m128i flip = _mm_set1_epi8(INT8_MIN);
+                __m128i m = _mm_setzero_si128(); /* INT8_MIN, sign flipped */
+                for (int32_t k = 0; k < n_rows; ++k)
+                    for (int32_t kx = kx0; kx < kx1; ++kx)
+                        m = _mm_max_epu8(m, _mm_xor_si128(_mm_loadl_epi64((const __m128i *)(const void *)(
+                                                              src + k * row_bytes + (x0 + kx) * c)),
+                                                          flip));
+                _mm_storel_epi64((__m128i *)(void *)o, _mm_xor_si128(m, flip));
+                continue;
+            }
+#endif
             if (!run && c < IOTNAS_CHANNEL_RUN) { /* a pixel of few channels: no call per tap */
                 for (int32_t ch = 0; ch < c; ++ch) {
                     int8_t m = INT8_MIN;

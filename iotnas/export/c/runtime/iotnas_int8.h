@@ -102,6 +102,59 @@ static inline __m128i iotnas_requantize4_shared(__m128i x, __m128i multiplier, i
 }
 #endif
 
+/* AVX2, where the processor has it: the build targets SSE2 (x86-64's baseline, so -O2 alone), and
+ * the functions marked IOTNAS_AVX2_FN are compiled for AVX2 and called only after
+ * iotnas_avx2_present() says so (gcc and clang; -DIOTNAS_NO_AVX2 leaves them out). */
+#if defined(__SSE2__) && defined(__GNUC__) && !defined(IOTNAS_NO_AVX2)
+#define IOTNAS_AVX2 1
+#include <immintrin.h>
+#define IOTNAS_AVX2_FN __attribute__((target("avx2")))
+
+static inline int iotnas_avx2_present(void) {
+    static int present = -1; /* asked once; a race writes the same value */
+    if (present < 0) present = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return present;
+}
+
+/* Eight lanes' requantisation constants, made in plain C from their right shifts r in [0, 31]:
+ * the 64-bit nudge 2^30 + 2^(30+r) [r > 0] and shift count 31 + r, lanes 0, 2, 4, 6 then 1, 3, 5, 7
+ * (the even and odd lanes of the 32 x 32 -> 64-bit multiplies). */
+typedef struct {
+    int64_t nudge[8], count[8];
+} iotnas_lanes8_t;
+
+static inline void iotnas_requantize8_lanes(const int32_t *right, iotnas_lanes8_t *l) {
+    for (int k = 0; k < 8; ++k) {
+        const int at = k % 2 * 4 + k / 2;
+        l->nudge[at] = ((int64_t)1 << 30) + (right[k] > 0 ? (int64_t)1 << (30 + right[k]) : 0);
+        l->count[at] = 31 + right[k];
+    }
+}
+
+/* iotnas_requantize on eight lanes, each with its own multiplier (Q31, >= 0) and right shift:
+ * iotnas_requantize4_shared's one 64-bit sum and one floor, floor((|x| m + 2^30 - [x < 0] +
+ * 2^(30+r) [r > 0]) / 2^(31+r)), then the sign, with AVX2's per-lane 64-bit shift (vpsrlvq)
+ * taking each lane's r: the same integers. */
+IOTNAS_AVX2_FN static inline __m256i iotnas_requantize8(__m256i x, __m256i multiplier, const iotnas_lanes8_t *l) {
+    const __m256i sign = _mm256_srai_epi32(x, 31), magnitude = _mm256_sub_epi32(_mm256_xor_si256(x, sign), sign);
+    const __m256i nudge_even = _mm256_loadu_si256((const __m256i *)(const void *)l->nudge);
+    const __m256i nudge_odd = _mm256_loadu_si256((const __m256i *)(const void *)(l->nudge + 4));
+    const __m256i count_even = _mm256_loadu_si256((const __m256i *)(const void *)l->count);
+    const __m256i count_odd = _mm256_loadu_si256((const __m256i *)(const void *)(l->count + 4));
+    const __m256i even = _mm256_srlv_epi64(
+        _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epu32(magnitude, multiplier), nudge_even),
+                         _mm256_shuffle_epi32(sign, 0xa0)),
+        count_even);
+    const __m256i odd = _mm256_srlv_epi64(
+        _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(magnitude, 32), _mm256_srli_epi64(multiplier, 32)),
+                                          nudge_odd),
+                         _mm256_shuffle_epi32(sign, 0xf5)),
+        count_odd);
+    const __m256i rounded = _mm256_or_si256(even, _mm256_slli_epi64(odd, 32));
+    return _mm256_sub_epi32(_mm256_xor_si256(rounded, sign), sign);
+}
+#endif
+
 static inline int8_t iotnas_saturate(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }

@@ -62,8 +62,12 @@ static __m128i widen_hi(__m128i v, int left) {
 typedef struct {
     int32_t loads_per_row, loads; /* a kernel row's loads, a window's */
     int32_t pairs; /* > 0: a window of one load summed by broadcast pairs of values */
+    int32_t load_pairs; /* > 0: in AVX2, loads two at a time (the last one alone with zeros) */
+    int32_t runs; /* in AVX2, a pair of loads is 16 bytes of one run of the input (a kernel row's) */
     int32_t offset[IOTNAS_DIRECT_LOADS]; /* of each load of a kernel row, from the row's first tap */
-    __m128i filter[IOTNAS_DIRECT_VECTORS]; /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs] */
+    /* [cout / 4][kh][loads_per_row][4 channels], or [cout / 4][pairs]; in AVX2 (load_pairs > 0)
+     * [cout / 4][load_pairs][4 channels][2 loads] */
+    __m128i filter[IOTNAS_DIRECT_VECTORS];
 } direct_t;
 
 static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int32_t in_stride, int32_t cout,
@@ -73,6 +77,12 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
     d->loads_per_row = contiguous ? (row + 7) / 8 : g->kw * per_tap, d->loads = g->kh * d->loads_per_row;
     if (d->loads > IOTNAS_DIRECT_LOADS || blocks * d->loads * 4 > IOTNAS_DIRECT_VECTORS) return 0;
     d->pairs = g->kh == 1 && d->loads_per_row == 1 ? (row + 1) / 2 : 0;
+    d->load_pairs = 0;
+#if defined(IOTNAS_AVX2)
+    if (!d->pairs && iotnas_avx2_present() && blocks * (d->loads + 1) / 2 * 8 <= IOTNAS_DIRECT_VECTORS)
+        d->load_pairs = (d->loads + 1) / 2;
+#endif
+    d->runs = contiguous && (g->kh == 1 || d->loads_per_row % 2 == 0);
     for (int32_t l = 0; l < d->loads_per_row; ++l)
         d->offset[l] = contiguous ? 8 * l : l / per_tap * in_stride + l % per_tap * 8;
     if (d->pairs) { /* channel c's weights k and k + 1 in lanes 2 (c % 4) and 2 (c % 4) + 1 */
@@ -97,8 +107,12 @@ static int direct_init(direct_t *d, const iotnas_geometry_t *g, int32_t cin, int
                 int16_t v[8];
                 for (int32_t i = 0; i < 8; ++i)
                     v[i] = (int16_t)(c < cout && first + i < end ? filter[(c * g->kh + ky) * row + first + i] : 0);
-                d->filter[(b * d->loads + t) * 4 + j] = _mm_loadu_si128((const __m128i *)(const void *)v);
+                const int32_t at = d->load_pairs ? ((b * d->load_pairs + t / 2) * 4 + j) * 2 + t % 2
+                                                 : (b * d->loads + t) * 4 + j;
+                d->filter[at] = _mm_loadu_si128((const __m128i *)(const void *)v);
             }
+    for (int32_t b = 0; d->load_pairs && d->loads % 2 && b < blocks; ++b) /* the last load's partner: zeros */
+        for (int32_t j = 0; j < 4; ++j) d->filter[((b * d->load_pairs + d->loads / 2) * 4 + j) * 2 + 1] = _mm_setzero_si128();
     return 1;
 }
 
@@ -143,6 +157,99 @@ static void pair_sums_pixels(const direct_t *d, int32_t cout, const int8_t *x, i
     }
 }
 
+/* sums[c .. c + 4) = the four lanes of four, those below cout only (a last block of 1 to 3 channels). */
+static inline void store_sums4(int32_t *sums, int32_t c, int32_t cout, __m128i four) {
+    if (c + 4 <= cout) {
+        _mm_storeu_si128((__m128i *)(void *)(sums + c), four);
+        return;
+    }
+    int32_t last[4];
+    _mm_storeu_si128((__m128i *)(void *)last, four);
+    for (int32_t i = 0; c + i < cout; ++i) sums[c + i] = last[i];
+}
+
+#if defined(IOTNAS_AVX2)
+/* The four channels' sums of 256-bit vectors s0..s3 (two halves each) in order. */
+IOTNAS_AVX2_FN static __m128i sums4_avx2(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+    const __m128i t0 = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+    const __m128i t1 = _mm_add_epi32(_mm256_castsi256_si128(s1), _mm256_extracti128_si256(s1, 1));
+    const __m128i t2 = _mm_add_epi32(_mm256_castsi256_si128(s2), _mm256_extracti128_si256(s2, 1));
+    const __m128i t3 = _mm_add_epi32(_mm256_castsi256_si128(s3), _mm256_extracti128_si256(s3, 1));
+    const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(t0, t1), _mm_unpackhi_epi32(t0, t1));
+    const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(t2, t3), _mm_unpackhi_epi32(t2, t3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b));
+}
+
+/* direct_sums in AVX2 (d->load_pairs > 0): two loads of the window side by side in a 256-bit
+ * vector against the filter's two, so one vpmaddwd takes 16 values of a channel. */
+IOTNAS_AVX2_FN static void direct_sums_avx2(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x,
+                                            int32_t *sums) {
+    __m256i xp[IOTNAS_DIRECT_LOADS / 2 + 1];
+    if (d->runs) { /* 16 bytes widened at once; an odd last load's 8 (the upper ones read as 0) */
+        for (int32_t ky = 0, t = 0; ky < kh; ++ky)
+            for (int32_t l = 0; l < d->loads_per_row; l += 2, ++t) {
+                const __m128i *const p = (const __m128i *)(const void *)(x + ky * stride + 8 * l);
+                xp[t] = _mm256_cvtepi8_epi16(l + 1 < d->loads_per_row ? _mm_loadu_si128(p) : _mm_loadl_epi64(p));
+            }
+    } else {
+        __m128i xs[IOTNAS_DIRECT_LOADS + 1];
+        for (int32_t ky = 0, t = 0; ky < kh; ++ky)
+            for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + d->offset[l]);
+        xs[d->loads] = _mm_setzero_si128();
+        for (int32_t t = 0; t < d->load_pairs; ++t)
+            xp[t] = _mm256_inserti128_si256(_mm256_castsi128_si256(xs[2 * t]), xs[2 * t + 1], 1);
+    }
+    const __m256i *const filter = (const __m256i *)(const void *)d->filter;
+    int32_t c = 0;
+    for (; c + 3 <= cout; c += 4) { /* 4 channels a pass (3: the fourth weighs 0) */
+        const __m256i *f = filter + c / 4 * d->load_pairs * 4;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        for (int32_t t = 0; t < d->load_pairs; ++t, f += 4) {
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f)));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 1)));
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 2)));
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 3)));
+        }
+        store_sums4(sums, c, cout, sums4_avx2(s0, s1, s2, s3));
+    }
+    if (c < cout) { /* the last 1 or 2 channels, at the start of their block */
+        const __m256i *f = filter + c / 4 * d->load_pairs * 4;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+        for (int32_t t = 0; t < d->load_pairs; ++t, f += 4) {
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f)));
+            if (c + 2 <= cout) s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(xp[t], _mm256_loadu_si256(f + 1)));
+        }
+        const __m128i t0 = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+        const __m128i t1 = _mm_add_epi32(_mm256_castsi256_si128(s1), _mm256_extracti128_si256(s1, 1));
+        const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(t0, t1), _mm_unpackhi_epi32(t0, t1));
+        int32_t two[4];
+        _mm_storeu_si128((__m128i *)(void *)two, _mm_add_epi32(a, _mm_unpackhi_epi64(a, a)));
+        sums[c] = two[0];
+        if (c + 2 <= cout) sums[c + 1] = two[1];
+    }
+}
+#endif
+
+#if defined(IOTNAS_AVX2)
+/* The sums of n pixels of a pointwise layer of 9 to 16 input channels (d->loads_per_row == 2, one
+ * run: d->runs), stride values apart from x, one pixel's cout sums after another: each pixel's 16
+ * values one 256-bit vector, one vpmaddwd per output channel, four channels reduced together; no
+ * call per pixel. */
+IOTNAS_AVX2_FN static void direct_pixels_avx2(const direct_t *d, int32_t cout, const int8_t *x, int32_t stride, int32_t n,
+                                              int32_t *sums) {
+    const __m256i *const filter = (const __m256i *)(const void *)d->filter; /* [cout / 4][4 channels] */
+    for (int32_t i = 0; i < n; ++i, x += stride, sums += cout) {
+        const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)x));
+        for (int32_t c = 0; c < cout; c += 4) {
+            const __m256i *const f = filter + c;
+            store_sums4(sums, c, cout,
+                        sums4_avx2(_mm256_madd_epi16(v, _mm256_loadu_si256(f)), _mm256_madd_epi16(v, _mm256_loadu_si256(f + 1)),
+                                   _mm256_madd_epi16(v, _mm256_loadu_si256(f + 2)), _mm256_madd_epi16(v, _mm256_loadu_si256(f + 3))));
+        }
+    }
+}
+#endif
+
 /* sums[0 .. cout) of the window whose top-left input pixel is x (rows stride apart): 4 channels a
  * pass, then 2, then 1. */
 static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t cout, const int8_t *x, int32_t *sums) {
@@ -150,6 +257,12 @@ static void direct_sums(const direct_t *d, int32_t kh, int32_t stride, int32_t c
         pair_sums(d, cout, x, sums);
         return;
     }
+#if defined(IOTNAS_AVX2)
+    if (d->load_pairs) {
+        direct_sums_avx2(d, kh, stride, cout, x, sums);
+        return;
+    }
+#endif
     __m128i xs[IOTNAS_DIRECT_LOADS];
     for (int32_t ky = 0, t = 0; ky < kh; ++ky)
         for (int32_t l = 0; l < d->loads_per_row; ++l, ++t) xs[t] = load8_i16(x + ky * stride + d->offset[l]);
@@ -256,34 +369,46 @@ typedef struct {
     int32_t width, blocks; /* pixels of a plane row, blocks of 8 channels per pixel */
 } paired_plane_t;
 
+/* The codes of a block of n channels (n <= 8) at offset at of the input x (bytes in all) as 8 int16:
+ * one 8-byte load (past n, other channels' codes, which the filter weights 0), unless it would pass
+ * the input's end. */
+static __m128i block_codes(const int8_t *x, int32_t at, int32_t bytes, int32_t n) {
+    if (at + 8 <= bytes) return load8_i16(x + at);
+    int8_t codes[8] = {0};
+    memcpy(codes, x + at, (size_t)n);
+    return load8_i16(codes);
+}
+
 static int paired_plane_init(paired_plane_t *pp, __m128i *plane, const iotnas_geometry_t *g, const int8_t *x,
                              int32_t in_stride, int32_t c, int8_t zp) {
     const int32_t height = padded_rows(g), width = padded_columns(g), blocks = (c + 7) / 8;
     if (height * width * blocks * 2 > IOTNAS_PAIRED_PLANE_VECTORS) return 0;
     pp->width = width, pp->blocks = blocks;
-    int8_t zp8[8];
-    memset(zp8, zp, sizeof zp8);
-    for (int32_t y = 0; y < height; ++y) {
-        const int32_t iy = y - g->pt;
-        for (int32_t b = 0; b < blocks; ++b) {
+    const __m128i zp16 = _mm_set1_epi16(zp);
+    const int32_t bytes = g->hin * g->win * in_stride;
+    const int32_t left = g->pl; /* plane columns before the image's, and the first after it */
+    const int32_t end = g->pl + g->win; /* (padded_columns: at most width) */
+    for (int32_t b = 0; b < blocks; ++b) {
+        const int32_t n = c - 8 * b < 8 ? c - 8 * b : 8; /* channels of the block; the others weighted 0 */
+        for (int32_t y = 0; y < height; ++y) {
+            const int32_t iy = y - g->pt, row = iy * g->win * in_stride + 8 * b;
             __m128i *v = plane + (y * width * blocks + b) * 2;
-            __m128i next = _mm_setzero_si128();
-            for (int32_t px = -1; px < width; ++px, v += px > 0 ? 2 * blocks : 0) {
-                const int32_t ix = px + 1 - g->pl; /* the input column of the pixel after px */
-                int8_t codes[8];
-                const int8_t *src = zp8;
-                if (iy >= 0 && iy < g->hin && ix >= 0 && ix < g->win) {
-                    src = x + (iy * g->win + ix) * in_stride + 8 * b;
-                    if (8 * b + 8 > c) { /* the last 1 to 7 channels: the others weighted 0 */
-                        memcpy(codes, zp8, sizeof codes);
-                        memcpy(codes, src, (size_t)(c - 8 * b));
-                        src = codes;
-                    }
-                }
-                const __m128i here = next;
-                next = load8_i16(src);
-                if (px < 0) continue;
+            if (iy < 0 || iy >= g->hin) { /* a row of padding */
+                for (int32_t px = 0; px < width; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16;
+                continue;
+            }
+            /* a row of the image, no check per pixel: plane pixel px holds columns px and px + 1 */
+            __m128i here = left > 0 ? zp16 : block_codes(x, row, bytes, n);
+            int32_t px = 0;
+            for (; px + 1 < left; ++px, v += 2 * blocks) v[0] = zp16, v[1] = zp16; /* both taps padding */
+            for (; px + 1 < end; ++px, v += 2 * blocks) { /* the next column in the image */
+                const __m128i next = block_codes(x, row + (px + 1 - g->pl) * in_stride, bytes, n);
                 v[0] = _mm_unpacklo_epi16(here, next), v[1] = _mm_unpackhi_epi16(here, next);
+                here = next;
+            }
+            for (; px < width; ++px, v += 2 * blocks) { /* the next column in the padding */
+                v[0] = _mm_unpacklo_epi16(here, zp16), v[1] = _mm_unpackhi_epi16(here, zp16);
+                here = zp16;
             }
         }
     }
@@ -308,14 +433,72 @@ static void paired_plane_sums8(const tap_pairs_t *t, const iotnas_geometry_t *g,
     _mm_storeu_si128((__m128i *)(void *)(acc + 4), hi);
 }
 
-/* A convolution of few input and output channels (up to 4 and 8) at stride 1 along the rows, four
+#if defined(IOTNAS_AVX2)
+/* paired_plane_sums8 in AVX2: a plane pixel's two vectors (channels 0-3, 4-7) are one 256-bit
+ * load, as are the filter's, so one vpmaddwd sums a pair of taps of all 8 channels. */
+IOTNAS_AVX2_FN static void paired_plane_sums8_avx2(const tap_pairs_t *t, const iotnas_geometry_t *g,
+                                                   const paired_plane_t *pp, const __m128i *plane, int32_t oy,
+                                                   int32_t ox, int32_t b, int32_t *acc) {
+    const int32_t step = 2 * pp->blocks;
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
+    __m256i sum = _mm256_setzero_si256(), other = sum; /* two chains of additions, not one */
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const __m128i *p = corner + ky * pp->width * step;
+        int32_t j = 0;
+        for (; j + 2 <= t->pairs; j += 2, p += 4 * step, f += 4) {
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p),
+                                                          _mm256_loadu_si256((const __m256i *)(const void *)f)));
+            other = _mm256_add_epi32(other, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * step)),
+                                                              _mm256_loadu_si256((const __m256i *)(const void *)(f + 2))));
+        }
+        if (j < t->pairs) {
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p),
+                                                          _mm256_loadu_si256((const __m256i *)(const void *)f)));
+            f += 2;
+        }
+    }
+    _mm256_storeu_si256((__m256i *)(void *)acc, _mm256_add_epi32(sum, other));
+}
+#endif
+
+#if defined(IOTNAS_AVX2)
+/* The sums of block b's 8 channels at 8 output pixels (oy, ox + k), k < 8, into acc + k * stride:
+ * each filter vector loaded once for the 8 pixels, whose sums stay in registers, so a pair of taps
+ * costs a pixel one vpmaddwd (its plane vector a memory operand) and one addition. */
+#define IOTNAS_PAIRED8_ACC(k) \
+    s##k = _mm256_add_epi32(s##k, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p + k * next)), w))
+#define IOTNAS_PAIRED8_STORE(k) _mm256_storeu_si256((__m256i *)(void *)(acc + k * stride), s##k)
+IOTNAS_AVX2_FN static void paired_plane_sums8x8_avx2(const tap_pairs_t *t, const iotnas_geometry_t *g,
+                                                     const paired_plane_t *pp, const __m128i *plane, int32_t oy,
+                                                     int32_t ox, int32_t b, int32_t *acc, int32_t stride) {
+    const int32_t step = 2 * pp->blocks, next = g->sw * step; /* vectors from a window to the next pixel's */
+    const __m128i *f = t->filter + b * g->kh * t->pairs * 2;
+    const __m128i *corner = plane + (oy * g->sh * pp->width + ox * g->sw) * step + 2 * b;
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const __m128i *p = corner + ky * pp->width * step;
+        for (int32_t j = 0; j < t->pairs; ++j, p += 2 * step, f += 2) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)f);
+            IOTNAS_PAIRED8_ACC(0); IOTNAS_PAIRED8_ACC(1); IOTNAS_PAIRED8_ACC(2); IOTNAS_PAIRED8_ACC(3);
+            IOTNAS_PAIRED8_ACC(4); IOTNAS_PAIRED8_ACC(5); IOTNAS_PAIRED8_ACC(6); IOTNAS_PAIRED8_ACC(7);
+        }
+    }
+    IOTNAS_PAIRED8_STORE(0); IOTNAS_PAIRED8_STORE(1); IOTNAS_PAIRED8_STORE(2); IOTNAS_PAIRED8_STORE(3);
+    IOTNAS_PAIRED8_STORE(4); IOTNAS_PAIRED8_STORE(5); IOTNAS_PAIRED8_STORE(6); IOTNAS_PAIRED8_STORE(7);
+}
+#undef IOTNAS_PAIRED8_ACC
+#undef IOTNAS_PAIRED8_STORE
+#endif
+
+/* A convolution of few input and output channels (up to 8 each) at stride 1 along the rows, four
  * output pixels of a row at a time: its input widened once per call into int16 planes, one per input
  * channel ([y][channel][x]), padded with the zero point, so each tap pair (kx, kx + 1) of a kernel row
  * and input channel is two loads and one unpack for the four pixels, and one pmaddwd per output channel
  * against that channel's two weights (in every lane pair) gives the four pixels' partial sums: no
  * horizontal sums, and each load serves every output channel (the direct kernel's loads of 8 values
  * are mostly padding when a kernel row holds 3 x 3 values). */
-#define IOTNAS_FEW_IN 4
+#define IOTNAS_FEW_IN 8
 #define IOTNAS_FEW_OUT 8
 #define IOTNAS_FEW_VECTORS 512
 #define IOTNAS_CHANNEL_PLANES 16384 /* int16 values of the planes, on the stack */
@@ -405,5 +588,59 @@ static void channel_planes_sums4(const channel_planes_t *cp, const iotnas_geomet
     default: channel_planes_sums4_n(cp, g, plane, cin, 8, oy, ox, sums); return;
     }
 }
+
+#if defined(IOTNAS_AVX2)
+/* channel_planes_sums4 in AVX2 for 16 output pixels (oy, ox + p), p < 16, and output channels
+ * [c0, c0 + n), n <= 4 a constant in each of channel_planes_sums16's cases: 16 plane values and the
+ * 16 after them unpacked in pairs give pixels 0-3 and 8-11 in one vector, 4-7 and 12-15 in the
+ * other (vpunpck works within 128-bit halves), each against the channel's pair of weights. */
+#define IOTNAS_FEW16_ACC(k)                                                            \
+    if (n > k) {                                                                       \
+        const __m256i w = _mm256_broadcastsi128_si256(f[k]);                           \
+        lo##k = _mm256_add_epi32(lo##k, _mm256_madd_epi16(taps_lo, w));                \
+        hi##k = _mm256_add_epi32(hi##k, _mm256_madd_epi16(taps_hi, w));                \
+    }
+#define IOTNAS_FEW16_STORE(k)                                                          \
+    if (n > k) {                                                                       \
+        int32_t l[8], h[8];                                                            \
+        _mm256_storeu_si256((__m256i *)(void *)l, lo##k);                              \
+        _mm256_storeu_si256((__m256i *)(void *)h, hi##k);                              \
+        for (int32_t p = 0; p < 4; ++p) {                                              \
+            sums[p * cout + c0 + k] = l[p], sums[(p + 8) * cout + c0 + k] = l[p + 4];  \
+            sums[(p + 4) * cout + c0 + k] = h[p], sums[(p + 12) * cout + c0 + k] = h[p + 4]; \
+        }                                                                              \
+    }
+IOTNAS_AVX2_FN static inline void channel_planes_sums16_n(const channel_planes_t *cp, const iotnas_geometry_t *g,
+                                                          const int16_t *plane, int32_t cin, int32_t cout, int32_t c0,
+                                                          const int32_t n, int32_t oy, int32_t ox, int32_t *sums) {
+    __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int16_t *const row = plane + (oy * g->sh + ky) * cin * cp->width + ox;
+        for (int32_t j = 0; j < cp->pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci) {
+                const int16_t *const p = row + ci * cp->width + 2 * j;
+                const __m128i *const f = cp->filter + ((ky * cp->pairs + j) * cin + ci) * cout + c0;
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)p);
+                const __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 1));
+                const __m256i taps_lo = _mm256_unpacklo_epi16(a, b), taps_hi = _mm256_unpackhi_epi16(a, b);
+                IOTNAS_FEW16_ACC(0) IOTNAS_FEW16_ACC(1) IOTNAS_FEW16_ACC(2) IOTNAS_FEW16_ACC(3)
+            }
+    }
+    IOTNAS_FEW16_STORE(0) IOTNAS_FEW16_STORE(1) IOTNAS_FEW16_STORE(2) IOTNAS_FEW16_STORE(3)
+}
+#undef IOTNAS_FEW16_ACC
+#undef IOTNAS_FEW16_STORE
+
+IOTNAS_AVX2_FN static void channel_planes_sums16(const channel_planes_t *cp, const iotnas_geometry_t *g,
+                                                 const int16_t *plane, int32_t cin, int32_t cout, int32_t oy, int32_t ox,
+                                                 int32_t *sums) {
+    for (int32_t c0 = 0; c0 < cout; c0 += 4) switch (cout - c0) {
+        case 1: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 1, oy, ox, sums); break;
+        case 2: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 2, oy, ox, sums); break;
+        case 3: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 3, oy, ox, sums); break;
+        default: channel_planes_sums16_n(cp, g, plane, cin, cout, c0, 4, oy, ox, sums); break;
+        }
+}
+#endif
 
 #endif /* IOTNAS_INT8_X86_H */
