@@ -478,7 +478,9 @@ class Workflow:
 
         The choice is read from the precision results at the last rung, so every worker, and a
         resumed run, makes the same one; each training is claimed, resumable and continues its
-        rung's checkpoint (the schedule re-plans the decay to the final budget).
+        rung's checkpoint (the schedule re-plans the decay to the final budget). A worker with no
+        final training left to take scores the formats of the finished ones meanwhile (the
+        precision stage's shared jobs; fine-tuning waits until every final model is scored).
         """
         from iotnas.search.final import final_models
 
@@ -489,6 +491,7 @@ class Workflow:
             return
         self._emit("final", f"training {len(chosen)} model(s) on to {epochs:g} epochs: {', '.join(chosen)}",
                    sum((k, epochs) in self.workers.done for k in chosen), len(chosen))
+        scored: set[str] = set()  # finished final models whose formats this worker has seen scored
         while True:
             self._refresh()
             todo = [k for k in chosen if (k, epochs) not in self.workers.done]
@@ -497,7 +500,12 @@ class Workflow:
             takeable = [k for k in todo if self.workers.can_take(k, epochs)]
             if not takeable or self._train(self._candidates[takeable[0]], epochs, of=len(chosen),
                                            stage="final") is None:
-                self._wait()
+                finished = {k for k in chosen if (k, epochs) in self.workers.done} - scored
+                if finished and self.components.precision is not None:  # rather than wait, score those
+                    scored |= finished
+                    self.precision_stage(epochs=epochs, finetune=False)
+                else:
+                    self._wait()
         self._emit("final", f"{len(chosen)} model(s) trained to {epochs:g} epochs", len(chosen), len(chosen))
 
     # ------------------------------------------------------------------ views

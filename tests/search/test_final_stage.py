@@ -213,3 +213,45 @@ def test_promote_is_checked_and_its_default_leaves_the_fingerprint_alone():
         parse_study({**STUDY, "budget": {"trainings": 3, "epochs": [2], "promote": "per_tier"}})
     default = parse_study({**STUDY, "budget": {**STUDY["budget"], "promote": "overall"}})
     assert default.fingerprint == parse_study(STUDY).fingerprint
+
+
+def test_a_worker_scores_the_finished_final_models_while_another_trains(tmp_path, monkeypatch):
+    """With no final training left to take, a worker scores the formats of the finished ones instead
+    of waiting; fine-tuning still waits for every final model."""
+    import os
+    import socket
+    from datetime import datetime, timedelta
+
+    from iotnas.search.workers import Coordinator
+
+    study = parse_study({**STUDY, "store": str(tmp_path / "f.db"), "workers": {"stale_after_s": 600}})
+    other = f"{socket.gethostname()}:{os.getpid()}:other"  # this process: alive, never taken over
+    real_claim, real_wait, held, events, waits = Coordinator.claim, Coordinator.wait, [], [], []
+
+    def claim(self, key, epochs):
+        if epochs == 6.0 and not held:  # another worker takes the first final training
+            held.append(key)
+            assert self.store.claim_training(key, epochs, worker=other,
+                                             stale_before=datetime.now() - timedelta(days=1))
+            return False
+        return real_claim(self, key, epochs)
+
+    def wait(self):
+        waits.append(1)
+        scored = {r.arch_key for r in self.store.precision_results() if r.epochs == 6.0}
+        if held and (scored or len(waits) > 5):  # the other worker stops: its training is free again
+            self.store.release_training(held[0], 6.0, worker=other)
+        real_wait(self)
+
+    monkeypatch.setattr(Coordinator, "claim", claim)
+    monkeypatch.setattr(Coordinator, "wait", wait)
+    run_search(study, callbacks=[events.append])
+    said = [e.message for e in events]
+    final = next(i for i, m in enumerate(said) if m.startswith("training 2 model(s) on to 6 epochs"))
+    first = said.index(f"training {held[0]} to 6 epochs")  # by this worker, once the other had stopped
+    early = [m for m in said[final:first] if m.startswith("number formats of ") and held[0] not in m]
+    assert early  # the finished final model was scored while the other worker held the first
+    with Store.open(str(tmp_path / "f.db"), create=False) as store:
+        finals = {r.arch_key for r in store.precision_results() if r.epochs == 6.0}
+        assert len(finals) == 2 and held[0] in finals
+        assert {t.status for t in store.trainings()} == {"done"}
