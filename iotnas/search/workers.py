@@ -120,7 +120,8 @@ class Coordinator:
     def can_take(self, key: str, epochs: float) -> bool:
         """Whether no live worker holds this training (new, failed, or its worker stopped beating)."""
         training = self.running.get((key, epochs))
-        return training is None or training.worker == self.worker or abandoned(training, self.settings)
+        return (training is None or training.status == TrainingStatus.FAILED or training.worker == self.worker
+                or abandoned(training, self.settings))
 
     def claim(self, key: str, epochs: float) -> bool:
         """Claim a training in the store; False when another live worker holds it."""

@@ -229,7 +229,8 @@ def test_budget_below_every_model_in_every_format(tmp_path):
 @pytest.mark.parametrize("damage", ["deleted", "garbage"])
 def test_a_lost_checkpoint_is_trained_again_and_the_study_goes_on(tmp_path, damage):
     """Every result is stored: a study whose checkpoint is gone re-runs; what needs the weights retrains them."""
-    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0}})
+    quick = {**STUDY["precision"], "finetune_epochs": 0}
+    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": quick})
     run_search(study)
     with Store.open(str(tmp_path / "p.db"), create=False) as store:
         (training,) = store.trainings(status="done")
@@ -241,7 +242,7 @@ def test_a_lost_checkpoint_is_trained_again_and_the_study_goes_on(tmp_path, dama
         path.write_bytes(b"not a checkpoint")
     assert run_search(study).best  # everything it needs is stored: the checkpoint is not read
     # a new format needs the weights: the model is trained again, then evaluated
-    wider = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0},
+    wider = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": quick,
                          "formats": [*STUDY["formats"], "bfloat16"], "name": "prec"})
     with Store.open(str(tmp_path / "p.db"), create=False) as store:  # the same study, one format more
         store.set_meta("study_fingerprint", wider.fingerprint)
@@ -298,9 +299,10 @@ def test_a_worker_never_evaluates_a_model_another_worker_is_training_again(tmp_p
     from iotnas.precision.runner import PrecisionRunner
     from iotnas.search.workers import Coordinator
 
-    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0}})
+    quick = {**STUDY["precision"], "finetune_epochs": 0}
+    study = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": quick})
     run_search(study)
-    wider = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": {"finetune_epochs": 0},
+    wider = parse_study({**STUDY, "store": str(tmp_path / "p.db"), "precision": quick,
                          "formats": [*STUDY["formats"], "bfloat16"], "name": "prec"})
     with Store.open(str(tmp_path / "p.db"), create=False) as store:
         store.set_meta("study_fingerprint", wider.fingerprint)
