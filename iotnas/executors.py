@@ -166,7 +166,6 @@ class LocalExecutor(Executor):
     PER_CORE = 4  # more worker processes than this per core only slow each other down and fill memory
     RESTARTS_PER_WORKER = 1  # beyond this, a worker that keeps dying is a fault to report, not to retry
     POLL_S = 0.5  # seconds between looks at the workers' results while they run
-
     STOP_S = 30.0  # how long stopped workers get to give back their claims before they are killed
 
     def __init__(self, *, share_data: bool = True):
@@ -232,7 +231,6 @@ class LocalExecutor(Executor):
             raise IotnasError(f"{len(died)} worker(s) died (exit codes {died}); "
                               "run the same command again to resume the study")
         return [json.loads(payload) for _, payload in messages]
-
 
     def stop(self) -> None:
         """SIGTERM to every worker still running (each gives back the job it holds), SIGKILL to any

@@ -760,8 +760,8 @@ class Store:
         with self._session() as s:
             result = s.execute(
                 update(TrainingRow)
-                .where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
-                       TrainingRow.worker == worker, TrainingRow.status == TrainingStatus.RUNNING)
+                .where(*self._one_training(arch_key, epochs), TrainingRow.worker == worker,
+                       TrainingRow.status == TrainingStatus.RUNNING)
                 .values(heartbeat_at=_now())
             )
             return result.rowcount == 1
@@ -769,9 +769,8 @@ class Store:
     def release_training(self, arch_key: str, epochs: float, *, worker: str) -> None:
         """Forget a training ``worker`` claimed and never started (nothing of it is stored)."""
         with self._session() as s:
-            s.execute(delete(TrainingRow).where(
-                self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
-                TrainingRow.worker == worker, TrainingRow.status == TrainingStatus.RUNNING))
+            s.execute(delete(TrainingRow).where(*self._one_training(arch_key, epochs), TrainingRow.worker == worker,
+                                                TrainingRow.status == TrainingStatus.RUNNING))
 
     def fail_training(self, arch_key: str, epochs: float) -> bool:
         """Mark a finished training to be done again (its checkpoint is gone); any worker may claim it.
@@ -780,16 +779,19 @@ class Store:
         checkpoint gone first and may be training it again), so that no worker's claim is undone.
         """
         with self._session() as s:
-            changed = s.execute(update(TrainingRow).where(
-                self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs,
-                TrainingRow.status == TrainingStatus.DONE).values(status=TrainingStatus.FAILED))
+            changed = s.execute(update(TrainingRow).where(*self._one_training(arch_key, epochs),
+                                                          TrainingRow.status == TrainingStatus.DONE)
+                                .values(status=TrainingStatus.FAILED))
             return changed.rowcount > 0
+
+    def _one_training(self, arch_key: str, epochs: float) -> tuple[Any, ...]:
+        """The conditions that pick one training of this store's study."""
+        return self._mine(TrainingRow), TrainingRow.arch_key == arch_key, TrainingRow.epochs == epochs
 
     def training(self, arch_key: str, epochs: float) -> Training | None:
         """One training as it is stored now (None if never started)."""
         with self._session() as s:
-            row = s.scalar(select(TrainingRow).where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key,
-                                                     TrainingRow.epochs == epochs))
+            row = s.scalar(select(TrainingRow).where(*self._one_training(arch_key, epochs)))
             return None if row is None else training_from_row(row, checkpoint=self._real_path(row.checkpoint))
 
     def finish_training(
@@ -797,8 +799,7 @@ class Store:
         resumed_from_epochs: float | None = None,
     ) -> None:
         with self._session() as s:
-            row = s.scalar(select(TrainingRow).where(self._mine(TrainingRow), TrainingRow.arch_key == arch_key,
-                                                     TrainingRow.epochs == epochs))
+            row = s.scalar(select(TrainingRow).where(*self._one_training(arch_key, epochs)))
             if row is None:
                 raise StoreError(f"training of {arch_key} at {epochs} epochs was never started in {self.url}")
             if row.status == TrainingStatus.DONE:
