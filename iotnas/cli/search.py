@@ -234,6 +234,7 @@ class _Narrator:
         self._clock = clock
         self._started = clock()
         self._progress: dict[tuple, tuple[int, float, float, float]] = {}  # (worker, stage): total, since, from, last
+        self._resumed: dict[tuple, dict[int, float]] = {}  # (worker, stage): unit -> progress found in its checkpoint
         self._printed: dict[tuple, tuple[str, float]] = {}  # (worker, stage): its last line (times aside), when
 
     def tell(self, event) -> _Step:
@@ -257,24 +258,35 @@ class _Narrator:
         return replace(step, line=line)
 
     def _eta(self, key: tuple, event, now: float) -> float | None:
-        """Time left at the pace of ``key`` (a worker's stage) since its count (or its total) last started over."""
+        """Time left at the pace of ``key`` (a worker's stage) since its count (or its total) last started over.
+
+        A training resumed from a checkpoint reports the epochs of its earlier run at once; they were
+        not made at this pace, so they count as already done when it started (else an 80-epoch training
+        resumed at epoch 51 would promise its last 29 epochs in minutes)."""
         if event.total is None or event.completed is None:
             return None
         done = event.completed + _epoch_fraction(event.detail)
         known = self._progress.get(key)
         if known is None or known[0] != event.total or done < known[3]:
             self._progress[key] = (event.total, now, done, done)
+            self._resumed[key] = {event.completed: 0.0} if _epoch_fraction(event.detail) else {}  # in ``start``
             return None
         total, since, start, _ = known
+        resumed = self._resumed[key]
+        if event.completed not in resumed and _epoch_fraction(event.detail):
+            resumed[event.completed] = _epoch_fraction(event.detail, resumed_only=True)
         self._progress[key] = (total, since, start, done)
-        if done <= start or done >= total:
+        made_here = done - start - sum(resumed.values())
+        if made_here <= 0 or done >= total:
             return None
-        return (now - since) / (done - start) * (total - done)
+        return (now - since) / made_here * (total - done)
 
 
-def _epoch_fraction(detail: object) -> float:
-    """How far a training reporting ``detail`` (its epoch stats) has come, so that an ETA moves between trainings."""
-    done, total = getattr(detail, "epochs_done", None), getattr(detail, "total_epochs", None)
+def _epoch_fraction(detail: object, *, resumed_only: bool = False) -> float:
+    """How far a training reporting ``detail`` (its epoch stats) has come, so that an ETA moves between
+    trainings; with ``resumed_only``, how far it had come in an earlier run, before this one resumed it."""
+    name = "resumed_from_epochs" if resumed_only else "epochs_done"
+    done, total = getattr(detail, name, None), getattr(detail, "total_epochs", None)
     return min(done / total, 1.0) if done is not None and total else 0.0
 
 

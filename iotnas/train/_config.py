@@ -111,6 +111,7 @@ class EpochStats:
     images_per_s: float  # training throughput over the epoch (evaluation excluded)
     seconds: float  # wall time of the epoch, evaluation included
     lr: float  # learning rate at the end of the epoch
+    resumed_from_epochs: float = 0.0  # progress found in the checkpoint: not trained by this run
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,7 @@ def train(
                 images_per_s=seen / t_train if t_train > 0 else 0.0,
                 seconds=time.perf_counter() - t0,
                 lr=plan.lr(step - 1),
+                resumed_from_epochs=resumed_from,
             )
             history.append(stats)
             for callback in callbacks:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 STUDY = """\
 name = "tiny"
 store = "tiny.db"
@@ -180,3 +182,22 @@ def test_status_tells_a_running_training_from_an_interrupted_one(tmp_path, cli):
     assert "fine-tuning probenet/s2/1 at 2 epochs in half: running\n" in out and " in int8" not in out
     assert "number formats of probenet/s2/0 at 2 epochs [tag]: interrupted (resume with: iotnas search STUDY.toml)\n" in out
     assert re.search(r"trainings running\s+│\s+1", out) and re.search(r"trainings interrupted\s+│\s+1", out)
+
+
+def test_a_resumed_training_is_timed_by_the_epochs_it_trains_not_those_it_found():
+    """A final training resumed at epoch 50 of 80: its ETA is 30 epochs at the pace seen, not a few minutes."""
+    from iotnas.cli.search import _Narrator
+    from iotnas.search import SearchEvent
+    from iotnas.train import EpochStats
+
+    def epoch(n: int) -> EpochStats:
+        return EpochStats(epoch=n, epochs_done=float(n), total_epochs=80.0, loss=1.0, train_accuracy=0.5,
+                          test_accuracy=None, images_per_s=300.0, seconds=180.0, lr=0.01, resumed_from_epochs=50.0)
+
+    clock = _Clock()
+    narrator = _Narrator(clock)
+    narrator.tell(SearchEvent("final", "training c to 80 epochs", 2, 3))  # two models finished before
+    clock.now = 180.0
+    assert narrator.tell(SearchEvent("final", "training c", 2, 3, detail=epoch(51))).eta == pytest.approx(29 * 180.0)
+    clock.now = 360.0
+    assert narrator.tell(SearchEvent("final", "training c", 2, 3, detail=epoch(52))).eta == pytest.approx(28 * 180.0)
