@@ -21,7 +21,9 @@ scheduler and idle workers: every process the driver started).
 ``iotnas search --workers 1`` (the default: one in-process worker whose trainings use every core)
 and then ``--workers auto`` (one single-threaded worker per core), each into a fresh store whose
 pool is prepared beforehand; the table gives trainings per hour of the search command's wall time
-and their ratio. Meant for an idle machine: run nothing else meanwhile.
+and their ratio, and, where the search starts worker processes, the CPU time the launching process
+spent (it only shows their progress) against theirs (psutil, read every half second). Meant for an idle
+machine: run nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -229,6 +231,46 @@ def memory(args: argparse.Namespace) -> None:
 SHARED_BY = {"local": "shared by the launcher", "ray": "the driver's copy in the object store"}
 
 
+@dataclass(frozen=True)
+class SearchCpu:
+    """CPU seconds (user + system) of a search's launcher and of its worker processes together."""
+
+    launcher_s: float
+    workers_s: float
+
+    @property
+    def launcher_share(self) -> float:
+        """The launcher's CPU as a fraction of its workers': what it takes from the trainings."""
+        return self.launcher_s / self.workers_s if self.workers_s else 0.0
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system  # its own, not its children's
+
+
+def _cpu_while_running(proc: subprocess.Popen) -> SearchCpu:
+    """Wait for the search, reading its launcher's and workers' CPU time every half second (the last
+    reading of each process counts: at most half a second of it is missed)."""
+    launcher = psutil.Process(proc.pid)
+    last: dict[int, float] = {}
+    launcher_s = 0.0
+    while proc.poll() is None:
+        try:
+            launcher_s = _cpu_s(launcher)
+            workers = [c for c in launcher.children() if "spawn_main" in _title(c)]
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            break
+        for worker in workers:
+            try:
+                last[worker.pid] = _cpu_s(worker)
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                pass
+        time.sleep(0.5)
+    proc.wait()
+    return SearchCpu(launcher_s, sum(last.values()))
+
+
 def throughput(args: argparse.Namespace) -> None:
     from iotnas.executors import cores
     from iotnas.search import prepare_search
@@ -236,21 +278,26 @@ def throughput(args: argparse.Namespace) -> None:
 
     print(f"machine: {os.cpu_count()} cores ({cores()} usable); {_load()}; {args.trainings} trainings of "
           f"{args.steps} steps ({args.steps * BATCH / TRAIN_IMAGES:.3f} epochs) on {args.data}\n", flush=True)
-    print("| --workers | workers | wall s | trainings per hour | vs --workers 1 |")
-    print("|---|---|---|---|---|")
+    print("| --workers | workers | wall s | trainings per hour | vs --workers 1 "
+          "| launcher CPU s / workers' CPU s (launcher's share) |")
+    print("|---|---|---|---|---|---|")
     base = None
     for given in ("1", "auto"):
         with tempfile.TemporaryDirectory() as folder:
             study = _study(Path(folder), data=args.data, laws=args.laws, trainings=args.trainings, steps=args.steps)
             prepare_search(load_study(study))  # pool and costs, outside the timing
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "iotnas", "search", str(study), "--workers", given], check=True,
-                           stdout=subprocess.DEVNULL)
+            proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", given],
+                                    stdout=subprocess.DEVNULL)
+            cpu = _cpu_while_running(proc)
             wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"the search failed (exit {proc.returncode})")
         per_hour = args.trainings * 3600 / wall
         base = base or per_hour
         count = 1 if given == "1" else cores()
-        print(f"| {given} | {count} | {wall:.1f} | {per_hour:.1f} | {per_hour / base:.2f} |", flush=True)
+        share = f"{cpu.launcher_s:.1f} / {cpu.workers_s:.1f} ({cpu.launcher_share:.1%})" if cpu.workers_s else "-"
+        print(f"| {given} | {count} | {wall:.1f} | {per_hour:.1f} | {per_hour / base:.2f} | {share} |", flush=True)
     print(f"\n{_load()}")
 
 
