@@ -221,10 +221,13 @@ def _stop_a_search(tmp_path, signum: int, workers: str):
     import time
 
     study = tmp_path / "stop.toml"
-    study.write_text('name = "stop"\n[space]\nlaws = ["mobilenetv2/s5"]\npool_per_law = 3\n'
-                     '[budget]\ntrainings = 3\nepochs = [50]\n', encoding="utf-8")
+    study.write_text('name = "stop"\n[data]\ndataset = "digits"\n[space]\nlaws = ["probenet/s2"]\npool_per_law = 3\n'
+                     '[budget]\ntrainings = 3\nepochs = [2000]\n', encoding="utf-8")
+    # SIGINT as a terminal sends it: a suite run in the background (``cmd &``, ``nohup``) hands its children
+    # SIGINT ignored, and Python then leaves it ignored.
     proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", workers],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("stop-runs/*")) and time.monotonic() < deadline:  # a training has started
         time.sleep(0.5)
