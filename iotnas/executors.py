@@ -295,6 +295,9 @@ class RayExecutor(Executor):
     def run(self, study: Study, store_url: str, *, workers: int, on_event: Callback | None = None) -> list[dict[str, Any]]:
         """Ray tasks' progress is not forwarded (``on_event`` is not called): follow them in the store."""
         self.check(workers)
+        # Ray's crash handler would take SIGTERM from the search's own and abort the process 3 s later
+        # (SIGABRT and a stack dump) while a stopped search is still giving back what it holds.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         try:
             import ray
         except ImportError:
