@@ -223,12 +223,14 @@ def _stop_a_search(tmp_path, signum: int, workers: str, executor: str = "local")
     study = tmp_path / "stop.toml"
     study.write_text('name = "stop"\n[data]\ndataset = "digits"\n[space]\nlaws = ["probenet/s2"]\npool_per_law = 3\n'
                      '[budget]\ntrainings = 3\nepochs = [2000]\n', encoding="utf-8")
-    # SIGINT as a terminal sends it: a suite run in the background (``cmd &``, ``nohup``) hands its children
-    # SIGINT ignored, and Python then leaves it ignored.
-    proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", workers,
-                             "--executor", executor],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # SIGINT as a terminal sends it: a suite run in the background (``cmd &``, ``nohup``) has SIGINT ignored,
+    # its children inherit that, and Python then leaves it ignored; a handled signal starts at its default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "iotnas", "search", str(study), "--workers", workers,
+                                 "--executor", executor], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("stop-runs/*")) and time.monotonic() < deadline:  # a training has started
         time.sleep(0.5)
