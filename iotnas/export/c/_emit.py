@@ -25,7 +25,7 @@ from iotnas.export.c._plan import ArenaPlan
 from iotnas.formats import Encoded, FloatFormat, IntFormat, NumberFormat, parse_format
 
 #: Files of the library, as written into the export's ``c/`` folder.
-RUNTIME_FILES = ("iotnas_ops.h", "iotnas_ops.c")
+RUNTIME_FILES = ("iotnas_ops.h", "iotnas_ops_kernels.h", "iotnas_ops.c", "iotnas_ops_avx2.c", "iotnas_avx2.h")
 MODEL_FILES = ("iotnas_model.h", "iotnas_model.c")
 #: Float formats up to this width are decoded by table (2^bits floats of rodata).
 LUT_MAX_BITS = 8
@@ -186,9 +186,9 @@ def scratch_values(graph: Graph) -> int:
             rows.append(c // p["groups"] if _pointwise(p) else _window_scratch_values(h, w, cout_g, p))
         elif op.kind == "linear":
             rows.append(graph.values(op.inputs[0]))
-        elif op.kind == "maxpool":  # a row of column maxima with its padding
+        elif op.kind == "maxpool":  # a row of column maxima with its padding, and a float read past it
             p, win = op.params, graph.shapes[op.inputs[0]][2]
-            rows.append(max((op.shape[2] - 1) * p["sw"] + p["kw"], p["pw"] + win))
+            rows.append(max((op.shape[2] - 1) * p["sw"] + p["kw"], p["pw"] + win) + 1)
     return max(rows)
 
 
