@@ -429,23 +429,32 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
     channel_planes_t cp;
     const int32_t cout = o->cout;
     if (!channel_planes_init(&cp, plane, g, x, in_stride, cin, cout, filter, zp)) return 0;
-    int32_t group = 4; /* output pixels a step; in AVX2, on rows of 16 or more, 16 */
+    int32_t group = 4; /* output pixels a step; in AVX2, on rows of 16 or more, 16 (of 8 or more, 8 for
+                        * 5 to 8 output channels) */
 #if defined(IOTNAS_AVX2)
-    if (g->wout >= 16 && iotnas_avx2_present()) group = 16;
+    __m256i wide[IOTNAS_FEW_VECTORS];
+    if (cout > 4 && g->wout >= 8 && iotnas_avx2_present()) {
+        group = 8;
+        channel_planes_wide(&cp, g, cin, cout, wide);
+    } else if (g->wout >= 16 && iotnas_avx2_present()) {
+        group = 16;
+    }
 #endif
     for (int32_t oy = 0; oy < g->hout; ++oy)
         for (int32_t ox = 0; ox < g->wout; ox += group) {
             const int32_t start = ox + group <= g->wout ? ox : g->wout - group;
             int32_t sums[16 * IOTNAS_FEW_OUT];
 #if defined(IOTNAS_AVX2)
-            if (group == 16) channel_planes_sums16(&cp, g, plane, cin, cout, oy, start, sums);
+            if (group == 8) channel_planes_sums8_wide(&cp, g, wide, plane, cin, cout, oy, start, sums);
+            else if (group == 16) channel_planes_sums16(&cp, g, plane, cin, cout, oy, start, sums);
             else
 #endif
             channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
-            for (int32_t p = ox - start; p < group; ++p, out += cout) {
-                int32_t *const to = outputs_sums(o);
-                for (int32_t c = 0; c < cout; ++c) to[c] = sums[p * cout + c];
-                outputs_summed(o, out);
+            for (int32_t p = ox - start; p < group;) { /* the new pixels' sums, as many a copy as the run takes */
+                const int32_t n = group - p < o->pixels - o->filled ? group - p : o->pixels - o->filled;
+                memcpy(outputs_sums(o), sums + p * cout, (size_t)(n * cout) * sizeof *sums);
+                o->filled += n - 1, p += n, out += n * cout;
+                outputs_summed(o, out - cout);
             }
         }
     outputs_flush(o, out);
