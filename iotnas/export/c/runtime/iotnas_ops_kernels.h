@@ -498,21 +498,23 @@ static float max_value(float a, float b) {
 }
 
 /* The column maxima of output row oy's window rows (inside the image) at c + pw, one vector of
- * columns at a time. */
+ * columns at a time over every row in registers. */
 static void column_maxima(const iotnas_pool_t *p, const float *x, uint32_t oy, float *c) {
     const uint32_t win = p->win, whole = win / IOTNAS_LANES * IOTNAS_LANES;
     float *const inside = c + p->pw;
     uint32_t y0, y1;
     (void)span(oy, p->sh, p->ph, p->kh, p->hin, &y0, &y1);
-    memcpy(inside, x + y0 * win, win * sizeof *x);
-    for (uint32_t y = y0 + 1u; y < y1; ++y) {
-        const float *row = x + y * win;
-        uint32_t i = 0;
-        for (; i < whole; i += IOTNAS_LANES) {
-            const iotnas_vec m = max_vec(load_vec(inside + i), load_vec(row + i));
-            memcpy(inside + i, &m, sizeof m);
-        }
-        for (; i < win; ++i) inside[i] = max_value(inside[i], row[i]);
+    const float *const top = x + y0 * win;
+    uint32_t i = 0;
+    for (; i < whole; i += IOTNAS_LANES) {
+        iotnas_vec m = load_vec(top + i);
+        for (uint32_t y = 1; y < y1 - y0; ++y) m = max_vec(m, load_vec(top + y * win + i));
+        memcpy(inside + i, &m, sizeof m);
+    }
+    for (; i < win; ++i) {
+        float m = top[i];
+        for (uint32_t y = 1; y < y1 - y0; ++y) m = max_value(m, top[y * win + i]);
+        inside[i] = m;
     }
 }
 
