@@ -264,7 +264,7 @@ IOTNAS_WINDOW_ROWS(window_rows1, 1, g->kh, g->kw, g->sw)
 
 #if IOTNAS_LANES == 8u
 /* 8 floats a vector: rows of 16 and 32 outputs (the spaces' larger planes) with the window fixed
- * where it is square, 3, 5 or 7 wide, at stride 1 or 2, so that the taps' loops unroll (0.75-0.9x
+ * where it is square, 3, 5 or 7 wide, at stride 1 or 2, so that the taps' loops unroll (0.85-0.92x
  * of the time of the general form on PNASNet's layers). */
 #define IOTNAS_ROWS_FIXED(V)                                                                       \
     IOTNAS_WINDOW_ROWS(window_rows##V##_3s1, V, 3u, 3u, 1u)                                         \
