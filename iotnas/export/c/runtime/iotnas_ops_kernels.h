@@ -19,7 +19,6 @@
 #else
 #define IOTNAS_KERNEL(name) iotnas_##name
 #if defined(IOTNAS_AVX2) && !defined(__AVX__) /* 4 floats a vector here; 8 where the processor has AVX2 */
-#define IOTNAS_OPS_DISPATCH 1
 void iotnas_conv_avx2(const iotnas_conv_t *p, const float *in, float *out, float *scratch);
 void iotnas_affine_avx2(const iotnas_affine_t *p, const float *in, float *out);
 void iotnas_relu_avx2(uint32_t n, const float *in, float *out);
