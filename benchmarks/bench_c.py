@@ -25,9 +25,9 @@ median: a round slowed by another tenant of a shared machine does not set the fi
 pointwise kinds the models spend their time in), the C library's ``iotnas_run`` (input
 normalisation and the layer) against ONNX Runtime running the layer, with MACs per ns of the C build.
 
-``--runtime-of REF`` adds, per model, the first build with the runtime kernels (``iotnas_ops.*`` or
-``iotnas_int8.*``) of git revision REF around the same generated model, timed in the same rounds:
-a before/after of kernel changes in one run.
+``--runtime-of REF`` adds, per model, the first build with the runtime kernels (``iotnas_ops*``,
+``iotnas_int8*``, ``iotnas_avx2.h``) of git revision REF around the same generated model, timed in
+the same rounds: a before/after of kernel changes in one run.
 
 ``--profile`` adds, per model, the C time by operator kind from an instrumented copy of the
 host build: every call of ``iotnas_run`` timed on its own (monotonic clock) over 200 runs, the
@@ -123,7 +123,7 @@ def with_runtime_of(ref: str, c_dir: Path, out: Path) -> Path:
     out.mkdir()
     for path in sorted(c_dir.iterdir()):
         data: bytes | None = path.read_bytes()
-        if path.name.startswith(("iotnas_ops", "iotnas_int8")):  # a kernel file: REF's, or none if REF has none
+        if path.name.startswith(("iotnas_ops", "iotnas_int8", "iotnas_avx2")):  # a kernel file: REF's, or none
             shown = subprocess.run(["git", "show", f"{ref}:iotnas/export/c/runtime/{path.name}"], check=False,
                                    capture_output=True, cwd=Path(__file__).resolve().parent)
             data = shown.stdout if shown.returncode == 0 else None

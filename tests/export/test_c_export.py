@@ -19,7 +19,7 @@ def test_cli_export_with_c(cli, trained_store, tmp_path):
     result = json.loads(stdout)
     lib = result["c_library"]
     assert sorted(p.name for p in (out / "c").iterdir()) == [
-        "iotnas_int8.c", "iotnas_int8.h", "iotnas_int8_x86.h", "iotnas_model.c", "iotnas_model.h"]
+        "iotnas_avx2.h", "iotnas_int8.c", "iotnas_int8.h", "iotnas_int8_x86.h", "iotnas_model.c", "iotnas_model.h"]
     assert result["files"]["c/iotnas_model.c"] == (out / "c" / "iotnas_model.c").stat().st_size
     # int8: TensorFlow Lite's integer arithmetic, checked against the exported model_int8.tflite
     assert lib["arithmetic"] == "int8"
@@ -50,7 +50,8 @@ def test_cli_export_with_c_in_a_float_format(cli, trained_store, tmp_path):
     assert code == 0, err
     lib = json.loads(stdout)["c_library"]
     assert sorted(p.name for p in (out / "c").iterdir()) == [
-        "iotnas_model.c", "iotnas_model.h", "iotnas_ops.c", "iotnas_ops.h"]
+        "iotnas_avx2.h", "iotnas_model.c", "iotnas_model.h", "iotnas_ops.c", "iotnas_ops.h", "iotnas_ops_avx2.c",
+        "iotnas_ops_kernels.h"]
     assert lib["arithmetic"] == "float32"
     assert lib["check"]["max_abs_diff"] <= lib["check"]["allowed_abs_diff"] < 1e-3  # far below any class margin
     assert "weights decoded to float32" in (out / "MODEL_CARD.md").read_text()

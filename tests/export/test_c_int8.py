@@ -267,7 +267,8 @@ def test_requantization_equals_the_gemmlowp_reference(tmp_path):
     require("gcc")
     from iotnas.export.c._emit import runtime_source
 
-    (tmp_path / "iotnas_int8.h").write_text(runtime_source("iotnas_int8.h"))
+    for header in ("iotnas_int8.h", "iotnas_avx2.h"):
+        (tmp_path / header).write_text(runtime_source(header))
     (tmp_path / "check.c").write_text(REQUANTIZE_CHECK_C.replace("@REFERENCE@", GEMMLOWP_REQUANTIZE_C))
     program = tmp_path / "check"
     subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}", "-o", str(program),

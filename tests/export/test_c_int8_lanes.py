@@ -320,7 +320,7 @@ int main(void) {
                 conv_of(side, cin, cout, 5, 5, 2, 2, extra), conv_of(side, cin, cout, 3, 3, 2, 0, extra);
                 conv_of(side, cin, cout, 3, 3, 1, 1, 0);
             }
-    for (int cin = 1; cin <= 8; ++cin) /* few channels on rows of 20 pixels: 16 a step, the last 16 overlapping */
+    for (int cin = 1; cin <= 8; ++cin) /* few channels on rows of 20 pixels: 16 a step (8 for 5 to 8 outputs), the last overlapping */
         for (int cout = 1; cout <= 8; ++cout)
             conv_of(20, cin, cout, 3, 3, 1, 1, 0), conv_of(20, cin, cout, 5, 5, 1, 2, 0), conv_of(20, cin, cout, 1, 3, 1, 1, 0);
     for (int c = 1; c <= 20; ++c) /* depthwise rows of 13 and 20 pixels: 8 a step, the last 8 overlapping */

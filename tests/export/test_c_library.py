@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ from iotnas.export.c import (
     write_c_library,
 )
 from iotnas.export.c._build import worst_stack
-from iotnas.formats import pack
+from iotnas.export.c._emit import _code_reader, _decoder, _ieee_call, runtime_source
+from iotnas.formats import pack, parse_format
 
 from .c_support import (
     FAMILY_MODELS,
@@ -155,3 +157,53 @@ def test_c_equals_the_deployed_pytorch_network_closely(cifar_small, tmp_path):
         want = deploy(model, "int8").module(normalised(pixels, cifar_small)).numpy()
     got = _host_logits(c_dir, tmp_path, pixels, cifar_small.num_classes)
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+
+
+#: A float32 decoder's check: codes of the stream at the edges (zeros, subnormals, normals' ends,
+#: infinities, NaNs with payloads, each with both signs) and random ones; their decoded bits written.
+DECODE_CHECK_C = r"""
+#include <stdio.h>
+#include "iotnas_ops.h"
+static const uint8_t iotnas_weights[] = {@CODES@};
+@READER@
+@DECODER@
+int main(int argc, char **argv) {
+    FILE *f = fopen(argv[1], "wb");
+    long differ = 0;
+    (void)argc;
+    for (uint32_t i = 0; i < @N@u; ++i) {
+        float got, want = @REFERENCE@;
+        iotnas_decode(i, 1u, 0u, &got);
+        differ += memcmp(&got, &want, sizeof got) != 0;
+        fwrite(&got, sizeof got, 1, f);
+    }
+    fclose(f);
+    printf("%ld\n", differ);
+    return 0;
+}
+"""
+
+
+def test_float32_decoder_copies_the_bits_as_the_general_decoder_would(tmp_path):
+    """float32's decoder copies the code's bits (a NaN made quiet, its payload dropped): the same
+    floats, bit for bit, as iotnas_ieee_value gives every other float format."""
+    require("gcc")
+    fmt = parse_format("float32")
+    edges = [0, 1, 0x3FFFFF, 0x7FFFFF, 0x800000, 0x3F800000, 0x7F7FFFFF, 0x7F800000, 0x7F800001, 0x7FC00000,
+             0x7FC00001, 0x7FFFFFFF]
+    rng = np.random.default_rng(0)
+    codes = np.array(edges + [c | 0x80000000 for c in edges] + rng.integers(0, 2**32, 20_000).tolist(), dtype="<u4")
+    (tmp_path / "iotnas_ops.h").write_text(runtime_source("iotnas_ops.h"), encoding="utf-8")
+    source = (DECODE_CHECK_C.replace("@CODES@", ", ".join(str(b) for b in codes.tobytes()))
+              .replace("@READER@", _code_reader(32)).replace("@DECODER@", _decoder(fmt))
+              .replace("@N@", str(len(codes))).replace("@REFERENCE@", _ieee_call("code_at(i)", fmt)))
+    (tmp_path / "check.c").write_text(source, encoding="utf-8")
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}", "-o",
+                    str(tmp_path / "check"), str(tmp_path / "check.c")], check=True)
+    out = subprocess.run([str(tmp_path / "check"), str(tmp_path / "decoded.bin")], check=True, capture_output=True,
+                         text=True).stdout
+    assert int(out) == 0  # equal to the general decoder's floats
+    got = np.fromfile(tmp_path / "decoded.bin", dtype="<u4")
+    nan = ((codes & 0x7F800000) == 0x7F800000) & ((codes & 0x7FFFFF) != 0)
+    want = np.where(nan, (codes & 0x80000000) | 0x7FC00000, codes)
+    assert nan.sum() >= 6 and np.array_equal(got, want)

@@ -2,7 +2,8 @@
 
 ``iotnas export … --c`` writes ``c/``: ``iotnas_model.c``/``.h`` (the deployed network's
 weights packed in the format, their decoder, the static arena, the call sequence) and the
-fixed kernels ``iotnas_ops.c``/``.h``. An int8 export runs in integer arithmetic instead:
+fixed kernels ``iotnas_ops.c``/``.h`` (their vector forms in ``iotnas_ops_kernels.h``, compiled
+again for AVX2 by ``iotnas_ops_avx2.c``). An int8 export runs in integer arithmetic instead:
 ``iotnas_model.c`` holds the layers of the int8 TFLite model (int8 filters, int32 biases,
 per-channel requantisation) and ``iotnas_int8.c``/``.h`` the integer kernels. One entry point,
 ``iotnas_run(image, logits)``, takes raw pixels. No ``malloc``, no libm. See ``docs/c-inference.md``.

@@ -24,7 +24,7 @@ from iotnas.export.c._emit import _float_literal, model_header, runtime_source
 from iotnas.export.c._graph import Graph, Op
 from iotnas.export.c._plan import ArenaPlan
 
-RUNTIME_FILES = ("iotnas_int8.h", "iotnas_int8_x86.h", "iotnas_int8.c")
+RUNTIME_FILES = ("iotnas_int8.h", "iotnas_int8_x86.h", "iotnas_int8.c", "iotnas_avx2.h")
 _PER_LINE = 16
 #: Zero bytes after a convolution's filter: the kernels' dot products run in steps of 8 over a
 #: zero-padded copy of the input, so the last output channel's row is read up to 7 bytes past its end.

@@ -429,23 +429,32 @@ static int conv_few_channels(const iotnas_geometry_t *g, outputs_t *o, const int
     channel_planes_t cp;
     const int32_t cout = o->cout;
     if (!channel_planes_init(&cp, plane, g, x, in_stride, cin, cout, filter, zp)) return 0;
-    int32_t group = 4; /* output pixels a step; in AVX2, on rows of 16 or more, 16 */
+    int32_t group = 4; /* output pixels a step; in AVX2, on rows of 16 or more, 16 (of 8 or more, 8 for
+                        * 5 to 8 output channels) */
 #if defined(IOTNAS_AVX2)
-    if (g->wout >= 16 && iotnas_avx2_present()) group = 16;
+    __m256i wide[IOTNAS_FEW_VECTORS];
+    if (cout > 4 && g->wout >= 8 && iotnas_avx2_present()) {
+        group = 8;
+        channel_planes_wide(&cp, g, cin, cout, wide);
+    } else if (g->wout >= 16 && iotnas_avx2_present()) {
+        group = 16;
+    }
 #endif
     for (int32_t oy = 0; oy < g->hout; ++oy)
         for (int32_t ox = 0; ox < g->wout; ox += group) {
             const int32_t start = ox + group <= g->wout ? ox : g->wout - group;
             int32_t sums[16 * IOTNAS_FEW_OUT];
 #if defined(IOTNAS_AVX2)
-            if (group == 16) channel_planes_sums16(&cp, g, plane, cin, cout, oy, start, sums);
+            if (group == 8) channel_planes_sums8_wide(&cp, g, wide, plane, cin, cout, oy, start, sums);
+            else if (group == 16) channel_planes_sums16(&cp, g, plane, cin, cout, oy, start, sums);
             else
 #endif
             channel_planes_sums4(&cp, g, plane, cin, cout, oy, start, sums);
-            for (int32_t p = ox - start; p < group; ++p, out += cout) {
-                int32_t *const to = outputs_sums(o);
-                for (int32_t c = 0; c < cout; ++c) to[c] = sums[p * cout + c];
-                outputs_summed(o, out);
+            for (int32_t p = ox - start; p < group;) { /* the new pixels' sums, as many a copy as the run takes */
+                const int32_t n = group - p < o->pixels - o->filled ? group - p : o->pixels - o->filled;
+                memcpy(outputs_sums(o), sums + p * cout, (size_t)(n * cout) * sizeof *sums);
+                o->filled += n - 1, p += n, out += n * cout;
+                outputs_summed(o, out - cout);
             }
         }
     outputs_flush(o, out);
@@ -886,6 +895,34 @@ static void max_run(int32_t n, const int8_t *restrict x, int8_t *restrict o) {
     for (int32_t i = 0; i < n; ++i) o[i] = x[i] > o[i] ? x[i] : o[i];
 }
 
+#if defined(IOTNAS_AVX2)
+/* max_of_runs' whole vectors of 32 values in AVX2: how many were taken. */
+IOTNAS_AVX2_FN static int32_t max_of_runs_avx2(int32_t n, const int8_t *x, int32_t stride, int32_t count, int8_t *o) {
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i m = _mm256_loadu_si256((const __m256i *)(const void *)(x + i));
+        for (int32_t k = 1; k < count; ++k)
+            m = _mm256_max_epi8(m, _mm256_loadu_si256((const __m256i *)(const void *)(x + k * stride + i)));
+        _mm256_storeu_si256((__m256i *)(void *)(o + i), m);
+    }
+    return i;
+}
+#endif
+
+/* o[i] = the maximum of x[k stride + i] over k < count (count >= 1) for i < n (o apart from x): in
+ * AVX2 where the processor has it each value's maximum in a register, one store; else max_run. */
+static void max_of_runs(int32_t n, const int8_t *x, int32_t stride, int32_t count, int8_t *o) {
+#if defined(IOTNAS_AVX2)
+    if (n >= 32 && iotnas_avx2_present()) {
+        const int32_t done = max_of_runs_avx2(n, x, stride, count, o);
+        n -= done, x += done, o += done;
+    }
+#endif
+    if (n <= 0) return;
+    memcpy(o, x, (size_t)n);
+    for (int32_t k = 1; k < count; ++k) max_run(n, x + k * stride, o);
+}
+
 /* Max pooling, row by row. On x86 the input rows under an output row are first reduced to one
  * (their maximum, a vector run over whole rows, into a stack row), so each window then spans one
  * row. At stride 1 the output pixels whose windows lie inside the input's columns are one run of
@@ -912,8 +949,7 @@ void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
         int32_t n_rows = rows.ky1 - rows.ky0;
 #if defined(__SSE2__)
         if (n_rows > 1 && row_bytes <= IOTNAS_POOL_ROW) {
-            memcpy(rows_max, src, (size_t)row_bytes);
-            for (int32_t k = 1; k < n_rows; ++k) max_run(row_bytes, src + k * row_bytes, rows_max);
+            max_of_runs(row_bytes, src, row_bytes, n_rows, rows_max);
             src = rows_max, n_rows = 1;
         }
 #endif
@@ -946,6 +982,11 @@ void iotnas_qmaxpool(const iotnas_qpool_t *p, const int8_t *in, int8_t *out) {
                         }
                     o[ch] = m;
                 }
+                continue;
+            }
+            if (n_rows == 1) { /* the window's columns of the one row */
+                max_of_runs(n, src + (x0 + kx0) * c, c, kx1 - kx0, o);
+                if (run) ox = last - 1;
                 continue;
             }
             memset(o, INT8_MIN, (size_t)n);

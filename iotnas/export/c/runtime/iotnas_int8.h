@@ -102,19 +102,10 @@ static inline __m128i iotnas_requantize4_shared(__m128i x, __m128i multiplier, i
 }
 #endif
 
-/* AVX2, where the processor has it: the build targets SSE2 (x86-64's baseline, so -O2 alone), and
- * the functions marked IOTNAS_AVX2_FN are compiled for AVX2 and called only after
- * iotnas_avx2_present() says so (gcc and clang; -DIOTNAS_NO_AVX2 leaves them out). */
-#if defined(__SSE2__) && defined(__GNUC__) && !defined(IOTNAS_NO_AVX2)
-#define IOTNAS_AVX2 1
+/* AVX2 where the processor has it (iotnas_avx2.h): the hottest kernels' AVX2 forms. */
+#include "iotnas_avx2.h"
+#if defined(IOTNAS_AVX2)
 #include <immintrin.h>
-#define IOTNAS_AVX2_FN __attribute__((target("avx2")))
-
-static inline int iotnas_avx2_present(void) {
-    static int present = -1; /* asked once; a race writes the same value */
-    if (present < 0) present = __builtin_cpu_supports("avx2") ? 1 : 0;
-    return present;
-}
 
 /* Eight lanes' requantisation constants, made in plain C from their right shifts r in [0, 31]:
  * the 64-bit nudge 2^30 + 2^(30+r) [r > 0] and shift count 31 + r, lanes 0, 2, 4, 6 then 1, 3, 5, 7

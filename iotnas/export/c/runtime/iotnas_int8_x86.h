@@ -631,6 +631,56 @@ IOTNAS_AVX2_FN static inline void channel_planes_sums16_n(const channel_planes_t
 #undef IOTNAS_FEW16_ACC
 #undef IOTNAS_FEW16_STORE
 
+/* For 5 to 8 output channels, where channel_planes_sums16 takes two passes of 4: 8 output pixels
+ * (oy, ox + p), p < 8, a step, each pixel's sums one vector with output channel c in lane c, so that
+ * they come out in the outputs' order (no lanes to gather). Per tap pair and input channel, the
+ * pixel's two plane values broadcast to every lane meet each channel's two weights (wide: lane c the
+ * pair that cp->filter holds for channel c), one vpmaddwd per pixel. */
+IOTNAS_AVX2_FN static void channel_planes_wide(const channel_planes_t *cp, const iotnas_geometry_t *g, int32_t cin,
+                                               int32_t cout, __m256i *wide) {
+    for (int32_t i = 0; i < g->kh * cp->pairs * cin; ++i) {
+        int32_t lanes[8] = {0};
+        for (int32_t co = 0; co < cout; ++co) lanes[co] = _mm_cvtsi128_si32(cp->filter[i * cout + co]);
+        wide[i] = _mm256_loadu_si256((const __m256i *)(const void *)lanes);
+    }
+}
+
+/* The two int16 plane values at p as one int32 in every lane. */
+IOTNAS_AVX2_FN static inline __m256i plane_pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+#define IOTNAS_WIDE_ACC(k) s##k = _mm256_add_epi32(s##k, _mm256_madd_epi16(plane_pair(p + k), w))
+/* sums[p * cout + c] = output channel c's sum at (oy, ox + p), p < 8 (each pixel's store of 8 lanes
+ * runs cout values into the next one's place, which that pixel's store then fills: sums holds
+ * 8 cout + 8 values). */
+IOTNAS_AVX2_FN static void channel_planes_sums8_wide(const channel_planes_t *cp, const iotnas_geometry_t *g,
+                                                     const __m256i *wide, const int16_t *plane, int32_t cin,
+                                                     int32_t cout, int32_t oy, int32_t ox, int32_t *sums) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int32_t ky = 0; ky < g->kh; ++ky) {
+        const int16_t *const row = plane + (oy * g->sh + ky) * cin * cp->width + ox;
+        for (int32_t j = 0; j < cp->pairs; ++j)
+            for (int32_t ci = 0; ci < cin; ++ci, ++wide) {
+                const int16_t *const p = row + ci * cp->width + 2 * j;
+                const __m256i w = _mm256_loadu_si256(wide);
+                IOTNAS_WIDE_ACC(0); IOTNAS_WIDE_ACC(1); IOTNAS_WIDE_ACC(2); IOTNAS_WIDE_ACC(3);
+                IOTNAS_WIDE_ACC(4); IOTNAS_WIDE_ACC(5); IOTNAS_WIDE_ACC(6); IOTNAS_WIDE_ACC(7);
+            }
+    }
+    _mm256_storeu_si256((__m256i *)(void *)sums, s0);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + cout), s1);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + 2 * cout), s2);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + 3 * cout), s3);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + 4 * cout), s4);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + 5 * cout), s5);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + 6 * cout), s6);
+    _mm256_storeu_si256((__m256i *)(void *)(sums + 7 * cout), s7);
+}
+#undef IOTNAS_WIDE_ACC
+
 IOTNAS_AVX2_FN static void channel_planes_sums16(const channel_planes_t *cp, const iotnas_geometry_t *g,
                                                  const int16_t *plane, int32_t cin, int32_t cout, int32_t oy, int32_t ox,
                                                  int32_t *sums) {

@@ -74,7 +74,8 @@ void iotnas_input(const uint8_t *image, uint32_t c, uint32_t h, uint32_t w, cons
 void iotnas_conv(const iotnas_conv_t *p, const float *in, float *out, float *scratch);
 void iotnas_affine(const iotnas_affine_t *p, const float *in, float *out);
 void iotnas_relu(uint32_t n, const float *in, float *out);
-/* scratch: max((wout - 1) * sw + kw, pw + win) floats (a row of column maxima with its padding). */
+/* scratch: max((wout - 1) * sw + kw, pw + win) + 1 floats (a row of column maxima with its padding,
+ * and a float a stride-2 vector reads past it). */
 void iotnas_maxpool(const iotnas_pool_t *p, const float *in, float *out, float *scratch);
 void iotnas_avgpool(const iotnas_pool_t *p, const float *in, float *out);
 void iotnas_add(uint32_t n, const float *a, const float *b, uint32_t relu, float *out);
