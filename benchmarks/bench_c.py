@@ -69,7 +69,8 @@ from iotnas.spaces import build
 KIB = 1024
 #: The smallest-MAC model of each family with at most 32 Ki values (32 KiB in 8 bits).
 MODELS = {
-    "densenet": "densenet/s3/21", "googlenet": "googlenet/s6/35", "mobilenetv2": "mobilenetv2/s6/28",
+    "compact": "compact/s5/3", "densenet": "densenet/s3/21", "googlenet": "googlenet/s6/35",
+    "mobilenetv2": "mobilenetv2/s6/28",
     "pnasnet": "pnasnet/s3/13", "probenet": "probenet/s2/39", "resnet": "resnet/s5/4", "resnext": "resnext/s3/10",
 }
 META = {"num_classes": 10, "in_channels": 3,

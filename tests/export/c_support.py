@@ -21,7 +21,8 @@ from iotnas.spaces import build
 
 #: One small model of each family (at most 32 KiB of weights in 8 bits), found with `iotnas.cost`.
 FAMILY_MODELS = {
-    "densenet": "densenet/s3/21", "googlenet": "googlenet/s6/35", "mobilenetv2": "mobilenetv2/s6/28",
+    "compact": "compact/s5/3", "densenet": "densenet/s3/21", "googlenet": "googlenet/s6/35",
+    "mobilenetv2": "mobilenetv2/s6/28",
     "pnasnet": "pnasnet/s3/13", "probenet": "probenet/s2/39", "resnet": "resnet/s5/4", "resnext": "resnext/s3/10",
 }
 

@@ -128,6 +128,22 @@ def test_unsupported_operator_is_named_and_nothing_is_written(cifar_small, tmp_p
     assert not (tmp_path / "c").exists()
 
 
+def test_adaptive_average_pooling_is_a_fixed_window_or_one_clear_error():
+    """Global pooling (the compact space's head) and any output size that divides the input become
+    an average pooling; a size that does not divide it is named."""
+    from iotnas.export.c._graph import trace
+
+    def pooled(size) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(size)).eval()
+
+    (pool,) = [op for op in trace(pooled(1), in_channels=3, height=8, width=6).ops if op.kind == "avgpool"]
+    assert (pool.params["kh"], pool.params["kw"], pool.params["sh"], pool.params["sw"]) == (8, 6, 8, 6)
+    (pool,) = [op for op in trace(pooled((4, None)), in_channels=3, height=8, width=6).ops if op.kind == "avgpool"]
+    assert (pool.params["kh"], pool.params["kw"], pool.shape) == (2, 1, (4, 4, 6))
+    with pytest.raises(ExportError, match="adaptive average pooling of 8 x 6 to 3 x 3"):
+        trace(pooled(3), in_channels=3, height=8, width=6)
+
+
 def test_worst_stack_follows_the_deepest_path(tmp_path):
     (tmp_path / "a.ci").write_text(
         'graph: { title: "a.c"\n'

@@ -80,6 +80,18 @@ def _pool_params(kernel: Any, stride: Any, padding: Any, *, ceil_mode: bool = Fa
     return {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "ph": ph, "pw": pw, "count_pad": int(bool(count_include_pad))}
 
 
+def _adaptive_pool_params(size: Any, in_shape: tuple[int, ...], *, where: str) -> dict[str, Any]:
+    """Adaptive average pooling whose output divides its input (global pooling: output 1) is an
+    average pooling with a fixed window."""
+    height, width = in_shape[1], in_shape[2]
+    sizes = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    oh, ow = (full if s is None else int(s) for s, full in zip(sizes, (height, width)))  # None: keep that side
+    if not (oh and ow and height % oh == 0 and width % ow == 0):
+        raise ExportError(f"{where}: adaptive average pooling of {height} x {width} to {oh} x {ow} cannot be "
+                          "emitted as C; only to a size that divides the input (1 x 1: global pooling)")
+    return _pool_params((height // oh, width // ow), None, 0, where=where)
+
+
 def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Graph:
     """The C operators of ``model`` (the deployed ``fx.GraphModule``, or any eval-mode module
     without BatchNorm) for one ``in_channels × height × width`` image.
@@ -144,6 +156,8 @@ def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Gra
                 new(node, "avgpool", (src[0],), params=_pool_params(
                     m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode,
                     count_include_pad=m.count_include_pad, where=where))
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                new(node, "avgpool", (src[0],), params=_adaptive_pool_params(m.output_size, shapes[src[0]], where=where))
             elif isinstance(m, nn.Linear):
                 w = {"weight": prefix + "weight"} | ({"bias": prefix + "bias"} if m.bias is not None else {})
                 new(node, "linear", (src[0],), weights=w)
@@ -167,6 +181,9 @@ def trace(model: nn.Module, *, in_channels: int, height: int, width: int) -> Gra
                 _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0),
                 ceil_mode=bool(_arg(node, 4, "ceil_mode", False)),
                 count_include_pad=bool(_arg(node, 5, "count_include_pad", True)), where=where))
+        elif target in (F.adaptive_avg_pool2d, "adaptive_avg_pool2d"):
+            new(node, "avgpool", (src[0],), params=_adaptive_pool_params(
+                _arg(node, 1, "output_size", None), shapes[src[0]], where=where))
         elif target in (operator.add, torch.add, "add") and len(src) == 2 and len(node.args) == 2:
             new(node, "add", (ids[node.args[0]], ids[node.args[1]]))
         elif target is torch.cat:
