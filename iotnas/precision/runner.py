@@ -255,10 +255,12 @@ def run_precision_stage(
         _rescore_winner(store, runner, rule, candidates=candidates, emit=emit, retrain=retrain)
     if not finetune or not runner.finetune_formats or lost:
         return lost
-    plain = winners(study_points(store, limits=study.constraints, finetuned=False), rule=rule)
+    points = study_points(store, limits=study.constraints, finetuned=False)
+    plain = winners(points, rule=rule)
     by_key = {t.arch_key: t for t in models}
     chosen = [p.key for p in plain if p.key in by_key][: study.precision.finetune_top]
-    pairs = [(key, fmt) for key in chosen for fmt in runner.finetune_formats]
+    over = {(p.key, p.format_name) for p in points if not p.feasible}  # a fine-tuning there could never be chosen
+    pairs = [(key, fmt) for key in chosen for fmt in runner.finetune_formats if (key, fmt.name) not in over]
 
     def finetune_one(j: int, pair: tuple[str, NumberFormat]) -> None:
         key, fmt = pair

@@ -215,6 +215,19 @@ def test_finetuning_is_stored_beside_never_over(prec_store):
         assert plain.checkpoint == training.checkpoint
 
 
+def test_no_fine_tuning_in_a_format_the_model_does_not_fit(tmp_path):
+    """At 1,200 bytes no model of the pool fits in half (647 values and more): only int8 is fine-tuned."""
+    study = parse_study({**STUDY, "store": str(tmp_path / "x.db"), "constraints": {"max_weight_bytes": 1200},
+                         "formats": ["float32", "half", "int8"],
+                         "precision": {"grid": False, "finetune_epochs": 1, "finetune_top": 1}})
+    run_search(study)
+    with Store.open(str(tmp_path / "x.db"), create=False) as store:
+        results = store.precision_results()
+    plain = {r.format_name: r.weight_bytes for r in results if not r.finetuned}
+    assert plain[_name("half")] > 1200 >= plain[_name("int8")]
+    assert {r.format_name for r in results if r.finetuned} == {_name("int8")}
+
+
 def test_a_format_the_study_cannot_store_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="formats"):  # when the study is loaded, before any work
         parse_study({**STUDY, "store": str(tmp_path / "x.db"), "formats": ["float32", "e0m3"]})
