@@ -52,6 +52,11 @@ LAYERS = {
     "dense 3x3 s2, 15 wide": (4, 6, (3, 3), 2, (1, 1), 1, 15, False),
     "pointwise s1, 15 wide": (6, 5, (1, 1), 1, (0, 0), 1, 15, False),
     "depthwise 5x5 s1, 3 wide": (4, 4, (5, 5), 1, (2, 2), 4, 3, False),
+    # rows of 4 outputs: two output planes a block, an odd last one summed twice
+    "dense 3x3 s1, 4 wide": (10, 20, (3, 3), 1, (1, 1), 1, 4, True),
+    "dense 3x3 s2, 4 wide": (8, 7, (3, 3), 2, (1, 1), 1, 8, False),
+    "dense 5x5 s1, 4 wide": (3, 5, (5, 5), 1, (2, 2), 1, 4, True),
+    "depthwise 3x3 s1, 4 wide": (8, 8, (3, 3), 1, (1, 1), 8, 4, False),
 }
 #: (channels, kernel, stride, padding, input size)
 POOLS = {

@@ -183,14 +183,15 @@ static void pad_plane(const iotnas_conv_t *p, const plane_t *g, const float *x, 
 }
 
 /* Every tap of a KH x KW window at horizontal stride SW (g's, or constants that let the compiler
- * unroll the loops), TAP(j) adding tap value wv at offset at for vector j. */
+ * unroll the loops), TAP(j) adding tap value wv (wm[tap]) at offset at for vector j. */
 #define IOTNAS_SUM_TAPS(TAP, KH, KW, SW)                                                           \
     for (uint32_t c = 0; c < s->channels; ++c)                                                     \
         for (uint32_t ky = 0; ky < (KH); ++ky)                                                     \
             for (uint32_t ph = 0; ph < (SW) && ph < (KW); ++ph) {                                  \
                 uint32_t at = c * s->channel_stride + ky * g->row + ph * g->phase;                 \
                 for (uint32_t kx = ph; kx < (KW); kx += (SW), ++at) {                              \
-                    const float wv = wm[(c * (KH) + ky) * (KW) + kx];                              \
+                    const uint32_t tap = (c * (KH) + ky) * (KW) + kx;                              \
+                    const float wv = wm[tap];                                                      \
                     TAP(0); TAP(1); TAP(2); TAP(3); TAP(4); TAP(5); TAP(6); TAP(7);                \
                 }                                                                                  \
             }
@@ -211,6 +212,41 @@ typedef struct {
 #define IOTNAS_TAP_ROWS(j) a##j = a##j + wv * load_vec(x0 + at + (j) / V * step + (j) % V * IOTNAS_LANES)
 #define IOTNAS_OUT(j) (o + (j) / V * g->wout + (j) % V * IOTNAS_LANES)
 
+/* The bias of the layer's output channel oc (0 without one). */
+static float bias_of(const iotnas_conv_t *p, uint32_t oc) {
+    return p->bias.present ? value_at(p->bias, oc) : 0.0f;
+}
+
+/* A block of 8 vectors of type VEC summed over every tap in registers: from the sums at OUT(j)
+ * when accumulate (else 0), TAP(j) for each tap, then (finish) + the bias and the ReLU of output
+ * plane m (vectors 0-3) or M_HI (vectors 4-7), stored back at OUT(j). */
+#define IOTNAS_BLOCK_SUMS(VEC, LOAD, FINISH, OUT, TAP, KH, KW, SW, M_HI)                           \
+    {                                                                                               \
+        VEC a0, a1, a2, a3, a4, a5, a6, a7;                                                         \
+        if (accumulate) {                                                                           \
+            a0 = LOAD(OUT(0)), a1 = LOAD(OUT(1)), a2 = LOAD(OUT(2)), a3 = LOAD(OUT(3));             \
+            a4 = LOAD(OUT(4)), a5 = LOAD(OUT(5)), a6 = LOAD(OUT(6)), a7 = LOAD(OUT(7));             \
+        } else {                                                                                    \
+            memset(&a0, 0, sizeof a0);                                                              \
+            a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;                          \
+        }                                                                                           \
+        IOTNAS_SUM_TAPS(TAP, KH, KW, SW)                                                            \
+        if (finish) {                                                                               \
+            const iotnas_conv_t *p = s->layer;                                                      \
+            const float lo = bias_of(p, s->first_oc + m);                                           \
+            const uint32_t m_hi = (M_HI);                                                           \
+            const float hi = m_hi == m ? lo : bias_of(p, s->first_oc + m_hi);                       \
+            a0 = FINISH(a0, lo, p->relu), a1 = FINISH(a1, lo, p->relu);                             \
+            a2 = FINISH(a2, lo, p->relu), a3 = FINISH(a3, lo, p->relu);                             \
+            a4 = FINISH(a4, hi, p->relu), a5 = FINISH(a5, hi, p->relu);                             \
+            a6 = FINISH(a6, hi, p->relu), a7 = FINISH(a7, hi, p->relu);                             \
+        }                                                                                           \
+        memcpy(OUT(0), &a0, sizeof a0), memcpy(OUT(1), &a1, sizeof a1);                             \
+        memcpy(OUT(2), &a2, sizeof a2), memcpy(OUT(3), &a3, sizeof a3);                             \
+        memcpy(OUT(4), &a4, sizeof a4), memcpy(OUT(5), &a5, sizeof a5);                             \
+        memcpy(OUT(6), &a6, sizeof a6), memcpy(OUT(7), &a7, sizeof a7);                             \
+    }
+
 /* window_plane where every row is whole vectors and a block is V vectors of each of 8 / V rows
  * (V = 8: a block within a row): one input address per block, the rest constant offsets, so that
  * the taps' loop keeps every address in a register. */
@@ -227,29 +263,7 @@ typedef struct {
                 for (uint32_t m = 0; m < s->outputs; ++m) {                                         \
                     float *const o = out + m * s->plane_out + oy * g->wout + ox;                    \
                     const float *wm = w + m * taps;                                                 \
-                    iotnas_vec a0, a1, a2, a3, a4, a5, a6, a7;                                      \
-                    if (accumulate) {                                                               \
-                        a0 = load_vec(IOTNAS_OUT(0)), a1 = load_vec(IOTNAS_OUT(1));                 \
-                        a2 = load_vec(IOTNAS_OUT(2)), a3 = load_vec(IOTNAS_OUT(3));                 \
-                        a4 = load_vec(IOTNAS_OUT(4)), a5 = load_vec(IOTNAS_OUT(5));                 \
-                        a6 = load_vec(IOTNAS_OUT(6)), a7 = load_vec(IOTNAS_OUT(7));                 \
-                    } else {                                                                        \
-                        memset(&a0, 0, sizeof a0);                                                  \
-                        a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;              \
-                    }                                                                               \
-                    IOTNAS_SUM_TAPS(IOTNAS_TAP_ROWS, KH, KW, SW)                                    \
-                    if (finish) {                                                                   \
-                        const iotnas_conv_t *p = s->layer;                                          \
-                        const float bias = p->bias.present ? value_at(p->bias, s->first_oc + m) : 0.0f; \
-                        a0 = finish_vec(a0, bias, p->relu), a1 = finish_vec(a1, bias, p->relu);     \
-                        a2 = finish_vec(a2, bias, p->relu), a3 = finish_vec(a3, bias, p->relu);     \
-                        a4 = finish_vec(a4, bias, p->relu), a5 = finish_vec(a5, bias, p->relu);     \
-                        a6 = finish_vec(a6, bias, p->relu), a7 = finish_vec(a7, bias, p->relu);     \
-                    }                                                                               \
-                    memcpy(IOTNAS_OUT(0), &a0, sizeof a0), memcpy(IOTNAS_OUT(1), &a1, sizeof a1);   \
-                    memcpy(IOTNAS_OUT(2), &a2, sizeof a2), memcpy(IOTNAS_OUT(3), &a3, sizeof a3);   \
-                    memcpy(IOTNAS_OUT(4), &a4, sizeof a4), memcpy(IOTNAS_OUT(5), &a5, sizeof a5);   \
-                    memcpy(IOTNAS_OUT(6), &a6, sizeof a6), memcpy(IOTNAS_OUT(7), &a7, sizeof a7);   \
+                    IOTNAS_BLOCK_SUMS(iotnas_vec, load_vec, finish_vec, IOTNAS_OUT, IOTNAS_TAP_ROWS, KH, KW, SW, m) \
                 }                                                                                   \
             }                                                                                       \
     }
@@ -259,6 +273,63 @@ IOTNAS_WINDOW_ROWS(window_rows8, 8, g->kh, g->kw, g->sw)
 IOTNAS_WINDOW_ROWS(window_rows4, 4, g->kh, g->kw, g->sw)
 IOTNAS_WINDOW_ROWS(window_rows2, 2, g->kh, g->kw, g->sw)
 IOTNAS_WINDOW_ROWS(window_rows1, 1, g->kh, g->kw, g->sw)
+#endif
+
+#if IOTNAS_LANES > 1u
+/* Rows of 4 outputs (a 4 x 4 plane at the end of a network, where a vector of 8 would be half
+ * empty and a block of 8 half repeats): vectors of 4 floats at any width, a block of 4 rows of two
+ * output planes at once, 8 sums in registers (an odd last plane summed twice, stored twice). */
+#if IOTNAS_LANES == 4u
+typedef iotnas_vec iotnas_vec4;
+#define finish_vec4 finish_vec
+#else
+typedef float iotnas_vec4 __attribute__((vector_size(16)));
+typedef int32_t iotnas_mask4 __attribute__((vector_size(16)));
+static iotnas_vec4 finish_vec4(iotnas_vec4 v, float bias, uint32_t relu) {
+    iotnas_vec4 zero;
+    memset(&zero, 0, sizeof zero);
+    v = v + bias;
+    return relu ? (iotnas_vec4)(~(v < zero) & (iotnas_mask4)v) : v;
+}
+#endif
+
+static iotnas_vec4 load_vec4(const float *p) {
+    iotnas_vec4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Vector j: row j % 4 of the block, of plane m (j < 4, tap value wv) or of the next (at next). */
+#define IOTNAS_TAP4(j) a##j = a##j + ((j) < 4 ? wv : wm[tap + next]) * load_vec4(x0 + at + (j) % 4u * step)
+#define IOTNAS_OUT4(j) (((j) < 4 ? o : q) + (j) % 4u * 4u)
+
+#define IOTNAS_WINDOW_ROWS4(name, KH, KW, SW)                                                      \
+    static void name(const sums_t *s, const float *src, const float *w, int accumulate, int finish, \
+                     float *out) {                                                                  \
+        const plane_t *g = &s->g;                                                                   \
+        const uint32_t taps = s->channels * g->kh * g->kw, step = g->sh * g->row;                  \
+        for (uint32_t oy = 0; oy < g->hout; oy += 4u) {                                             \
+            const float *const x0 = src + oy * step;                                                \
+            for (uint32_t m = 0; m < s->outputs; m += 2u) {                                         \
+                const uint32_t n = m + 1u < s->outputs ? m + 1u : m, next = (n - m) * taps;        \
+                float *const o = out + m * s->plane_out + oy * 4u, *const q = o + (n - m) * s->plane_out; \
+                const float *wm = w + m * taps;                                                     \
+                IOTNAS_BLOCK_SUMS(iotnas_vec4, load_vec4, finish_vec4, IOTNAS_OUT4, IOTNAS_TAP4, KH, KW, SW, n) \
+            }                                                                                       \
+        }                                                                                           \
+    }
+IOTNAS_WINDOW_ROWS4(window_rows_of4_3s1, 3u, 3u, 1u)
+IOTNAS_WINDOW_ROWS4(window_rows_of4_3s2, 3u, 3u, 2u)
+IOTNAS_WINDOW_ROWS4(window_rows_of4_any, g->kh, g->kw, g->sw)
+
+static void window_rows_of4(const sums_t *s, const float *src, const float *w, int accumulate, int finish,
+                            float *out) {
+    const plane_t *g = &s->g;
+    if (g->kh == 3u && g->kw == 3u && g->sw <= 2u)
+        (g->sw == 1u ? window_rows_of4_3s1 : window_rows_of4_3s2)(s, src, w, accumulate, finish, out);
+    else
+        window_rows_of4_any(s, src, w, accumulate, finish, out);
+}
 #endif
 
 #if IOTNAS_LANES == 8u
@@ -322,6 +393,12 @@ static void window_plane(const sums_t *s, const float *src, const float *w, int 
         }
 #endif
     }
+#if IOTNAS_LANES > 1u
+    if (g->wout == 4u && g->hout % 4u == 0u) {
+        window_rows_of4(s, src, w, accumulate, finish, out);
+        return;
+    }
+#endif
     for (uint32_t t = 0; t < n; t += IOTNAS_BLOCK) {
         const float *x[IOTNAS_BLOCK];
         uint32_t o[IOTNAS_BLOCK], lanes[IOTNAS_BLOCK];
