@@ -40,6 +40,7 @@ MAX_EPOCHS = 10_000.0
 MAX_ETA = 1_000
 MAX_NAME = 100
 DEVICE_KINDS = ("local", "agent", "predictor", "released")
+MAX_TIMING_S = 600.0  # [device] min_s: a candidate timed for longer would stall a study
 #: What the hybrid device mode measures: the candidates its predictor cannot decide, or every proposal.
 HYBRID_MEASURE = ("undecided", "every")
 #: How successive halving promotes: the best 1/eta of all models, or of each storage tier (the models
@@ -47,8 +48,9 @@ HYBRID_MEASURE = ("undecided", "every")
 PROMOTE = ("overall", "per_format")
 # Settings that never change a result, left out of the fingerprint and of study_changes: where the
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
-# whose DHCP address changed is the same board; kind, runtime and threads are its identity).
-_VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file")
+# whose DHCP address changed is the same board; kind, runtime and threads are its identity), and how
+# long each candidate is timed (a longer timing measures the same latency, more steadily).
+_VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file", "device.min_s")
 # Settings added after stores were made, hashed only when set to something else than their default
 # (a whole table where the key has no dot), so that a store made before they existed keeps its fingerprint.
 _ADDED_LATER: dict[str, Any] = {"precision.winner": "fewest_bytes", "precision.test_images": None,
@@ -85,6 +87,9 @@ class DeviceSpec:
     # latency limit) or every proposal ("every"); margin is the predictor's trusted relative error.
     measure: str | None = None  # hybrid: "undecided" (default) or "every"
     margin: float | None = None  # hybrid: 0.15 by default
+    # kind = "local" or "agent": seconds of timed runs per candidate, at least (and >= 50 runs); 1.0 by
+    # default. Shorter times a pool faster and each figure more noisily; longer steadies a noisy board.
+    min_s: float | None = None
 
     @property
     def hybrid(self) -> bool:
@@ -326,6 +331,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         token_file=dev_t.str("token_file", d.token_file),
         measure=dev_t.str("measure", d.measure),
         margin=dev_t.float("margin", d.margin, positive=True, maximum=1.0),
+        min_s=dev_t.float("min_s", d.min_s, positive=True, maximum=MAX_TIMING_S),
     )
     dev_t.done()
     _check_device(device, mode)
@@ -455,6 +461,9 @@ def _check_device(device: DeviceSpec, mode: str) -> None:
         if getattr(device, key) is not None and not device.hybrid:
             raise ConfigError(f"device.{key}: only for the hybrid mode (kind = \"local\" or \"agent\" with a "
                               "predictor); add device.predictor or remove the key")
+    if device.min_s is not None and device.kind not in ("local", "agent"):
+        raise ConfigError(f"device.min_s: only for a device that measures (kind = \"local\" or \"agent\"), and "
+                          f"this study's device.kind is \"{device.kind}\"; remove the key or change the kind")
     for key, kind in (("url", "agent"), ("token_file", "agent")):
         if getattr(device, key) is not None and device.kind != kind:
             raise ConfigError(f"device.{key}: only for kind = \"{kind}\", and this study's device.kind is "

@@ -25,7 +25,7 @@ from iotnas.study import Study
 
 
 class MeasuredLatency:
-    """Times each candidate when it is proposed, here or on a device agent (not cheap: ~1 s each)."""
+    """Times each candidate when it is proposed, here or on a device agent (not cheap: ``[device] min_s``, 1 s, each)."""
 
     cheap = False
 
@@ -49,10 +49,13 @@ class MeasuredLatency:
             self.key += f":in{dataset.in_channels}"
 
     def latency(self, arch: Arch) -> Latency:
-        from iotnas.latency import measure_latency
+        from iotnas.latency import Protocol, measure_latency
 
+        protocol = Protocol()
+        if self._device.min_s is not None:
+            protocol = Protocol(min_s=self._device.min_s, max_s=max(protocol.max_s, self._device.min_s))
         m = measure_latency(arch, runtime=self._device.runtime, threads=self._device.threads,
-                            device=self._client, **self._geometry)
+                            device=self._client, protocol=protocol, **self._geometry)
         return Latency(arch_key=arch.key, device_key=self.key, source="measured", median_ms=m.median_ms,
                        detail=m.to_dict())
 

@@ -17,6 +17,8 @@ store = "tiny.db"
 [data]
 dataset = "digits"
 limit = 256
+[device]
+min_s = 0.05
 [constraints]
 max_weight_bytes = 16384
 [space]

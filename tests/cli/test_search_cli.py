@@ -221,7 +221,7 @@ def _stop_a_search(tmp_path, signum: int, workers: str, executor: str = "local")
     import time
 
     study = tmp_path / "stop.toml"
-    study.write_text('name = "stop"\n[data]\ndataset = "digits"\n[space]\nlaws = ["probenet/s2"]\npool_per_law = 3\n'
+    study.write_text('name = "stop"\n[data]\ndataset = "digits"\n[device]\nmin_s = 0.05\n[space]\nlaws = ["probenet/s2"]\npool_per_law = 3\n'
                      '[budget]\ntrainings = 3\nepochs = [2000]\n', encoding="utf-8")
     # SIGINT as a terminal sends it: a suite run in the background (``cmd &``, ``nohup``) has SIGINT ignored,
     # its children inherit that, and Python then leaves it ignored; a handled signal starts at its default.

@@ -54,6 +54,9 @@ def test_example_fingerprints_are_unchanged():
         ({"device": {"kind": "predictor", "predictor": "p.json", "token_file": "token"}}, "device.token_file"),
         ({"device": {"kind": "released"}}, "device.kind"),  # released timings in train mode
         ({"device": {**AGENT, "token_file": ""}}, "device.token_file"),
+        ({"device": {"kind": "predictor", "predictor": "p.json", "min_s": 0.1}}, "device.min_s"),  # nothing timed
+        ({"device": {"kind": "local", "min_s": 0}}, "device.min_s"),
+        ({"device": {"kind": "local", "min_s": 86400}}, "device.min_s"),
     ],
 )
 def test_impossible_device_combinations_are_named(raw, needle):
@@ -99,6 +102,9 @@ def test_url_and_token_file_are_not_in_the_fingerprint_the_device_is():
     assert moved.fingerprint == base.fingerprint
     for other in ({**AGENT, "threads": 2}, {"kind": "local"}):
         assert parse_study({"name": "x", "device": other}).fingerprint != base.fingerprint
+    timed_longer = parse_study({"name": "x", "device": {**AGENT, "min_s": 5.0}})
+    assert timed_longer.fingerprint == base.fingerprint  # a longer timing measures the same latency
+    assert study_changes(base.to_dict(), timed_longer.to_dict()) == []
     # The latency figures' identity keeps the URL: stores made before hold their figures under it.
     assert base.device.key == "agent:http://127.0.0.1:8765:onnxruntime:t1"
 
@@ -180,3 +186,20 @@ def test_the_refusal_names_the_changed_setting(tmp_path, cli, released_dir):
     _one_clean_line(code, err)
     assert "was created by a different version of study 'changed'" in err
     assert "(its settings changed: budget.trainings: 20 -> 30)" in err
+
+
+def test_each_candidate_is_timed_for_the_study_s_min_s():
+    """``[device] min_s`` is how long a search times each proposal (1 s unless set), with >= 50 runs: a
+    twentieth of the default times a small network in far fewer runs."""
+    from iotnas.arch import Arch
+    from iotnas.data import load_dataset
+    from iotnas.search.latency_sources import MeasuredLatency
+
+    digits = load_dataset("digits")
+    runs = {}
+    for device in ({"kind": "local"}, {"kind": "local", "min_s": 0.05}):
+        study = parse_study({"name": "x", "data": {"dataset": "digits"}, "device": device})
+        figure = MeasuredLatency(study, digits).latency(Arch("probenet", "s2", 3))
+        assert figure.source == "measured" and figure.detail["n_runs"] >= 50
+        runs[device.get("min_s")] = figure.detail["n_runs"]
+    assert runs[0.05] * 4 < runs[None], runs

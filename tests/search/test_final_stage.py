@@ -17,7 +17,7 @@ from iotnas.study import parse_study
 STUDY = {
     "name": "final", "seed": 3,
     "data": {"dataset": "digits", "limit": 256},
-    "device": {"kind": "local"},
+    "device": {"kind": "local", "min_s": 0.05},
     "constraints": {"max_weight_bytes": 8192},
     "formats": ["float32", "half", "int8"],
     "space": {"laws": ["probenet/s2"], "pool_per_law": 6},
@@ -116,7 +116,7 @@ def _write(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "final.toml").write_text(
         'name = "final"\nstore = "final.db"\nseed = 3\nformats = ["float32", "half"]\n'
-        '[data]\ndataset = "digits"\nlimit = 256\n[device]\nkind = "local"\n'
+        '[data]\ndataset = "digits"\nlimit = 256\n[device]\nkind = "local"\nmin_s = 0.05\n'
         '[constraints]\nmax_weight_bytes = 8192\n[space]\nlaws = ["probenet/s2"]\npool_per_law = 6\n'
         '[strategy]\nname = "random"\n[budget]\ntrainings = 2\nepochs = [2]\n'
         '[training]\nbatch_size = 64\n[final]\nepochs = 40\ntop = 1\n')

@@ -25,7 +25,8 @@ def _study(folder, *, limit_ms: float, measure: str, margin: float, name: str, t
     return {
         "name": name, "seed": 0, "store": str(folder / f"{name}.db"),
         "data": {"dataset": "digits", "limit": 512},
-        "device": {"kind": "local", "predictor": str(folder / predictor), "measure": measure, "margin": margin},
+        "device": {"kind": "local", "predictor": str(folder / predictor), "measure": measure, "margin": margin,
+                   "min_s": 0.05},
         "constraints": {"max_latency_ms": limit_ms},
         "space": {"laws": [LAW], "pool_per_law": POOL},
         "strategy": {"name": "laws"},

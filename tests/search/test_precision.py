@@ -143,7 +143,7 @@ def test_formats_are_scored_on_a_fixed_draw_of_test_images():
 STUDY = {
     "name": "prec", "seed": 0,
     "data": {"dataset": "digits", "limit": 256},
-    "device": {"kind": "local"},
+    "device": {"kind": "local", "min_s": 0.05},
     "constraints": {"max_weight_bytes": 8192},
     "formats": ["float32", "half", "e4m3", "int8"],
     "space": {"laws": ["probenet/s2"], "pool_per_law": 4},

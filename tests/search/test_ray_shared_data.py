@@ -25,7 +25,7 @@ STUDY = """\
 name = "ray-data"
 seed = 5
 data = { dataset = "digits", limit = 384 }
-device = { kind = "local" }
+device = { kind = "local", min_s = 0.05 }
 constraints = { max_weight_bytes = 8192 }
 space = { laws = ["probenet/s2"], pool_per_law = 12 }
 strategy = { name = "random" }

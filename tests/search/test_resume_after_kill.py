@@ -13,6 +13,7 @@ dataset = "digits"
 limit = 256
 [device]
 kind = "local"
+min_s = 0.05
 runtime = "onnxruntime"
 [constraints]
 max_weight_bytes = 16384

@@ -26,6 +26,7 @@ dataset = "digits"
 limit = 512
 [device]
 kind = "local"
+min_s = 0.05
 [constraints]
 max_weight_bytes = 8192
 [space]

@@ -21,6 +21,7 @@ dataset = "digits"
 limit = 256
 [device]
 kind = "local"
+min_s = 0.05
 [constraints]
 max_weight_bytes = 16384
 [space]
