@@ -14,6 +14,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # tests of the default remove this (tests/cli/test_progress.py, tests/search/test_final_stage.py).
 os.environ.setdefault("IOTNAS_WORKERS", "1")
 
+# The suite runs in one pytest-xdist process per core (pyproject.toml): each test then gets one core,
+# and torch's thread pool in each process (and in the searches a test starts) is one thread, not one
+# per core, so two processes do not fight over both cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+MAX_TEST_PROCESSES = 4  # more would start as many PostgreSQL servers and local Ray clusters
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``--numprocesses=auto``: one test process per core this run may use, at most MAX_TEST_PROCESSES."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_TEST_PROCESSES))
+
 
 def _shared_data_dir() -> Path:
     return Path(os.environ.get("IOTNAS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
