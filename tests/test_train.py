@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,17 @@ def test_weight_average_learns_too(digits):
     assert result.test_accuracy == evaluate(model, digits)  # the model is left holding the average
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch at ``n`` threads inside, as before after (the suite runs torch at one thread)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_evaluate_counts_right_answers(small):
     model = _model()
     model.eval()
@@ -120,9 +132,9 @@ def test_evaluate_counts_right_answers(small):
         x = (small.test_images.float() - small.channel_mean.view(1, -1, 1, 1)) / small.channel_std.view(1, -1, 1, 1)
         expected = (model(x).argmax(1) == small.test_labels).float().mean().item()
     assert acc == pytest.approx(expected)
-    before = torch.get_num_threads()
-    assert evaluate(model, small, threads=1, channels_last=True) == pytest.approx(expected)
-    assert torch.get_num_threads() == before  # the thread count is set for the call only
+    with _torch_threads(3):  # not 1, whatever this process started with: a leaked 1 must show
+        assert evaluate(model, small, threads=1, channels_last=True) == pytest.approx(expected)
+        assert torch.get_num_threads() == 3  # the thread count is set for the call only
 
 
 class _Stop(Exception):
@@ -207,12 +219,12 @@ def test_bad_settings_and_checkpoints(tmp_path: Path):
 def test_training_leaves_global_rng_and_threads_alone(small):
     model = _model()
     torch.manual_seed(123)
-    before = torch.get_num_threads()
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train(model, small, TrainConfig(epochs=0.25, **{**FAST, "threads": 1}))
+    with _torch_threads(3):  # not 1, whatever this process started with: a leaked 1 must show
+        train(model, small, TrainConfig(epochs=0.25, **{**FAST, "threads": 1}))
+        assert torch.get_num_threads() == 3
     assert torch.equal(torch.rand(3), expected)
-    assert torch.get_num_threads() == before
 
 
 def test_real_search_space_model_trains(small):
