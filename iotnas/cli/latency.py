@@ -111,7 +111,7 @@ def measure(
     from iotnas.latency import Protocol, check_threads, measure_latency
 
     check_threads(threads, field="--threads", remote=device is not None)
-    protocol = Protocol(min_s=min_s, max_s=max(30.0, min_s))
+    protocol = Protocol.timing_for(min_s)
     m = measure_latency(_arch_key(space, law, id), runtime=runtime, threads=threads,
                         device=_client(device, token_file), protocol=protocol,
                         num_classes=num_classes, in_channels=in_channels)

@@ -172,6 +172,13 @@ class Protocol(JsonSettings):
     min_s: float = 1.0  # seconds of timed runs
     max_s: float = 30.0  # seconds; a cap so a slow model cannot stall a study
 
+    @classmethod
+    def timing_for(cls, min_s: float | None) -> Protocol:
+        """The default protocol, timing for at least ``min_s`` seconds (None: its own 1 s); the cap
+        is raised to ``min_s`` where it would fall below it."""
+        default = cls()
+        return default if min_s is None else cls(min_s=min_s, max_s=max(default.max_s, min_s))
+
     def __post_init__(self) -> None:
         for name, floor in (("warmup_runs", 1), ("min_runs", MIN_RUNS_FLOOR)):
             check_int(getattr(self, name), field=f"protocol.{name}", minimum=floor, maximum=MAX_RUNS)

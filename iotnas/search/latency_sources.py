@@ -51,11 +51,8 @@ class MeasuredLatency:
     def latency(self, arch: Arch) -> Latency:
         from iotnas.latency import Protocol, measure_latency
 
-        protocol = Protocol()
-        if self._device.min_s is not None:
-            protocol = Protocol(min_s=self._device.min_s, max_s=max(protocol.max_s, self._device.min_s))
-        m = measure_latency(arch, runtime=self._device.runtime, threads=self._device.threads,
-                            device=self._client, protocol=protocol, **self._geometry)
+        m = measure_latency(arch, runtime=self._device.runtime, threads=self._device.threads, device=self._client,
+                            protocol=Protocol.timing_for(self._device.min_s), **self._geometry)
         return Latency(arch_key=arch.key, device_key=self.key, source="measured", median_ms=m.median_ms,
                        detail=m.to_dict())
 

@@ -53,6 +53,12 @@ def test_protocol_counts_runs_and_respects_the_cap():
     assert 1 <= n_warmup < 100
 
 
+def test_a_protocol_timing_for_longer_than_its_cap_raises_the_cap():
+    assert Protocol.timing_for(None) == Protocol()
+    assert Protocol.timing_for(0.05) == Protocol(min_s=0.05)  # the cap (30 s) stays
+    assert Protocol.timing_for(120.0) == Protocol(min_s=120.0, max_s=120.0)  # else min_s > max_s is refused
+
+
 @pytest.mark.parametrize("bad", [dict(min_runs=3), dict(min_s=5.0, max_s=1.0), dict(warmup_runs=0)])
 def test_protocol_refuses_bad_settings(bad):
     with pytest.raises(LatencyError):
