@@ -23,6 +23,10 @@ Run from the repository root (the acceptance run; idle machine, load average < 1
    Tracing the 1,617 released networks takes minutes; ``--trace-cache`` keeps the
    traced kernels for the next run.
 
+``--sessions`` K times every network (calibration and held-out) in K ONNX Runtime
+sessions one after another, the mean of their medians (each session lands in a
+fast or a slow mode for its life; ``bench_timing.py`` measures what that buys).
+
 ``--statistic`` is what every timing is summarised by, in calibration and on the
 held-out networks alike: ``median_ms`` (wall clock) or ``cpu_median_ms`` (thread
 CPU time, which waiting for a core shared with other work does not inflate).
@@ -36,6 +40,7 @@ file is refused before anything is timed, unless ``--overwrite``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -65,6 +70,9 @@ from iotnas.spaces import get_space
 
 #: Networks: >= 50 runs and >= 0.2 s, capped at 1 s (so every model gets >= 50 runs or >= 1 s).
 NETWORK_PROTOCOL = Protocol(warmup_runs=10, warmup_s=0.1, warmup_max_s=1.0, min_runs=50, min_s=0.2, max_s=1.0)
+#: With ``--sessions`` K > 1, each of the K sessions: 10 warm-up runs, then >= 20 runs and >= 0.1 s, capped at 5 s
+#: (``bench_timing.py``'s session).
+SESSION_PROTOCOL = Protocol(warmup_runs=10, warmup_s=0.0, warmup_max_s=1.0, min_runs=20, min_s=0.1, max_s=5.0)
 
 
 def log(message: str) -> None:
@@ -112,6 +120,9 @@ def main() -> int:
     parser.add_argument("--skip-released", action="store_true", help="Only the predictors on this machine.")
     parser.add_argument("--statistic", choices=STATISTICS, default="median_ms",
                         help="What every timing is summarised by, in calibration and held out.")
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="ONNX Runtime sessions per timing, the mean of their medians (default 1: one session "
+                             "per NETWORK_PROTOCOL; more: each per SESSION_PROTOCOL).")
     parser.add_argument("--save", type=Path, default=None, help="Write profiles and held-out timings here (JSON).")
     parser.add_argument("--overwrite", action="store_true", help="Let --save replace an existing file.")
     args = parser.parse_args()
@@ -122,6 +133,7 @@ def main() -> int:
             parser.error(str(exc))
     data = Path(os.environ.get("IOTNAS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     settings = OrtSettings(threads=1)
+    protocol = NETWORK_PROTOCOL if args.sessions == 1 else dataclasses.replace(SESSION_PROTOCOL, sessions=args.sessions)
     laws = [f"{family}/{law}" for family in RELEASED_FAMILIES for law in get_space(family).laws]
     load_before = os.getloadavg()
     t_start = time.perf_counter()
@@ -132,13 +144,13 @@ def main() -> int:
     if not args.skip_device:
         log(f"calibrating the node predictor on {args.calib} networks ({stat})")
         predictor, calibration = calibrate_nodes(laws, networks=args.calib, held_out=0, rounds=args.rounds,
-                                                 settings=settings, protocol=NETWORK_PROTOCOL, statistic=stat,
+                                                 settings=settings, protocol=protocol, statistic=stat,
                                                  seed=args.seed, progress=every(25))
         calib_keys = list(calibration.networks)
         log(f"calibrating the kernel-sum baseline on {args.kernel_calib} of them")
         t0 = time.perf_counter()
         kernel_model, _ = calibrate(calib_keys[: args.kernel_calib], settings=settings, statistic=stat,
-                                    network_protocol=NETWORK_PROTOCOL, max_kernels=args.max_kernels, seed=args.seed)
+                                    network_protocol=protocol, max_kernels=args.max_kernels, seed=args.seed)
         kernel_s = time.perf_counter() - t0
         line = FlopsPredictor.fit([cost(k).flops for k in calib_keys],
                                   [getattr(calibration.networks[k], stat) for k in calib_keys])
@@ -149,7 +161,7 @@ def main() -> int:
         first, second = {}, {}
         for i, key in enumerate(test):
             for into in ((first, second) if i % 2 == 0 else (second, first)):
-                into.update(time_networks([key], device=None, settings=settings, protocol=NETWORK_PROTOCOL))
+                into.update(time_networks([key], device=None, settings=settings, protocol=protocol))
             every(25)("held-out networks", i + 1, len(test))
         keys = [k for k in first if k in second]
         measured = [getattr(first[k], stat) for k in keys]
@@ -176,7 +188,7 @@ def main() -> int:
         medians = sorted(measured)
         rounds = ", ".join(str(len(r)) for r in calibration.rounds)
         notes.append(
-            f"Statistic: {stat}. Calibration: {len(calib_keys)} networks over {len(laws)} laws in rounds of "
+            f"Statistic: {stat}, {protocol.sessions} ONNX Runtime session(s) per timing. Calibration: {len(calib_keys)} networks over {len(laws)} laws in rounds of "
             f"{rounds}, {calibration.seconds:.0f} s ({calibration.seconds / 60:.1f} min) including fitting; "
             f"kernel-sum baseline {kernel_s:.0f} s. Held-out: {len(keys)} networks, {stat} "
             f"{medians[0]:.2f}–{medians[-1]:.1f} ms (median {statistics.median(medians):.2f} ms). Node prediction "

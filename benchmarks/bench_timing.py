@@ -7,12 +7,12 @@ Run from the repository root, the machine otherwise idle:
 1. ``sessions``: ``--networks`` networks drawn from the paper's laws (those of
    ``bench_latency.py``), each measured twice, in two fresh processes back to back
    (alternating which goes first, so a slow minute of the machine hits both alike).
-   A measurement opens k ONNX Runtime sessions one after another (1 thread, the
-   search's settings) and times each per ``SESSION_PROTOCOL``; the figure is the one
-   session's median (k = 1), or the median or the mean of the k session medians
-   (thread CPU time). The table: how often the two measurements of a network agree
-   within ±10 % and ±5 %, RMSPE and the median disagreement, per k and figure. The
-   baseline is k = 1, today's protocol: one session per measurement.
+   A measurement is :func:`~iotnas.latency.runtimes.time_onnx` with ``SESSION_PROTOCOL``
+   and ``sessions`` = k (1 thread, the search's settings): k ONNX Runtime sessions one
+   after another, the figure the mean of their medians (thread CPU time). The table:
+   how often the two measurements of a network agree within ±10 % and ±5 %, RMSPE,
+   the median disagreement, and the seconds a measurement took, per k. The baseline
+   is k = 1: one session per measurement, the default.
 2. ``proposal``: the wall time of timing one proposal as a search does
    (:func:`~iotnas.latency.measure_latency`, a fresh process) with the default
    protocol and with ``[device] min_s`` = ``--min-s``, interleaved ``--repeats``
@@ -24,6 +24,7 @@ Prints Markdown, with the load average before and after each part.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -38,34 +39,31 @@ from iotnas.spaces import get_space
 
 #: One session: 10 warm-up runs, then >= 20 runs and >= 0.1 s (capped at 5 s).
 SESSION_PROTOCOL = Protocol(warmup_runs=10, warmup_s=0.0, warmup_max_s=1.0, min_runs=20, min_s=0.1, max_s=5.0)
-SESSIONS = (1, 4, 16)
+SESSIONS = (1, 4, 8, 16)
 
 
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def measure_child(key: str) -> dict[str, list[float]]:
-    """In this (fresh) process: for each k, the thread-CPU medians of k sessions, in ms."""
+def measure_child(key: str) -> dict[str, tuple[float, float]]:
+    """In this (fresh) process: for each k, the figure of a k-session measurement (ms) and its wall seconds."""
     from iotnas.latency.api import to_onnx
     from iotnas.latency.runtimes import OrtSettings, time_onnx
 
     onnx, _ = to_onnx(key, num_classes=10, in_channels=3, input_size=32)
     settings = OrtSettings(threads=1)
-    return {str(k): [time_onnx(onnx, settings=settings, protocol=SESSION_PROTOCOL).cpu_median_ms for _ in range(k)]
-            for k in SESSIONS}
+    out = {}
+    for k in SESSIONS:
+        t0 = time.perf_counter()
+        m = time_onnx(onnx, settings=settings, protocol=dataclasses.replace(SESSION_PROTOCOL, sessions=k))
+        out[str(k)] = (m.cpu_median_ms, time.perf_counter() - t0)
+    return out
 
 
-def _measure(key: str) -> dict[str, list[float]]:
+def _measure(key: str) -> dict[str, tuple[float, float]]:
     done = subprocess.run([sys.executable, __file__, "--child", key], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
-
-
-FIGURES = {
-    "one session's median": lambda medians: medians[0],
-    "median of the session medians": statistics.median,
-    "mean of the session medians": statistics.fmean,
-}
 
 
 def sessions_table(n: int, seed: int) -> None:
@@ -78,16 +76,15 @@ def sessions_table(n: int, seed: int) -> None:
         a, b = _measure(key), _measure(key)
         pairs.append((a, b) if i % 2 == 0 else (b, a))
         print(f"<!-- {i + 1}/{len(keys)} {key} -->", file=sys.stderr)
-    print("| sessions per measurement | figure | within ±10 % | within ±5 % | RMSPE | median disagreement |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| sessions per measurement | within ±10 % | within ±5 % | RMSPE | median disagreement "
+          "| s per measurement (median) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for k in SESSIONS:
-        for name, figure in FIGURES.items():
-            if k == 1 and name != "one session's median":
-                continue
-            errors = [abs(figure(b[str(k)]) / figure(a[str(k)]) - 1) for a, b in pairs]
-            rmspe = math.sqrt(statistics.fmean(e * e for e in errors))
-            print(f"| {k} | {name} | {_share(errors, 0.10)} | {_share(errors, 0.05)} | {100 * rmspe:.1f} % "
-                  f"| {100 * statistics.median(errors):.1f} % |")
+        errors = [abs(b[str(k)][0] / a[str(k)][0] - 1) for a, b in pairs]
+        rmspe = math.sqrt(statistics.fmean(e * e for e in errors))
+        seconds = statistics.median(m[str(k)][1] for pair in pairs for m in pair)
+        print(f"| {k} | {_share(errors, 0.10)} | {_share(errors, 0.05)} | {100 * rmspe:.1f} % "
+              f"| {100 * statistics.median(errors):.1f} % | {seconds:.2f} |")
     print(f"\n{(time.perf_counter() - start) / 60:.1f} min; load average after: {_load()}\n")
 
 

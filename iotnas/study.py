@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iotnas.errors import ConfigError
+from iotnas.latency.measure import MAX_SESSIONS
 from iotnas.results.limits import Limits
 from iotnas.strategies import STRATEGY_NAMES
 
@@ -50,7 +51,7 @@ PROMOTE = ("overall", "per_format")
 # store and the study file are, how workers pace themselves, and how the device is reached (a board
 # whose DHCP address changed is the same board; kind, runtime and threads are its identity), and how
 # long each candidate is timed (a longer timing measures the same latency, more steadily).
-_VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file", "device.min_s")
+_VOLATILE = ("store", "base_dir", "workers", "device.url", "device.token_file", "device.min_s", "device.sessions")
 # Settings added after stores were made, hashed only when set to something else than their default
 # (a whole table where the key has no dot), so that a store made before they existed keeps its fingerprint.
 _ADDED_LATER: dict[str, Any] = {"precision.winner": "fewest_bytes", "precision.test_images": None,
@@ -90,6 +91,10 @@ class DeviceSpec:
     # kind = "local" or "agent": seconds of timed runs per candidate, at least (and >= 50 runs); 1.0 by
     # default. Shorter times a pool faster and each figure more noisily; longer steadies a noisy board.
     min_s: float | None = None
+    # kind = "local" or "agent": runtime sessions each candidate is timed in, one after another, min_s each;
+    # its figure is the mean of their medians (1 by default). An ONNX Runtime session runs fast or slow for
+    # its whole life, so more sessions steady a figure at that many times the cost.
+    sessions: int | None = None
 
     @property
     def hybrid(self) -> bool:
@@ -332,6 +337,7 @@ def parse_study(raw: Mapping[str, Any], *, base_dir: str = ".", default_name: st
         measure=dev_t.str("measure", d.measure),
         margin=dev_t.float("margin", d.margin, positive=True, maximum=1.0),
         min_s=dev_t.float("min_s", d.min_s, positive=True, maximum=MAX_TIMING_S),
+        sessions=dev_t.int("sessions", d.sessions, minimum=1, maximum=MAX_SESSIONS),
     )
     dev_t.done()
     _check_device(device, mode)
@@ -461,9 +467,10 @@ def _check_device(device: DeviceSpec, mode: str) -> None:
         if getattr(device, key) is not None and not device.hybrid:
             raise ConfigError(f"device.{key}: only for the hybrid mode (kind = \"local\" or \"agent\" with a "
                               "predictor); add device.predictor or remove the key")
-    if device.min_s is not None and device.kind not in ("local", "agent"):
-        raise ConfigError(f"device.min_s: only for a device that measures (kind = \"local\" or \"agent\"), and "
-                          f"this study's device.kind is \"{device.kind}\"; remove the key or change the kind")
+    for key in ("min_s", "sessions"):
+        if getattr(device, key) is not None and device.kind not in ("local", "agent"):
+            raise ConfigError(f"device.{key}: only for a device that measures (kind = \"local\" or \"agent\"), and "
+                              f"this study's device.kind is \"{device.kind}\"; remove the key or change the kind")
     for key, kind in (("url", "agent"), ("token_file", "agent")):
         if getattr(device, key) is not None and device.kind != kind:
             raise ConfigError(f"device.{key}: only for kind = \"{kind}\", and this study's device.kind is "

@@ -29,6 +29,9 @@ app.add_typer(agent_app, name="agent")
 DEVICE = typer.Option(None, "--device", help="Device agent URL (http://HOST:PORT); default: this machine.")
 TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the agent token (else $IOTNAS_AGENT_TOKEN).")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+SESSIONS = typer.Option(
+    None, "--sessions", min=1, help="Runtime sessions per network, one after another; the figure is the mean of "
+    "their medians (default 1, or the study's [device] sessions). More steady a noisy machine, at that many times the cost.")
 NUM_CLASSES = typer.Option(10, "--num-classes", min=1, help="Classifier width (the dataset's classes).")
 IN_CHANNELS = typer.Option(3, "--in-channels", min=1, help="Image channels (1 for MNIST-like data).")
 PREDICTED_CHANNELS = typer.Option(
@@ -101,6 +104,7 @@ def measure(
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch (eager; local only)."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads, 1 to the cores of the machine that times."),
     min_s: float = typer.Option(1.0, "--min-s", min=0.0, help="Seconds of timed runs, at least (and >= 50 runs)."),
+    sessions: int | None = SESSIONS,
     device: str | None = DEVICE,
     token_file: Path | None = TOKEN_FILE,
     num_classes: int = NUM_CLASSES,
@@ -111,7 +115,7 @@ def measure(
     from iotnas.latency import Protocol, check_threads, measure_latency
 
     check_threads(threads, field="--threads", remote=device is not None)
-    protocol = Protocol.timing_for(min_s)
+    protocol = Protocol.timing_for(min_s, sessions)
     m = measure_latency(_arch_key(space, law, id), runtime=runtime, threads=threads,
                         device=_client(device, token_file), protocol=protocol,
                         num_classes=num_classes, in_channels=in_channels)
@@ -120,7 +124,7 @@ def measure(
         return
     table = Table(title=m.key, show_header=False)
     for name, value in [("median", f"{m.median_ms:.4f} ms"), ("p90", f"{m.p90_ms:.4f} ms"),
-                        ("IQR", f"{m.iqr_ms:.4f} ms"), ("CV", f"{m.cv:.1%}"), ("runs", f"{m.n_runs} (+{m.n_warmup} warm-up)"),
+                        ("IQR", f"{m.iqr_ms:.4f} ms"), ("CV", f"{m.cv:.1%}"), ("runs", f"{m.n_runs} (+{m.n_warmup} warm-up) in {m.n_sessions} session(s)"),
                         ("CPU", str(dict(m.environment).get("cpu")))]:
         table.add_row(name, value)
     console.print(table)
@@ -140,6 +144,7 @@ def calibrate(
     networks: int = typer.Option(120, "--networks", min=5, help="Calibration networks (nodes: over all rounds)."),
     held_out: int = typer.Option(40, "--held-out", min=0, help="nodes: other networks timed to score the fit."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="nodes: rounds; later ones sample where the error is high."),
+    sessions: int | None = SESSIONS,
     max_kernels: int | None = typer.Option(None, "--max-kernels", min=20, help="kernels: time at most this many."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration networks."),
     statistic: str = typer.Option(
@@ -161,6 +166,7 @@ def calibrate(
     import time
 
     from iotnas.files import check_target, write_new
+    from iotnas.latency import Protocol
     from iotnas.latency import calibrate as cal
 
     if kind not in ("nodes", "kernels"):
@@ -176,14 +182,15 @@ def calibrate(
             raise ConfigError("--released fits on stored timings; leave out --device")
         _released_shape(in_channels, num_classes)
     else:
-        laws, shape = _calibration_plan(study, in_channels=in_channels, num_classes=num_classes)
+        laws, shape, study_sessions = _calibration_plan(study, in_channels=in_channels, num_classes=num_classes)
+        protocol = Protocol.timing_for(None, study_sessions if sessions is None else sessions)
     with _progress() as update:
         if released is not None:
             predictor = cal.fit_released(released, seed=seed, progress=lambda i, n: update("tracing", i, n))
         elif kind == "nodes":
             predictor, calibration = cal.calibrate_nodes(
                 laws, networks=networks, held_out=held_out, rounds=rounds, statistic=statistic, shape=shape,
-                seed=seed, progress=update)
+                protocol=protocol, seed=seed, progress=update)
             warnings, held_score = calibration.warnings(), calibration.score
         else:
             by_family: dict[str, list[str]] = {}
@@ -191,8 +198,9 @@ def calibrate(
                 space, law = ref.split("/")
                 by_family.setdefault(space, []).append(law)
             archs = cal.sample_archs(networks, seed=seed, families=tuple(by_family), laws=by_family)
-            predictor, _ = cal.calibrate(archs, device=_client(device, token_file), max_kernels=max_kernels,
-                                         statistic=statistic, shape=shape, seed=seed, progress=update)
+            predictor, _ = cal.calibrate(archs, device=_client(device, token_file), network_protocol=protocol,
+                                         max_kernels=max_kernels, statistic=statistic, shape=shape, seed=seed,
+                                         progress=update)
     write_new(out, json.dumps(predictor.to_dict()), what="predictor", overwrite=overwrite)
     console.print(f"wrote {predictor.kind} predictor for {predictor.input_shape.describe()} to {out} "
                   f"in {time.perf_counter() - start:.0f} s")
@@ -204,8 +212,9 @@ def calibrate(
 
 
 def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classes: int | None):
-    """``space/law`` names and the input shape to calibrate for: a study's laws and data, or the five
-    families of the released timings with the given shape (default: RGB, 10 classes).
+    """``space/law`` names, the input shape and the sessions per timing to calibrate with: a study's laws,
+    data and ``[device] sessions``, or the five families of the released timings with the given shape
+    (default: RGB, 10 classes) and no sessions setting (None).
 
     Raises:
         ConfigError: an option contradicts the study's data.
@@ -219,7 +228,7 @@ def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classe
         laws = [str(ref) for ref in expand_laws(list(RELEASED_FAMILIES))]
         return laws, dataclasses.replace(
             DEFAULT_INPUT, channels=DEFAULT_INPUT.channels if in_channels is None else in_channels,
-            classes=DEFAULT_INPUT.classes if num_classes is None else num_classes)
+            classes=DEFAULT_INPUT.classes if num_classes is None else num_classes), None
     from iotnas.search.training import load_study_dataset
 
     loaded = load_study(study)
@@ -230,7 +239,7 @@ def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classe
             raise ConfigError(f"{option} {given} contradicts the study's data ({dataset.describe()}); "
                               "leave it out to calibrate for the study's data")
     shape = dataclasses.replace(DEFAULT_INPUT, channels=dataset.in_channels, classes=dataset.num_classes)
-    return [str(ref) for ref in expand_laws(loaded.laws)], shape
+    return [str(ref) for ref in expand_laws(loaded.laws)], shape, loaded.device.sessions
 
 
 @latency_app.command("predict")

@@ -367,7 +367,8 @@ def calibrate_nodes(laws: Sequence[str], *, networks: int = 120, held_out: int =
             result_score = score(predicted, [getattr(measured[k], statistic) for k in keys])
     seconds = time.perf_counter() - start
     env = environment()
-    predictor.info.update({"environment": env, "statistic": statistic, "calibration_s": seconds,
+    predictor.info.update({"environment": env, "statistic": statistic, "sessions": protocol.sessions,
+                           "calibration_s": seconds,
                            "calibration_archs": list(timed), "laws": list(laws),
                            "held_out": None if result_score is None else result_score.to_dict()})
     return predictor, NodeCalibration(profiles=profiles, networks=timed, rounds=tuple(added), held_out=held_scores,

@@ -19,7 +19,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from iotnas.errors import IotnasError, LatencyError
@@ -31,6 +31,8 @@ MIN_RUNS_FLOOR = 10
 MAX_RUNS = 100_000
 #: Longest any protocol duration may be, in seconds.
 MAX_PROTOCOL_S = 3600.0
+#: Most runtime sessions one measurement may time (each loads the graph anew and is timed per the protocol).
+MAX_SESSIONS = 64
 #: Most threads any runtime setting may ask for; where the timing happens, the cores it may use bound it further.
 MAX_THREADS = 256
 _NS_PER_MS = 1_000_000
@@ -161,6 +163,13 @@ class Protocol(JsonSettings):
     >= 50 timed runs and >= 1 s". Run counts are integers up to :data:`MAX_RUNS`
     and durations finite, up to :data:`MAX_PROTOCOL_S`: a protocol may come from
     a request, and must not hold a timing process forever.
+
+    ``sessions`` > 1 loads the graph into that many runtime sessions one after
+    another (PyTorch: times the module that many times), each warmed up and timed
+    as above, and the measurement's medians are the mean of the sessions' medians.
+    An ONNX Runtime session settles in a fast or a slow mode for its whole life
+    (the same network 0.11 or 0.19 ms per session), so one session's median is a
+    draw of the mode; the mean over many is steadier.
     """
 
     WHAT = "protocol"
@@ -171,17 +180,20 @@ class Protocol(JsonSettings):
     min_runs: int = 50
     min_s: float = 1.0  # seconds of timed runs
     max_s: float = 30.0  # seconds; a cap so a slow model cannot stall a study
+    sessions: int = 1  # runtime sessions timed, one after another; the figure is the mean of their medians
 
     @classmethod
-    def timing_for(cls, min_s: float | None) -> Protocol:
-        """The default protocol, timing for at least ``min_s`` seconds (None: its own 1 s); the cap
-        is raised to ``min_s`` where it would fall below it."""
+    def timing_for(cls, min_s: float | None, sessions: int | None = None) -> Protocol:
+        """The default protocol, timing each of ``sessions`` sessions (None: one) for at least ``min_s``
+        seconds (None: its own 1 s); the cap is raised to ``min_s`` where it would fall below it."""
         default = cls()
-        return default if min_s is None else cls(min_s=min_s, max_s=max(default.max_s, min_s))
+        seconds = {} if min_s is None else {"min_s": min_s, "max_s": max(default.max_s, min_s)}
+        return cls(**seconds, sessions=default.sessions if sessions is None else sessions)
 
     def __post_init__(self) -> None:
         for name, floor in (("warmup_runs", 1), ("min_runs", MIN_RUNS_FLOOR)):
             check_int(getattr(self, name), field=f"protocol.{name}", minimum=floor, maximum=MAX_RUNS)
+        check_int(self.sessions, field="protocol.sessions", minimum=1, maximum=MAX_SESSIONS)
         for name in ("warmup_s", "warmup_max_s", "min_s", "max_s"):  # stored as floats, so JSON 1 and 1.0 agree
             seconds = check_number(getattr(self, name), field=f"protocol.{name}", minimum=0.0, maximum=MAX_PROTOCOL_S)
             object.__setattr__(self, name, seconds)
@@ -200,7 +212,9 @@ class LatencyMeasurement:
     ``target`` names what was timed (an architecture key, or ``onnx:<sha256 prefix>``);
     ``runtime`` and ``settings`` (threads and the runtime's options, as sorted
     pairs) are part of its identity, see :attr:`key`. ``environment`` (CPU,
-    governor, versions) is kept beside it, as sorted pairs.
+    governor, versions) is kept beside it, as sorted pairs. Over several
+    sessions (``n_sessions``) the medians are the mean of the sessions' medians
+    and the other figures are of all timed runs together.
     """
 
     target: str
@@ -218,6 +232,7 @@ class LatencyMeasurement:
     timed_s: float
     input_shape: tuple[int, ...]
     environment: tuple[tuple[str, Any], ...] = ()
+    n_sessions: int = 1
 
     @property
     def key(self) -> str:
@@ -255,7 +270,7 @@ class LatencyMeasurement:
         if not isinstance(data, Mapping):
             raise LatencyError(f"a latency measurement must be a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n != "environment"]
+        missing = [n for n in names if n not in data and n not in ("environment", "n_sessions")]
         if missing:
             raise LatencyError(f"latency measurement is missing fields {missing}")
         try:
@@ -265,8 +280,9 @@ class LatencyMeasurement:
             values["input_shape"] = tuple(int(v) for v in values["input_shape"])
             for name in ("median_ms", "p90_ms", "iqr_ms", "mean_ms", "min_ms", "cv", "cpu_median_ms", "timed_s"):
                 values[name] = float(values[name])
-            for name in ("n_runs", "n_warmup"):
-                values[name] = int(values[name])
+            for name in ("n_runs", "n_warmup", "n_sessions"):
+                if name in values:
+                    values[name] = int(values[name])
             return cls(**values)
         except (TypeError, ValueError, AttributeError) as exc:
             raise LatencyError(f"malformed latency measurement: {exc}") from exc
@@ -283,18 +299,24 @@ def _pairs(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((str(k), v) for k, v in dict(mapping).items()))
 
 
-def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[list[int], int, list[int]]:
-    """Warm up, then time ``run_once`` per the protocol.
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimedRuns:
+    """What one session's timing produced: each timed run's wall and thread CPU durations (ns), and how many
+    warm-up runs came first."""
+
+    wall_ns: list[int]
+    cpu_ns: list[int]
+    n_warmup: int
+
+
+def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> TimedRuns:
+    """Warm up, then time ``run_once`` per the protocol (one session: ``protocol.sessions`` is the caller's).
 
     Each run is timed by the wall clock (:func:`time.perf_counter_ns`) and by
     the calling thread's CPU clock (:func:`time.thread_time_ns`). With one
     thread the runtime computes in the calling thread, so the CPU time leaves
     out the time the process waited for a core: on a shared machine it is the
     steadier figure.
-
-    Returns:
-        The timed wall durations (ns), the number of warm-up runs, and the
-        timed thread CPU durations (ns).
     """
     start = time.perf_counter_ns()
     n_warmup = 0
@@ -322,7 +344,7 @@ def run_protocol(run_once: Callable[[], object], protocol: Protocol) -> tuple[li
             break
         if elapsed >= max_ns and len(samples) >= MIN_RUNS_FLOOR:
             break
-    return samples, n_warmup, cpu
+    return TimedRuns(wall_ns=samples, cpu_ns=cpu, n_warmup=n_warmup)
 
 
 def summarize(samples_ns: list[int]) -> dict[str, float]:
@@ -355,25 +377,37 @@ def make_measurement(
     target: str,
     runtime: str,
     settings: Mapping[str, Any],
-    samples_ns: list[int],
-    cpu_ns: list[int],
-    n_warmup: int,
+    sessions: Sequence[TimedRuns],
     input_shape: tuple[int, ...],
     environment: Mapping[str, Any],
 ) -> LatencyMeasurement:
-    """Summarise timed runs into a :class:`LatencyMeasurement`."""
+    """Summarise the timed runs of one or more sessions into a :class:`LatencyMeasurement`.
+
+    The medians are the mean of the sessions' medians (one session: its median), so each session counts
+    alike however many runs it fitted in; the other figures are of all runs together.
+    """
+    if not sessions:
+        raise LatencyError("no timed sessions to summarise")
+    wall = [ns for s in sessions for ns in s.wall_ns]
+    summary = summarize(wall)
+    summary["median_ms"] = _mean_of_medians([s.wall_ns for s in sessions])
     return LatencyMeasurement(
         target=target,
         runtime=runtime,
         settings=_pairs(settings),
-        n_runs=len(samples_ns),
-        n_warmup=n_warmup,
-        timed_s=sum(samples_ns) / 1e9,
+        n_runs=len(wall),
+        n_warmup=sum(s.n_warmup for s in sessions),
+        timed_s=sum(wall) / 1e9,
         input_shape=tuple(input_shape),
         environment=_pairs(environment),
-        cpu_median_ms=summarize(cpu_ns)["median_ms"],
-        **summarize(samples_ns),
+        cpu_median_ms=_mean_of_medians([s.cpu_ns for s in sessions]),
+        n_sessions=len(sessions),
+        **summary,
     )
+
+
+def _mean_of_medians(sessions_ns: Sequence[list[int]]) -> float:
+    return sum(summarize(ns)["median_ms"] for ns in sessions_ns) / len(sessions_ns)
 
 
 def _read_first(path: str) -> str | None:

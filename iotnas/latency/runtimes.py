@@ -147,16 +147,18 @@ def ort_runner(onnx_bytes: bytes, settings: OrtSettings) -> tuple[Callable[[], o
 def time_onnx(
     onnx_bytes: bytes, *, settings: OrtSettings, protocol: Protocol, target: str | None = None
 ) -> LatencyMeasurement:
-    """Time an ONNX graph with ONNX Runtime in this process."""
-    run_once, shape = ort_runner(onnx_bytes, settings)
-    samples, n_warmup, cpu = run_protocol(run_once, protocol)
+    """Time an ONNX graph with ONNX Runtime in this process, in ``protocol.sessions`` sessions one after
+    another (each released before the next is opened)."""
+    sessions = []
+    for _ in range(protocol.sessions):
+        run_once, shape = ort_runner(onnx_bytes, settings)
+        sessions.append(run_protocol(run_once, protocol))
+        del run_once
     return make_measurement(
         target=target or onnx_target(onnx_bytes),
         runtime="onnxruntime",
         settings=settings.to_dict(),
-        samples_ns=samples,
-        cpu_ns=cpu,
-        n_warmup=n_warmup,
+        sessions=sessions,
         input_shape=shape,
         environment=environment(),
     )
@@ -172,7 +174,8 @@ def time_torch(
     protocol: Protocol,
     target: str,
 ) -> LatencyMeasurement:
-    """Time a module with PyTorch eager in this process, in eval and inference mode.
+    """Time a module with PyTorch eager in this process, in eval and inference mode (``protocol.sessions``
+    times over, one after another: eager mode has no session to reopen).
 
     Raises:
         LatencyError: the inter-op thread count cannot be changed in this process
@@ -198,14 +201,11 @@ def time_torch(
         with torch.inference_mode():
             return module(x)
 
-    samples, n_warmup, cpu = run_protocol(run_once, protocol)
     return make_measurement(
         target=target,
         runtime="torch",
         settings={"threads": threads, "interop_threads": interop_threads},
-        samples_ns=samples,
-        cpu_ns=cpu,
-        n_warmup=n_warmup,
+        sessions=[run_protocol(run_once, protocol) for _ in range(protocol.sessions)],
         input_shape=tuple(input_shape),
         environment=environment(),
     )

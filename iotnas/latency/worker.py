@@ -180,7 +180,7 @@ def run_jobs(
         LatencyError: the worker could not start, crashed or ran out of time.
     """
     if timeout_s is None:
-        per_job = 2 * protocol.max_s + protocol.warmup_s + 10.0  # timed cap, warm-up, load
+        per_job = protocol.sessions * (2 * protocol.max_s + protocol.warmup_s + 10.0)  # timed cap, warm-up, load
         timeout_s = STARTUP_ALLOWANCE_S + per_job * len(jobs)
     command = [sys.executable, "-m", "iotnas.latency.worker"]
     if memory_limit_mb is not None:

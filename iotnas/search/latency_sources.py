@@ -52,7 +52,7 @@ class MeasuredLatency:
         from iotnas.latency import Protocol, measure_latency
 
         m = measure_latency(arch, runtime=self._device.runtime, threads=self._device.threads, device=self._client,
-                            protocol=Protocol.timing_for(self._device.min_s), **self._geometry)
+                            protocol=Protocol.timing_for(self._device.min_s, self._device.sessions), **self._geometry)
         return Latency(arch_key=arch.key, device_key=self.key, source="measured", median_ms=m.median_ms,
                        detail=m.to_dict())
 

@@ -17,7 +17,11 @@ def test_measure_prints_the_protocol_summary_as_json(cli):
     assert code == 0, err
     m = json.loads(out)
     assert m["target"] == "mobilenetv2/s6/1" and m["runtime"] == "onnxruntime" and m["n_runs"] >= 50
-    assert m["settings"]["threads"] == 1 and m["environment"]["cpu"]
+    assert m["settings"]["threads"] == 1 and m["environment"]["cpu"] and m["n_sessions"] == 1
+    code, out, err = cli("latency", "measure", "mobilenetv2", "s6", "1", "--min-s", "0", "--sessions", "3", "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["n_sessions"] == 3 and m["n_runs"] >= 3 * 50
 
 
 def test_predict_with_a_saved_predictor(cli, tmp_path):
@@ -46,7 +50,7 @@ def test_calibrate_for_a_study_builds_networks_for_its_data(cli, tmp_path):
     """digits is grey: the predictor is calibrated for 1-channel images of 10 classes, from the study's laws."""
     study = tmp_path / "grey.toml"
     study.write_text('name = "grey"\nstore = "grey.db"\n[data]\ndataset = "digits"\n'
-                     '[space]\nlaws = ["probenet/s2"]\n')
+                     '[space]\nlaws = ["probenet/s2"]\n[device]\nkind = "local"\nsessions = 2\n')
     out_path = tmp_path / "p.json"
     code, out, err = cli("latency", "calibrate", "--study", str(study), "--in-channels", "3", "--out", str(out_path))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--in-channels 3" in err and "1x32x32" in err, err
@@ -58,6 +62,7 @@ def test_calibrate_for_a_study_builds_networks_for_its_data(cli, tmp_path):
     assert saved["input"] == {"channels": 1, "size": 32, "classes": 10}
     assert {key.rsplit("/", 1)[0] for key in saved["info"]["calibration_archs"]} == {"probenet/s2"}
     assert "1x32x32 images, 10 classes" in out
+    assert saved["info"]["sessions"] == 2  # timed as the study's device times: two sessions per network
     # The released timings are of RGB CIFAR-10 networks: another shape is refused before any work.
     code, out, err = cli("latency", "calibrate", "--out", str(tmp_path / "r.json"), "--released",
                          str(tmp_path / "results_RaspPi.json"), "--in-channels", "1")

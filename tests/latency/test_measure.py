@@ -7,7 +7,13 @@ import pytest
 
 from iotnas.errors import LatencyError
 from iotnas.latency import LatencyMeasurement, Protocol, measure_latency, measure_many
-from iotnas.latency.measure import MIN_RUNS_FLOOR, run_protocol, summarize
+from iotnas.latency.measure import (
+    MIN_RUNS_FLOOR,
+    TimedRuns,
+    make_measurement,
+    run_protocol,
+    summarize,
+)
 from iotnas.latency.runtimes import OrtSettings, ort_runner
 
 from .conftest import FAST, tiny_module
@@ -39,24 +45,69 @@ def test_summarize_agrees_with_numpy():
 
 def test_protocol_counts_runs_and_respects_the_cap():
     calls = []
-    samples, n_warmup, cpu = run_protocol(lambda: calls.append(1), Protocol(warmup_runs=7, warmup_s=0, min_runs=20, min_s=0))
-    assert n_warmup == 7 and len(samples) == len(cpu) == 20 and len(calls) == 27
+    runs = run_protocol(lambda: calls.append(1), Protocol(warmup_runs=7, warmup_s=0, min_runs=20, min_s=0))
+    assert runs.n_warmup == 7 and len(runs.wall_ns) == len(runs.cpu_ns) == 20 and len(calls) == 27
     # A model slower than the cap still gets the floor of runs.
     import time
 
-    samples, _, cpu = run_protocol(lambda: time.sleep(0.002), Protocol(warmup_runs=1, warmup_s=0, min_runs=50, min_s=0.01, max_s=0.01))
+    runs = run_protocol(lambda: time.sleep(0.002), Protocol(warmup_runs=1, warmup_s=0, min_runs=50, min_s=0.01, max_s=0.01))
+    samples, cpu = runs.wall_ns, runs.cpu_ns
     assert len(samples) == MIN_RUNS_FLOOR
     assert all(s >= 2_000_000 for s in samples)
     assert sum(cpu) < sum(samples) / 2  # sleeping is wall time, not CPU time
     # ... and warming up stops at warmup_max_s rather than after 100 slow runs.
-    _, n_warmup, _ = run_protocol(lambda: time.sleep(0.01), Protocol(warmup_runs=100, warmup_s=0, warmup_max_s=0.05, min_runs=10, min_s=0))
-    assert 1 <= n_warmup < 100
+    runs = run_protocol(lambda: time.sleep(0.01), Protocol(warmup_runs=100, warmup_s=0, warmup_max_s=0.05, min_runs=10, min_s=0))
+    assert 1 <= runs.n_warmup < 100
 
 
 def test_a_protocol_timing_for_longer_than_its_cap_raises_the_cap():
     assert Protocol.timing_for(None) == Protocol()
     assert Protocol.timing_for(0.05) == Protocol(min_s=0.05)  # the cap (30 s) stays
     assert Protocol.timing_for(120.0) == Protocol(min_s=120.0, max_s=120.0)  # else min_s > max_s is refused
+    assert Protocol.timing_for(None, 16) == Protocol(sessions=16)
+    assert Protocol.timing_for(0.1, 4) == Protocol(min_s=0.1, sessions=4)
+
+
+def test_several_sessions_count_alike_in_the_median():
+    """Over sessions, the medians are the mean of the sessions' medians: a session that fitted in more
+    runs does not outweigh the others (pooled, 300 runs at 1 ms would outvote 100 at 2 ms)."""
+    fast = TimedRuns(wall_ns=[1_000_000] * 300, cpu_ns=[900_000] * 300, n_warmup=10)
+    slow = TimedRuns(wall_ns=[2_000_000] * 100, cpu_ns=[1_900_000] * 100, n_warmup=10)
+    m = make_measurement(target="t", runtime="onnxruntime", settings={}, sessions=[fast, slow],
+                         input_shape=(1, 3, 32, 32), environment={})
+    assert m.median_ms == pytest.approx(1.5) and m.cpu_median_ms == pytest.approx(1.4)
+    assert (m.n_sessions, m.n_runs, m.n_warmup) == (2, 400, 20)
+    assert m.min_ms == pytest.approx(1.0) and m.p90_ms == pytest.approx(2.0)  # the other figures pool the runs
+    assert LatencyMeasurement.from_json(m.to_json()) == m
+    single = make_measurement(target="t", runtime="onnxruntime", settings={}, sessions=[slow],
+                              input_shape=(1, 3, 32, 32), environment={})
+    assert (single.median_ms, single.n_sessions) == (pytest.approx(2.0), 1)
+    with pytest.raises(LatencyError, match="no timed sessions"):
+        make_measurement(target="t", runtime="onnxruntime", settings={}, sessions=[], input_shape=(1, 3, 32, 32),
+                         environment={})
+
+
+def test_a_measurement_stored_before_sessions_reads_as_one_session():
+    data = make_measurement(target="t", runtime="onnxruntime", settings={}, input_shape=(1, 3, 32, 32),
+                            sessions=[TimedRuns(wall_ns=[1_000_000] * 20, cpu_ns=[1_000_000] * 20, n_warmup=1)],
+                            environment={}).to_dict()
+    del data["n_sessions"]
+    assert LatencyMeasurement.from_dict(data).n_sessions == 1
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_a_protocol_of_several_sessions_times_each(runtime):
+    protocol = Protocol(warmup_runs=2, warmup_s=0, min_runs=MIN_RUNS_FLOOR, min_s=0, sessions=3)
+    m = measure_latency(tiny_module(), runtime=runtime, protocol=protocol)
+    assert m.n_sessions == 3 and m.n_runs == 3 * MIN_RUNS_FLOOR and m.n_warmup == 3 * 2
+
+
+@pytest.mark.parametrize("sessions", [0, 65, 2.0, True])
+def test_a_protocol_refuses_a_bad_session_count(sessions):
+    with pytest.raises(LatencyError, match="protocol.sessions must be an integer from 1 to 64"):
+        Protocol(sessions=sessions)
+    with pytest.raises(LatencyError, match="protocol.sessions"):
+        Protocol.from_dict({"sessions": sessions})
 
 
 @pytest.mark.parametrize("bad", [dict(min_runs=3), dict(min_s=5.0, max_s=1.0), dict(warmup_runs=0)])

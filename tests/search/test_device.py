@@ -57,6 +57,10 @@ def test_example_fingerprints_are_unchanged():
         ({"device": {"kind": "predictor", "predictor": "p.json", "min_s": 0.1}}, "device.min_s"),  # nothing timed
         ({"device": {"kind": "local", "min_s": 0}}, "device.min_s"),
         ({"device": {"kind": "local", "min_s": 86400}}, "device.min_s"),
+        ({"device": {"kind": "predictor", "predictor": "p.json", "sessions": 4}}, "device.sessions"),
+        ({"device": {"kind": "local", "sessions": 0}}, "device.sessions"),
+        ({"device": {"kind": "local", "sessions": 65}}, "device.sessions"),
+        ({"device": {"kind": "local", "sessions": 2.5}}, "device.sessions"),
     ],
 )
 def test_impossible_device_combinations_are_named(raw, needle):
@@ -102,9 +106,10 @@ def test_url_and_token_file_are_not_in_the_fingerprint_the_device_is():
     assert moved.fingerprint == base.fingerprint
     for other in ({**AGENT, "threads": 2}, {"kind": "local"}):
         assert parse_study({"name": "x", "device": other}).fingerprint != base.fingerprint
-    timed_longer = parse_study({"name": "x", "device": {**AGENT, "min_s": 5.0}})
-    assert timed_longer.fingerprint == base.fingerprint  # a longer timing measures the same latency
-    assert study_changes(base.to_dict(), timed_longer.to_dict()) == []
+    for steadier in ({**AGENT, "min_s": 5.0}, {**AGENT, "sessions": 16}):
+        timed_longer = parse_study({"name": "x", "device": steadier})
+        assert timed_longer.fingerprint == base.fingerprint  # a longer timing measures the same latency
+        assert study_changes(base.to_dict(), timed_longer.to_dict()) == []
     # The latency figures' identity keeps the URL: stores made before hold their figures under it.
     assert base.device.key == "agent:http://127.0.0.1:8765:onnxruntime:t1"
 
@@ -203,3 +208,16 @@ def test_each_candidate_is_timed_for_the_study_s_min_s():
         assert figure.source == "measured" and figure.detail["n_runs"] >= 50
         runs[device.get("min_s")] = figure.detail["n_runs"]
     assert runs[0.05] * 4 < runs[None], runs
+
+
+def test_each_candidate_is_timed_in_the_study_s_sessions():
+    """``[device] sessions`` times each proposal in that many runtime sessions (one unless set)."""
+    from iotnas.arch import Arch
+    from iotnas.data import load_dataset
+    from iotnas.search.latency_sources import MeasuredLatency
+
+    digits = load_dataset("digits")
+    for device, sessions in (({"kind": "local", "min_s": 0.05}, 1), ({"kind": "local", "min_s": 0.05, "sessions": 3}, 3)):
+        study = parse_study({"name": "x", "data": {"dataset": "digits"}, "device": device})
+        figure = MeasuredLatency(study, digits).latency(Arch("probenet", "s2", 3))
+        assert figure.detail["n_sessions"] == sessions and figure.detail["n_runs"] >= 50 * sessions
