@@ -89,6 +89,26 @@ def test_node_predictor_files_round_trip_as_plain_json(tmp_path):
     assert np.allclose(predictor.predict_graphs(graphs), measured, rtol=0.2)
 
 
+def test_the_correction_is_stored_and_explained_and_older_files_predict_without_it(tmp_path):
+    """The whole-network correction travels in the file, its factor is in every node's explained time
+    (they still add up), and a file written before it existed loads and predicts the node sum alone."""
+    networks = synthetic_node_networks()
+    graphs = [p.nodes for p in networks]
+    predictor = NodePredictor.fit(networks, runtime="onnxruntime", settings={})
+    data = predictor.to_dict()
+    assert data["correction"]["ops"] == sorted({n.op for g in graphs for n in g}) and data["correction"]["trees"]
+    costs, rest = predictor.explain("mobilenetv2/s6/1")
+    assert np.isclose(sum(c.ms for c in costs) + rest, predictor.predict("mobilenetv2/s6/1"))
+    del data["correction"]
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(data))
+    older = LatencyPredictor.load(path)
+    node_sum = NodePredictor(trees=predictor.trees, network=predictor.network, runtime="onnxruntime", settings={},
+                             info={})
+    assert older.correction is None and older.predict_graphs(graphs) == node_sum.predict_graphs(graphs)
+    assert older.predict_graphs(graphs) != predictor.predict_graphs(graphs)  # the correction is not a no-op
+
+
 def test_the_network_term_takes_off_what_the_profiler_adds_to_every_node():
     """Each profiled node 5 us slower than it runs: b comes out near -5 us, and predictions stay close."""
     networks = synthetic_node_networks(profiler_us=5.0)
@@ -121,6 +141,8 @@ def test_the_statistic_chooses_which_network_timing_is_learned():
         (lambda d: d.update(network=[1.0]), "3 network coefficients"),
         (lambda d: d["trees"].pop("*"), "shared regressor"),
         (lambda d: d.pop("settings"), "malformed nodes predictor"),
+        (lambda d: d["correction"].pop("ops"), "correction"),
+        (lambda d: d["correction"].update(trees=[{"left": [0]}]), "malformed"),
     ],
 )
 def test_a_corrupted_node_predictor_is_one_clear_error(tmp_path, cli, damage, message):
