@@ -37,6 +37,8 @@ dataset = "digits"             # "digits" (embedded, no files), or a path to CIF
 # kind = "local"               # local | agent | predictor | released (tabular mode)
 # runtime = "onnxruntime"      # torch | onnxruntime: the runtime is part of a latency figure's identity
 # threads = 1
+# min_s = ...                  # local | agent: seconds of timed runs per candidate (and >= 50 runs); 1.0
+# sessions = ...               # local | agent: runtime sessions per candidate, the mean of their medians; 1
 # kind = "agent" needs: url = "http://192.168.1.20:8765" (a device running 'iotnas agent serve'), and
 #   token_file = "agent.token" (else $IOTNAS_AGENT_TOKEN); kind = "predictor" needs: predictor = "pi.json"
 #   (made by 'iotnas latency calibrate')
