@@ -92,8 +92,8 @@ class DeviceSpec:
     # default. Shorter times a pool faster and each figure more noisily; longer steadies a noisy board.
     min_s: float | None = None
     # kind = "local" or "agent": runtime sessions each candidate is timed in, one after another, min_s each;
-    # its figure is the mean of their medians (1 by default). An ONNX Runtime session runs fast or slow for
-    # its whole life, so more sessions steady a figure at that many times the cost.
+    # its figure is the mean of their medians (1 by default). On some machines an ONNX Runtime session runs
+    # fast or slow for its whole life; there more sessions steady a figure, at that many times the cost.
     sessions: int | None = None
 
     @property

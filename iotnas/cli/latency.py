@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import typer
 from rich.progress import (
@@ -182,8 +183,9 @@ def calibrate(
             raise ConfigError("--released fits on stored timings; leave out --device")
         _released_shape(in_channels, num_classes)
     else:
-        laws, shape, study_sessions = _calibration_plan(study, in_channels=in_channels, num_classes=num_classes)
-        protocol = Protocol.timing_for(None, study_sessions if sessions is None else sessions)
+        plan = _calibration_plan(study, in_channels=in_channels, num_classes=num_classes)
+        laws, shape = plan.laws, plan.shape
+        protocol = Protocol.timing_for(None, plan.sessions if sessions is None else sessions)
     with _progress() as update:
         if released is not None:
             predictor = cal.fit_released(released, seed=seed, progress=lambda i, n: update("tracing", i, n))
@@ -211,10 +213,17 @@ def calibrate(
         err_console.print(f"warning: {line}")
 
 
-def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classes: int | None):
-    """``space/law`` names, the input shape and the sessions per timing to calibrate with: a study's laws,
-    data and ``[device] sessions``, or the five families of the released timings with the given shape
-    (default: RGB, 10 classes) and no sessions setting (None).
+class CalibrationPlan(NamedTuple):
+    """What to calibrate on: ``space/law`` names, the input shape, and the sessions per timing (None: unset)."""
+
+    laws: list[str]
+    shape: Any  # an InputShape
+    sessions: int | None
+
+
+def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classes: int | None) -> CalibrationPlan:
+    """A study's laws, data and ``[device] sessions``, or the five families of the released timings with the
+    given shape (default: RGB, 10 classes) and no sessions setting.
 
     Raises:
         ConfigError: an option contradicts the study's data.
@@ -226,9 +235,9 @@ def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classe
 
     if study is None:
         laws = [str(ref) for ref in expand_laws(list(RELEASED_FAMILIES))]
-        return laws, dataclasses.replace(
+        return CalibrationPlan(laws, dataclasses.replace(
             DEFAULT_INPUT, channels=DEFAULT_INPUT.channels if in_channels is None else in_channels,
-            classes=DEFAULT_INPUT.classes if num_classes is None else num_classes), None
+            classes=DEFAULT_INPUT.classes if num_classes is None else num_classes), None)
     from iotnas.search.training import load_study_dataset
 
     loaded = load_study(study)
@@ -239,7 +248,7 @@ def _calibration_plan(study: Path | None, *, in_channels: int | None, num_classe
             raise ConfigError(f"{option} {given} contradicts the study's data ({dataset.describe()}); "
                               "leave it out to calibrate for the study's data")
     shape = dataclasses.replace(DEFAULT_INPUT, channels=dataset.in_channels, classes=dataset.num_classes)
-    return [str(ref) for ref in expand_laws(loaded.laws)], shape, loaded.device.sessions
+    return CalibrationPlan([str(ref) for ref in expand_laws(loaded.laws)], shape, loaded.device.sessions)
 
 
 @latency_app.command("predict")

@@ -167,9 +167,10 @@ class Protocol(JsonSettings):
     ``sessions`` > 1 loads the graph into that many runtime sessions one after
     another (PyTorch: times the module that many times), each warmed up and timed
     as above, and the measurement's medians are the mean of the sessions' medians.
-    An ONNX Runtime session settles in a fast or a slow mode for its whole life
-    (the same network 0.11 or 0.19 ms per session), so one session's median is a
-    draw of the mode; the mean over many is steadier.
+    On some machines an ONNX Runtime session settles in a fast or a slow mode for
+    its whole life (one network: 0.11 or 0.19 ms per session), so one session's
+    median is a draw of the mode and the mean over many is steadier; where
+    sessions agree (``benchmarks/bench_timing.py`` tells), one is enough.
     """
 
     WHAT = "protocol"

@@ -202,14 +202,14 @@ PREDICTORS: Registry[type[LatencyPredictor]] = Registry("predictor kind", error=
 
 
 def batched_totals(networks: Sequence[Sequence[Any]], unit_ms: Callable[[Sequence[Any]], np.ndarray],
-             total: Callable[[float, int], float]) -> list[float]:
-    """``total(sum of unit times, unit count)`` per network, with one batched regression over all units."""
+                   total: Callable[[Sequence[Any], np.ndarray], float]) -> list[float]:
+    """``total(units, their unit times)`` per network, with one batched regression over all units."""
     flat = [u for units in networks for u in units]
     per_unit = unit_ms(flat) if flat else np.zeros(0)
     out, start = [], 0
     for units in networks:
         if not units:
             raise LatencyError("a network with no kernels or nodes has no latency to predict")
-        out.append(total(float(per_unit[start:start + len(units)].sum()), len(units)))
+        out.append(total(units, per_unit[start:start + len(units)]))
         start += len(units)
     return out

@@ -63,7 +63,8 @@ class KernelPredictor(LatencyPredictor):
 
     def predict_many(self, archs: Sequence[Any], *, progress: Callable[[int, int], None] | None = None) -> list[float]:
         """Like :meth:`predict` per architecture, with one batched regression over all their kernels."""
-        return batched_totals(each(self.kernels_of, archs, progress), self.kernel_ms, self._corrected)
+        return batched_totals(each(self.kernels_of, archs, progress), self.kernel_ms,
+                              lambda kernels, ms: self._corrected(float(ms.sum()), len(kernels)))
 
     @classmethod
     def fit(cls, *, kernel_ms: Mapping[str, float], networks: Sequence[tuple[Sequence[Kernel], float]],

@@ -17,7 +17,12 @@ import numpy as np
 
 from iotnas.errors import LatencyError
 from iotnas.latency._trees import fit_boosted_trees, predict_boosted_trees
-from iotnas.latency.predictor._base import PREDICTORS, LatencyPredictor, each
+from iotnas.latency.predictor._base import (
+    PREDICTORS,
+    LatencyPredictor,
+    batched_totals,
+    each,
+)
 
 #: A fused node type needs this many profiled nodes for a regressor of its own; rarer ones share one.
 MIN_NODES_PER_TYPE = 40
@@ -104,13 +109,7 @@ class NodePredictor(LatencyPredictor):
     def predict_graphs(self, graphs: Sequence[Sequence[Any]]) -> list[float]:
         """Predictions for graphs already read (:func:`~iotnas.latency.nodes.arch_nodes`), with one batched
         regression over all their nodes."""
-        flat = [n for nodes in graphs for n in nodes]
-        node_ms = self.node_ms(flat) if flat else np.zeros(0)
-        out, start = [], 0
-        for nodes in graphs:
-            out.append(self._network_ms(nodes, node_ms[start:start + len(nodes)]))
-            start += len(nodes)
-        return out
+        return batched_totals(graphs, self.node_ms, self._network_ms)
 
     def explain(self, arch: Any) -> tuple[list[NodeCost], float]:
         """Per-node predicted times (ms, network term applied to each, none below 0) and the rest (ms).
