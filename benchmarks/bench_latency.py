@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -240,7 +241,24 @@ def main() -> int:
         hits = [s.within_10 for s in spread.values()]
         print(f"\nOperator-cost model, the same folds, tree seeds {min(spread)}–{max(spread)}: within ±10 % "
               + ", ".join(pct(h) for h in hits) + f" (mean {pct(statistics.mean(hits))}).")
+    print_by_spread(records, cv["ops"], cv["measured"])
     return 0
+
+
+#: Bands of a released mean's run-to-run spread (standard deviation / mean of its 5 runs).
+SPREAD_BANDS = ((0.0, 0.05), (0.05, 0.10), (0.10, 0.20), (0.20, 0.40), (0.40, math.inf))
+
+
+def print_by_spread(records, predicted, measured) -> None:
+    """The operator-cost model's score per band of how much the Pi's 5 runs of a network disagreed."""
+    print("\n| spread of the 5 runs (std / mean) | networks | operator-cost model within ±10 % | median error |")
+    print("| --- | ---: | --- | --- |")
+    for lo, hi in SPREAD_BANDS:
+        rows = [i for i, r in enumerate(records) if lo <= r.std_ms / r.mean_ms < hi]
+        if rows:
+            s = score([predicted[i] for i in rows], [measured[i] for i in rows])
+            band = f"{lo:.0%}–{hi:.0%}" if math.isfinite(hi) else f"≥ {lo:.0%}"
+            print(f"| {band} | {len(rows)} | {pct(s.within_10)} | {pct(s.median_ape)} |")
 
 
 if __name__ == "__main__":
