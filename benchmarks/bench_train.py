@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py accuracy --epochs E [--data DIR]
     python benchmarks/bench_train.py ablate --images N --budgets E1 E2 --models M1 M2 [--results FILE]
     python benchmarks/bench_train.py compile [--models M1 M2] [--steps N]
+    python benchmarks/bench_train.py allocator [--models M1 M2] [--images N]
 
 ``throughput`` trains each model on the same N CIFAR-10 images twice in one run: with the
 textbook pipeline (torch DataLoader over per-image transforms, float32 NCHW tensors, batch 128,
@@ -14,6 +15,8 @@ augmentation, the default recipe's batch size), with channels-last and NCHW layo
 fixed one-epoch warm-up it replaced), and reports the epochs and minutes at which test accuracy
 first reached 70, 75, 80 and 85 %. Minutes include the per-epoch evaluations.
 ``ablate`` trains each model on a subset under recipe variants, one change at a time, at each budget.
+``allocator`` trains each model for one epoch of ``--images`` images in a fresh process twice: with
+glibc's default allocator thresholds and with the freed memory iotnas keeps, counting page faults.
 ``compile`` times a training step (forward, loss, backward, SGD step; batch 128, channels-last, one
 thread unless ``--threads``) of each model eagerly and with ``torch.compile`` applied to the model
 (the optimiser step stays eager), in one process: the best of three runs of ``--steps`` steps, in
@@ -116,15 +119,53 @@ def throughput(args) -> None:
     threads = _start_table(args, f"Training throughput, {args.images} CIFAR-10 images per run",
                            ("model", "parameters", "textbook img/s", "iotnas img/s (channels-last)", "ratio",
                             "iotnas img/s (NCHW)"))
-    for key in args.models:
+    bases = {key: textbook_images_per_s(_fresh(key), dataset, args.images) for key in args.models}  # before
+    for key, base in bases.items():  # iotnas' first training changes the process's allocator for good
         n_params = sum(p.numel() for p in _fresh(key).parameters())
-        base = textbook_images_per_s(_fresh(key), dataset, args.images)
         ours = {}
         for channels_last in (True, False):
             config = TrainConfig(epochs=1, channels_last=channels_last, threads=threads)  # the default recipe
             ours[channels_last] = train(_fresh(key), dataset, config, seed=0).images_per_s
         print(f"| {key} | {n_params:,} | {base:,.0f} | {ours[True]:,.0f} | {ours[True] / base:.1f}x | {ours[False]:,.0f} |",
               flush=True)  # fmt: skip
+
+
+_FAULTS_RUN = """
+import resource, sys
+import iotnas.train._loop as loop
+from iotnas.data import load_dataset
+from iotnas.spaces import build
+from iotnas.train import TrainConfig, train
+key, keep, data, images = sys.argv[1], sys.argv[2] == "kept", sys.argv[3], int(sys.argv[4])
+if not keep:
+    loop.keep_freed_memory = lambda: False
+dataset = load_dataset(data, verify=False).subset(train=images, test=100)
+before = resource.getrusage(resource.RUSAGE_SELF)
+result = train(build(key), dataset, TrainConfig(epochs=1, threads=1), seed=0)
+after = resource.getrusage(resource.RUSAGE_SELF)
+print(result.images_per_s, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime)
+"""
+
+
+def allocator(args) -> None:
+    """One training per model and setting, each in a fresh process: glibc's default thresholds
+    (freed blocks above 32 MiB go back to the kernel) against iotnas' kept freed memory."""
+    import subprocess
+    import sys
+
+    _start_table(args, f"Page faults and speed, {args.images} CIFAR-10 images, one thread, a fresh process each",
+                 ("model", "default img/s", "default page faults", "default system CPU s", "kept img/s",
+                  "kept page faults", "kept system CPU s", "speed-up"))
+    for key in args.models:
+        row = {}
+        for mode in ("default", "kept"):
+            done = subprocess.run([sys.executable, "-c", _FAULTS_RUN, key, mode, str(args.data), str(args.images)],
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            speed, faults, system = done.stdout.split()[-3:]
+            row[mode] = (float(speed), int(faults), float(system))
+        (d_speed, d_faults, d_sys), (k_speed, k_faults, k_sys) = row["default"], row["kept"]
+        print(f"| {key} | {d_speed:,.0f} | {d_faults:,} | {d_sys:.1f} | {k_speed:,.0f} | {k_faults:,} | {k_sys:.1f} | "
+              f"{k_speed / d_speed:.2f}x |", flush=True)  # fmt: skip
 
 
 def accuracy(args) -> None:
@@ -241,7 +282,7 @@ def compile_step(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("throughput", "accuracy", "ablate", "compile"))
+    parser.add_argument("part", choices=("throughput", "accuracy", "ablate", "compile", "allocator"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--images", type=int, default=4096, help="train images per run (throughput, ablate)")
     parser.add_argument("--epochs", type=float, default=10.0)
@@ -253,7 +294,8 @@ def main() -> None:
     parser.add_argument("--results", default="ablations.json", help="ablate: cells kept here; a rerun skips them")
     parser.add_argument("--steps", type=int, default=10, help="compile: timed steps per run")
     args = parser.parse_args()
-    {"throughput": throughput, "accuracy": accuracy, "ablate": ablate, "compile": compile_step}[args.part](args)
+    {"throughput": throughput, "accuracy": accuracy, "ablate": ablate, "compile": compile_step,
+     "allocator": allocator}[args.part](args)
 
 
 if __name__ == "__main__":

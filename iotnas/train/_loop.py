@@ -18,6 +18,7 @@ from torch import nn
 from iotnas.data import Dataset
 from iotnas.errors import CheckpointError, InputSizeError, TrainingError
 from iotnas.train import _checkpoint
+from iotnas.train._allocator import keep_freed_memory
 from iotnas.train._augment import flip, normalize, random_crop
 from iotnas.train._config import EpochStats, TrainConfig, TrainResult
 from iotnas.train._schedule import Plan
@@ -47,7 +48,9 @@ def train(
     with the same budget it reaches exactly the weights of an uninterrupted run with the same seed;
     with a larger budget it continues the trained model (see :mod:`iotnas.train._schedule`); with a
     budget already reached it only evaluates. All randomness (shuffling, augmentation, dropout) is
-    drawn from generators seeded by ``(seed, epoch, step)``, never from the global seed.
+    drawn from generators seeded by ``(seed, epoch, step)``, never from the global seed. On the CPU
+    the process keeps freed memory for reuse from then on (:func:`keep_freed_memory`): each step
+    would otherwise fault its activations in afresh.
 
     Args:
         meta: stored in the checkpoint so the model can be rebuilt, e.g. ``{"arch": arch.to_json()}``.
@@ -59,6 +62,8 @@ def train(
     """
     device = _pick_device(device)
     config = _safe_layout(config, model, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     started = time.perf_counter()
     ckpt_path = Path(checkpoint_dir) / _checkpoint.FILE_NAME if checkpoint_dir is not None else None
     with _threads(config.threads), _forked_rng(device):
