@@ -132,13 +132,10 @@ def throughput(args) -> None:
 
 _FAULTS_RUN = """
 import resource, sys
-import iotnas.train._loop as loop
 from iotnas.data import load_dataset
 from iotnas.spaces import build
 from iotnas.train import TrainConfig, train
-key, keep, data, images = sys.argv[1], sys.argv[2] == "kept", sys.argv[3], int(sys.argv[4])
-if not keep:
-    loop.keep_freed_memory = lambda: False
+key, data, images = sys.argv[1], sys.argv[2], int(sys.argv[3])
 dataset = load_dataset(data, verify=False).subset(train=images, test=100)
 before = resource.getrusage(resource.RUSAGE_SELF)
 result = train(build(key), dataset, TrainConfig(epochs=1, threads=1), seed=0)
@@ -159,8 +156,9 @@ def allocator(args) -> None:
     for key in args.models:
         row = {}
         for mode in ("default", "kept"):
-            done = subprocess.run([sys.executable, "-c", _FAULTS_RUN, key, mode, str(args.data), str(args.images)],
-                                  capture_output=True, text=True, check=True)  # fmt: skip
+            env = {**os.environ, "IOTNAS_KEEP_FREED_MEMORY": "1" if mode == "kept" else "0"}
+            done = subprocess.run([sys.executable, "-c", _FAULTS_RUN, key, str(args.data), str(args.images)],
+                                  capture_output=True, text=True, check=True, env=env)  # fmt: skip
             speed, faults, system = done.stdout.split()[-3:]
             row[mode] = (float(speed), int(faults), float(system))
         (d_speed, d_faults, d_sys), (k_speed, k_faults, k_sys) = row["default"], row["kept"]

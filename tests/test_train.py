@@ -279,13 +279,10 @@ def test_a_checkpoint_from_before_fractional_warm_up_continues_under_its_fixed_w
 
 
 _TRAIN_AND_COUNT_FAULTS = """
-import resource, sys, torch
-import iotnas.train._loop as loop
+import resource, torch
 from iotnas.data import Dataset
 from iotnas.spaces import build
 from iotnas.train import TrainConfig, train
-if sys.argv[1] == "off":
-    loop.keep_freed_memory = lambda: False
 gen = torch.Generator().manual_seed(0)
 images = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8, generator=gen)
 labels = torch.randint(0, 10, (512,), generator=gen)
@@ -300,13 +297,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_training_on_the_cpu_keeps_freed_memory_instead_of_faulting_it_in_every_step():
     """resnext/s3/2's activations exceed glibc's mmap threshold: without keeping freed memory, every
     step takes them from the kernel again page by page (6.5 million faults per 8,192 images)."""
+    import os
     import subprocess
     import sys
 
     faults = {}
     for mode in ("on", "off"):  # fresh processes: the allocator's settings are the process's
-        done = subprocess.run([sys.executable, "-c", _TRAIN_AND_COUNT_FAULTS, mode], capture_output=True,
-                              text=True, timeout=300, check=False)  # fmt: skip
+        env = {**os.environ, "IOTNAS_KEEP_FREED_MEMORY": "1" if mode == "on" else "0"}  # "0": the opt-out
+        done = subprocess.run([sys.executable, "-c", _TRAIN_AND_COUNT_FAULTS], capture_output=True, text=True,
+                              timeout=300, check=False, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         faults[mode] = int(done.stdout.split()[-1])
     assert faults["on"] * 4 < faults["off"], faults
