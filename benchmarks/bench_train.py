@@ -10,10 +10,11 @@
 textbook pipeline (torch DataLoader over per-image transforms, float32 NCHW tensors, batch 128,
 SGD lr 0.1 momentum 0.9) and with :func:`iotnas.train.train` (uint8 tensors in memory, whole-batch
 augmentation, the default recipe's batch size), with channels-last and NCHW layouts. Both include data preparation; iotnas' figure excludes its evaluation.
-``accuracy`` trains the first of ``--models`` (default mobilenetv2/s4/39) on all of CIFAR-10 for
-``--epochs``, evaluating every epoch, under ``--recipe current`` (the defaults) or ``previous`` (the
+``accuracy`` trains each of ``--models`` in turn (``space/law/id`` or an Arch JSON object with explicit
+arguments; default mobilenetv2/s4/39) on all of CIFAR-10 for ``--epochs``, evaluating every epoch, under ``--recipe current`` (the defaults) or ``previous`` (the
 fixed one-epoch warm-up it replaced), and reports the epochs and minutes at which test accuracy
-first reached 70, 75, 80 and 85 %. Minutes include the per-epoch evaluations.
+first reached 70, 75, 80 and 85 %; with several models, a table of their final accuracies and speeds.
+Minutes include the per-epoch evaluations.
 ``ablate`` trains each model on a subset under recipe variants, one change at a time, at each budget.
 ``allocator`` trains each model for one epoch of ``--images`` images in a fresh process twice: with
 glibc's default allocator thresholds and with the freed memory iotnas keeps, counting page faults.
@@ -39,6 +40,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from iotnas.arch import Arch
+from iotnas.cost import cost
 from iotnas.data import load_dataset
 from iotnas.spaces import build
 from iotnas.train import EpochStats, TrainConfig, train
@@ -168,10 +170,21 @@ def allocator(args) -> None:
 
 def accuracy(args) -> None:
     dataset = load_dataset(args.data, verify=False)
-    key = args.models[0]
     config = dataclasses.replace(TrainConfig(epochs=args.epochs, eval_every=1, threads=args.threads, channels_last=True),
                                  **RECIPES[args.recipe])
-    print(f"Time to accuracy, {key}, {args.recipe} recipe, CIFAR-10 (JPEG-decoded copy), {config}; "
+    summary = [_time_to_accuracy(key, dataset, config, args) for key in args.models]
+    if len(summary) > 1:
+        print("\n| model | values | final test accuracy | minutes | img/s (median epoch) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for row in summary:
+            print(row)
+
+
+def _time_to_accuracy(key: str, dataset, config: TrainConfig, args) -> str:
+    """Train ``key`` from scratch, evaluating every epoch; print when each threshold was first reached."""
+    model = _fresh(key)
+    label = Arch.parse(key).key
+    print(f"Time to accuracy, {label}, {args.recipe} recipe, CIFAR-10 (JPEG-decoded copy), {config}; "
           f"{_machine(args.threads)}\n")
     start = time.perf_counter()
     log: list[tuple[EpochStats, float]] = []
@@ -182,7 +195,7 @@ def accuracy(args) -> None:
         print(f"epoch {stats.epochs_done:g}: loss {stats.loss:.3f}, train {stats.train_accuracy:.3f}, "
               f"test {stats.test_accuracy:.4f}, {stats.images_per_s:,.0f} img/s, {minutes:.1f} min", flush=True)  # fmt: skip
 
-    train(_fresh(key), dataset, config, seed=0, callbacks=[record])
+    train(model, dataset, config, seed=0, callbacks=[record])
     print("\n| target | epochs | minutes |")
     print("| --- | ---: | ---: |")
     for target in THRESHOLDS:
@@ -190,7 +203,10 @@ def accuracy(args) -> None:
         cells = f"{hit[0].epochs_done:g} | {hit[1]:.1f}" if hit else "not reached | –"
         print(f"| {target:.0%} | {cells} |")
     final, minutes = log[-1]
-    print(f"\nfinal: {final.test_accuracy:.2%} after {final.epochs_done:g} epochs, {minutes:.1f} minutes")
+    print(f"\nfinal: {final.test_accuracy:.2%} after {final.epochs_done:g} epochs, {minutes:.1f} minutes\n", flush=True)
+    speed = float(np.median([s.images_per_s for s, _ in log]))
+    values = cost(Arch.parse(key)).n_values
+    return f"| {label} | {values:,} | {final.test_accuracy:.2%} | {minutes:.1f} | {speed:,.0f} |"
 
 
 #: ``accuracy --recipe``: the defaults, and the fixed one-epoch warm-up they replaced.
@@ -285,13 +301,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4096, help="train images per run (throughput, ablate)")
     parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: iotnas' choice)")
-    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--models", nargs="+", help=f"default: {MODELS[0]} (accuracy), {', '.join(MODELS)} (others)")
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="current", help="accuracy: the recipe")
     parser.add_argument("--only", nargs="*", help="ablation variants to run (default: all)")
     parser.add_argument("--budgets", nargs="+", type=float, default=(1.0, 4.0), help="ablate: epochs per cell")
     parser.add_argument("--results", default="ablations.json", help="ablate: cells kept here; a rerun skips them")
     parser.add_argument("--steps", type=int, default=10, help="compile: timed steps per run")
     args = parser.parse_args()
+    args.models = args.models or (list(MODELS[:1]) if args.part == "accuracy" else list(MODELS))
     {"throughput": throughput, "accuracy": accuracy, "ablate": ablate, "compile": compile_step,
      "allocator": allocator}[args.part](args)
 

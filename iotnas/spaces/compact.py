@@ -2,7 +2,9 @@
 from a CIFAR reference network.
 
 A stem convolution (stride 1 or 2) and three stages, each halving the map in its first block,
-then global average pooling and a linear classifier. Each stage is one of three block kinds:
+then global average pooling and a linear classifier; the ``r`` laws let one stage keep its
+input's resolution instead (stage strides (2, 2, 1) or (1, 2, 2), drawn per id), which costs
+time, not values. Each stage is one of three block kinds:
 
 * ``conv``: a dense 3x3 convolution (VGG-like); the fastest per value where channels are few.
 * ``fused``: a fused inverted residual, a dense 3x3 convolution that expands the channels and a
@@ -35,6 +37,10 @@ from iotnas.spaces._rng import draw, draws, rng_for
 CONV, FUSED, DWSEP = 0, 1, 2
 STAGES = 3  # each halves the map: 32 -> 4 after a stride-1 stem, 16 -> 2 after a stride-2 one
 STEM_STRIDES = (1, 2)
+HALVING = (2, 2, 2)  # stage strides of the s laws: every stage halves the map
+#: Stage strides the r laws draw from: the last stage keeps 8x8 (after a stride-1 stem), or the
+#: first keeps 32x32: more time per image for more accuracy at the same values (BENCHMARKS.md).
+RESOLUTION_KEEPING = ((2, 2, 1), (1, 2, 2))
 _KINDS = (CONV, FUSED, DWSEP)
 
 
@@ -48,14 +54,29 @@ class CompactLaw(Law):
     width3: IntRange
     blocks: IntRange  # blocks per stage
     expansion: IntRange  # hidden channels / input channels of fused and dwsep blocks
+    strides: tuple[tuple[int, int, int], ...] = (HALVING,)  # stage stride schedules; drawn last if several
+
+    def ranges(self) -> dict[str, str]:
+        """As every law's, with the stage strides listed only where they are drawn (the r laws)."""
+        ranges = super().ranges()
+        if self.strides == (HALVING,):
+            del ranges["strides"]
+        else:
+            ranges["strides"] = "{" + ", ".join(str(list(s)) for s in self.strides) + "}"
+        return ranges
 
 
 def _law(name: str, stem: tuple[int, int], *widths: tuple[int, int], blocks: tuple[int, int],
-         expansion: tuple[int, int]) -> CompactLaw:
+         expansion: tuple[int, int], strides: tuple[tuple[int, int, int], ...] = (HALVING,)) -> CompactLaw:
     """A law drawing stem strides and block kinds from every choice; ranges as ``(lo, hi)``, hi excluded."""
     w1, w2, w3 = (IntRange(*w) for w in widths)
     return CompactLaw(name, IntRange(*stem), Choice(STEM_STRIDES), Choice(_KINDS), w1, w2, w3,
-                      IntRange(*blocks), IntRange(*expansion))
+                      IntRange(*blocks), IntRange(*expansion), strides)
+
+
+def _keeping(law: CompactLaw, name: str) -> CompactLaw:
+    """``law``'s ranges with resolution-keeping stage strides: the same value counts, larger maps."""
+    return dataclasses.replace(law, name=name, strides=RESOLUTION_KEEPING)
 
 
 def _conv_bn(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -112,14 +133,15 @@ _BLOCKS = {CONV: ConvBlock, FUSED: FusedBlock, DWSEP: DwSepBlock}
 
 
 class CompactNet(nn.Module):
-    def __init__(self, stem: list[int], stages: list[list[int]], *, num_classes: int, in_channels: int) -> None:
+    def __init__(self, stem: list[int], stages: list[list[int]], *, strides: tuple[int, ...] | list[int] = HALVING,
+                 num_classes: int, in_channels: int) -> None:
         super().__init__()
         width, stride = stem
         self.stem = _conv_bn(in_channels, width, stride=stride)
         layers, c = [], width
-        for kind, c_out, blocks, expansion in stages:
+        for (kind, c_out, blocks, expansion), first_stride in zip(stages, strides, strict=True):
             for i in range(blocks):
-                layers.append(_BLOCKS[kind](c, c_out, stride=2 if i == 0 else 1, expansion=expansion))
+                layers.append(_BLOCKS[kind](c, c_out, stride=first_stride if i == 0 else 1, expansion=expansion))
                 c = c_out
         self.layers = nn.Sequential(*layers)
         self.linear = nn.Linear(c, num_classes)
@@ -130,16 +152,22 @@ class CompactNet(nn.Module):
         return self.linear(out.flatten(1))
 
 
+_HALVING_LAWS = {  # widths grow ~1.7x from law to law, values ~3x (docs/spaces.md)
+    "s1": _law("s1", (24, 40), (24, 40), (40, 72), (64, 112), blocks=(1, 3), expansion=(1, 4)),
+    "s2": _law("s2", (16, 24), (12, 24), (24, 44), (40, 64), blocks=(1, 3), expansion=(1, 4)),
+    "s3": _law("s3", (8, 16), (8, 14), (16, 28), (24, 40), blocks=(1, 3), expansion=(1, 4)),
+    "s4": _law("s4", (6, 10), (4, 10), (8, 16), (14, 24), blocks=(1, 3), expansion=(1, 4)),
+    "s5": _law("s5", (4, 8), (3, 6), (5, 10), (8, 14), blocks=(1, 3), expansion=(1, 3)),
+    "s6": _law("s6", (3, 6), (2, 5), (4, 7), (6, 10), blocks=(1, 2), expansion=(1, 3)),
+}
+
+
 @register_space("compact")
 class CompactSpace(Space):
     summary = "Compact: stem and 3 stages of dense, fused or depthwise-separable blocks, for small devices"
-    laws: ClassVar[Mapping[str, Law]] = {  # widths grow ~1.7x from law to law, values ~3x (docs/spaces.md)
-        "s1": _law("s1", (24, 40), (24, 40), (40, 72), (64, 112), blocks=(1, 3), expansion=(1, 4)),
-        "s2": _law("s2", (16, 24), (12, 24), (24, 44), (40, 64), blocks=(1, 3), expansion=(1, 4)),
-        "s3": _law("s3", (8, 16), (8, 14), (16, 28), (24, 40), blocks=(1, 3), expansion=(1, 4)),
-        "s4": _law("s4", (6, 10), (4, 10), (8, 16), (14, 24), blocks=(1, 3), expansion=(1, 4)),
-        "s5": _law("s5", (4, 8), (3, 6), (5, 10), (8, 14), blocks=(1, 3), expansion=(1, 3)),
-        "s6": _law("s6", (3, 6), (2, 5), (4, 7), (6, 10), blocks=(1, 2), expansion=(1, 3)),
+    laws: ClassVar[Mapping[str, Law]] = {
+        **_HALVING_LAWS,  # the r laws: s2-s5's ranges with one stage keeping its resolution (same values, more time)
+        **{f"r{n}": _keeping(_HALVING_LAWS[f"s{n}"], f"r{n}") for n in (2, 3, 4, 5)},
     }
 
     def _sample(self, law: CompactLaw, id: int) -> Args:
@@ -151,13 +179,21 @@ class CompactSpace(Space):
         blocks = draws(rng, law.blocks.lo, law.blocks.hi, STAGES)
         expansions = draws(rng, law.expansion.lo, law.expansion.hi, STAGES)
         stages = [[kinds[i], widths[i], blocks[i], expansions[i]] for i in range(STAGES)]
-        return {"stem": [stem_width, stem_stride], "stages": stages}
+        args = {"stem": [stem_width, stem_stride], "stages": stages}
+        if len(law.strides) > 1:  # drawn after everything else: the s laws' draws stay as they were
+            strides = law.strides[int(rng.randint(len(law.strides)))]
+            if strides != HALVING:
+                args["strides"] = list(strides)
+        return args
 
     def check_args(self, args: Args) -> None:
-        a = as_dict(self.name, args, ("stem", "stages"))
+        keys = ("stem", "stages", "strides") if isinstance(args, dict) and "strides" in args else ("stem", "stages")
+        a = as_dict(self.name, args, keys)
         stem = int_list(self.name, a["stem"], "stem", 2)
         if stem[1] not in STEM_STRIDES:
             raise self._bad(args, "the stem stride must be 1 or 2")
+        if "strides" in a and not all(s in (1, 2) for s in int_list(self.name, a["strides"], "strides", STAGES)):
+            raise self._bad(args, f"'strides' must be {STAGES} stage strides, each 1 or 2")
         stages = a["stages"]
         if not isinstance(stages, list) or len(stages) != STAGES:
             raise self._bad(args, f"'stages' must be {STAGES} rows [kind, width, blocks, expansion]")
@@ -168,4 +204,5 @@ class CompactSpace(Space):
                                       "blocks >= 1, expansion >= 1]")
 
     def _build(self, args: Args, *, num_classes: int, in_channels: int) -> nn.Module:
-        return CompactNet(args["stem"], args["stages"], num_classes=num_classes, in_channels=in_channels)
+        return CompactNet(args["stem"], args["stages"], strides=args.get("strides", HALVING),
+                          num_classes=num_classes, in_channels=in_channels)

@@ -11,7 +11,7 @@ from iotnas.arch import Arch
 from iotnas.cost import cost
 from iotnas.errors import ArchError
 from iotnas.spaces import build, get_space
-from iotnas.spaces.compact import CONV, DWSEP, FUSED, STAGES
+from iotnas.spaces.compact import CONV, DWSEP, FUSED, RESOLUTION_KEEPING, STAGES
 
 SPACE = get_space("compact")
 #: Every block kind, both stem strides, skips inside stages and a dwsep block without expansion.
@@ -53,6 +53,40 @@ def test_maps_halve_in_each_stage_and_the_stem_stride_adds_one():
         assert seen == [torch.Size([1, 24, final, final])]
 
 
+def _map_sizes(args: dict) -> list[int]:
+    """Side of the map after the stem and after each stage."""
+    model = build(Arch.from_args("compact", args), seed=0).eval()
+    sides: list[int] = []
+    model.stem.register_forward_hook(lambda _m, _i, out: sides.append(out.shape[-1]))
+    last_of_stage = [sum(row[2] for row in args["stages"][:i + 1]) - 1 for i in range(STAGES)]
+    for i in last_of_stage:
+        model.layers[i].register_forward_hook(lambda _m, _i, out: sides.append(out.shape[-1]))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    return sides
+
+
+@pytest.mark.parametrize(("strides", "sides"), [((2, 2, 1), [32, 16, 8, 8]), ((1, 2, 2), [32, 32, 16, 8])])
+def test_a_stage_with_stride_1_keeps_its_map_at_the_same_values(strides, sides):
+    keeping = {**MIXED, "strides": list(strides)}
+    assert _map_sizes(MIXED) == [32, 16, 8, 4]
+    assert _map_sizes(keeping) == sides
+    assert cost(Arch.from_args("compact", keeping)).n_values == cost(Arch.from_args("compact", MIXED)).n_values
+    assert cost(Arch.from_args("compact", keeping)).macs > cost(Arch.from_args("compact", MIXED)).macs
+
+
+def test_r_laws_draw_the_s_laws_networks_with_a_resolution_keeping_schedule():
+    """An r law's id is its s law's id plus drawn strides; the s laws' networks are as they were."""
+    assert SPACE.sample("s3", 0) == {"stem": [12, 2], "stages": [[0, 11, 1, 1], [1, 21, 2, 1], [1, 26, 1, 1]]}
+    drawn = set()
+    for id in range(40):
+        r = SPACE.sample("r3", id)
+        assert {k: v for k, v in r.items() if k != "strides"} == SPACE.sample("s3", id)
+        drawn.add(tuple(r["strides"]))
+    assert drawn == set(RESOLUTION_KEEPING)
+    assert "strides" in SPACE.law("r3").ranges() and "strides" not in SPACE.law("s3").ranges()
+
+
 def test_skips_only_where_shapes_match():
     model = build(Arch.from_args("compact", MIXED), seed=0)
     assert [getattr(b, "skip", None) for b in model.layers] == [None, None, False, True, False, True]
@@ -82,7 +116,8 @@ def test_sampling_repeats_and_leaves_numpy_global_state_alone():
 
 def test_laws_grow_from_s6_to_s1():
     """Medians of the first ids rise law by law, so the laws tile the budgets from 4 KiB up."""
-    medians = [float(np.median([cost(Arch("compact", law, i)).n_values for i in range(15)])) for law in SPACE.laws]
+    halving = [law for law in SPACE.laws if law.startswith("s")]
+    medians = [float(np.median([cost(Arch("compact", law, i)).n_values for i in range(15)])) for law in halving]
     assert medians == sorted(medians, reverse=True)
     float32_values_in_4_kib, int8_values_in_128_kib = 1_024, 131_072
     assert medians[-1] < float32_values_in_4_kib and medians[0] > int8_values_in_128_kib / 2
@@ -95,6 +130,10 @@ def test_laws_grow_from_s6_to_s1():
     {"stem": [8, 1], "stages": [[CONV, 0, 1, 1], *MIXED["stages"][1:]]},
     {"stem": [8, 1], "stages": [[CONV, 12, 1, True], *MIXED["stages"][1:]]},
     {"stem": [8, 1]},
+    {**MIXED, "strides": [2, 2]},
+    {**MIXED, "strides": [2, 3, 1]},
+    {**MIXED, "strides": [2, 2, True]},
+    {**MIXED, "extra": 1},
 ])
 def test_malformed_arguments_are_refused(bad):
     with pytest.raises(ArchError, match="compact"):
@@ -110,12 +149,13 @@ def test_kernel_trace_describes_every_operator():
     assert kinds.count("gap") == 1 and kinds[-1] == "linear"
 
 
-def test_onnx_export_runs_in_onnx_runtime_like_pytorch():
+@pytest.mark.parametrize("key", ["compact/s4/3", "compact/r4/3", "compact/r4/4"])
+def test_onnx_export_runs_in_onnx_runtime_like_pytorch(key):
     import onnxruntime as ort
 
     from iotnas.latency.runtimes import export_onnx
 
-    model = build(Arch("compact", "s4", 3), seed=0).eval()
+    model = build(Arch.parse(key), seed=0).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # a few steps of statistics so the folded BatchNorm is not the identity
         model.train()

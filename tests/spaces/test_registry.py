@@ -16,7 +16,7 @@ LAWS = {
     "resnext": ["s1", "s2", "s3"],
     "resnet": ["s1", "s2", "s3", "s4", "s5"],
     "probenet": ["s0", "s1", "s2", "s3"],
-    "compact": ["s1", "s2", "s3", "s4", "s5", "s6"],
+    "compact": ["s1", "s2", "s3", "s4", "s5", "s6", "r2", "r3", "r4", "r5"],
 }
 PAPER_SPACES = SPACES[:-1]
 
