@@ -1,7 +1,7 @@
 """Training speed: iotnas' pipeline against a textbook one, and time-to-accuracy on CIFAR-10.
 
     python benchmarks/bench_train.py throughput [--data DIR] [--images N]
-    python benchmarks/bench_train.py accuracy --epochs E [--data DIR]
+    python benchmarks/bench_train.py accuracy --epochs E [--models M1 M2] [--recipe current|previous] [--data DIR]
     python benchmarks/bench_train.py ablate --images N --budgets E1 E2 --models M1 M2 [--results FILE]
     python benchmarks/bench_train.py compile [--models M1 M2] [--steps N]
     python benchmarks/bench_train.py allocator [--models M1 M2] [--images N]

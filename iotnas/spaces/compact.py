@@ -35,7 +35,7 @@ from iotnas.spaces._registry import Args, Choice, IntRange, Law, Space, register
 from iotnas.spaces._rng import draw, draws, rng_for
 
 CONV, FUSED, DWSEP = 0, 1, 2
-STAGES = 3  # each halves the map: 32 -> 4 after a stride-1 stem, 16 -> 2 after a stride-2 one
+STAGES = 3  # in the s laws each halves the map: 32 -> 4 after a stride-1 stem, 16 -> 2 after a stride-2 one
 STEM_STRIDES = (1, 2)
 HALVING = (2, 2, 2)  # stage strides of the s laws: every stage halves the map
 #: Stage strides the r laws draw from: the last stage keeps 8x8 (after a stride-1 stem), or the
