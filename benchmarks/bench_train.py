@@ -182,9 +182,9 @@ def accuracy(args) -> None:
 
 def _time_to_accuracy(key: str, dataset, config: TrainConfig, args) -> str:
     """Train ``key`` from scratch, evaluating every epoch; print when each threshold was first reached."""
+    arch = Arch.parse(key)
     model = _fresh(key)
-    label = Arch.parse(key).key
-    print(f"Time to accuracy, {label}, {args.recipe} recipe, CIFAR-10 (JPEG-decoded copy), {config}; "
+    print(f"Time to accuracy, {arch.key}, {args.recipe} recipe, CIFAR-10 (JPEG-decoded copy), {config}; "
           f"{_machine(args.threads)}\n")
     start = time.perf_counter()
     log: list[tuple[EpochStats, float]] = []
@@ -205,8 +205,7 @@ def _time_to_accuracy(key: str, dataset, config: TrainConfig, args) -> str:
     final, minutes = log[-1]
     print(f"\nfinal: {final.test_accuracy:.2%} after {final.epochs_done:g} epochs, {minutes:.1f} minutes\n", flush=True)
     speed = float(np.median([s.images_per_s for s, _ in log]))
-    values = cost(Arch.parse(key)).n_values
-    return f"| {label} | {values:,} | {final.test_accuracy:.2%} | {minutes:.1f} | {speed:,.0f} |"
+    return f"| {arch.key} | {cost(arch).n_values:,} | {final.test_accuracy:.2%} | {minutes:.1f} | {speed:,.0f} |"
 
 
 #: ``accuracy --recipe``: the defaults, and the fixed one-epoch warm-up they replaced.

@@ -181,7 +181,7 @@ class CompactSpace(Space):
         stages = [[kinds[i], widths[i], blocks[i], expansions[i]] for i in range(STAGES)]
         args = {"stem": [stem_width, stem_stride], "stages": stages}
         if len(law.strides) > 1:  # drawn after everything else: the s laws' draws stay as they were
-            strides = law.strides[int(rng.randint(len(law.strides)))]
+            strides = law.strides[draw(rng, 0, len(law.strides))]
             if strides != HALVING:
                 args["strides"] = list(strides)
         return args
