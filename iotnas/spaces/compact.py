@@ -192,8 +192,12 @@ class CompactSpace(Space):
         stem = int_list(self.name, a["stem"], "stem", 2)
         if stem[1] not in STEM_STRIDES:
             raise self._bad(args, "the stem stride must be 1 or 2")
-        if "strides" in a and not all(s in (1, 2) for s in int_list(self.name, a["strides"], "strides", STAGES)):
-            raise self._bad(args, f"'strides' must be {STAGES} stage strides, each 1 or 2")
+        if "strides" in a:
+            strides = int_list(self.name, a["strides"], "strides", STAGES)
+            if not all(s in (1, 2) for s in strides):
+                raise self._bad(args, f"'strides' must be {STAGES} stage strides, each 1 or 2")
+            if tuple(strides) == HALVING:  # one network, one args form: the halving schedule goes unwritten
+                raise self._bad(args, f"'strides' {list(HALVING)} is the default; leave the key out")
         stages = a["stages"]
         if not isinstance(stages, list) or len(stages) != STAGES:
             raise self._bad(args, f"'stages' must be {STAGES} rows [kind, width, blocks, expansion]")

@@ -133,6 +133,7 @@ def test_laws_grow_from_s6_to_s1():
     {**MIXED, "strides": [2, 2]},
     {**MIXED, "strides": [2, 3, 1]},
     {**MIXED, "strides": [2, 2, True]},
+    {**MIXED, "strides": [2, 2, 2]},  # the default, written out: a second args form of the same network
     {**MIXED, "extra": 1},
 ])
 def test_malformed_arguments_are_refused(bad):
