@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from iotnas.cli._common import STUDY, console, print_json
+from iotnas.cli._common import STORE, STUDY, console, print_json
 from iotnas.cli.main import app
 
 
 @app.command("report")
 def report_command(
-    store: str = typer.Argument(..., help="Store URL or SQLite file of the study."),
+    store: str = STORE,
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."),
     static: Path | None = typer.Option(None, "--static", help="Also write PNG and SVG figures into this folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report and figure files."),
@@ -20,9 +20,11 @@ def report_command(
 ) -> None:
     """Write an HTML report: interactive trade-off plots, Pareto fronts, settings and provenance."""
     from iotnas.report import write_report
+    from iotnas.search import locate_store
     from iotnas.store import Store
 
-    with Store.open(store, study_name=study_name, read_only=True) as s:
+    ref = locate_store(store, study_name)
+    with Store.open(ref.url, study_name=ref.study_name, read_only=True) as s:
         files = write_report(s, out, static_dir=static, overwrite=overwrite)
     console.print(f"wrote {files.html} ({files.n_points:,} model points)")
     for path in files.static:
@@ -31,7 +33,7 @@ def report_command(
 
 @app.command("export")
 def export_command(
-    store: str = typer.Argument(..., help="Store URL or SQLite file of the study."),
+    store: str = STORE,
     model_key: str | None = typer.Argument(
         None, help="The model to export, e.g. mobilenetv2/s4/39 (default: the study's winner)."),
     fmt: str | None = typer.Option(
@@ -52,9 +54,11 @@ def export_command(
 ) -> None:
     """Export a trained model: ONNX with the weights in their format, packed weights, a C header and a model card."""
     from iotnas.export import export_model
+    from iotnas.search import locate_store
     from iotnas.store import Store
 
-    with Store.open(store, study_name=study_name, read_only=True) as s:
+    ref = locate_store(store, study_name)
+    with Store.open(ref.url, study_name=ref.study_name, read_only=True) as s:
         result = export_model(s, model_key, format_name=fmt, out_dir=out, dataset=data, check_dataset=check_data,
                               check_images=images, force=force, c=c, tflite=tflite)
     if json_out:

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iotnas.cli._common import STUDY, console, print_json
+from iotnas.cli._common import STORE, STUDY, console, print_json
 from iotnas.cli.main import app
 
 EXAMPLE_STUDY = '''\
@@ -387,9 +387,12 @@ def _summary_table(summary, *, top: int, title: str) -> Table:
 
 
 @app.command("upgrade")
-def upgrade_command(store: str = typer.Argument(..., help="Store URL or SQLite file.")) -> None:
+def upgrade_command(store: str = STORE) -> None:
     """Migrate a store written by an older iotnas to this version's schema (a search does it too)."""
+    from iotnas.search import locate_store
     from iotnas.store import SCHEMA_VERSION, Store
+
+    store = locate_store(store).url
 
     if Store.upgrade(store):
         console.print(f"migrated {store} to schema {SCHEMA_VERSION}")
@@ -399,12 +402,14 @@ def upgrade_command(store: str = typer.Argument(..., help="Store URL or SQLite f
 
 @app.command("studies")
 def studies_command(
-    store: str = typer.Argument(..., help="Store URL or SQLite file."),
+    store: str = STORE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """The studies a store holds: stage counts and best feasible accuracy of each."""
     from iotnas.results.studies import study_overviews
+    from iotnas.search import locate_store
 
+    store = locate_store(store).url
     overviews = study_overviews(store)
     if as_json:
         print_json([o.to_dict() for o in overviews])
@@ -423,16 +428,16 @@ def studies_command(
 
 
 @app.command("status")
-def status_command(store: str = typer.Argument(..., help="Store URL or SQLite file."),
-                   study_name: str | None = STUDY) -> None:
+def status_command(store: str = STORE, study_name: str | None = STUDY) -> None:
     """Stage counts, trainings running or interrupted, best feasible model and time spent."""
     from iotnas.errors import StoreError
-    from iotnas.search import summarize
+    from iotnas.search import locate_store, summarize
     from iotnas.search.workers import abandoned
     from iotnas.store import Store
     from iotnas.study import WorkerSettings
 
-    with Store.open(store, study_name=study_name, read_only=True) as s:
+    ref = locate_store(store, study_name)
+    with Store.open(ref.url, study_name=ref.study_name, read_only=True) as s:
         summary = summarize(s, top=1)
         meta = s.meta()
         seconds = sum(t.seconds or 0.0 for t in s.trainings(status="done"))
@@ -480,16 +485,17 @@ def _print_chance_level(summary) -> None:
 
 @app.command("show")
 def show_command(
-    store: str = typer.Argument(..., help="Store URL or SQLite file."),
+    store: str = STORE,
     top: int = typer.Option(10, "--top", min=1, help="How many models to list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     study_name: str | None = STUDY,
 ) -> None:
     """The best feasible models of a study."""
-    from iotnas.search import summarize
+    from iotnas.search import locate_store, summarize
     from iotnas.store import Store
 
-    with Store.open(store, study_name=study_name, read_only=True) as s:
+    ref = locate_store(store, study_name)
+    with Store.open(ref.url, study_name=ref.study_name, read_only=True) as s:
         summary = summarize(s, top=top)
         skipped = s.skipped_formats()
     if as_json:

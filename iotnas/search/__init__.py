@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iotnas.cost import cost
+from iotnas.errors import ConfigError
 from iotnas.results.winners import SearchSummary, summarize
 from iotnas.search.components import Components, Evaluation
 from iotnas.search.pool import draw_open_pool, resolve_laws
 from iotnas.search.workflow import Callback, SearchEvent, Workflow
 from iotnas.store import Store, normalize_url
-from iotnas.study import Study
+from iotnas.study import Study, load_study
 
 if TYPE_CHECKING:
     from iotnas.data import Dataset
@@ -65,6 +68,31 @@ def store_location(study: Study, store_url: str | None = None) -> str:
     return normalize_url(str(study.resolve(study.store)))  # from the study file: relative to the file
 
 
+@dataclass(frozen=True)
+class StoreRef:
+    """Where a command reads a study: the store's location and, where known, the study's name."""
+
+    url: str
+    study_name: str | None
+
+
+def locate_store(store_or_study: str, study_name: str | None = None) -> StoreRef:
+    """A store as given, or a study file's (``*.toml``) store and study: commands that read a study
+    take either, so a user can name the file they ran ``iotnas search`` on.
+
+    Raises:
+        ConfigError: a study file that cannot be read.
+    """
+    path = Path(store_or_study)
+    if path.suffix.lower() != ".toml":
+        return StoreRef(store_or_study, study_name)
+    study = load_study(path)  # a missing or malformed study file: one clear line
+    if study_name is not None and study_name != study.name:
+        raise ConfigError(f"--study {study_name!r}: {path} is the study {study.name!r}; give its store to read "
+                          "another study in it")
+    return StoreRef(store_location(study), study.name)
+
+
 def open_store(study: Study, store_url: str | None = None) -> Store:
     """The study's store (``store_url`` overrides the study file), checked to belong to it."""
     return Store.open(store_location(study, store_url), study=study)
@@ -96,8 +124,10 @@ __all__ = [
     "Evaluation",
     "SearchEvent",
     "SearchSummary",
+    "StoreRef",
     "Workflow",
     "build_components",
+    "locate_store",
     "open_store",
     "prepare_search",
     "run_search",

@@ -192,6 +192,31 @@ def test_another_study_joins_the_store_and_reads_name_it(searched, tmp_path, cli
     assert code == 0 and "study other" in out, err
 
 
+def test_commands_that_read_a_study_take_its_study_file(searched, tmp_path, cli, released_dir):
+    """The file given to 'iotnas search' names the store and the study, also in a store holding two."""
+    other = tmp_path / "other.toml"
+    store = tmp_path / "joined.db"
+    other.write_text(STUDY.format(released=released_dir).replace('name = "cli"', 'name = "other"')
+                     .replace('store = "cli.db"', f'store = "{store.name}"'))
+    shutil.copy(searched.parent / "cli.db", store)
+    code, _, err = cli("search", str(other))
+    assert code == 0, err
+    code, out, err = cli("status", str(other))
+    assert code == 0 and "study other" in out, err
+    code, by_file, err = cli("show", str(other), "--json")
+    assert code == 0, err
+    assert by_file == cli("show", str(store), "--study", "other", "--json")[1]
+    assert json.loads(by_file)["study"] == "other"
+    code, out, err = cli("report", str(searched), "--out", str(tmp_path / "r.html"))
+    assert code == 0 and (tmp_path / "r.html").is_file(), err
+    code, _, err = cli("status", str(other), "--study", "cli")
+    _one_clean_line(code, err)
+    assert "is the study 'other'" in err
+    code, _, err = cli("status", str(tmp_path / "missing.toml"))
+    _one_clean_line(code, err)
+    assert "study file" in err and "not found" in err
+
+
 def test_status_of_missing_store(tmp_path, cli):
     code, _, err = cli("status", str(tmp_path / "none.db"))
     _one_clean_line(code, err)
