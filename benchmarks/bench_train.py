@@ -221,6 +221,9 @@ ABLATIONS = {
     "batch 64": {"batch_size": 64},
     "EMA of weights 0.99 (ramped)": {"ema_decay": 0.99},
     "crop padding 4": {"crop_padding": 4},
+    "weight decay 1e-4": {"weight_decay": 1e-4},  # small networks underfit: less regularisation may pay
+    "weight decay 0": {"weight_decay": 0.0},
+    "crop padding 0": {"crop_padding": 0},
 }
 
 
