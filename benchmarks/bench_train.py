@@ -18,6 +18,8 @@ Minutes include the per-epoch evaluations.
 ``ablate`` trains each model on a subset under recipe variants, one change at a time, at each budget.
 ``allocator`` trains each model for one epoch of ``--images`` images in a fresh process twice: with
 glibc's default allocator thresholds and with the freed memory iotnas keeps, counting page faults.
+``distill`` trains each of ``--models`` on its own and then from ``--teacher``'s softened outputs
+(a trained checkpoint) at each of ``--distill-weights``, in one run (``--images 0``: all of them).
 ``compile`` times a training step (forward, loss, backward, SGD step; batch 128, channels-last, one
 thread unless ``--threads``) of each model eagerly and with ``torch.compile`` applied to the model
 (the optimiser step stays eager), in one process: the best of three runs of ``--steps`` steps, in
@@ -296,9 +298,38 @@ def compile_step(args) -> None:
         print(f"| {key} | {eager:,.0f} | {compiled:,.0f} | {compiled / eager:.2f} | {seconds:.0f} |", flush=True)
 
 
+def distill(args) -> None:
+    """Each student trained twice in one run, on its own and from ``--teacher``'s outputs, at each weight."""
+    from iotnas.train import evaluate, load_trained
+
+    if args.teacher is None:
+        raise SystemExit("distill: give --teacher CHECKPOINT (a checkpoint.pt of a trained model)")
+    dataset = load_dataset(args.data, verify=False)
+    if args.images:
+        dataset = dataset.subset(train=args.images)
+    teacher = load_trained(args.teacher)
+    teacher_accuracy = evaluate(teacher.model, dataset)
+    print(f"Knowledge distillation, teacher {teacher.arch.key} ({cost(teacher.arch).n_values:,} values, "
+          f"{teacher_accuracy:.2%} on this test split), {len(dataset.train_labels):,} train images, "
+          f"{args.epochs:g} epochs, seed 0; {_machine(args.threads)}\n", flush=True)
+    rows = []
+    for key in args.models:
+        for weight in (0.0, *args.distill_weights):
+            config = TrainConfig(epochs=args.epochs, threads=args.threads, distill_weight=weight,
+                                 distill_temperature=args.temperature)
+            result = train(_fresh(key), dataset, config, seed=0, teacher=teacher.model if weight else None)
+            speed = float(np.median([h.images_per_s for h in result.history]))
+            rows.append(f"| {key} | {cost(Arch.parse(key)).n_values:,} | {weight:g} | {result.test_accuracy:.2%} | "
+                        f"{result.seconds / 60:.1f} | {speed:,.0f} |")
+            print(rows[-1], flush=True)
+    print(f"\n| student | values | distill weight (T = {args.temperature:g}) | test accuracy | minutes | img/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("throughput", "accuracy", "ablate", "compile", "allocator"))
+    parser.add_argument("part", choices=("throughput", "accuracy", "ablate", "compile", "allocator", "distill"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--images", type=int, default=4096, help="train images per run (throughput, ablate)")
     parser.add_argument("--epochs", type=float, default=10.0)
@@ -309,10 +340,13 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=float, default=(1.0, 4.0), help="ablate: epochs per cell")
     parser.add_argument("--results", default="ablations.json", help="ablate: cells kept here; a rerun skips them")
     parser.add_argument("--steps", type=int, default=10, help="compile: timed steps per run")
+    parser.add_argument("--teacher", help="distill: the teacher's checkpoint.pt")
+    parser.add_argument("--distill-weights", nargs="+", type=float, default=(0.5,), help="distill: weights to try")
+    parser.add_argument("--temperature", type=float, default=4.0, help="distill: softening temperature")
     args = parser.parse_args()
     args.models = args.models or (list(MODELS[:1]) if args.part == "accuracy" else list(MODELS))
     {"throughput": throughput, "accuracy": accuracy, "ablate": ablate, "compile": compile_step,
-     "allocator": allocator}[args.part](args)
+     "allocator": allocator, "distill": distill}[args.part](args)
 
 
 if __name__ == "__main__":

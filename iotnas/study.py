@@ -492,7 +492,11 @@ def _check_training(settings: Mapping[str, Any]):
     """The ``[training]`` recipe, checked as the training will read it; returns it (a TrainConfig)."""
     from iotnas.train._config import recipe_for
 
-    return recipe_for(Study(name="check", training=settings), 1.0)
+    config = recipe_for(Study(name="check", training=settings), 1.0)
+    if config.distill_weight > 0:
+        raise ConfigError("training.distill_weight: a search trains without a teacher; distil a chosen model with "
+                          "'iotnas train ... --teacher CHECKPOINT'")
+    return config
 
 
 def _check_precision(spec: PrecisionSpec) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from iotnas.data import load_dataset
 from iotnas.errors import CheckpointError, InputSizeError, TrainingError
 from iotnas.train import EpochStats, TrainConfig, evaluate, load_checkpoint, train
-from iotnas.train._augment import flip, random_crop
+from iotnas.train._augment import flip, normalize, random_crop
 from iotnas.train._schedule import Plan
 
 
@@ -309,3 +309,66 @@ def test_training_on_the_cpu_keeps_freed_memory_instead_of_faulting_it_in_every_
         assert done.returncode == 0, done.stderr[-2000:]
         faults[mode] = int(done.stdout.split()[-1])
     assert faults["on"] * 4 < faults["off"], faults
+
+
+class _Rolled(nn.Module):
+    """A teacher that answers the class after the right one: what a student learns from it is visible."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).roll(1, dims=1)
+
+
+@pytest.fixture(scope="module")
+def taught(digits):
+    teacher = _model(seed=1)
+    assert train(teacher, digits, TrainConfig(epochs=4, **FAST), seed=0).test_accuracy > 0.8
+    return teacher.eval()
+
+
+def test_a_student_learns_its_teachers_answers(digits, taught):
+    """With all of the loss on the teacher's outputs, the student copies them, wrong ones included."""
+    teacher = _Rolled(taught)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = _model(seed=2)
+    train(student, digits, TrainConfig(epochs=4, distill_weight=1.0, **FAST), seed=0, teacher=teacher)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # run, never trained
+    assert not teacher.training
+    assert evaluate(student, digits) < 0.2  # it learned the rolled answers, not the labels
+    x = normalize(digits.test_images, digits.channel_mean, digits.channel_std)
+    with torch.no_grad():
+        agree = (student.eval()(x).argmax(1) == teacher(x).argmax(1)).float().mean()
+    assert agree > 0.7
+
+
+def test_distillation_needs_a_teacher_and_keeps_its_checkpoints_apart(small, taught, tmp_path: Path):
+    with pytest.raises(TrainingError, match="needs a teacher"):
+        train(_model(), small, TrainConfig(epochs=1, distill_weight=0.5, **FAST))
+    with pytest.raises(TrainingError, match="needs a teacher"):
+        train(_model(), small, TrainConfig(epochs=1, **FAST), teacher=taught)
+    for bad in ({"distill_weight": 1.5}, {"distill_temperature": 0.0}):
+        with pytest.raises(TrainingError, match="distill_"):
+            TrainConfig(epochs=1, **bad)
+    train(_model(), small, TrainConfig(epochs=1, distill_weight=0.5, **FAST), teacher=taught, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="distill_weight: 0.5 -> 0.0"):  # not continued as a plain training
+        train(_model(), small, TrainConfig(epochs=2, **FAST), checkpoint_dir=tmp_path)
+    more = train(_model(), small, TrainConfig(epochs=2, distill_weight=0.5, **FAST), teacher=taught,
+                 checkpoint_dir=tmp_path)
+    assert more.resumed_from_epochs == 1.0
+
+
+def test_a_checkpoint_from_before_distillation_continues(small, tmp_path):
+    """Checkpoints written before the distillation settings existed trained without a teacher."""
+    import dataclasses
+
+    from iotnas.train import _checkpoint
+
+    train(_model(), small, TrainConfig(epochs=1, **FAST), checkpoint_dir=tmp_path)
+    path = tmp_path / _checkpoint.FILE_NAME
+    old = _checkpoint.load(path)
+    _checkpoint.save(path, dataclasses.replace(old, config={k: v for k, v in old.config.items()
+                                                            if not k.startswith("distill_")}))
+    assert train(_model(), small, TrainConfig(epochs=2, **FAST), checkpoint_dir=tmp_path).resumed_from_epochs == 1.0

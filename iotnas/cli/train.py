@@ -38,13 +38,18 @@ def train_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (default: all cores, or 1 on a busy machine)."),
+    teacher: Optional[Path] = typer.Option(
+        None, "--teacher", help="Learn also from this trained model's outputs (knowledge distillation): a "
+        "checkpoint.pt, or its folder, of a larger model trained on the same dataset."),
+    distill_weight: float = typer.Option(0.5, "--distill-weight", min=0.0, max=1.0,
+                                         help="With --teacher: the share of the loss taken from the teacher."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one architecture, with a checkpoint every epoch; --resume continues it."""
     from iotnas.arch import Arch
     from iotnas.files import check_folder
     from iotnas.spaces import build
-    from iotnas.train import TrainConfig, check_batches, train
+    from iotnas.train import TrainConfig, check_batches, load_trained, train
 
     arch = Arch(space, law, id)
     out = check_folder(out or Path("runs") / arch.key.replace("/", "-"), what="checkpoint folder", parents=True)
@@ -52,6 +57,9 @@ def train_command(
         raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over")
     dataset = _load(data, layout, train=subset)
     overrides = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "threads": threads}.items() if v is not None}
+    teacher_model = load_trained(teacher).model if teacher is not None else None
+    if teacher_model is not None:
+        overrides["distill_weight"] = distill_weight
     config = TrainConfig(epochs=epochs, eval_every=1, **overrides)
     check_batches(dataset, config)
     model = build(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
@@ -71,7 +79,9 @@ def train_command(
 
         result = train(
             model, dataset, config, checkpoint_dir=out, resume=resume, callbacks=[show], seed=seed,
-            meta={"arch": arch.to_json(), "data": data, "layout": layout},
+            meta={"arch": arch.to_json(), "data": data, "layout": layout,
+                  **({"teacher": str(teacher)} if teacher is not None else {})},
+            teacher=teacher_model,
         )  # fmt: skip
     payload = {
         "arch": arch.key,

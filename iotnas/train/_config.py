@@ -30,6 +30,9 @@ class TrainConfig:
     flip: bool | None = None  # horizontal flips; None = where the dataset allows them (recipe)
     alternating_flip: bool = True  # flip each image on alternate epochs instead of at random (recipe)
     ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off (recipe)
+    distill_weight: float = 0.0  # share of the loss taken from a teacher's softened outputs; 0 = off, and
+    #   above 0 train() needs a teacher (knowledge distillation: small networks learn more from it) (recipe)
+    distill_temperature: float = 4.0  # softens teacher and student outputs for that loss term (recipe)
     tta: bool = False  # test-time augmentation: average the predictions for an image and its mirror image
     eval_every: int = 0  # evaluate on the test split every this many epochs (0 = only at the end)
     channels_last: bool = True  # NHWC memory layout for activations and weights (1.8-2x faster on CPU here)
@@ -37,7 +40,7 @@ class TrainConfig:
 
     RECIPE = (
         "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction", "warmup_epochs",
-        "crop_padding", "flip", "alternating_flip", "ema_decay",
+        "crop_padding", "flip", "alternating_flip", "ema_decay", "distill_weight", "distill_temperature",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class TrainConfig:
             (self.warmup_epochs is None or self.warmup_epochs >= 0, "warmup_epochs must be non-negative"),
             (0 <= self.crop_padding <= 8, "crop_padding must be 0..8 pixels"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (0 <= self.distill_weight <= 1, "distill_weight must be in [0, 1]"),
+            (self.distill_temperature > 0, "distill_temperature must be positive"),
             (self.eval_every >= 0, "eval_every must be non-negative"),
             (self.threads is None or 1 <= self.threads <= 1024, "threads must be 1..1024"),
         ]

@@ -40,6 +40,7 @@ def train(
     seed: int = 0,
     meta: dict | None = None,
     device: str | torch.device | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``config.epochs`` epochs and return its test accuracy.
 
@@ -55,6 +56,10 @@ def train(
     Args:
         meta: stored in the checkpoint so the model can be rebuilt, e.g. ``{"arch": arch.to_json()}``.
         device: where to train; default CUDA when available, else the CPU.
+        teacher: a trained model of the same classes whose softened outputs the student learns from
+            (knowledge distillation), with ``config.distill_weight`` of the loss; needed exactly when
+            that weight is above 0. It is only run, never changed. A checkpoint does not record which
+            teacher it was trained with: resume with the same one.
 
     Raises:
         InputSizeError: the model cannot take the dataset's images or has the wrong number of outputs.
@@ -66,9 +71,13 @@ def train(
         keep_freed_memory()
     started = time.perf_counter()
     ckpt_path = Path(checkpoint_dir) / _checkpoint.FILE_NAME if checkpoint_dir is not None else None
+    if (teacher is not None) != (config.distill_weight > 0):
+        raise TrainingError("distill_weight above 0 needs a teacher model, and a teacher needs distill_weight above 0"
+                            f" (distill_weight {config.distill_weight}, teacher {'given' if teacher else 'none'})")
     with _threads(config.threads), _forked_rng(device):
         model.to(device)
         check_model_input(model, dataset, device=device)
+        distill = _Distiller(teacher, config, dataset, device) if teacher is not None else None
         check_batches(dataset, config)
         n_train = len(dataset.train_labels)
         spe = n_train // config.batch_size  # full batches per epoch; the remainder changes every epoch
@@ -116,7 +125,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = plan.lr(step)
                 out = model(x)
-                loss = criterion(out, y)
+                loss = criterion(out, y) if distill is None else distill.loss(out, x, y, criterion)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -339,6 +348,28 @@ class _Ema:
             self.state[k].copy_(v)
 
 
+class _Distiller:
+    """The loss against a teacher: ``(1 - w) * task loss + w * T^2 * KL(teacher || student)`` on outputs
+    softened by temperature T (Hinton et al., 2015); T^2 keeps the soft term's gradients at the hard
+    term's scale."""
+
+    def __init__(self, teacher: nn.Module, config: TrainConfig, dataset: Dataset, device: torch.device):
+        teacher.to(device)
+        check_model_input(teacher, dataset, device=device)  # it must classify the same images into the same classes
+        if config.channels_last:
+            teacher.to(memory_format=torch.channels_last)
+        self.teacher = teacher.eval()
+        self.weight = config.distill_weight
+        self.temperature = config.distill_temperature
+
+    def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            soft = torch.softmax(self.teacher(x) / self.temperature, dim=1)
+        student = torch.log_softmax(out / self.temperature, dim=1)
+        kl = nn.functional.kl_div(student, soft, reduction="batchmean") * self.temperature**2
+        return (1 - self.weight) * criterion(out, y) + self.weight * kl
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     """SGD-Nesterov; weight decay only on conv and linear weights (tensors of 2 or more dimensions)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
@@ -369,6 +400,10 @@ def _fingerprint(dataset: Dataset) -> dict:
     }
 
 
+#: Recipe settings added after checkpoints were written, at the value those checkpoints trained with.
+_RECIPE_ADDED_LATER = {"distill_weight": 0.0, "distill_temperature": TrainConfig.distill_temperature}
+
+
 def _check_compatible(ckpt, path: Path, config: TrainConfig, fingerprint: dict, seed: int, spe: int) -> None:
     def fail(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: {what}; train into another folder, or start over (resume=False; 'iotnas train --overwrite')")
@@ -381,8 +416,9 @@ def _check_compatible(ckpt, path: Path, config: TrainConfig, fingerprint: dict, 
         raise fail(f"trained on {theirs}, not on {mine}")
     old = ckpt.config
     legacy = {"warmup_fraction": 0.0} if "warmup_fraction" not in old else {}  # a fixed warm-up: _legacy_warmup
-    changed = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in TrainConfig.RECIPE
-               if {**old, **legacy}.get(k) != getattr(config, k)]
+    written = {**_RECIPE_ADDED_LATER, **old, **legacy}  # a checkpoint from before a setting existed trained without it
+    changed = [f"{k}: {written.get(k)!r} -> {getattr(config, k)!r}" for k in TrainConfig.RECIPE
+               if written.get(k) != getattr(config, k)]
     if changed:
         raise fail(f"written under another recipe ({', '.join(changed)})")
     if ckpt.steps_per_epoch != spe:

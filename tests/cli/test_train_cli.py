@@ -64,6 +64,27 @@ def test_resume_continues_to_a_larger_budget(trained, cli, tmp_path: Path):
     assert result["resumed_from_epochs"] == 1.0 and result["epochs_done"] == 2.0
 
 
+def test_a_student_trains_from_a_teacher_checkpoint(trained, cli, tmp_path: Path):
+    """--teacher: the student's recipe and checkpoint record the distillation; a resume needs the teacher again."""
+    from iotnas.train import load_checkpoint
+
+    teacher, _ = trained
+    student = tmp_path / "student"
+    code, stdout, err = cli("train", "probenet", "s2", "0", *QUICK, "--epochs", "1", "--out", str(student),
+                            "--teacher", str(teacher), "--distill-weight", "0.7", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["epochs_done"] == 1.0
+    ckpt = load_checkpoint(student)
+    assert ckpt.config["distill_weight"] == 0.7 and ckpt.meta["teacher"] == str(teacher)
+    code, _, err = cli("train", "probenet", "s2", "0", *QUICK, "--epochs", "2", "--out", str(student), "--resume")
+    assert code == 2 and "Traceback" not in err  # after the line naming the run, the refusal
+    assert err.strip().splitlines()[-1].startswith("iotnas: error:") and "distill_weight: 0.7 -> 0.0" in err
+    code, _, err = cli("train", "probenet", "s2", "0", *QUICK, "--epochs", "1", "--out", str(tmp_path / "o"),
+                       "--teacher", str(tmp_path / "no-such-run"))
+    _one_clean_line(code, err)
+    assert "no-such-run" in err
+
+
 def test_existing_checkpoint_needs_resume_or_overwrite(trained, cli):
     out, _ = trained
     code, _, err = cli("train", *ARCH, *QUICK, "--epochs", "1", "--out", str(out))

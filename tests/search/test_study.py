@@ -52,6 +52,7 @@ def test_store_path_does_not_change_fingerprint():
         ({"training": {"tta": "yes"}}, "tta"),
         ({"training": {"flip": 3}}, "flip"),
         ({"training": {"warmup": 1}}, "warmup"),
+        ({"training": {"distill_weight": 0.5}}, "training.distill_weight"),  # a search has no teacher
         ({"strategy": {"settings": {"kapa": 1.0}}}, "strategy.settings.kapa"),
         ({"precision": {"finetune_formats": ["bogus"]}}, "precision.finetune_formats"),
         ({"precision": {"tolerance": 2.0}}, "precision.tolerance"),
