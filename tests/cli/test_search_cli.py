@@ -256,9 +256,10 @@ def _stop_a_search(tmp_path, signum: int, workers: str, executor: str = "local")
                                  "--executor", executor], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # Ray's start and the first training take minutes on a loaded 2-core machine
     while not list(tmp_path.glob("stop-runs/*")) and time.monotonic() < deadline:  # a training has started
         time.sleep(0.5)
+    assert list(tmp_path.glob("stop-runs/*")), "no training started within 300 s: nothing to stop"
     proc.send_signal(signal.Signals(signum))
     _, err = proc.communicate(timeout=120)
     (store,) = tmp_path.glob("*.db")
